@@ -1,0 +1,64 @@
+/*
+ * px_anon: the whole "photo in, anonymized photo out" job shared by the CLI
+ * (`pixpipe anonymize`), the Telegram bot and the HTTP API: decode (EXIF
+ * orientation applied), detect every face, conceal each under its mask,
+ * encode with no metadata.
+ *
+ * px_anon_process is thread-safe for one detector shared by many threads
+ * (the detector hands each call its own session). All memory it returns is
+ * owned by the caller.
+ */
+#ifndef PX_ANON_H
+#define PX_ANON_H
+
+#include "../core/px_core.h"
+#include "../face/px_face.h"
+#include "../image/px_image.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct px_anon_opts {
+    px_conceal_mode mode;       /* default PX_CONCEAL_NOISE: keeps nothing of the face (docs/anonymize.md) */
+    px_mask_opts mask;          /* ellipse 1.4x by default; PX_MASK_BOX for --boxes */
+    px_face_detect_opts detect; /* threshold, NMS, smallest face */
+    px_format out_format;       /* PX_FMT_UNKNOWN: same as the input */
+    int jpeg_quality;           /* 1..100, default 90 */
+    uint64_t max_pixels;        /* decode limit (0: default 100 MP) */
+    uint64_t seed;              /* noise seed (0: random per call) */
+} px_anon_opts;
+px_anon_opts px_anon_opts_default(void);
+
+typedef struct px_anon_result {
+    px_buf out;              /* encoded image; free with px_buf_free (or px_anon_result_free) */
+    px_format out_format;
+    px_format in_format;
+    int width, height;       /* upright output size */
+    int orientation;         /* EXIF orientation that was applied */
+    px_face *faces;          /* n_faces boxes in output pixel coordinates; malloc'd */
+    int n_faces;
+    px_face_stats detect_stats;
+    double ms_decode, ms_detect, ms_conceal, ms_encode;
+} px_anon_result;
+
+/* Runs the whole job on an encoded image in memory. On PX_OK *res holds the
+ * output (free with px_anon_result_free). On error res is zeroed and err says
+ * what was wrong with the input (without the file name; callers add it). */
+int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
+                    const px_anon_opts *opts, px_anon_result *res, px_err *err);
+void px_anon_result_free(px_anon_result *res);
+
+/* Conceals the given faces in an already-decoded image (used by the above
+ * and by tests). */
+int px_anon_conceal_faces(px_image *img, const px_face *faces, int n, const px_anon_opts *opts,
+                          px_err *err);
+
+/* Parses "blur" | "pixelate" | "noise" | "solid"; PX_EINVAL otherwise. */
+int px_anon_mode_parse(const char *s, px_conceal_mode *mode);
+const char *px_anon_mode_name(px_conceal_mode mode);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,275 @@
+/*
+ * px_core implementation: errors, logging, allocation helpers, clock, files
+ * and growable buffers. The thread pool and queue live in pool.c.
+ */
+#define _GNU_SOURCE
+#include "px_core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *px_strstatus(int status)
+{
+    switch (status) {
+    case PX_OK: return "ok";
+    case PX_EINVAL: return "invalid input";
+    case PX_ENOMEM: return "out of memory";
+    case PX_EIO: return "I/O error";
+    case PX_EUNSUPPORTED: return "unsupported";
+    case PX_ELIMIT: return "over limit";
+    case PX_ECORRUPT: return "corrupt data";
+    case PX_ETIMEOUT: return "timed out";
+    case PX_ENET: return "network error";
+    case PX_EBUSY: return "busy";
+    case PX_ENOTFOUND: return "not found";
+    case PX_ECLOSED: return "closed";
+    default: return "unknown error";
+    }
+}
+
+int px_err_set(px_err *err, int status, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+int px_err_prefix(px_err *err, int status, const char *fmt, ...)
+{
+    if (err) {
+        char prefix[256], old[sizeof err->msg];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof prefix, fmt, ap);
+        va_end(ap);
+        memcpy(old, err->msg, sizeof old);
+        const char *rest = old[0] ? old : px_strstatus(status);
+        /* join by hand: snprintf("%s: %s") trips -Wformat-truncation */
+        size_t n = strlen(prefix), cap = sizeof err->msg - 1;
+        if (n > cap)
+            n = cap;
+        memcpy(err->msg, prefix, n);
+        if (n + 2 <= cap) {
+            memcpy(err->msg + n, ": ", 2);
+            n += 2;
+        }
+        size_t r = strlen(rest);
+        if (r > cap - n)
+            r = cap - n;
+        memcpy(err->msg + n, rest, r);
+        err->msg[n + r] = '\0';
+    }
+    return status;
+}
+
+static px_log_level g_log_level = PX_LOG_INFO;
+
+void px_log_set_level(px_log_level lvl)
+{
+    __atomic_store_n(&g_log_level, lvl, __ATOMIC_RELAXED);
+}
+
+px_log_level px_log_get_level(void)
+{
+    return __atomic_load_n(&g_log_level, __ATOMIC_RELAXED);
+}
+
+void px_log(px_log_level lvl, const char *fmt, ...)
+{
+    if (lvl > px_log_get_level())
+        return;
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    char line[2048];
+    int n = snprintf(line, sizeof line, "pixpipe: %s: ", names[lvl]);
+    va_list ap;
+    va_start(ap, fmt);
+    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    /* one write() per line keeps lines from different threads whole */
+    ssize_t w = write(STDERR_FILENO, line, len);
+    (void)w;
+}
+
+void *px_malloc(size_t n)
+{
+    return malloc(n ? n : 1);
+}
+
+void *px_calloc(size_t n, size_t size)
+{
+    return calloc(n ? n : 1, size ? size : 1);
+}
+
+void *px_aligned_alloc(size_t n)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? n : 64) != 0)
+        return NULL;
+    return p;
+}
+
+void px_aligned_free(void *p)
+{
+    free(p);
+}
+
+int px_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a && b > SIZE_MAX / a)
+        return PX_ELIMIT;
+    *out = a * b;
+    return PX_OK;
+}
+
+double px_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+int px_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
+int px_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len, px_err *err)
+{
+    *data = NULL;
+    *len = 0;
+    int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return px_err_set(err, errno == ENOENT ? PX_ENOTFOUND : PX_EIO, "%s: cannot open: %s",
+                          path, strerror(errno));
+    px_buf b = {0};
+    uint8_t chunk[65536];
+    int status = PX_OK;
+    for (;;) {
+        ssize_t r = read(fd, chunk, sizeof chunk);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            status = px_err_set(err, PX_EIO, "%s: read failed: %s", path, strerror(errno));
+            break;
+        }
+        if (r == 0)
+            break;
+        if (b.len + (size_t)r > max_bytes) {
+            status = px_err_set(err, PX_ELIMIT, "%s: larger than the %zu-byte limit", path,
+                                max_bytes);
+            break;
+        }
+        if (px_buf_append(&b, chunk, (size_t)r) != PX_OK) {
+            status = px_err_set(err, PX_ENOMEM, "%s: out of memory reading file", path);
+            break;
+        }
+    }
+    if (fd != STDIN_FILENO)
+        close(fd);
+    if (status != PX_OK) {
+        px_buf_free(&b);
+        return status;
+    }
+    if (!b.data) /* empty file: still return a valid pointer */
+        b.data = px_malloc(1);
+    *data = b.data;
+    *len = b.len;
+    return PX_OK;
+}
+
+int px_write_file_atomic(const char *path, const void *data, size_t len, px_err *err)
+{
+    size_t plen = strlen(path);
+    char *tmp = px_malloc(plen + 16);
+    if (!tmp)
+        return px_err_set(err, PX_ENOMEM, "%s: out of memory", path);
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        free(tmp);
+        return px_err_set(err, PX_EIO, "%s: cannot create temporary file: %s", path, strerror(e));
+    }
+    const uint8_t *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            free(tmp);
+            return px_err_set(err, PX_EIO, "%s: write failed: %s", path, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    /* mkostemp creates 0600; give the file the usual umask-derived mode */
+    mode_t um = umask(0);
+    umask(um);
+    if (fchmod(fd, 0666 & ~um) != 0 || fsync(fd) != 0 || close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        free(tmp);
+        return px_err_set(err, PX_EIO, "%s: cannot finish writing: %s", path, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        free(tmp);
+        return px_err_set(err, PX_EIO, "%s: cannot rename into place: %s", path, strerror(e));
+    }
+    free(tmp);
+    return PX_OK;
+}
+
+int px_buf_append(px_buf *b, const void *data, size_t n)
+{
+    if (n == 0)
+        return PX_OK;
+    if (b->len + n < b->len)
+        return PX_ENOMEM;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) {
+            if (cap > SIZE_MAX / 2)
+                return PX_ENOMEM;
+            cap *= 2;
+        }
+        uint8_t *d = realloc(b->data, cap);
+        if (!d)
+            return PX_ENOMEM;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+    return PX_OK;
+}
+
+void px_buf_free(px_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}

@@ -1,0 +1,105 @@
+/*
+ * px_face: face detection on images of any size, and the masks that hide them.
+ *
+ * A detector wraps one ONNX model (YuNet 2023mar / yunet_n at 640x640, or
+ * UltraFace RFB-640 at 640x480) loaded with px_nn. Detection covers the whole
+ * image at several scales: one pass over the whole image letterboxed into the
+ * network input, then overlapping tiles at finer scales so that small faces in
+ * large photos are seen at a size the network finds (see docs/anonymize.md for
+ * the smallest face found per setting). Boxes from all passes are merged with
+ * NMS.
+ *
+ * The detector holds the model (read-only) and a pool of sessions; it is
+ * thread-safe: concurrent px_face_detect calls each take a session.
+ */
+#ifndef PX_FACE_H
+#define PX_FACE_H
+
+#include "../core/px_core.h"
+#include "../image/px_image.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct px_face {
+    float x1, y1, x2, y2; /* box in upright image pixels */
+    float score;          /* 0..1 */
+    float lm[5][2];       /* landmarks (eyes, nose, mouth corners) in pixels; 0 when the model has none */
+    int has_landmarks;
+} px_face;
+
+typedef enum { PX_FACE_MODEL_AUTO = 0, PX_FACE_MODEL_YUNET, PX_FACE_MODEL_ULTRAFACE } px_face_model_kind;
+
+typedef struct px_face_detector px_face_detector;
+
+typedef struct px_face_detector_opts {
+    px_face_model_kind kind; /* AUTO: from the model's outputs */
+    int threads;             /* compute threads per detection (<=0: all cores) */
+    int max_sessions;        /* concurrent detections (<=0: 1) */
+} px_face_detector_opts;
+
+int px_face_detector_create(const char *model_path, const px_face_detector_opts *opts,
+                            px_face_detector **out, px_err *err);
+void px_face_detector_destroy(px_face_detector *d); /* NULL is a no-op */
+px_face_model_kind px_face_detector_kind(const px_face_detector *d);
+
+typedef struct px_face_detect_opts {
+    float score_threshold; /* default 0.6 */
+    float nms_iou;         /* default 0.3 */
+    int min_face;          /* smallest face side (pixels) to look for; sets the finest tile scale. default 20 */
+    int max_passes;        /* cap on network runs per image (0: no cap beyond min_face's) */
+} px_face_detect_opts;
+px_face_detect_opts px_face_detect_opts_default(void);
+
+typedef struct px_face_stats {
+    int passes;          /* network runs */
+    double ms_preprocess, ms_network, ms_postprocess;
+} px_face_stats;
+
+/* Detects faces in img. On PX_OK, *faces is a malloc'd array of *n faces
+ * sorted by score (caller frees), possibly empty (*faces may be NULL when
+ * *n == 0). stats may be NULL. Thread-safe. */
+int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detect_opts *opts,
+                   px_face **faces, int *n, px_face_stats *stats, px_err *err);
+
+/* ---- lower-level pieces, exposed for tests ---- */
+
+/* Greedy NMS: sorts by score descending, keeps boxes whose IoU with every kept
+ * box is <= iou. Compacts in place; returns the new count. */
+int px_face_nms(px_face *faces, int n, float iou);
+float px_face_iou(const px_face *a, const px_face *b);
+
+/* Decodes YuNet 2023mar-style outputs of one stride into faces with
+ * score = sqrt(cls*obj) >= thr. cls/obj (N,), bbox (N,4) [dx,dy,log w,log h],
+ * kps (N,10), with N = (in_w/stride)*(in_h/stride). Coordinates are in network
+ * input pixels. Appends to faces (capacity cap); returns the number appended. */
+int px_face_decode_yunet(const float *cls, const float *obj, const float *bbox, const float *kps,
+                         int in_w, int in_h, int stride, float thr, px_face *faces, int cap);
+
+/* ---- masks ---- */
+typedef enum { PX_MASK_ELLIPSE = 0, PX_MASK_BOX } px_mask_shape;
+
+typedef struct px_mask_opts {
+    px_mask_shape shape;
+    float scale;   /* mask size relative to the face box (default 1.4 for ellipse, 1.2 for box) */
+    float feather; /* outward soft edge as a fraction of the mask radius (default 0.15) */
+} px_mask_opts;
+px_mask_opts px_mask_opts_default(void);
+
+/* Builds the mask for one face: an ellipse (or box) centred on the face box,
+ * scaled to cover the whole head (extended upwards for hair/forehead); alpha
+ * is 255 over the scaled shape and fades to 0 *outside* it over the feather
+ * width, so the face itself is always fully covered. The mask is clipped to
+ * the image. Caller frees mask->alpha. */
+int px_face_mask(const px_face *f, int img_w, int img_h, const px_mask_opts *o, px_mask *mask,
+                 px_err *err);
+
+/* Conceal parameters scaled to a face so it cannot be recovered: blur sigma
+ * ~ face width / 5 (at least 8 px), pixelate cell = face width / 8 (at least 4 px). */
+px_conceal px_face_conceal_for(const px_face *f, px_conceal_mode mode, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

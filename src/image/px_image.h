@@ -1,0 +1,119 @@
+/*
+ * px_image: decoding and encoding (JPEG via libjpeg-turbo, PNG via libpng,
+ * WebP via libwebp), EXIF orientation (libexif), sampling into network input
+ * tensors, and the concealment effects used to hide faces.
+ *
+ * Images in memory are 8-bit interleaved RGB (3 channels) or RGBA (4, when
+ * the source had alpha), rows of stride bytes, always upright after decoding
+ * (EXIF orientation applied). Encoders write pixels only: no EXIF, XMP, IPTC,
+ * ICC profile, comments or text chunks ever reach the output.
+ *
+ * All functions are thread-safe on distinct images. Decoders treat their input
+ * as hostile: size limits are checked before any pixel buffer is allocated,
+ * truncated/corrupt data is PX_ECORRUPT, never a crash or a longjmp escaping.
+ */
+#ifndef PX_IMAGE_H
+#define PX_IMAGE_H
+
+#include "../core/px_core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct px_image {
+    int w, h;
+    int channels;  /* 3 (RGB) or 4 (RGBA) */
+    size_t stride; /* bytes per row, >= w*channels */
+    uint8_t *px;   /* owned; free with px_image_free */
+} px_image;
+
+typedef enum { PX_FMT_UNKNOWN = 0, PX_FMT_JPEG, PX_FMT_PNG, PX_FMT_WEBP } px_format;
+
+/* Format from magic bytes (PX_FMT_UNKNOWN if none matches). */
+px_format px_image_sniff(const uint8_t *data, size_t len);
+/* Format from a path's extension (.jpg .jpeg .png .webp, any case), or UNKNOWN. */
+px_format px_format_from_path(const char *path);
+const char *px_format_name(px_format f);      /* "jpeg", "png", "webp", "unknown" */
+const char *px_format_extension(px_format f); /* ".jpg", ".png", ".webp", "" */
+
+typedef struct px_decode_opts {
+    uint64_t max_pixels; /* refuse images with more pixels than this (0: 100 megapixels) */
+    int apply_orientation; /* apply EXIF Orientation (1 by default via px_decode_opts_default) */
+} px_decode_opts;
+px_decode_opts px_decode_opts_default(void);
+
+typedef struct px_decode_info {
+    px_format format;
+    int orientation;        /* EXIF orientation found (1..8), 1 when absent or unreadable */
+    int stored_w, stored_h; /* size as stored, before orientation */
+    int had_metadata;       /* EXIF/XMP/ICC/comment/text seen in the input (dropped on output) */
+} px_decode_info;
+
+/* Decodes JPEG/PNG/WebP from memory into *out (upright if opts says so).
+ * Errors: PX_EUNSUPPORTED (not an image we read), PX_ELIMIT (too many pixels,
+ * checked from the header before allocating), PX_ECORRUPT (damaged/truncated),
+ * PX_ENOMEM. err names what is wrong but not the file (the caller adds it).
+ * info may be NULL. On error *out is zeroed and nothing needs freeing. */
+int px_image_decode(const uint8_t *data, size_t len, const px_decode_opts *opts, px_image *out,
+                    px_decode_info *info, px_err *err);
+
+/* EXIF orientation (1..8) of a JPEG/PNG/WebP buffer, 1 when absent or corrupt. */
+int px_image_exif_orientation(const uint8_t *data, size_t len);
+
+/* Rotates/flips img in place so that an image stored with EXIF orientation o
+ * becomes upright (o in 1..8; 1 is a no-op). PX_ENOMEM or PX_EINVAL. */
+int px_image_apply_orientation(px_image *img, int o);
+
+/* Encodes to f, pixels only (see top). quality 1..100 for JPEG and lossy WebP
+ * (WebP quality 100 means lossless). Appends to *out; caller frees it. */
+int px_image_encode(const px_image *img, px_format f, int quality, px_buf *out, px_err *err);
+
+/* Allocates a w x h image with `channels` channels, zero-filled. */
+int px_image_alloc(px_image *img, int w, int h, int channels);
+void px_image_free(px_image *img); /* zeroes *img; safe on a zeroed image */
+int px_image_copy(const px_image *src, px_image *dst);
+
+/* ---- Network input ----
+ * Samples the source rectangle (sx, sy, sw, sh) of img (in pixels, may extend
+ * past the image: outside is filled with `pad`) into a planar float tensor
+ * out[3][oh][ow] with bilinear filtering (area-averaged when shrinking by more
+ * than 2x, so small faces are not aliased away). Channel order BGR if bgr,
+ * else RGB; value = (v - mean) * scale. Alpha is ignored. */
+void px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow,
+                        int oh, int bgr, float mean, float scale, float pad, float *out);
+
+/* ---- Concealment ----
+ * A coverage mask over a rectangle of the image: alpha[y*w + x] in 0..255 is
+ * how much of the effect pixel (x0+x, y0+y) gets (255: fully replaced). The
+ * rectangle may extend past the image; outside pixels are ignored. */
+typedef struct px_mask {
+    int x0, y0, w, h;
+    uint8_t *alpha; /* w*h, owned by whoever made it */
+} px_mask;
+
+typedef enum {
+    PX_CONCEAL_BLUR = 0, /* gaussian blur, sigma = strength */
+    PX_CONCEAL_PIXELATE, /* block average, cell size = strength pixels */
+    PX_CONCEAL_NOISE,    /* uniform random noise from seed */
+    PX_CONCEAL_SOLID,    /* flat colour (rgb) */
+} px_conceal_mode;
+
+typedef struct px_conceal {
+    px_conceal_mode mode;
+    float strength;   /* blur sigma or pixelate cell size, in pixels */
+    uint64_t seed;    /* noise */
+    uint8_t rgb[3];   /* solid */
+} px_conceal;
+
+/* Applies the effect inside mask, blending by alpha. The effect reads only
+ * pixels under the mask's rectangle (blur samples a margin clamped to the
+ * image) so the result does not depend on other regions. For blur the source
+ * region is first pixel-averaged so that no high-frequency detail of the face
+ * survives. PX_OK, PX_ENOMEM or PX_EINVAL. */
+int px_image_conceal(px_image *img, const px_mask *mask, const px_conceal *how, px_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

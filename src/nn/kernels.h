@@ -1,0 +1,91 @@
+/*
+ * Internal contract between the graph executor (graph.c, exec.c) and the
+ * operator kernels (kernels_*.c). Not installed, not public.
+ *
+ * All tensors are float32, dense, row-major (NCHW for images) with batch 1;
+ * the executor loops over the batch if ever needed. Kernels never allocate:
+ * scratch memory is sized by *_scratch_size at load time and handed in.
+ * Every kernel that takes a px_pool splits its work with px_pool_for over an
+ * index space that is independent of the thread count and writes disjoint
+ * outputs per index, so results are bitwise identical for 1 and N threads.
+ */
+#ifndef PX_NN_KERNELS_H
+#define PX_NN_KERNELS_H
+
+#include "../core/px_core.h"
+
+enum { PX_ACT_NONE = 0, PX_ACT_RELU = 1 };
+
+/* ---- Conv2D (NCHW, batch 1) ----
+ * in (IC, IH, IW) -> out (OC, OH, OW); weights (OC, IC/group, KH, KW);
+ * bias (OC,) or none. Padding is explicit (top, left, bottom, right), as ONNX
+ * 'pads' after auto_pad is resolved by the caller. OH = (IH + pt + pb - (dh*(KH-1)+1)) / sh + 1.
+ * Activation is fused (applied after bias). */
+typedef struct px_conv_params {
+    int ic, ih, iw;
+    int oc, oh, ow;
+    int kh, kw;
+    int sh, sw;
+    int pt, pl, pb, pr;
+    int dh, dw;
+    int group;
+    int act;
+} px_conv_params;
+
+/* Weights re-laid out once for the chosen algorithm (1x1 GEMM, im2col GEMM,
+ * depthwise 3x3 AVX2, generic direct). Opaque; read-only after creation. */
+typedef struct px_conv_packed px_conv_packed;
+
+/* Validates params (PX_EINVAL with a reason if inconsistent) and packs
+ * weights (copied; caller keeps ownership of w and bias). */
+int px_conv_prepare(const px_conv_params *p, const float *w, const float *bias,
+                    px_conv_packed **out, px_err *err);
+void px_conv_packed_destroy(px_conv_packed *c); /* NULL is a no-op */
+/* Bytes of scratch px_conv_run needs with `threads` threads (may be 0). */
+size_t px_conv_scratch_size(const px_conv_packed *c, int threads);
+/* Runs the convolution. in and out must not overlap. scratch must be at
+ * least px_conv_scratch_size(c, px_pool_threads(pool)) bytes, 64-byte aligned. */
+void px_conv_run(const px_conv_packed *c, const float *in, float *out, void *scratch,
+                 px_pool *pool);
+/* Name of the algorithm chosen for c ("gemm1x1", "im2col", "dw3x3-avx2", ...). */
+const char *px_conv_algo(const px_conv_packed *c);
+
+/* ---- MaxPool 2D (NCHW, batch 1), padding treated as -inf ---- */
+typedef struct px_pool2d_params {
+    int c, ih, iw, oh, ow;
+    int kh, kw, sh, sw, pt, pl, pb, pr;
+} px_pool2d_params;
+void px_maxpool2d(const px_pool2d_params *p, const float *in, float *out, px_pool *pool);
+
+/* ---- Resize, nearest, NCHW: out (C, OH, OW) from in (C, IH, IW).
+ * For each output coordinate the source index is computed per ONNX
+ * coordinate_transformation_mode/nearest_mode; the caller precomputes the
+ * index tables (ys: OH entries, xs: OW entries, each clamped into range). */
+void px_resize_nearest(int c, int ih, int iw, int oh, int ow, const int32_t *ys,
+                       const int32_t *xs, const float *in, float *out, px_pool *pool);
+
+/* ---- Elementwise with numpy broadcasting (rank <= 6) ----
+ * Shapes are given already right-aligned to the output rank. */
+typedef enum { PX_BIN_ADD, PX_BIN_SUB, PX_BIN_MUL, PX_BIN_DIV } px_binop;
+void px_binary(px_binop op, int rank, const int64_t *out_dims, const float *a,
+               const int64_t *a_dims, const float *b, const int64_t *b_dims, float *out,
+               px_pool *pool);
+typedef enum { PX_UN_RELU, PX_UN_SIGMOID, PX_UN_EXP } px_unop;
+void px_unary(px_unop op, const float *in, float *out, size_t n, px_pool *pool); /* in may == out */
+
+/* Softmax over `axis` of a tensor viewed as (outer, axis_len, inner). in may == out. */
+void px_softmax(const float *in, float *out, size_t outer, size_t axis_len, size_t inner);
+
+/* Transpose: out = permute(in, perm). rank <= 6. */
+void px_transpose(const float *in, int rank, const int64_t *in_dims, const int *perm, float *out);
+
+/* Concat along axis, viewed as (outer, len_i, inner) per input. */
+void px_concat(const float *const *ins, const size_t *lens, int n_inputs, size_t outer,
+               size_t inner, float *out);
+
+/* BatchNormalization as a standalone op (when it could not be fused):
+ * y = (x - mean) / sqrt(var + eps) * scale + bias, per channel, NCHW. */
+void px_batchnorm(const float *in, float *out, int c, size_t hw, const float *scale,
+                  const float *bias, const float *mean, const float *var, float eps);
+
+#endif
