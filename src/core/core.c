@@ -2,7 +2,6 @@
  * px_core implementation: errors, logging, allocation helpers, clock, files
  * and growable buffers. The thread pool and queue live in pool.c.
  */
-#define _GNU_SOURCE
 #include "px_core.h"
 
 #include <errno.h>
