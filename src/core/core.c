@@ -201,7 +201,7 @@ int px_write_file_atomic(const char *path, const void *data, size_t len, px_err 
         return px_err_set(err, PX_ENOMEM, "%s: out of memory", path);
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkostemp(tmp, O_CLOEXEC);
+    int fd = mkstemp(tmp);
     if (fd < 0) {
         int e = errno;
         free(tmp);
