@@ -53,8 +53,9 @@ typedef struct px_decode_info {
 /* Decodes JPEG/PNG/WebP from memory into *out (upright if opts says so).
  * Errors: PX_EUNSUPPORTED (not an image we read), PX_ELIMIT (too many pixels,
  * checked from the header before allocating), PX_ECORRUPT (damaged/truncated),
- * PX_ENOMEM. err names what is wrong but not the file (the caller adds it).
- * info may be NULL. On error *out is zeroed and nothing needs freeing. */
+ * PX_ENOMEM, PX_EINVAL (empty input). err names what is wrong but not the
+ * file (the caller adds it). info may be NULL. On error *out is zeroed and
+ * nothing needs freeing. */
 int px_image_decode(const uint8_t *data, size_t len, const px_decode_opts *opts, px_image *out,
                     px_decode_info *info, px_err *err);
 
@@ -66,7 +67,11 @@ int px_image_exif_orientation(const uint8_t *data, size_t len);
 int px_image_apply_orientation(px_image *img, int o);
 
 /* Encodes to f, pixels only (see top). quality 1..100 for JPEG and lossy WebP
- * (WebP quality 100 means lossless). Appends to *out; caller frees it. */
+ * (WebP quality 100 means lossless; the colour of fully transparent pixels is
+ * not kept). RGBA to JPEG is composited on white. Appends to *out; caller
+ * frees it; on failure out->len is unchanged. Errors: PX_EINVAL (bad image or
+ * quality), PX_EUNSUPPORTED (format), PX_ELIMIT (JPEG > 65500 or WebP > 16383
+ * px a side), PX_ENOMEM. */
 int px_image_encode(const px_image *img, px_format f, int quality, px_buf *out, px_err *err);
 
 /* Allocates a w x h image with `channels` channels, zero-filled. */
@@ -79,7 +84,11 @@ int px_image_copy(const px_image *src, px_image *dst);
  * past the image: outside is filled with `pad`) into a planar float tensor
  * out[3][oh][ow] with bilinear filtering (area-averaged when shrinking by more
  * than 2x, so small faces are not aliased away). Channel order BGR if bgr,
- * else RGB; value = (v - mean) * scale. Alpha is ignored. */
+ * else RGB; value = (v - mean) * scale. Alpha is ignored. `pad` is a pixel
+ * value on the image's 0..255 scale and goes through mean/scale like the
+ * pixels (pad 0 with mean 127.5 gives -127.5 * scale). out must hold
+ * 3*ow*oh floats. Allocates a little scratch per call; if that fails the
+ * tensor is all pad and an error is logged. Thread-safe; img is read only. */
 void px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow,
                         int oh, int bgr, float mean, float scale, float pad, float *out);
 
@@ -110,7 +119,10 @@ typedef struct px_conceal {
  * pixels under the mask's rectangle (blur samples a margin clamped to the
  * image) so the result does not depend on other regions. For blur the source
  * region is first pixel-averaged so that no high-frequency detail of the face
- * survives. PX_OK, PX_ENOMEM or PX_EINVAL. */
+ * survives. PX_OK, PX_ENOMEM or PX_EINVAL (no image/mask/alpha, unknown
+ * mode, blur/pixelate strength outside 0.5..10000). A mask entirely outside
+ * the image is PX_OK and changes nothing. The alpha channel is never touched.
+ * Thread-safe on distinct images; mask->alpha is only read. */
 int px_image_conceal(px_image *img, const px_mask *mask, const px_conceal *how, px_err *err);
 
 #ifdef __cplusplus

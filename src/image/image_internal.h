@@ -1,0 +1,42 @@
+/*
+ * Private glue between the files of the image module: the per-format
+ * decoders/encoders (jpeg.c, png.c, webp.c) and the EXIF reader (exif.c) that
+ * image.c dispatches to. Nothing here is part of the public contract.
+ */
+#ifndef PX_IMAGE_INTERNAL_H
+#define PX_IMAGE_INTERNAL_H
+
+#include "px_image.h"
+
+/* Default pixel cap when px_decode_opts.max_pixels is 0 (100 megapixels). */
+#define PX_IMAGE_DEFAULT_MAX_PIXELS 100000000ull
+
+/* Per-format decoders. They fill *out (stored orientation, not yet rotated),
+ * info->orientation/stored size/had_metadata, and return a PX_* status with
+ * err set. On failure *out is left zeroed. max_pixels is already resolved. */
+int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
+                   px_decode_info *info, px_err *err);
+int px_png_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
+                  px_decode_info *info, px_err *err);
+int px_webp_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
+                   px_decode_info *info, px_err *err);
+
+int px_jpeg_encode(const px_image *img, int quality, px_buf *out, px_err *err);
+int px_png_encode(const px_image *img, px_buf *out, px_err *err);
+int px_webp_encode(const px_image *img, int quality, px_buf *out, px_err *err);
+
+/* Orientation (1..8) from an EXIF payload: either "Exif\0\0" followed by a
+ * TIFF header (JPEG APP1) or a bare TIFF header (PNG eXIf, WebP EXIF chunk).
+ * 1 when absent, out of range or unreadable. */
+int px_exif_orientation_from_payload(const uint8_t *data, size_t len);
+
+/* Orientation read from the EXIF of each container without decoding pixels. */
+int px_jpeg_exif_orientation(const uint8_t *data, size_t len);
+int px_png_exif_orientation(const uint8_t *data, size_t len);
+int px_webp_exif_orientation(const uint8_t *data, size_t len);
+
+/* Checks w x h against the cap; PX_OK or PX_ELIMIT/PX_ECORRUPT with err set. */
+int px_image_check_size(uint64_t w, uint64_t h, uint64_t max_pixels, const char *fmt_name,
+                        px_err *err);
+
+#endif
