@@ -44,15 +44,31 @@ typedef struct px_anon_result {
 
 /* Runs the whole job on an encoded image in memory. On PX_OK *res holds the
  * output (free with px_anon_result_free). On error res is zeroed and err says
- * what was wrong with the input (without the file name; callers add it). */
+ * what was wrong with the input (without the file name; callers add it):
+ * PX_EINVAL (empty input, bad options), PX_EUNSUPPORTED (not an image we
+ * read), PX_ELIMIT (over max_pixels), PX_ECORRUPT (damaged), PX_ENOMEM, or
+ * the engine's error. Thread-safe (see top). */
 int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
                     const px_anon_opts *opts, px_anon_result *res, px_err *err);
 void px_anon_result_free(px_anon_result *res);
 
 /* Conceals the given faces in an already-decoded image (used by the above
- * and by tests). */
+ * and by tests): one mask per face (opts->mask), the effect from
+ * px_face_conceal_for (opts->mode; noise seeded from opts->seed, or a fresh
+ * seed when 0). PX_EINVAL for a bad face box or mode, PX_ENOMEM; the image
+ * may be partly concealed then. Thread-safe on distinct images. */
 int px_anon_conceal_faces(px_image *img, const px_face *faces, int n, const px_anon_opts *opts,
                           px_err *err);
+
+/* Finds the detector model file. `explicit_path` (e.g. --model) wins when
+ * given (it must exist). Otherwise `name` (NULL: PX_ANON_DEFAULT_MODEL) is
+ * looked for in $PIXPIPE_MODEL_DIR, then <directory of the running
+ * binary>/../models, then the source tree's models/ folder (a compile-time
+ * path, for binaries run from a build folder). Writes the path into out
+ * (cap bytes). PX_ENOTFOUND with every place tried named in err. */
+#define PX_ANON_DEFAULT_MODEL "face_detection_yunet_2023mar.onnx"
+int px_anon_find_model(const char *explicit_path, const char *name, char *out, size_t cap,
+                       px_err *err);
 
 /* Parses "blur" | "pixelate" | "noise" | "solid"; PX_EINVAL otherwise. */
 int px_anon_mode_parse(const char *s, px_conceal_mode *mode);

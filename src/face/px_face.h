@@ -25,7 +25,9 @@ extern "C" {
 typedef struct px_face {
     float x1, y1, x2, y2; /* box in upright image pixels */
     float score;          /* 0..1 */
-    float lm[5][2];       /* landmarks (eyes, nose, mouth corners) in pixels; 0 when the model has none */
+    float lm[5][2];       /* landmarks in pixels: right eye, left eye, nose tip, right and left
+                             mouth corners (the subject's right: image left); 0 when the model
+                             has none */
     int has_landmarks;
 } px_face;
 
@@ -39,10 +41,21 @@ typedef struct px_face_detector_opts {
     int max_sessions;        /* concurrent detections (<=0: 1) */
 } px_face_detector_opts;
 
+/* Loads the model and creates max_sessions sessions of `threads` compute
+ * threads each. PX_OK and *out, or an error naming the file: PX_ENOTFOUND/
+ * PX_EIO when it cannot be read, PX_ECORRUPT/PX_EUNSUPPORTED from the
+ * engine, PX_EUNSUPPORTED when the outputs match neither model family (or not
+ * the requested kind). Free with px_face_detector_destroy. opts may be NULL. */
 int px_face_detector_create(const char *model_path, const px_face_detector_opts *opts,
                             px_face_detector **out, px_err *err);
 void px_face_detector_destroy(px_face_detector *d); /* NULL is a no-op */
 px_face_model_kind px_face_detector_kind(const px_face_detector *d);
+/* Network input size (640x640 for YuNet, 640x480 for UltraFace). */
+void px_face_detector_input_size(const px_face_detector *d, int *w, int *h);
+/* Face side, in network input pixels, that the tiling plan brings min_face
+ * up to: a little above the smallest face the model finds (measured; see
+ * docs/anonymize.md). 0 for NULL. */
+float px_face_detector_net_min_face(const px_face_detector *d);
 
 typedef struct px_face_detect_opts {
     float score_threshold; /* default 0.6 */
@@ -59,11 +72,38 @@ typedef struct px_face_stats {
 
 /* Detects faces in img. On PX_OK, *faces is a malloc'd array of *n faces
  * sorted by score (caller frees), possibly empty (*faces may be NULL when
- * *n == 0). stats may be NULL. Thread-safe. */
+ * *n == 0), boxes clipped to the image. opts NULL means the defaults.
+ * stats may be NULL. Errors: PX_EINVAL (bad image or options), PX_ENOMEM,
+ * or the engine's error; *faces is NULL and *n 0 then. Thread-safe: each
+ * call waits for a free session of the detector's pool. */
 int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detect_opts *opts,
                    px_face **faces, int *n, px_face_stats *stats, px_err *err);
 
 /* ---- lower-level pieces, exposed for tests ---- */
+
+/* One network run: the source rectangle (sx, sy, sw, sh) in image pixels is
+ * sampled into the whole network input, so scale = net_w / sw network
+ * pixels per image pixel. The rectangle may extend past the image (padding).
+ * level 0 is the whole-image pass, 1.. are successively finer tile levels. */
+typedef struct px_face_pass {
+    float sx, sy, sw, sh;
+    float scale;
+    int level;
+} px_face_pass;
+
+/* Plans the passes that cover an img_w x img_h image so that a face of
+ * min_face image pixels reaches net_min_face network pixels in some pass:
+ * the whole image letterboxed, then tile levels whose scales grow by at most
+ * 3x per level, tiles at each level overlapping by more than the largest face
+ * the previous level could miss. When max_passes > 0 and the plan is longer,
+ * the finest scale is lowered until it fits (smaller faces may be missed).
+ * Writes up to cap passes and returns the total count (so a call with cap 0
+ * sizes the array); returns 0 only for a non-positive size. Thread-safe. */
+int px_face_plan(int img_w, int img_h, int net_w, int net_h, float net_min_face, int min_face,
+                 int max_passes, px_face_pass *passes, int cap);
+
+/* Sorts by score, descending (ties by position, so the order is stable). */
+void px_face_sort(px_face *faces, int n);
 
 /* Greedy NMS: sorts by score descending, keeps boxes whose IoU with every kept
  * box is <= iou. Compacts in place; returns the new count. */
@@ -77,21 +117,34 @@ float px_face_iou(const px_face *a, const px_face *b);
 int px_face_decode_yunet(const float *cls, const float *obj, const float *bbox, const float *kps,
                          int in_w, int in_h, int stride, float thr, px_face *faces, int cap);
 
+/* Decodes UltraFace outputs: scores (n_priors, 2) softmaxed [background,
+ * face], boxes (n_priors, 4) normalised corners. Faces with score >= thr, in
+ * network input pixels, are appended to faces (capacity cap); returns the
+ * number appended. */
+int px_face_decode_ultraface(const float *scores, const float *boxes, int n_priors, int in_w,
+                             int in_h, float thr, px_face *faces, int cap);
+
 /* ---- masks ---- */
 typedef enum { PX_MASK_ELLIPSE = 0, PX_MASK_BOX } px_mask_shape;
 
 typedef struct px_mask_opts {
     px_mask_shape shape;
-    float scale;   /* mask size relative to the face box (default 1.4 for ellipse, 1.2 for box) */
+    float scale;   /* mask size relative to the face box (default 1.4 for ellipse, 1.2 for box;
+                      <= 0 picks the shape's default; must be >= 1) */
     float feather; /* outward soft edge as a fraction of the mask radius (default 0.15) */
 } px_mask_opts;
 px_mask_opts px_mask_opts_default(void);
+/* The scale used when px_mask_opts.scale <= 0: 1.4 for ellipses, 1.2 for boxes. */
+float px_mask_default_scale(px_mask_shape shape);
 
 /* Builds the mask for one face: an ellipse (or box) centred on the face box,
- * scaled to cover the whole head (extended upwards for hair/forehead); alpha
- * is 255 over the scaled shape and fades to 0 *outside* it over the feather
- * width, so the face itself is always fully covered. The mask is clipped to
- * the image. Caller frees mask->alpha. */
+ * scaled to cover the whole head (extended upwards for hair/forehead) and
+ * never smaller than the shape through the box corners; alpha is 255 over the
+ * scaled shape and fades to 0 *outside* it over the feather width, so the
+ * face itself is always fully covered. The mask is clipped to the image (a
+ * face wholly outside gives w = h = 0 and alpha NULL). PX_EINVAL for an
+ * empty/non-finite box or a scale below 1, PX_ENOMEM. Caller frees
+ * mask->alpha. Thread-safe. */
 int px_face_mask(const px_face *f, int img_w, int img_h, const px_mask_opts *o, px_mask *mask,
                  px_err *err);
 

@@ -1,0 +1,554 @@
+/*
+ * The face detector: one ONNX model, a small pool of engine sessions, and the
+ * multi-scale plan that lets a 640x640 network find 20-pixel faces in a
+ * 24-megapixel photo.
+ *
+ * Why tiles: squeezing a 6000x4000 photo into 640x640 shrinks every face by
+ * ~9x, so anything under ~100 px disappears. px_face_plan adds tile levels at
+ * finer scales until a face of min_face image pixels is as big in the network
+ * input as the smallest face the model finds reliably (net_min_face, measured
+ * per model). Scales grow by at most 3x per level, and tiles at a level
+ * overlap by more than the largest face the coarser level could have missed,
+ * so every face is whole in at least one tile of the level that needs it.
+ *
+ * Merging: a box touching a tile edge that lies inside the image is "cut"
+ * (the face continues in the next tile); it is dropped when another pass saw
+ * the same face whole. Then greedy NMS, then boxes mostly inside a somewhat
+ * bigger box are dropped (the bigger box's mask hides them anyway, so this
+ * can only remove duplicates, never expose a face).
+ *
+ * Threads: the model is read-only; each px_face_detect call takes a session
+ * from the pool (mutex + condition variable) for all its passes, so one
+ * detector serves any number of threads with max_sessions running at once.
+ */
+#include "px_face.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../nn/px_nn.h"
+
+/* Face side (network pixels) the plan brings min_face up to, per model.
+ * bench_anonymize's sweep finds every YuNet face from 12 px at scale 1, but
+ * faces shrunk from big photos were missed at 12-13 px (4 of 6 at
+ * --min-face 40), so the plan aims at 14 (docs/anonymize.md). */
+#define PX_YUNET_NET_MIN_FACE 14.0f
+#define PX_ULTRAFACE_NET_MIN_FACE 16.0f
+/* Most candidates one pass may produce before its own NMS. */
+#define PX_PASS_CAP 4096
+/* Levels grow by at most this factor, and a single pass is kept while the
+ * whole-image scale is within this tolerance of the finest one needed. */
+#define PX_LEVEL_RATIO 3.0f
+#define PX_SCALE_SLACK 1.05f
+
+typedef struct slot {
+    px_nn_session *s;
+    px_face *scratch; /* PX_PASS_CAP candidates of one pass */
+} slot;
+
+struct px_face_detector {
+    px_nn_model *model;
+    px_face_model_kind kind;
+    int net_w, net_h;
+    float net_min_face;
+    /* YuNet: cls/obj/bbox/kps output indices for strides 8, 16, 32 */
+    int y_out[3][4];
+    /* UltraFace: scores, boxes output indices and the prior count */
+    int u_scores, u_boxes, u_priors;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n_slots, n_free;
+    slot *slots;
+    int *free_list; /* indices of free slots, n_free of them */
+};
+
+static const int yunet_strides[3] = {8, 16, 32};
+
+static int setup_yunet(px_face_detector *d, const char *path, px_err *err)
+{
+    static const char *const prefix[4] = {"cls", "obj", "bbox", "kps"};
+    static const int per_cell[4] = {1, 1, 4, 10};
+    for (int s = 0; s < 3; s++) {
+        const size_t cells = (size_t)(d->net_w / yunet_strides[s]) * (size_t)(d->net_h / yunet_strides[s]);
+        for (int k = 0; k < 4; k++) {
+            char name[16];
+            snprintf(name, sizeof name, "%s_%d", prefix[k], yunet_strides[s]);
+            const int i = px_nn_model_find_output(d->model, name);
+            if (i < 0)
+                return px_err_set(err, PX_EUNSUPPORTED, "%s: YuNet output '%s' missing", path, name);
+            px_nn_tensor_info ti;
+            int st = px_nn_model_output_info(d->model, i, &ti);
+            if (st != PX_OK || ti.count != cells * (size_t)per_cell[k])
+                return px_err_set(err, PX_EUNSUPPORTED,
+                                  "%s: YuNet output '%s' has %zu values, expected %zu for a %dx%d input",
+                                  path, name, st == PX_OK ? ti.count : 0, cells * (size_t)per_cell[k],
+                                  d->net_w, d->net_h);
+            d->y_out[s][k] = i;
+        }
+    }
+    d->net_min_face = PX_YUNET_NET_MIN_FACE;
+    return PX_OK;
+}
+
+static int setup_ultraface(px_face_detector *d, const char *path, px_err *err)
+{
+    d->u_scores = px_nn_model_find_output(d->model, "scores");
+    d->u_boxes = px_nn_model_find_output(d->model, "boxes");
+    if (d->u_scores < 0 || d->u_boxes < 0)
+        return px_err_set(err, PX_EUNSUPPORTED, "%s: UltraFace outputs 'scores' and 'boxes' missing", path);
+    px_nn_tensor_info si, bi;
+    if (px_nn_model_output_info(d->model, d->u_scores, &si) != PX_OK ||
+        px_nn_model_output_info(d->model, d->u_boxes, &bi) != PX_OK || si.count % 2 ||
+        bi.count != si.count * 2 || si.count == 0)
+        return px_err_set(err, PX_EUNSUPPORTED,
+                          "%s: UltraFace outputs must be scores [1,N,2] and boxes [1,N,4]", path);
+    d->u_priors = (int)(si.count / 2);
+    d->net_min_face = PX_ULTRAFACE_NET_MIN_FACE;
+    return PX_OK;
+}
+
+int px_face_detector_create(const char *model_path, const px_face_detector_opts *opts,
+                            px_face_detector **out, px_err *err)
+{
+    if (!out)
+        return px_err_set(err, PX_EINVAL, "face detector: no output handle");
+    *out = NULL;
+    if (!model_path || !*model_path)
+        return px_err_set(err, PX_EINVAL, "face detector: no model path");
+    px_face_detector_opts def = {PX_FACE_MODEL_AUTO, 0, 1};
+    const px_face_detector_opts *o = opts ? opts : &def;
+
+    px_face_detector *d = calloc(1, sizeof *d);
+    if (!d)
+        return px_err_set(err, PX_ENOMEM, "face detector");
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    int st = px_nn_model_load(model_path, &d->model, err);
+    if (st != PX_OK)
+        goto fail;
+
+    px_nn_tensor_info in;
+    st = px_nn_model_input_info(d->model, 0, &in);
+    if (st != PX_OK || in.rank != 4 || in.dims[0] != 1 || in.dims[1] != 3 || in.dims[2] < 32 ||
+        in.dims[3] < 32 || in.dims[2] > 4096 || in.dims[3] > 4096) {
+        st = px_err_set(err, PX_EUNSUPPORTED, "%s: input must be 1x3xHxW with H, W in 32..4096",
+                        model_path);
+        goto fail;
+    }
+    d->net_h = (int)in.dims[2];
+    d->net_w = (int)in.dims[3];
+
+    px_face_model_kind kind = o->kind;
+    if (kind == PX_FACE_MODEL_AUTO) {
+        if (px_nn_model_find_output(d->model, "cls_8") >= 0)
+            kind = PX_FACE_MODEL_YUNET;
+        else if (px_nn_model_find_output(d->model, "scores") >= 0)
+            kind = PX_FACE_MODEL_ULTRAFACE;
+        else {
+            st = px_err_set(err, PX_EUNSUPPORTED,
+                            "%s: outputs are neither YuNet's (cls_8, obj_8, ...) nor UltraFace's "
+                            "(scores, boxes)",
+                            model_path);
+            goto fail;
+        }
+    }
+    d->kind = kind;
+    st = kind == PX_FACE_MODEL_YUNET ? setup_yunet(d, model_path, err)
+                                     : setup_ultraface(d, model_path, err);
+    if (st != PX_OK)
+        goto fail;
+
+    d->n_slots = o->max_sessions > 0 ? o->max_sessions : 1;
+    d->slots = calloc((size_t)d->n_slots, sizeof *d->slots);
+    d->free_list = calloc((size_t)d->n_slots, sizeof *d->free_list);
+    if (!d->slots || !d->free_list) {
+        st = px_err_set(err, PX_ENOMEM, "face detector: %d sessions", d->n_slots);
+        goto fail;
+    }
+    for (int i = 0; i < d->n_slots; i++) {
+        st = px_nn_session_create(d->model, o->threads, &d->slots[i].s, err);
+        if (st != PX_OK) {
+            px_err_prefix(err, st, "%s", model_path);
+            goto fail;
+        }
+        d->slots[i].scratch = malloc(sizeof(px_face) * PX_PASS_CAP);
+        if (!d->slots[i].scratch) {
+            st = px_err_set(err, PX_ENOMEM, "face detector: candidate buffer");
+            goto fail;
+        }
+        d->free_list[d->n_free++] = i;
+    }
+    *out = d;
+    return PX_OK;
+fail:
+    px_face_detector_destroy(d);
+    return st;
+}
+
+void px_face_detector_destroy(px_face_detector *d)
+{
+    if (!d)
+        return;
+    if (d->slots) {
+        for (int i = 0; i < d->n_slots; i++) {
+            px_nn_session_destroy(d->slots[i].s);
+            free(d->slots[i].scratch);
+        }
+    }
+    free(d->slots);
+    free(d->free_list);
+    px_nn_model_destroy(d->model);
+    pthread_cond_destroy(&d->cv);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+px_face_model_kind px_face_detector_kind(const px_face_detector *d)
+{
+    return d ? d->kind : PX_FACE_MODEL_AUTO;
+}
+
+void px_face_detector_input_size(const px_face_detector *d, int *w, int *h)
+{
+    if (w)
+        *w = d ? d->net_w : 0;
+    if (h)
+        *h = d ? d->net_h : 0;
+}
+
+float px_face_detector_net_min_face(const px_face_detector *d)
+{
+    return d ? d->net_min_face : 0.0f;
+}
+
+px_face_detect_opts px_face_detect_opts_default(void)
+{
+    px_face_detect_opts o;
+    o.score_threshold = 0.6f;
+    o.nms_iou = 0.3f;
+    o.min_face = 20;
+    o.max_passes = 0;
+    return o;
+}
+
+/* ---- planning ---------------------------------------------------------- */
+
+/* Tile origins along one axis: n tiles of length t over [0, len) spread so
+ * that neighbours overlap by at least `overlap`; one tile at 0 when it fits. */
+static int axis_tiles(float len, float t, float overlap)
+{
+    if (t >= len)
+        return 1;
+    const float step = t - overlap;
+    if (step <= 1.0f)
+        return 1 + (int)ceilf(len - t); /* degenerate; never with sane inputs */
+    return 1 + (int)ceilf((len - t) / step - 1e-4f);
+}
+
+static float axis_origin(float len, float t, int n, int i)
+{
+    if (n <= 1 || t >= len)
+        return 0.0f;
+    return (len - t) * (float)i / (float)(n - 1);
+}
+
+static int plan_with(int iw, int ih, int nw, int nh, float m_net, float s_min, px_face_pass *p,
+                     int cap)
+{
+    /* whole image, letterboxed; small images are enlarged at most 2x */
+    float s0 = fminf((float)nw / (float)iw, (float)nh / (float)ih);
+    if (s0 > 2.0f)
+        s0 = 2.0f;
+    int count = 0;
+    if (count < cap)
+        p[count] = (px_face_pass){0.0f, 0.0f, (float)nw / s0, (float)nh / s0, s0, 0};
+    count++;
+    if (!(s_min > s0 * PX_SCALE_SLACK))
+        return count;
+    const int levels = (int)ceilf(logf(s_min / s0) / logf(PX_LEVEL_RATIO) - 1e-4f);
+    const float ratio = powf(s_min / s0, 1.0f / (float)levels);
+    for (int l = 1; l <= levels; l++) {
+        const float s = l == levels ? s_min : s0 * powf(ratio, (float)l);
+        /* the coarser level finds faces from ratio*m_net network pixels up,
+         * so nothing bigger than that can be missed here: overlap by it and
+         * a margin for the box being larger than the face */
+        const float overlap_net = 1.5f * ratio * m_net + 16.0f;
+        const float tw = (float)nw / s, th = (float)nh / s, ov = overlap_net / s;
+        const int nx = axis_tiles((float)iw, tw, ov), ny = axis_tiles((float)ih, th, ov);
+        for (int y = 0; y < ny; y++)
+            for (int x = 0; x < nx; x++) {
+                if (count < cap)
+                    p[count] = (px_face_pass){axis_origin((float)iw, tw, nx, x),
+                                              axis_origin((float)ih, th, ny, y), tw, th, s, l};
+                count++;
+            }
+    }
+    return count;
+}
+
+int px_face_plan(int img_w, int img_h, int net_w, int net_h, float net_min_face, int min_face,
+                 int max_passes, px_face_pass *passes, int cap)
+{
+    if (img_w <= 0 || img_h <= 0 || net_w <= 0 || net_h <= 0 || !(net_min_face > 0.0f))
+        return 0;
+    if (!passes)
+        cap = 0;
+    if (min_face < 1)
+        min_face = 1;
+    float s_min = net_min_face / (float)min_face;
+    int count = plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, NULL, 0);
+    /* over the cap: look for larger faces only, until the plan fits */
+    while (max_passes > 0 && count > max_passes && count > 1) {
+        s_min *= 0.85f;
+        count = plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, NULL, 0);
+    }
+    return plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, passes, cap);
+}
+
+/* ---- detection --------------------------------------------------------- */
+
+typedef struct cand {
+    px_face f;
+    int cut; /* touches a tile edge inside the image */
+} cand;
+
+typedef struct cand_list {
+    cand *v;
+    int n, cap;
+} cand_list;
+
+static int cand_push(cand_list *l, const px_face *f, int cut)
+{
+    if (l->n == l->cap) {
+        const int ncap = l->cap ? l->cap * 2 : 64;
+        cand *nv = realloc(l->v, sizeof *nv * (size_t)ncap);
+        if (!nv)
+            return PX_ENOMEM;
+        l->v = nv;
+        l->cap = ncap;
+    }
+    l->v[l->n].f = *f;
+    l->v[l->n].cut = cut;
+    l->n++;
+    return PX_OK;
+}
+
+static int decode_pass(const px_face_detector *d, const px_nn_session *s, float thr,
+                       px_face *buf)
+{
+    int n = 0;
+    if (d->kind == PX_FACE_MODEL_YUNET) {
+        for (int k = 0; k < 3; k++) {
+            const int *o = d->y_out[k];
+            n += px_face_decode_yunet(px_nn_session_output(s, o[0]), px_nn_session_output(s, o[1]),
+                                      px_nn_session_output(s, o[2]), px_nn_session_output(s, o[3]),
+                                      d->net_w, d->net_h, yunet_strides[k], thr, buf + n,
+                                      PX_PASS_CAP - n);
+        }
+    } else {
+        n = px_face_decode_ultraface(px_nn_session_output(s, d->u_scores),
+                                     px_nn_session_output(s, d->u_boxes), d->u_priors, d->net_w,
+                                     d->net_h, thr, buf, PX_PASS_CAP);
+    }
+    return n;
+}
+
+static float area(const px_face *f)
+{
+    return fmaxf(f->x2 - f->x1, 0.0f) * fmaxf(f->y2 - f->y1, 0.0f);
+}
+
+static float inter(const px_face *a, const px_face *b)
+{
+    const float w = fminf(a->x2, b->x2) - fmaxf(a->x1, b->x1);
+    const float h = fminf(a->y2, b->y2) - fmaxf(a->y1, b->y1);
+    return w > 0.0f && h > 0.0f ? w * h : 0.0f;
+}
+
+static slot *take_slot(px_face_detector *d)
+{
+    pthread_mutex_lock(&d->mu);
+    while (d->n_free == 0)
+        pthread_cond_wait(&d->cv, &d->mu);
+    slot *s = &d->slots[d->free_list[--d->n_free]];
+    pthread_mutex_unlock(&d->mu);
+    return s;
+}
+
+static void give_slot(px_face_detector *d, slot *s)
+{
+    pthread_mutex_lock(&d->mu);
+    d->free_list[d->n_free++] = (int)(s - d->slots);
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Runs every pass of the plan on one session, collecting candidates in image
+ * coordinates. */
+static int run_passes(px_face_detector *d, slot *sl, const px_image *img, const px_face_pass *plan,
+                      int n_pass, const px_face_detect_opts *o, cand_list *out,
+                      px_face_stats *st, px_err *err)
+{
+    float *input = px_nn_session_input(sl->s, 0);
+    if (!input)
+        return px_err_set(err, PX_EINVAL, "face detector: session has no input 0");
+    const int yunet = d->kind == PX_FACE_MODEL_YUNET;
+    for (int p = 0; p < n_pass; p++) {
+        const px_face_pass *ps = &plan[p];
+        double t0 = px_now_ms();
+        /* YuNet: BGR 0..255; UltraFace: RGB (v - 127) / 128. The padding
+         * (a pixel value) is black for YuNet and mid-grey, 0 after
+         * normalising, for UltraFace. */
+        if (yunet)
+            px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, d->net_w, d->net_h, 1, 0.0f,
+                               1.0f, 0.0f, input);
+        else
+            px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, d->net_w, d->net_h, 0, 127.0f,
+                               1.0f / 128.0f, 127.0f, input);
+        double t1 = px_now_ms();
+        int rc = px_nn_session_run(sl->s, err);
+        double t2 = px_now_ms();
+        if (rc != PX_OK)
+            return rc;
+        int n = decode_pass(d, sl->s, o->score_threshold, sl->scratch);
+        n = px_face_nms(sl->scratch, n, o->nms_iou);
+
+        /* Which tile edges lie inside the image: a box touching one of them
+         * may be a cut face. The whole-image pass has none. */
+        const float edge = 2.0f; /* network pixels */
+        const float ex = (float)d->net_w - edge, ey = (float)d->net_h - edge;
+        const int in_l = ps->level > 0 && ps->sx > 0.5f;
+        const int in_t = ps->level > 0 && ps->sy > 0.5f;
+        const int in_r = ps->level > 0 && ps->sx + ps->sw < (float)img->w - 0.5f;
+        const int in_b = ps->level > 0 && ps->sy + ps->sh < (float)img->h - 0.5f;
+        const float inv = 1.0f / ps->scale;
+        for (int i = 0; i < n; i++) {
+            px_face f = sl->scratch[i];
+            const int cut = (in_l && f.x1 < edge) || (in_t && f.y1 < edge) ||
+                            (in_r && f.x2 > ex) || (in_b && f.y2 > ey);
+            f.x1 = ps->sx + f.x1 * inv;
+            f.y1 = ps->sy + f.y1 * inv;
+            f.x2 = ps->sx + f.x2 * inv;
+            f.y2 = ps->sy + f.y2 * inv;
+            for (int j = 0; j < 5 && f.has_landmarks; j++) {
+                f.lm[j][0] = ps->sx + f.lm[j][0] * inv;
+                f.lm[j][1] = ps->sy + f.lm[j][1] * inv;
+            }
+            if (!(f.x2 > f.x1) || !(f.y2 > f.y1))
+                continue;
+            if (cand_push(out, &f, cut) != PX_OK)
+                return px_err_set(err, PX_ENOMEM, "face detector: candidate list");
+        }
+        double t3 = px_now_ms();
+        st->passes++;
+        st->ms_preprocess += t1 - t0;
+        st->ms_network += t2 - t1;
+        st->ms_postprocess += t3 - t2;
+    }
+    return PX_OK;
+}
+
+/* Cut-box removal, NMS, containment removal, clipping; result into *faces. */
+static int merge(cand_list *c, const px_image *img, const px_face_detect_opts *o,
+                 px_face **faces, int *n_out, px_err *err)
+{
+    int n = 0;
+    px_face *v = malloc(sizeof *v * (size_t)(c->n > 0 ? c->n : 1));
+    if (!v)
+        return px_err_set(err, PX_ENOMEM, "face detector: %d candidates", c->n);
+    for (int i = 0; i < c->n; i++) {
+        if (c->v[i].cut) {
+            int seen_whole = 0;
+            for (int j = 0; j < c->n && !seen_whole; j++) {
+                if (j == i || c->v[j].cut)
+                    continue;
+                const float ia = inter(&c->v[i].f, &c->v[j].f);
+                const float small = fminf(area(&c->v[i].f), area(&c->v[j].f));
+                seen_whole = small > 0.0f && ia >= 0.5f * small;
+            }
+            if (seen_whole)
+                continue;
+        }
+        v[n++] = c->v[i].f;
+    }
+    n = px_face_nms(v, n, o->nms_iou);
+    /* drop boxes lying mostly inside a somewhat bigger kept box: a part of a
+     * face (eyes, half a face) found at a finer level. A box many times
+     * bigger is another thing (a crowd behind a large false positive), so
+     * the small faces inside it are kept and reported. */
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        int inside = 0;
+        const float ai = area(&v[i]);
+        for (int j = 0; j < n && !inside; j++)
+            if (j != i && area(&v[j]) > ai && area(&v[j]) <= 6.0f * ai &&
+                inter(&v[i], &v[j]) >= 0.85f * ai)
+                inside = 1;
+        if (!inside)
+            v[kept++] = v[i];
+    }
+    n = kept;
+    for (int i = 0; i < n; i++) {
+        v[i].x1 = fminf(fmaxf(v[i].x1, 0.0f), (float)img->w);
+        v[i].y1 = fminf(fmaxf(v[i].y1, 0.0f), (float)img->h);
+        v[i].x2 = fminf(fmaxf(v[i].x2, 0.0f), (float)img->w);
+        v[i].y2 = fminf(fmaxf(v[i].y2, 0.0f), (float)img->h);
+    }
+    px_face_sort(v, n);
+    if (n == 0) {
+        free(v);
+        v = NULL;
+    }
+    *faces = v;
+    *n_out = n;
+    return PX_OK;
+}
+
+int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detect_opts *opts,
+                   px_face **faces, int *n, px_face_stats *stats, px_err *err)
+{
+    if (faces)
+        *faces = NULL;
+    if (n)
+        *n = 0;
+    px_face_stats st_local;
+    px_face_stats *st = stats ? stats : &st_local;
+    memset(st, 0, sizeof *st);
+    if (!d || !faces || !n)
+        return px_err_set(err, PX_EINVAL, "face detect: missing detector or output");
+    if (!img || !img->px || img->w <= 0 || img->h <= 0 || (img->channels != 3 && img->channels != 4))
+        return px_err_set(err, PX_EINVAL, "face detect: image must be a non-empty RGB or RGBA image");
+    px_face_detect_opts o = opts ? *opts : px_face_detect_opts_default();
+    if (!(o.score_threshold >= 0.0f && o.score_threshold <= 1.0f))
+        return px_err_set(err, PX_EINVAL, "face detect: score threshold %g outside 0..1",
+                          (double)o.score_threshold);
+    if (!(o.nms_iou > 0.0f && o.nms_iou <= 1.0f))
+        return px_err_set(err, PX_EINVAL, "face detect: NMS IoU %g outside (0, 1]", (double)o.nms_iou);
+    if (o.min_face < 1 || o.max_passes < 0)
+        return px_err_set(err, PX_EINVAL, "face detect: min_face must be >= 1 and max_passes >= 0");
+
+    const int n_pass = px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face,
+                                    o.min_face, o.max_passes, NULL, 0);
+    px_face_pass *plan = malloc(sizeof *plan * (size_t)n_pass);
+    if (!plan)
+        return px_err_set(err, PX_ENOMEM, "face detect: plan of %d passes", n_pass);
+    px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face, o.max_passes,
+                 plan, n_pass);
+
+    cand_list c = {NULL, 0, 0};
+    slot *sl = take_slot(d);
+    int rc = run_passes(d, sl, img, plan, n_pass, &o, &c, st, err);
+    give_slot(d, sl);
+    free(plan);
+    if (rc == PX_OK) {
+        const double t = px_now_ms();
+        rc = merge(&c, img, &o, faces, n, err);
+        st->ms_postprocess += px_now_ms() - t;
+    }
+    free(c.v);
+    return rc;
+}

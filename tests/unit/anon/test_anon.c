@@ -1,0 +1,230 @@
+/*
+ * Unit tests for px_anon without a model: option defaults, mode names,
+ * concealment of given faces on synthetic images (the box is fully changed,
+ * far pixels untouched, each mode does what it says), model lookup, and the
+ * argument checks of px_anon_process. The full job with the real detector
+ * is in tests/integration.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "anon/px_anon.h"
+
+static px_face box(float x1, float y1, float x2, float y2)
+{
+    px_face f;
+    memset(&f, 0, sizeof f);
+    f.x1 = x1;
+    f.y1 = y1;
+    f.x2 = x2;
+    f.y2 = y2;
+    f.score = 0.9f;
+    return f;
+}
+
+/* A 2-pixel checkerboard with a colour ramp: lots of detail to destroy. */
+static void make_image(px_image *img, int w, int h)
+{
+    assert_int_equal(px_image_alloc(img, w, h, 3), PX_OK);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = img->px + (size_t)y * img->stride + (size_t)x * 3;
+            const int on = ((x / 2) + (y / 2)) & 1;
+            p[0] = (uint8_t)(on ? 230 : 20);
+            p[1] = (uint8_t)(x % 256);
+            p[2] = (uint8_t)(on ? 40 : 200);
+        }
+}
+
+static const uint8_t *px_at(const px_image *img, int x, int y)
+{
+    return img->px + (size_t)y * img->stride + (size_t)x * 3;
+}
+
+static void test_defaults_and_modes(void **state)
+{
+    (void)state;
+    px_anon_opts o = px_anon_opts_default();
+    assert_int_equal(o.mode, PX_CONCEAL_NOISE);
+    assert_int_equal(o.mask.shape, PX_MASK_ELLIPSE);
+    assert_true(o.mask.scale >= 1.3f);
+    assert_int_equal(o.jpeg_quality, 90);
+    assert_int_equal(o.out_format, PX_FMT_UNKNOWN);
+    assert_int_equal(o.detect.min_face, 20);
+
+    const char *names[] = {"blur", "pixelate", "noise", "solid"};
+    for (int i = 0; i < 4; i++) {
+        px_conceal_mode m;
+        assert_int_equal(px_anon_mode_parse(names[i], &m), PX_OK);
+        assert_string_equal(px_anon_mode_name(m), names[i]);
+    }
+    px_conceal_mode m;
+    assert_int_equal(px_anon_mode_parse("NOISE", &m), PX_OK);
+    assert_int_equal(m, PX_CONCEAL_NOISE);
+    assert_int_equal(px_anon_mode_parse("smudge", &m), PX_EINVAL);
+    assert_int_equal(px_anon_mode_parse(NULL, &m), PX_EINVAL);
+    assert_string_equal(px_anon_mode_name((px_conceal_mode)9), "unknown");
+}
+
+/* Counts pixels of the box that differ from the original. */
+static int changed_in(const px_image *a, const px_image *b, int x1, int y1, int x2, int y2)
+{
+    int n = 0;
+    for (int y = y1; y < y2; y++)
+        for (int x = x1; x < x2; x++)
+            n += memcmp(px_at(a, x, y), px_at(b, x, y), 3) != 0;
+    return n;
+}
+
+static void run_mode(px_conceal_mode mode, px_image *out, px_image *orig)
+{
+    make_image(orig, 240, 200);
+    assert_int_equal(px_image_copy(orig, out), PX_OK);
+    px_anon_opts o = px_anon_opts_default();
+    o.mode = mode;
+    o.seed = 1234;
+    const px_face f[2] = {box(60, 60, 120, 140), box(180, 20, 200, 44)};
+    px_err e;
+    assert_int_equal(px_anon_conceal_faces(out, f, 2, &o, &e), PX_OK);
+    /* far from both faces nothing changed */
+    assert_int_equal(changed_in(orig, out, 0, 170, 240, 200), 0);
+    assert_int_equal(changed_in(orig, out, 0, 0, 20, 200), 0);
+}
+
+static void test_noise_replaces_every_face_pixel(void **state)
+{
+    (void)state;
+    px_image a, b;
+    run_mode(PX_CONCEAL_NOISE, &b, &a);
+    const int area = 60 * 80;
+    /* a pixel left equal by chance is ~1 in 16M; allow a handful */
+    assert_true(changed_in(&a, &b, 60, 60, 120, 140) >= area - 3);
+    assert_true(changed_in(&a, &b, 180, 20, 200, 44) >= 20 * 24 - 3);
+    /* the same seed gives the same noise */
+    px_image c;
+    assert_int_equal(px_image_copy(&a, &c), PX_OK);
+    px_anon_opts o = px_anon_opts_default();
+    o.seed = 1234;
+    const px_face f[2] = {box(60, 60, 120, 140), box(180, 20, 200, 44)};
+    assert_int_equal(px_anon_conceal_faces(&c, f, 2, &o, NULL), PX_OK);
+    assert_int_equal(changed_in(&b, &c, 0, 0, 240, 200), 0);
+    px_image_free(&a);
+    px_image_free(&b);
+    px_image_free(&c);
+}
+
+static void test_solid_and_pixelate_and_blur(void **state)
+{
+    (void)state;
+    px_image a, b;
+    run_mode(PX_CONCEAL_SOLID, &b, &a);
+    for (int y = 60; y < 140; y++)
+        for (int x = 60; x < 120; x++) {
+            const uint8_t *p = px_at(&b, x, y);
+            assert_true(p[0] == p[1] && p[1] == p[2]); /* one flat grey/black */
+            assert_memory_equal(p, px_at(&b, 90, 100), 3);
+        }
+    px_image_free(&a);
+    px_image_free(&b);
+
+    /* pixelate: the face is made of a few flat cells, <= ~8 across */
+    run_mode(PX_CONCEAL_PIXELATE, &b, &a);
+    int runs = 1;
+    for (int x = 61; x < 120; x++)
+        runs += memcmp(px_at(&b, x, 100), px_at(&b, x - 1, 100), 3) != 0;
+    assert_true(runs >= 2 && runs <= 9);
+    px_image_free(&a);
+    px_image_free(&b);
+
+    /* blur: the 2-px checkerboard is gone (channel 0 flattens near its mean) */
+    run_mode(PX_CONCEAL_BLUR, &b, &a);
+    int lo = 255, hi = 0;
+    for (int y = 80; y < 120; y++)
+        for (int x = 75; x < 105; x++) {
+            const int v = px_at(&b, x, y)[0];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+    assert_true(hi - lo < 40); /* the original swings 20..230 */
+    px_image_free(&a);
+    px_image_free(&b);
+}
+
+static void test_conceal_rejects_bad_faces(void **state)
+{
+    (void)state;
+    px_image a;
+    make_image(&a, 50, 50);
+    px_anon_opts o = px_anon_opts_default();
+    const px_face bad = box(10, 10, 5, 20);
+    px_err e;
+    assert_int_equal(px_anon_conceal_faces(&a, &bad, 1, &o, &e), PX_EINVAL);
+    assert_int_equal(px_anon_conceal_faces(&a, NULL, 1, &o, &e), PX_EINVAL);
+    assert_int_equal(px_anon_conceal_faces(&a, NULL, 0, &o, &e), PX_OK);
+    /* a face wholly outside the image is simply skipped */
+    const px_face outside = box(100, 100, 120, 120);
+    assert_int_equal(px_anon_conceal_faces(&a, &outside, 1, &o, &e), PX_OK);
+    px_image_free(&a);
+}
+
+static void test_find_model(void **state)
+{
+    (void)state;
+    char path[4096];
+    px_err e;
+    assert_int_equal(px_anon_find_model("/nonexistent/m.onnx", NULL, path, sizeof path, &e),
+                     PX_ENOTFOUND);
+    assert_non_null(strstr(e.msg, "/nonexistent/m.onnx"));
+
+    char dir[] = "/tmp/px_anon_test_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char file[256];
+    snprintf(file, sizeof file, "%s/tiny.onnx", dir);
+    FILE *f = fopen(file, "wb");
+    assert_non_null(f);
+    fputs("x", f);
+    fclose(f);
+    setenv("PIXPIPE_MODEL_DIR", dir, 1);
+    assert_int_equal(px_anon_find_model(NULL, "tiny.onnx", path, sizeof path, &e), PX_OK);
+    assert_string_equal(path, file);
+    /* not anywhere: the message lists where it looked */
+    assert_int_equal(px_anon_find_model(NULL, "absent.onnx", path, sizeof path, &e), PX_ENOTFOUND);
+    assert_non_null(strstr(e.msg, dir));
+    assert_non_null(strstr(e.msg, "fetch-models"));
+    unsetenv("PIXPIPE_MODEL_DIR");
+    unlink(file);
+    rmdir(dir);
+}
+
+static void test_process_argument_checks(void **state)
+{
+    (void)state;
+    px_anon_result r;
+    px_err e;
+    const uint8_t b[4] = {1, 2, 3, 4};
+    assert_int_equal(px_anon_process(NULL, b, 4, NULL, &r, &e), PX_EINVAL);
+    assert_null(r.out.data);
+    assert_int_equal(r.n_faces, 0);
+    px_anon_result_free(&r);
+    px_anon_result_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_and_modes),
+        cmocka_unit_test(test_noise_replaces_every_face_pixel),
+        cmocka_unit_test(test_solid_and_pixelate_and_blur),
+        cmocka_unit_test(test_conceal_rejects_bad_faces),
+        cmocka_unit_test(test_find_model),
+        cmocka_unit_test(test_process_argument_checks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
