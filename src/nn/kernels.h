@@ -30,6 +30,10 @@ typedef struct px_conv_params {
     int dh, dw;
     int group;
     int act;
+    /* 1: a MaxPool 2x2, stride 2, no padding, floor mode follows the conv and
+     * is fused: px_conv_run then writes (oc, oh/2, ow/2). Only for depthwise
+     * 3x3 convs (see px_conv_pool_fusable); 0 otherwise. */
+    int pool;
 } px_conv_params;
 
 /* Weights re-laid out once for the chosen algorithm (1x1 GEMM, im2col GEMM,
@@ -49,6 +53,30 @@ void px_conv_run(const px_conv_packed *c, const float *in, float *out, void *scr
                  px_pool *pool);
 /* Name of the algorithm chosen for c ("gemm1x1", "im2col", "dw3x3-avx2", ...). */
 const char *px_conv_algo(const px_conv_packed *c);
+
+/* 1 when conv p (with p->pool == 0) can absorb a following 2x2/2 MaxPool
+ * through p->pool = 1 (it is a depthwise 3x3 with stride 1 or 2), else 0. */
+int px_conv_pool_fusable(const px_conv_params *p);
+
+/* ---- Fused 1x1 conv -> depthwise 3x3 conv (YuNet's building block) ----
+ * A pair is supported when pw (1x1, stride 1, no padding, group 1) feeds dw
+ * (depthwise 3x3 on pw's output: dw.ic == dw.oc == dw.group == pw.oc,
+ * dw.ih/iw == pw.oh/ow, dilation 1, stride 1 or 2, any padding).
+ * px_conv_dp_fusable: 1 when the pair is supported and fusing it pays (pw's
+ * output is 4 MiB or more, and pw.ic <= 32 or dw.pool is set: decide a
+ * fused pool first), else 0. Pure function, thread-safe. */
+int px_conv_dp_fusable(const px_conv_params *pw, const px_conv_params *dw);
+/* Packs a supported pair (each conv with its own bias and activation) into
+ * one px_conv_packed; px_conv_run then reads pw's input (pw.ic, pw.ih, pw.iw)
+ * and writes dw's output (dw.oc, dw.oh, dw.ow), computing pw's output a few
+ * rows at a time in scratch instead of in memory. Same scratch/run/destroy
+ * rules as a single conv. PX_EUNSUPPORTED (and *out NULL) for a pair that is
+ * not supported, else as px_conv_prepare. The output equals running the two
+ * convs one after the other (bitwise with the AVX2 kernels). dw->pool may be
+ * set (then the pooled output is written); pw->pool may not. */
+int px_conv_prepare_dp(const px_conv_params *pw, const float *pw_w, const float *pw_b,
+                       const px_conv_params *dw, const float *dw_w, const float *dw_b,
+                       px_conv_packed **out, px_err *err);
 
 /* ---- MaxPool 2D (NCHW, batch 1), padding treated as -inf ---- */
 typedef struct px_pool2d_params {

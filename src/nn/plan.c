@@ -219,6 +219,44 @@ int nn_plan(px_nn_model *m, px_err *err)
             m->n_run_steps++;
         if (st->kind != NN_OP_CONV)
             continue;
+        {
+            /* The conv's single consumer, if it is a depthwise 3x3 conv. */
+            int t = st->out;
+            nn_step *nx = a[t] == 1 && b[t] >= 0 ? &m->s[b[t]] : NULL;
+            if (nx && (nx->dead || nx->kind != NN_OP_CONV || nx->in[0] != t))
+                nx = NULL;
+            /* A 2x2/2 MaxPool after the depthwise conv (nx, or st itself) is
+             * folded into it: px_conv_params.pool. */
+            nn_step *dw = nx ? nx : st;
+            int t2 = dw->out;
+            nn_step *mp = a[t2] == 1 && b[t2] >= 0 ? &m->s[b[t2]] : NULL;
+            if (mp && !mp->dead && mp->kind == NN_OP_MAXPOOL && mp->in[0] == t2 &&
+                px_conv_pool_fusable(&dw->u.conv.p) && mp->u.pool.kh == 2 && mp->u.pool.kw == 2 &&
+                mp->u.pool.sh == 2 && mp->u.pool.sw == 2 && !mp->u.pool.pt && !mp->u.pool.pl &&
+                !mp->u.pool.pb && !mp->u.pool.pr && mp->u.pool.oh == dw->u.conv.p.oh / 2 &&
+                mp->u.pool.ow == dw->u.conv.p.ow / 2) {
+                dw->u.conv.p.pool = 1;
+                mp->dead = 1;
+                m->t[t2].producer = -1;
+                dw->out = mp->out;
+                m->t[dw->out].producer = (int)(dw - m->s);
+            }
+            /* 1x1 conv -> depthwise 3x3 conv: one step (px_conv_prepare_dp). */
+            if (nx && px_conv_dp_fusable(&st->u.conv.p, &nx->u.conv.p)) {
+                rc = px_conv_prepare_dp(&st->u.conv.p, st->u.conv.w, st->u.conv.b, &nx->u.conv.p,
+                                        nx->u.conv.w, nx->u.conv.b, &st->u.conv.packed, err);
+                if (rc < 0)
+                    goto out;
+                nx->dead = 1;
+                m->t[t].producer = -1;
+                st->out = nx->out;
+                m->t[st->out].producer = i;
+                free(st->u.conv.w);
+                free(st->u.conv.b);
+                st->u.conv.w = st->u.conv.b = NULL;
+                continue;
+            }
+        }
         rc = px_conv_prepare(&st->u.conv.p, st->u.conv.w, st->u.conv.b, &st->u.conv.packed, err);
         if (rc < 0) {
             rc = px_err_prefix(err, rc, "node '%s' (Conv)", st->name);
