@@ -12,5 +12,6 @@ enum {
 };
 
 int px_cmd_anonymize(int argc, char **argv);
+int px_cmd_bot(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ typedef struct {
 
 static const command commands[] = {
     {"anonymize", px_cmd_anonymize, "hide every face in photos (blur, pixelate, noise, solid)"},
+    {"bot", px_cmd_bot, "run the Telegram bot that hides faces in photos sent to it"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,107 @@
+/*
+ * px_bot: the Telegram bot that anonymizes photos.
+ *
+ * One poller thread long-polls getUpdates and turns each message into a job;
+ * a fixed pool of workers runs the jobs (download, px_anon_process with the
+ * one shared detector, reply). Jobs of one chat run in arrival order, one at
+ * a time; different chats run in parallel. The number of accepted jobs not
+ * yet finished is bounded: past the bound a message gets "busy, try again
+ * shortly" at once.
+ *
+ * Delivery: an update is confirmed to Telegram (the getUpdates offset passes
+ * it) only once its reply was sent, so a crash never loses an accepted photo:
+ * Telegram delivers it again. Handled update ids are recorded in SQLite, so a
+ * redelivered update is never answered twice. The same SQLite file keeps the
+ * per-chat settings (/mode) and the per-user rate limit counters; it never
+ * holds an image, a caption or a file id. Image bytes live only in the
+ * worker's memory for the length of the job.
+ *
+ * Stopping (px_bot_stop, e.g. from SIGTERM): polling ends, jobs being worked
+ * on finish and are answered, jobs still waiting are left unconfirmed for
+ * the next start, the offset is confirmed, and px_bot_run returns PX_OK.
+ */
+#ifndef PX_BOT_H
+#define PX_BOT_H
+
+#include "../anon/px_anon.h"
+#include "../core/px_core.h"
+#include "../face/px_face.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct px_bot px_bot;
+
+typedef struct px_bot_config {
+    const char *api_url;   /* default "https://api.telegram.org" */
+    const char *token;     /* required; copied, never logged */
+    const char *db_path;   /* SQLite state file; required */
+    px_face_detector *det; /* shared by all workers; not owned; must outlive the bot */
+    px_anon_opts anon;     /* base options; the mode is replaced by the chat's /mode */
+    int workers;           /* worker threads (<=0: 2) */
+    int queue_capacity;    /* accepted, unfinished jobs (<=0: 64) */
+    int poll_timeout_s;    /* getUpdates long-poll wait (<=0: 50; at most 60) */
+    size_t max_file_bytes; /* biggest photo/file taken (0: 20 MB, the Bot API's getFile limit) */
+    int rate_per_minute;   /* photos per user per minute (<=0: 30) */
+    int backoff_ms;        /* first retry delay for 5xx/timeouts (<=0: 500) */
+    int max_attempts;      /* tries per Bot API call (<=0: 5) */
+    int max_job_retries;   /* times a job that could not be answered is retried before it is dropped
+                              (<=0: 3) */
+} px_bot_config;
+px_bot_config px_bot_config_default(void);
+
+/* Opens the state file and prepares the clients (no network yet). Errors:
+ * PX_EINVAL (missing token, db path or detector), PX_EIO (state file), PX_ENOMEM. */
+int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err);
+/* Runs until px_bot_stop or a fatal error; blocks the calling thread.
+ * Returns PX_OK after a stop; PX_ECLOSED on 409 Conflict (another instance
+ * polling, or a webhook set); PX_EINVAL when Telegram refuses the token
+ * (401/404). err says why. Call once per bot. */
+int px_bot_run(px_bot *bot, px_err *err);
+/* Asks the bot to stop. Async-signal-safe (one atomic store) and
+ * thread-safe; may be called before or during px_bot_run. */
+void px_bot_stop(px_bot *bot);
+/* Frees everything. Call after px_bot_run returned (or instead of it). NULL
+ * is a no-op. */
+void px_bot_destroy(px_bot *bot);
+
+/* ---- lower-level pieces, exposed for tests ---- */
+
+/* The SQLite state: handled update ids, per-chat mode, per-user rate
+ * counters. Thread-safe (one connection behind a mutex). */
+typedef struct px_bot_store px_bot_store;
+int px_bot_store_open(const char *path, px_bot_store **out, px_err *err);
+void px_bot_store_close(px_bot_store *s); /* NULL is a no-op */
+/* 1 when update_id was recorded as handled, 0 when not, <0 on error. */
+int px_bot_store_is_handled(px_bot_store *s, int64_t update_id);
+int px_bot_store_mark_handled(px_bot_store *s, int64_t update_id, px_err *err);
+/* Chat's concealment mode; *mode = def when none was set. */
+int px_bot_store_get_mode(px_bot_store *s, int64_t chat_id, px_conceal_mode def,
+                          px_conceal_mode *mode);
+int px_bot_store_set_mode(px_bot_store *s, int64_t chat_id, px_conceal_mode mode, px_err *err);
+/* Counts one photo for user_id in the current minute (now_s: Unix time).
+ * Returns 1 when allowed, 0 when the user already had limit photos this
+ * minute (nothing counted then), <0 on error. */
+int px_bot_store_rate_take(px_bot_store *s, int64_t user_id, int limit, int64_t now_s);
+
+/* What a text message asks for. */
+typedef enum {
+    PX_BOT_CMD_NONE = 0, /* not a command */
+    PX_BOT_CMD_START,
+    PX_BOT_CMD_HELP,
+    PX_BOT_CMD_MODE,
+    PX_BOT_CMD_UNKNOWN, /* some other /command */
+} px_bot_cmd;
+/* Parses "/mode@SomeBot pixelate" into PX_BOT_CMD_MODE and arg "pixelate"
+ * (arg: capacity cap, empty when none). Thread-safe. */
+px_bot_cmd px_bot_parse_command(const char *text, char *arg, size_t cap);
+
+/* A short, stable, non-reversible tag for a chat id in log lines:
+ * 8 hex digits of a salted hash. Thread-safe. */
+void px_bot_chat_tag(uint64_t salt, int64_t chat_id, char out[9]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,605 @@
+/*
+ * Integration tests of `pixpipe bot`: the real binary, started as a child
+ * process, against the fake Bot API server (tests/fakes) with the real model
+ * and the photos in PX_SHARED_DIR/testdata/faces.
+ *
+ * What the replies are checked for: that they answer the right message in
+ * the right chat, that the faces (the reference boxes) changed, and that the
+ * rest of the picture is that user's picture. For the last point in the load
+ * test every user's photo carries its own coloured marker block away from
+ * the faces, so a reply crossed between two users fails the test even when
+ * they sent the same base photo.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* cmocka needs the four above first */
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bot_harness.h"
+#include "fakes/fake_telegram.h"
+#include "image/px_image.h"
+
+#define FACES PX_SHARED_DIR "/testdata/faces/"
+
+static char g_tmp[256];
+static json_t *g_ref;
+
+typedef struct {
+    fake_tg *f;
+    bot_proc bot;
+    char db[300], log[300];
+} fx;
+
+/* ---- helpers ---- */
+
+static uint8_t *photo(const char *name, size_t *len)
+{
+    char path[512];
+    snprintf(path, sizeof path, FACES "%s", name);
+    uint8_t *d = bot_read_file(path, len);
+    assert_non_null(d);
+    return d;
+}
+
+static void decode(const uint8_t *d, size_t n, px_image *img)
+{
+    px_err e;
+    px_decode_opts o = px_decode_opts_default();
+    int st = px_image_decode(d, n, &o, img, NULL, &e);
+    if (st != PX_OK)
+        fail_msg("decode: %s", e.msg);
+}
+
+/* Mean absolute difference per channel over a box clipped to both images. */
+static double box_diff(const px_image *a, const px_image *b, int x1, int y1, int x2, int y2)
+{
+    if (x1 < 0)
+        x1 = 0;
+    if (y1 < 0)
+        y1 = 0;
+    if (x2 > a->w)
+        x2 = a->w;
+    if (y2 > a->h)
+        y2 = a->h;
+    double s = 0;
+    long n = 0;
+    for (int y = y1; y < y2; y++)
+        for (int x = x1; x < x2; x++)
+            for (int c = 0; c < 3; c++) {
+                s += fabs((double)a->px[y * a->stride + (size_t)x * a->channels + c] -
+                          b->px[y * b->stride + (size_t)x * b->channels + c]);
+                n++;
+            }
+    return n ? s / n : 0;
+}
+
+/* The largest reference box of a test photo. */
+static void largest_box(const char *name, int box[4])
+{
+    json_t *boxes =
+        json_object_get(json_object_get(json_object_get(g_ref, "images"), name), "boxes");
+    double best = -1;
+    size_t i;
+    json_t *b;
+    json_array_foreach(boxes, i, b)
+    {
+        double x1 = json_number_value(json_array_get(b, 0)),
+               y1 = json_number_value(json_array_get(b, 1));
+        double x2 = json_number_value(json_array_get(b, 2)),
+               y2 = json_number_value(json_array_get(b, 3));
+        if ((x2 - x1) * (y2 - y1) > best) {
+            best = (x2 - x1) * (y2 - y1);
+            /* the inner half of the box: surely inside the concealed area */
+            double cx = (x1 + x2) / 2, cy = (y1 + y2) / 2, hw = (x2 - x1) / 4, hh = (y2 - y1) / 4;
+            box[0] = (int)(cx - hw), box[1] = (int)(cy - hh);
+            box[2] = (int)(cx + hw), box[3] = (int)(cy + hh);
+        }
+    }
+    assert_true(best > 0);
+}
+
+static void start_bot(fx *x, const char *const *extra)
+{
+    static const char *const defaults[] = {
+        "--poll-timeout", "2",   "--backoff-ms", "50",   "--workers", "2",
+        "--queue",        "128", "--rate",       "1000", NULL};
+    assert_int_equal(bot_spawn(&x->bot, PX_PIXPIPE_BIN, fake_tg_url(x->f), x->db,
+                               extra ? extra : defaults, x->log),
+                     0);
+}
+
+static int setup_fx(void **state)
+{
+    static int counter;
+    fx *x = calloc(1, sizeof *x);
+    if (fake_tg_start(BOT_TEST_TOKEN, &x->f))
+        return -1;
+    counter++;
+    snprintf(x->db, sizeof x->db, "%s/state%d.db", g_tmp, counter);
+    snprintf(x->log, sizeof x->log, "%s/bot%d.log", g_tmp, counter);
+    *state = x;
+    return 0;
+}
+
+static int setup_running(void **state)
+{
+    if (setup_fx(state))
+        return -1;
+    start_bot(*state, NULL);
+    return 0;
+}
+
+static int teardown_fx(void **state)
+{
+    fx *x = *state;
+    if (x->bot.pid > 0)
+        bot_term(&x->bot, 10000);
+    /* the token never reaches the log */
+    int leaked = bot_log_contains(&x->bot, BOT_TEST_TOKEN);
+    fake_tg_stop(x->f);
+    free(x);
+    return leaked ? -1 : 0;
+}
+
+/* Waits for the n-th reply in chat and copies it out. */
+static void reply(fx *x, int64_t chat, const char *method, int idx, fake_tg_sent *s)
+{
+    int got = fake_tg_wait_sent(x->f, chat, method, idx + 1, 30000);
+    if (got < idx + 1) {
+        size_t ln = 0;
+        uint8_t *log = bot_read_file(x->log, &ln);
+        print_error("bot log:\n%s\n", log ? (char *)log + (ln > 3000 ? ln - 3000 : 0) : "(none)");
+        free(log);
+    }
+    if (got < idx + 1)
+        fail_msg("chat %lld: %d %s replies, expected %d (log %s)", (long long)chat, got,
+                 method ? method : "any", idx + 1, x->log);
+    assert_int_equal(fake_tg_sent_get(x->f, chat, method, idx, s), 0);
+}
+
+/* ---- tests ---- */
+
+static void test_photo(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("centerface_t3.jpeg", &n);
+    int64_t upd = fake_tg_add_photo(x->f, 1001, 1001, in, n, NULL);
+    fake_tg_sent s;
+    reply(x, 1001, NULL, 0, &s);
+    assert_string_equal(s.method, "sendPhoto");
+    assert_true(s.reply_to == fake_tg_message_id(x->f, upd));
+    assert_non_null(strstr(s.text, "1 face hidden"));
+    px_image a, b;
+    decode(in, n, &a);
+    decode(s.data, s.len, &b);
+    assert_int_equal(a.w, b.w);
+    assert_int_equal(a.h, b.h);
+    int box[4];
+    largest_box("centerface_t3.jpeg", box);
+    double inside = box_diff(&a, &b, box[0], box[1], box[2], box[3]);
+    double corner = box_diff(&a, &b, 0, 0, 100, 100);
+    assert_true(inside > 25.0);
+    assert_true(corner < 6.0);
+    assert_true(fake_tg_calls(x->f, "sendChatAction") >= 1);
+    px_image_free(&a);
+    px_image_free(&b);
+    fake_tg_sent_free(&s);
+    free(in);
+}
+
+static void test_document_png(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    px_image a, b;
+    decode(in, n, &a);
+    px_buf png = {0};
+    px_err e;
+    assert_int_equal(px_image_encode(&a, PX_FMT_PNG, 90, &png, &e), PX_OK);
+    int64_t upd = fake_tg_add_document(x->f, 1002, 1002, png.data, png.len, "me.png", "image/png");
+    fake_tg_sent s;
+    reply(x, 1002, NULL, 0, &s);
+    assert_string_equal(s.method, "sendDocument");
+    assert_true(s.reply_to == fake_tg_message_id(x->f, upd));
+    assert_int_equal(px_image_sniff(s.data, s.len), PX_FMT_PNG); /* full quality: same format */
+    assert_string_equal(s.mime, "image/png");
+    decode(s.data, s.len, &b);
+    int box[4];
+    largest_box("libfd_keliamoniz1.jpg", box);
+    assert_true(box_diff(&a, &b, box[0], box[1], box[2], box[3]) > 25.0);
+    assert_true(box_diff(&a, &b, 0, 0, 60, 60) < 0.5); /* lossless outside the faces */
+    px_image_free(&a);
+    px_image_free(&b);
+    px_buf_free(&png);
+    fake_tg_sent_free(&s);
+    free(in);
+}
+
+static void test_no_face(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("inspireface_view.jpg", &n);
+    fake_tg_add_photo(x->f, 1003, 1003, in, n, NULL);
+    fake_tg_sent s;
+    reply(x, 1003, NULL, 0, &s);
+    assert_string_equal(s.method, "sendMessage");
+    assert_non_null(strstr(s.text, "no face"));
+    fake_tg_sent_free(&s);
+    free(in);
+}
+
+static void test_other_content(void **state)
+{
+    fx *x = *state;
+    const int64_t c = 1004;
+    fake_tg_add_document(x->f, c, c, (const uint8_t *)"just text\n", 10, "notes.txt", "text/plain");
+    fake_tg_add_sticker(x->f, c, c);
+    fake_tg_add_text(x->f, c, c, "/start");
+    fake_tg_add_text(x->f, c, c, "/mode pixelate");
+    fake_tg_add_text(x->f, c, c, "/mode sparkles");
+    /* corrupt JPEG: a header and then nothing useful */
+    uint8_t junk[2000];
+    memset(junk, 0x55, sizeof junk);
+    junk[0] = 0xFF, junk[1] = 0xD8, junk[2] = 0xFF;
+    fake_tg_add_document(x->f, c, c, junk, sizeof junk, "broken.jpg", "image/jpeg");
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_add_photo(x->f, c, c, in, n, NULL);
+    static const char *expect[] = {
+        "not an image", "only work on photos", "Privacy",   "hidden with pixelate",
+        "Unknown mode", "could not read",      "(pixelate)"};
+    /* one chat: answered in order */
+    for (int i = 0; i < 7; i++) {
+        fake_tg_sent s;
+        reply(x, c, NULL, i, &s);
+        if (!strstr(s.text, expect[i]))
+            fail_msg("reply %d: '%s' lacks '%s'", i, s.text, expect[i]);
+        fake_tg_sent_free(&s);
+    }
+    free(in);
+}
+
+static void test_oversized(void **state)
+{
+    fx *x = *state;
+    size_t big = ((size_t)20 << 20) + 4096;
+    uint8_t *d = calloc(1, big);
+    d[0] = 0xFF, d[1] = 0xD8, d[2] = 0xFF;
+    fake_tg_add_document(x->f, 1005, 1005, d, big, "huge.jpg", "image/jpeg");
+    fake_tg_sent s;
+    reply(x, 1005, NULL, 0, &s);
+    assert_string_equal(s.method, "sendMessage");
+    assert_non_null(strstr(s.text, "too large"));
+    fake_tg_sent_free(&s);
+    free(d);
+}
+
+static void test_album(void **state)
+{
+    fx *x = *state;
+    static const char *names[] = {"libfd_keliamoniz1.jpg", "centerface_t3.jpeg",
+                                  "libfd_ios_test.jpg"};
+    int64_t mids[3];
+    for (int i = 0; i < 3; i++) {
+        size_t n;
+        uint8_t *in = photo(names[i], &n);
+        mids[i] = fake_tg_message_id(x->f, fake_tg_add_photo(x->f, 1006, 1006, in, n, "album-1"));
+        free(in);
+    }
+    for (int i = 0; i < 3; i++) {
+        fake_tg_sent s;
+        reply(x, 1006, "sendPhoto", i, &s);
+        assert_true(s.reply_to == mids[i]); /* in order, each answered */
+        fake_tg_sent_free(&s);
+    }
+}
+
+static void test_429_500(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    int before = fake_tg_calls(x->f, "sendPhoto");
+    fake_tg_inject(x->f, "getFile", 2, 500, 0, 0);
+    fake_tg_inject(x->f, "sendPhoto", 1, 429, 1, 0);
+    double t0 = px_now_ms();
+    fake_tg_add_photo(x->f, 1007, 1007, in, n, NULL);
+    fake_tg_sent s;
+    reply(x, 1007, "sendPhoto", 0, &s);
+    assert_true(px_now_ms() - t0 >= 1000); /* retry_after was honoured */
+    assert_int_equal(fake_tg_calls(x->f, "sendPhoto") - before, 2);
+    assert_int_equal(fake_tg_sent_count(x->f, 1007, NULL), 1);
+    fake_tg_sent_free(&s);
+    /* getUpdates failing with 502 for a while: the bot keeps polling */
+    fake_tg_inject(x->f, "getUpdates", 3, 502, 0, 0);
+    fake_tg_add_photo(x->f, 1008, 1008, in, n, NULL);
+    reply(x, 1008, "sendPhoto", 0, &s);
+    fake_tg_sent_free(&s);
+    free(in);
+}
+
+static void test_400_dropped(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_inject(x->f, "sendPhoto", 1, 400, 0, 0);
+    int before = fake_tg_calls(x->f, "sendPhoto");
+    fake_tg_add_photo(x->f, 1009, 1009, in, n, NULL);
+    int64_t second = fake_tg_message_id(x->f, fake_tg_add_photo(x->f, 1009, 1009, in, n, NULL));
+    fake_tg_sent s;
+    reply(x, 1009, NULL, 0, &s);
+    /* the first reply was refused (400): dropped, not retried; the bot went on */
+    assert_true(s.reply_to == second);
+    assert_int_equal(fake_tg_calls(x->f, "sendPhoto") - before, 2);
+    usleep(300 * 1000);
+    assert_int_equal(fake_tg_sent_count(x->f, 1009, NULL), 1);
+    assert_true(bot_log_contains(&x->bot, "outcome=dropped"));
+    fake_tg_sent_free(&s);
+    free(in);
+}
+
+static void test_busy_and_rate_limit(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    /* five people at once, room for two: the other three hear "busy". The
+     * first downloads are slowed so no job ends while the five are sorted. */
+    fake_tg_inject(x->f, "getFile", 2, 0, 0, 1500);
+    for (int i = 0; i < 5; i++)
+        fake_tg_add_photo(x->f, 1100 + i, 1100 + i, in, n, NULL);
+    static const char *const small_queue[] = {
+        "--poll-timeout", "2", "--backoff-ms", "50", "--workers", "1", "--queue", "2", NULL};
+    start_bot(x, small_queue);
+    assert_int_equal(fake_tg_wait_sent(x->f, 0, NULL, 5, 30000), 5);
+    assert_int_equal(fake_tg_sent_count(x->f, 0, "sendPhoto"), 2);
+    int busy = 0;
+    for (int i = 0; i < 5; i++) {
+        fake_tg_sent s;
+        assert_int_equal(fake_tg_sent_get(x->f, 0, "sendMessage", i, &s) == 0, i < 3);
+        busy += i < 3 && strstr(s.text, "busy") != NULL;
+        fake_tg_sent_free(&s);
+    }
+    assert_int_equal(busy, 3);
+    assert_int_equal(bot_term(&x->bot, 20000), 0);
+
+    /* one person, four photos, three a minute allowed */
+    for (int i = 0; i < 4; i++)
+        fake_tg_add_photo(x->f, 1200, 1200, in, n, NULL);
+    static const char *const rate3[] = {
+        "--poll-timeout", "2", "--backoff-ms", "50", "--rate", "3", NULL};
+    start_bot(x, rate3);
+    assert_int_equal(fake_tg_wait_sent(x->f, 1200, NULL, 4, 30000), 4);
+    assert_int_equal(fake_tg_sent_count(x->f, 1200, "sendPhoto"), 3);
+    fake_tg_sent s;
+    assert_int_equal(fake_tg_sent_get(x->f, 1200, "sendMessage", 0, &s), 0);
+    assert_non_null(strstr(s.text, "faster than"));
+    fake_tg_sent_free(&s);
+    free(in);
+}
+
+static void test_sigterm_restart(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_ios_test.jpg", &n);
+    int64_t mids[8];
+    for (int i = 0; i < 8; i++)
+        mids[i] = fake_tg_message_id(
+            x->f, fake_tg_add_photo(x->f, 2001 + i % 2, 2001 + i % 2, in, n, NULL));
+    start_bot(x, NULL);
+    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 2, 30000) >= 2);
+    assert_int_equal(bot_term(&x->bot, 20000), 0); /* in-flight jobs finished, exit 0 */
+    int answered = fake_tg_sent_count(x->f, 0, NULL);
+    assert_true(answered >= 2 && answered <= 8);
+    /* the confirmations are lost: Telegram delivers everything again */
+    fake_tg_unconfirm_all(x->f);
+    start_bot(x, NULL);
+    assert_int_equal(fake_tg_wait_sent(x->f, 0, NULL, 8, 30000), 8);
+    usleep(1500 * 1000); /* time for any duplicate to show up */
+    assert_int_equal(fake_tg_sent_count(x->f, 0, NULL), 8);
+    for (int i = 0; i < 8; i++) {
+        int seen = 0;
+        for (int k = 0; k < 8; k++) {
+            fake_tg_sent s;
+            assert_int_equal(fake_tg_sent_get(x->f, 0, NULL, k, &s), 0);
+            seen += s.reply_to == mids[i] && s.chat_id == 2001 + i % 2;
+            fake_tg_sent_free(&s);
+        }
+        assert_int_equal(seen, 1);
+    }
+    free(in);
+}
+
+static void test_kill_restart(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    for (int i = 0; i < 6; i++)
+        fake_tg_add_photo(x->f, 2101, 2101, in, n, NULL);
+    start_bot(x, NULL);
+    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 1, 30000) >= 1);
+    bot_kill(&x->bot); /* a crash: no clean shutdown */
+    start_bot(x, NULL);
+    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 6, 30000) >= 6);
+    usleep(1000 * 1000);
+    int total = fake_tg_sent_count(x->f, 0, NULL);
+    /* none lost; a repeat is possible only for a job killed between its
+     * reply and its record (at most one per worker) */
+    assert_true(total >= 6 && total <= 8);
+    free(in);
+}
+
+static void test_conflict(void **state)
+{
+    fx *x = *state;
+    fake_tg_inject(x->f, "getUpdates", 1000, 409, 0, 0);
+    start_bot(x, NULL);
+    int st = bot_wait_exit(&x->bot, 20000);
+    assert_int_not_equal(st, 0);
+    assert_true(st > 0 && st < 128); /* an exit, not a crash */
+    assert_true(bot_log_contains(&x->bot, "409 Conflict"));
+}
+
+/* ---- load: 10 users x 10 photos at once ---- */
+
+enum { USERS = 10, PER_USER = 10 };
+
+typedef struct {
+    px_image orig; /* the photo as sent (marker included), decoded */
+    int box[4];    /* inner part of its largest face */
+    int mark[4];   /* the marker block */
+    uint8_t rgb[3];
+} user_photo;
+
+/* A 24x24 block well outside every reference face and its mask (1.4x box, feathered). */
+static int find_marker(const char *name, int w, int h, int out[4])
+{
+    json_t *boxes =
+        json_object_get(json_object_get(json_object_get(g_ref, "images"), name), "boxes");
+    for (int y = 4; y + 24 < h; y += 8)
+        for (int x = 4; x + 24 < w; x += 8) {
+            int ok = 1;
+            size_t i;
+            json_t *b;
+            json_array_foreach(boxes, i, b)
+            {
+                double bw = json_number_value(json_array_get(b, 2)) -
+                            json_number_value(json_array_get(b, 0));
+                double m = 12 + 0.45 * bw;
+                if (x + 24 > json_number_value(json_array_get(b, 0)) - m &&
+                    x < json_number_value(json_array_get(b, 2)) + m &&
+                    y + 24 > json_number_value(json_array_get(b, 1)) - m &&
+                    y < json_number_value(json_array_get(b, 3)) + m)
+                    ok = 0;
+            }
+            if (ok) {
+                out[0] = x, out[1] = y, out[2] = x + 24, out[3] = y + 24;
+                return 0;
+            }
+        }
+    return -1;
+}
+
+static void test_load(void **state)
+{
+    fx *x = *state;
+    static const char *bases[] = {"libfd_keliamoniz1.jpg", "centerface_t3.jpeg",
+                                  "libfd_ios_test.jpg", "ultraface_imgs_2.jpg",
+                                  "ultraface_imgs_3.jpg"};
+    user_photo up[USERS];
+    px_buf sent[USERS];
+    px_err e;
+    for (int u = 0; u < USERS; u++) {
+        const char *name = bases[u % 5];
+        size_t n;
+        uint8_t *in = photo(name, &n);
+        decode(in, n, &up[u].orig);
+        free(in);
+        largest_box(name, up[u].box);
+        assert_int_equal(find_marker(name, up[u].orig.w, up[u].orig.h, up[u].mark), 0);
+        up[u].rgb[0] = (uint8_t)(20 + 23 * u), up[u].rgb[1] = (uint8_t)(230 - 21 * u);
+        up[u].rgb[2] = (uint8_t)(u % 2 ? 40 : 210);
+        for (int y = up[u].mark[1]; y < up[u].mark[3]; y++)
+            for (int xx = up[u].mark[0]; xx < up[u].mark[2]; xx++)
+                memcpy(&up[u].orig.px[y * up[u].orig.stride + (size_t)xx * up[u].orig.channels],
+                       up[u].rgb, 3);
+        memset(&sent[u], 0, sizeof sent[u]);
+        assert_int_equal(px_image_encode(&up[u].orig, PX_FMT_JPEG, 95, &sent[u], &e), PX_OK);
+        /* compare against what the bot really received */
+        px_image_free(&up[u].orig);
+        decode(sent[u].data, sent[u].len, &up[u].orig);
+    }
+    double t0 = px_now_ms();
+    /* interleaved, as ten people sending at once would be */
+    for (int k = 0; k < PER_USER; k++)
+        for (int u = 0; u < USERS; u++)
+            fake_tg_add_photo(x->f, 3000 + u, 3000 + u, sent[u].data, sent[u].len, NULL);
+    int got = fake_tg_wait_sent(x->f, 0, "sendPhoto", USERS * PER_USER, 80000);
+    double secs = (px_now_ms() - t0) / 1000;
+    print_message("load: %d replies in %.1f s\n", got, secs);
+    assert_int_equal(got, USERS * PER_USER);
+    for (int u = 0; u < USERS; u++) {
+        assert_int_equal(fake_tg_sent_count(x->f, 3000 + u, NULL), PER_USER);
+        for (int k = 0; k < PER_USER; k++) {
+            fake_tg_sent s;
+            assert_int_equal(fake_tg_sent_get(x->f, 3000 + u, NULL, k, &s), 0);
+            assert_string_equal(s.method, "sendPhoto");
+            px_image b;
+            decode(s.data, s.len, &b);
+            const px_image *a = &up[u].orig;
+            assert_int_equal(b.w, a->w);
+            assert_int_equal(b.h, a->h);
+            /* this user's marker, this user's picture, faces hidden */
+            double mark = box_diff(a, &b, up[u].mark[0] + 4, up[u].mark[1] + 4, up[u].mark[2] - 4,
+                                   up[u].mark[3] - 4);
+            double face = box_diff(a, &b, up[u].box[0], up[u].box[1], up[u].box[2], up[u].box[3]);
+            if (mark > 8 || face < 25)
+                fail_msg("user %d reply %d: marker diff %.1f, face diff %.1f", u, k, mark, face);
+            px_image_free(&b);
+            fake_tg_sent_free(&s);
+        }
+    }
+    for (int u = 0; u < USERS; u++) {
+        px_image_free(&up[u].orig);
+        px_buf_free(&sent[u]);
+    }
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/px_bot_it_XXXXXX");
+    if (!mkdtemp(g_tmp))
+        return -1;
+    g_ref = json_load_file(FACES "reference_boxes.json", 0, NULL);
+    return g_ref ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    json_decref(g_ref);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    if (access(PX_PIXPIPE_BIN, X_OK) != 0) {
+        fprintf(stderr, "test_bot: %s not built\n", PX_PIXPIPE_BIN);
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_photo, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_document_png, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_no_face, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_other_content, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_oversized, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_album, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_429_500, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_400_dropped, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_busy_and_rate_limit, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_sigterm_restart, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_kill_restart, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_conflict, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_load, setup_running, teardown_fx),
+    };
+    int r = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return r;
+}

@@ -1,0 +1,160 @@
+/*
+ * Unit tests of the bot's pieces that need no network or model: the SQLite
+ * state (handled ids survive a reopen, per-chat mode, per-user rate limit by
+ * minute), command parsing, the log tag for chat ids, and create's checks.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+/* cmocka needs the four above first */
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bot/px_bot.h"
+
+static char g_dir[64];
+
+static void db_path(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "%s/%s", g_dir, name);
+}
+
+static void test_store_handled(void **state)
+{
+    (void)state;
+    char p[128];
+    db_path(p, sizeof p, "h.db");
+    px_bot_store *s;
+    px_err e;
+    assert_int_equal(px_bot_store_open(p, &s, &e), PX_OK);
+    int64_t big = 9000000000123LL;
+    assert_int_equal(px_bot_store_is_handled(s, big), 0);
+    assert_int_equal(px_bot_store_mark_handled(s, big, &e), PX_OK);
+    assert_int_equal(px_bot_store_mark_handled(s, big, &e), PX_OK); /* idempotent */
+    assert_int_equal(px_bot_store_is_handled(s, big), 1);
+    assert_int_equal(px_bot_store_is_handled(s, big + 1), 0);
+    px_bot_store_close(s);
+    /* a restart sees it */
+    assert_int_equal(px_bot_store_open(p, &s, &e), PX_OK);
+    assert_int_equal(px_bot_store_is_handled(s, big), 1);
+    px_bot_store_close(s);
+    px_bot_store_close(NULL);
+    assert_int_equal(px_bot_store_open("/nonexistent-dir/x/y.db", &s, &e), PX_EIO);
+    assert_non_null(strstr(e.msg, "/nonexistent-dir/x/y.db"));
+}
+
+static void test_store_mode(void **state)
+{
+    (void)state;
+    char p[128];
+    db_path(p, sizeof p, "m.db");
+    px_bot_store *s;
+    px_err e;
+    assert_int_equal(px_bot_store_open(p, &s, &e), PX_OK);
+    px_conceal_mode m;
+    assert_int_equal(px_bot_store_get_mode(s, -100123, PX_CONCEAL_NOISE, &m), PX_OK);
+    assert_int_equal(m, PX_CONCEAL_NOISE);
+    assert_int_equal(px_bot_store_set_mode(s, -100123, PX_CONCEAL_PIXELATE, &e), PX_OK);
+    assert_int_equal(px_bot_store_set_mode(s, 7, PX_CONCEAL_BLUR, &e), PX_OK);
+    assert_int_equal(px_bot_store_set_mode(s, 7, PX_CONCEAL_SOLID, &e), PX_OK);
+    assert_int_equal(px_bot_store_get_mode(s, -100123, PX_CONCEAL_NOISE, &m), PX_OK);
+    assert_int_equal(m, PX_CONCEAL_PIXELATE);
+    assert_int_equal(px_bot_store_get_mode(s, 7, PX_CONCEAL_NOISE, &m), PX_OK);
+    assert_int_equal(m, PX_CONCEAL_SOLID);
+    px_bot_store_close(s);
+}
+
+static void test_store_rate(void **state)
+{
+    (void)state;
+    char p[128];
+    db_path(p, sizeof p, "r.db");
+    px_bot_store *s;
+    px_err e;
+    assert_int_equal(px_bot_store_open(p, &s, &e), PX_OK);
+    int64_t t = 1700000000 - 1700000000 % 60; /* start of a minute */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(px_bot_store_rate_take(s, 5, 3, t + i), 1);
+    assert_int_equal(px_bot_store_rate_take(s, 5, 3, t + 30), 0);
+    assert_int_equal(px_bot_store_rate_take(s, 5, 3, t + 59), 0);
+    assert_int_equal(px_bot_store_rate_take(s, 6, 3, t + 59), 1); /* other users are apart */
+    assert_int_equal(px_bot_store_rate_take(s, 5, 3, t + 60), 1); /* next minute */
+    px_bot_store_close(s);
+}
+
+static void test_commands(void **state)
+{
+    (void)state;
+    char arg[16];
+    assert_int_equal(px_bot_parse_command("/start", arg, sizeof arg), PX_BOT_CMD_START);
+    assert_string_equal(arg, "");
+    assert_int_equal(px_bot_parse_command("/HELP", arg, sizeof arg), PX_BOT_CMD_HELP);
+    assert_int_equal(px_bot_parse_command("/mode@PixBot  blur", arg, sizeof arg), PX_BOT_CMD_MODE);
+    assert_string_equal(arg, "blur");
+    assert_int_equal(px_bot_parse_command("/mode pixelate extra", arg, sizeof arg),
+                     PX_BOT_CMD_MODE);
+    assert_string_equal(arg, "pixelate");
+    assert_int_equal(px_bot_parse_command("/mode averyveryverylongargument", arg, sizeof arg),
+                     PX_BOT_CMD_MODE);
+    assert_int_equal(strlen(arg), sizeof arg - 1);
+    assert_int_equal(px_bot_parse_command("/modes", arg, sizeof arg), PX_BOT_CMD_UNKNOWN);
+    assert_int_equal(px_bot_parse_command("hello /start", arg, sizeof arg), PX_BOT_CMD_NONE);
+    assert_int_equal(px_bot_parse_command("", arg, sizeof arg), PX_BOT_CMD_NONE);
+    assert_int_equal(px_bot_parse_command(NULL, arg, sizeof arg), PX_BOT_CMD_NONE);
+}
+
+static void test_chat_tag(void **state)
+{
+    (void)state;
+    char a[9], b[9], c[9];
+    px_bot_chat_tag(1, 123456789, a);
+    px_bot_chat_tag(1, 123456789, b);
+    px_bot_chat_tag(1, 123456788, c);
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, c);
+    assert_int_equal(strlen(a), 8);
+    assert_null(strstr(a, "1234"));
+    px_bot_chat_tag(2, 123456789, c); /* another run, another tag */
+    assert_string_not_equal(a, c);
+}
+
+static void test_create_checks(void **state)
+{
+    (void)state;
+    px_bot_config c = px_bot_config_default();
+    px_bot *b = NULL;
+    px_err e;
+    assert_int_equal(px_bot_create(&c, &b, &e), PX_EINVAL);
+    assert_non_null(strstr(e.msg, "token"));
+    c.token = "1:x";
+    assert_int_equal(px_bot_create(&c, &b, &e), PX_EINVAL);
+    assert_non_null(strstr(e.msg, "database"));
+    c.db_path = "/tmp/x.db";
+    assert_int_equal(px_bot_create(&c, &b, &e), PX_EINVAL);
+    assert_non_null(strstr(e.msg, "detector"));
+    assert_null(b);
+    px_bot_destroy(NULL);
+}
+
+int main(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/px_bot_unit_XXXXXX");
+    if (!mkdtemp(g_dir))
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_store_handled), cmocka_unit_test(test_store_mode),
+        cmocka_unit_test(test_store_rate),    cmocka_unit_test(test_commands),
+        cmocka_unit_test(test_chat_tag),      cmocka_unit_test(test_create_checks),
+    };
+    int r = cmocka_run_group_tests(tests, NULL, NULL);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd) != 0)
+        r = 1;
+    return r;
+}
