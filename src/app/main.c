@@ -18,6 +18,8 @@ typedef struct {
 static const command commands[] = {
     {"anonymize", px_cmd_anonymize, "hide every face in photos (blur, pixelate, noise, solid)"},
     {"bot", px_cmd_bot, "run the Telegram bot that hides faces in photos sent to it"},
+    {"generate", px_cmd_generate, "fill an image pool: prompts by LLM or templates, renders on servers"},
+    {"export", px_cmd_export, "write a pool's manifest as CSV or JSON Lines"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,477 @@
+/*
+ * `pixpipe generate`: fill an image pool from a campaign (or one theme/type
+ * batch) with prompts written by an LLM or the offline writer and images
+ * rendered on one or more servers. Argument parsing and wiring only; the
+ * work is px_gen_run (src/gen). Also `--rerender ID`, which renders one
+ * recorded job again with its prompt and seed.
+ *
+ * Output: a progress bar on a terminal (redrawn in place), plain lines every
+ * 10 s otherwise, then a summary per theme and type from the manifest.
+ * Ctrl-C stops after the images in flight; running the same command again
+ * resumes.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "core/px_core.h"
+#include "face/px_face.h"
+#include "gen/px_gen.h"
+
+#ifndef PX_DATA_DIR
+#define PX_DATA_DIR "."
+#endif
+
+#define MAX_SERVERS 64
+
+static volatile int g_stop;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+    signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends it at once */
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: pixpipe generate --theme THEME --type TYPE --count N --out POOL [options]\n"
+        "       pixpipe generate --campaign FILE --out POOL [options]\n"
+        "       pixpipe generate --rerender ID --out POOL [-o FILE] [options]\n"
+        "Writes prompts, renders them on image servers and keeps the images that pass\n"
+        "the automatic checks in POOL/<theme>/<type>/<id>.png (manifest: POOL/manifest.sqlite).\n"
+        "Running the same command again resumes where it stopped.\n\n"
+        "what to make:\n"
+        "  --theme T --type interiors|exteriors|items --count N   one batch\n"
+        "  --campaign FILE    themes, counts and type split (see docs/campaigns.md)\n"
+        "  --allow-people     do not put people/faces in the negative prompt\n"
+        "  --width W --height H --steps N --cfg X --sampler S --model M   render settings\n"
+        "prompts:\n"
+        "  --llm URL          OpenAI-compatible chat server (POST URL/v1/chat/completions);\n"
+        "                     without it the offline writer uses vocab/ (13 shipped themes)\n"
+        "  --llm-model NAME   --llm-temperature X (0.9)   --llm-seed N   --llm-batch N (8)\n"
+        "  --llm-retries N    extra tries after an unusable answer (3)\n"
+        "                     API key from $PIXPIPE_LLM_API_KEY (or $OPENAI_API_KEY)\n"
+        "  --vocab DIR        offline vocabularies (default %s/vocab)\n"
+        "  --style FILE       per-type style suffix and negative prompt (default %s/styles/styles.json)\n"
+        "  --dedup X          near-duplicate prompt threshold, Jaccard 0..1 (0.7)\n"
+        "rendering:\n"
+        "  --server URL       render server, repeat for several (default http://127.0.0.1:7860)\n"
+        "  --backend a1111|openai|comfyui (a1111)   --workflow FILE (ComfyUI API-format workflow)\n"
+        "  --per-server N     requests in flight per server (1)\n"
+        "  --timeout S        per request (300)   --max-attempts N (3)   --server-failures N (5)\n"
+        "  --backoff-ms N     first wait after a server fails, doubling to 30 s (500)\n"
+        "  --seed N           base seed (default: seed = job id)\n"
+        "checks:\n"
+        "  --faces reject|flag|off (reject)   --face-model FILE (models/face_detection_yunet_2023mar.onnx)\n"
+        "  --min-blur X (30)  --min-contrast X (12)   --phash-distance N (4; -1 off)\n"
+        "other:\n"
+        "  --rerender ID      render image/job ID again into -o FILE (default POOL/rerender-ID.png)\n"
+        "  --fsync            fsync each image (survives power loss, slower)\n"
+        "  --progress auto|bar|plain|none   -q, --quiet   -h, --help\n",
+        PX_DATA_DIR, PX_DATA_DIR);
+}
+
+typedef struct {
+    int tty, mode; /* mode: 0 none, 1 bar, 2 plain */
+} progress_ctx;
+
+static void on_progress(void *ctx, const char *line, int final)
+{
+    progress_ctx *p = ctx;
+    if (p->mode == 0)
+        return;
+    if (p->mode == 1) {
+        fprintf(stderr, "\r\033[K%s%s", line, final ? "\n" : "");
+    } else {
+        fprintf(stderr, "%s\n", line);
+    }
+    fflush(stderr);
+}
+
+static char *read_text(const char *path, px_err *err)
+{
+    uint8_t *d;
+    size_t n;
+    if (px_read_file(path, 8u << 20, &d, &n, err) != PX_OK)
+        return NULL;
+    char *s = realloc(d, n + 1);
+    if (!s) {
+        free(d);
+        return NULL;
+    }
+    s[n] = '\0';
+    return s;
+}
+
+static void print_summary(const char *pool, const px_gen_summary *sum, FILE *f)
+{
+    char db[1100];
+    snprintf(db, sizeof db, "%s/%s", pool, PX_STORE_FILE);
+    px_store *s;
+    px_err err;
+    if (px_store_open(db, 1, &s, &err) != PX_OK) {
+        fprintf(stderr, "pixpipe: %s\n", err.msg);
+        return;
+    }
+    px_store_stat *st;
+    size_t n;
+    if (px_store_stats(s, &st, &n, &err) == PX_OK) {
+        fprintf(f, "%-40s %-10s %7s %7s %7s %8s %6s\n", "theme", "type", "quota", "good",
+                "flagged", "rejected", "failed");
+        int tq = 0, tg = 0, tr = 0, tf = 0, tfl = 0;
+        for (size_t i = 0; i < n; i++) {
+            int good = st[i].accepted + st[i].flagged;
+            fprintf(f, "%-40.40s %-10s %7d %7d %7d %8d %6d\n", st[i].theme, st[i].type,
+                    st[i].quota, good, st[i].flagged, st[i].rejected, st[i].jobs_failed);
+            tq += st[i].quota;
+            tg += good;
+            tfl += st[i].flagged;
+            tr += st[i].rejected;
+            tf += st[i].jobs_failed;
+        }
+        fprintf(f, "%-40s %-10s %7d %7d %7d %8d %6d\n", "total", "", tq, tg, tfl, tr, tf);
+        free(st);
+    }
+    double dup = sum->prompts_written ? 100.0 * sum->prompts_dup / sum->prompts_written : 0;
+    fprintf(f,
+            "this run: %d images rendered (%d accepted, %d flagged, %d rejected), %d jobs failed, "
+            "%d prompts written, %d near-duplicates dropped (%.1f%%), %d servers set aside, "
+            "%.1f s\n",
+            sum->rendered, sum->accepted, sum->flagged, sum->rejected, sum->jobs_failed,
+            sum->prompts_written, sum->prompts_dup, dup, sum->servers_set_aside, sum->seconds);
+    px_store_close(s);
+}
+
+static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "pixpipe generate: %s '%s': expected an integer in %d..%d\n", opt, v, lo,
+                hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_double(const char *opt, const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "pixpipe generate: %s '%s': expected a number in %g..%g\n", opt, v, lo,
+                hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int px_cmd_generate(int argc, char **argv)
+{
+    enum {
+        O_THEME = 256, O_TYPE, O_COUNT, O_CAMPAIGN, O_OUT, O_SERVER, O_BACKEND, O_WORKFLOW,
+        O_PERSERVER, O_LLM, O_LLMMODEL, O_LLMTEMP, O_LLMSEED, O_LLMBATCH, O_VOCAB, O_STYLE,
+        O_DEDUP, O_TIMEOUT, O_ATTEMPTS, O_SFAIL, O_SEED, O_FACES, O_FACEMODEL, O_MINBLUR,
+        O_MINCONTRAST, O_PHASH, O_RERENDER, O_FSYNC, O_PROGRESS, O_PEOPLE, O_WIDTH, O_HEIGHT,
+        O_STEPS, O_CFG, O_SAMPLER, O_MODEL, O_BACKOFF, O_LLMRETRIES
+    };
+    static const struct option longopts[] = {
+        {"theme", required_argument, 0, O_THEME},       {"type", required_argument, 0, O_TYPE},
+        {"count", required_argument, 0, O_COUNT},       {"campaign", required_argument, 0, O_CAMPAIGN},
+        {"out", required_argument, 0, O_OUT},           {"server", required_argument, 0, O_SERVER},
+        {"backend", required_argument, 0, O_BACKEND},   {"workflow", required_argument, 0, O_WORKFLOW},
+        {"per-server", required_argument, 0, O_PERSERVER}, {"llm", required_argument, 0, O_LLM},
+        {"llm-model", required_argument, 0, O_LLMMODEL}, {"llm-temperature", required_argument, 0, O_LLMTEMP},
+        {"llm-seed", required_argument, 0, O_LLMSEED},  {"llm-batch", required_argument, 0, O_LLMBATCH},
+        {"vocab", required_argument, 0, O_VOCAB},       {"style", required_argument, 0, O_STYLE},
+        {"dedup", required_argument, 0, O_DEDUP},       {"timeout", required_argument, 0, O_TIMEOUT},
+        {"max-attempts", required_argument, 0, O_ATTEMPTS}, {"server-failures", required_argument, 0, O_SFAIL},
+        {"seed", required_argument, 0, O_SEED},         {"faces", required_argument, 0, O_FACES},
+        {"face-model", required_argument, 0, O_FACEMODEL}, {"min-blur", required_argument, 0, O_MINBLUR},
+        {"min-contrast", required_argument, 0, O_MINCONTRAST}, {"phash-distance", required_argument, 0, O_PHASH},
+        {"rerender", required_argument, 0, O_RERENDER}, {"fsync", no_argument, 0, O_FSYNC},
+        {"progress", required_argument, 0, O_PROGRESS}, {"allow-people", no_argument, 0, O_PEOPLE},
+        {"width", required_argument, 0, O_WIDTH},       {"height", required_argument, 0, O_HEIGHT},
+        {"steps", required_argument, 0, O_STEPS},       {"cfg", required_argument, 0, O_CFG},
+        {"sampler", required_argument, 0, O_SAMPLER},   {"model", required_argument, 0, O_MODEL},
+        {"backoff-ms", required_argument, 0, O_BACKOFF}, {"llm-retries", required_argument, 0, O_LLMRETRIES},
+        {"quiet", no_argument, 0, 'q'},                 {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    px_gen_opts o;
+    px_gen_opts_default(&o);
+    o.checks.faces = PX_GEN_FACES_REJECT; /* stock images must not carry generated faces */
+    px_gen_llm_opts lo = px_gen_llm_opts_default();
+    const char *theme = NULL, *type_s = NULL, *campaign = NULL, *workflow_path = NULL;
+    const char *llm = NULL, *vocab = PX_DATA_DIR "/vocab", *style = PX_DATA_DIR "/styles/styles.json";
+    const char *face_model = PX_DATA_DIR "/models/face_detection_yunet_2023mar.onnx";
+    const char *progress = "auto", *out_file = NULL, *sampler = NULL, *model = NULL;
+    const char *servers[MAX_SERVERS];
+    int nservers = 0, count = -1, quiet = 0, people = 0, width = 0, height = 0, steps = 0;
+    int rerender = 0, timeout_s = 300, seed_set = 0, seed = 0;
+    double cfg = 0;
+    px_err err;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "qho:", longopts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case O_THEME: theme = optarg; break;
+        case O_TYPE: type_s = optarg; break;
+        case O_COUNT: bad = parse_int("--count", optarg, 0, 10000000, &count); break;
+        case O_CAMPAIGN: campaign = optarg; break;
+        case O_OUT: o.pool = optarg; break;
+        case O_SERVER:
+            if (nservers == MAX_SERVERS) {
+                fprintf(stderr, "pixpipe generate: at most %d --server\n", MAX_SERVERS);
+                return PX_EXIT_USAGE;
+            }
+            servers[nservers++] = optarg;
+            break;
+        case O_BACKEND:
+            if (px_gen_backend_parse(optarg, &o.backend, &err) != PX_OK) {
+                fprintf(stderr, "pixpipe generate: --backend: %s\n", err.msg);
+                return PX_EXIT_USAGE;
+            }
+            break;
+        case O_WORKFLOW: workflow_path = optarg; break;
+        case O_PERSERVER: bad = parse_int("--per-server", optarg, 1, 16, &o.per_server); break;
+        case O_LLM: llm = optarg; break;
+        case O_LLMMODEL: lo.model = optarg; break;
+        case O_LLMTEMP: bad = parse_double("--llm-temperature", optarg, 0.01, 2, &lo.temperature); break;
+        case O_LLMSEED: {
+            int v = 0;
+            bad = parse_int("--llm-seed", optarg, 0, 2000000000, &v);
+            lo.seed = v;
+            break;
+        }
+        case O_LLMRETRIES: bad = parse_int("--llm-retries", optarg, 0, 20, &lo.retries); break;
+        case O_LLMBATCH: bad = parse_int("--llm-batch", optarg, 1, 50, &lo.batch); break;
+        case O_VOCAB: vocab = optarg; break;
+        case O_STYLE: style = optarg; break;
+        case O_DEDUP: bad = parse_double("--dedup", optarg, 0.05, 1, &o.dedup_threshold); break;
+        case O_TIMEOUT: bad = parse_int("--timeout", optarg, 1, 86400, &timeout_s); break;
+        case O_ATTEMPTS: bad = parse_int("--max-attempts", optarg, 1, 100, &o.max_attempts); break;
+        case O_SFAIL: bad = parse_int("--server-failures", optarg, 1, 1000, &o.server_failures); break;
+        case O_BACKOFF: {
+            int v = 0;
+            bad = parse_int("--backoff-ms", optarg, 0, 60000, &v);
+            o.backoff_ms = v;
+            break;
+        }
+        case O_SEED: bad = parse_int("--seed", optarg, 0, 2000000000, &seed); seed_set = 1; break;
+        case O_FACES:
+            if (!strcmp(optarg, "reject"))
+                o.checks.faces = PX_GEN_FACES_REJECT;
+            else if (!strcmp(optarg, "flag"))
+                o.checks.faces = PX_GEN_FACES_FLAG;
+            else if (!strcmp(optarg, "off"))
+                o.checks.faces = PX_GEN_FACES_OFF;
+            else {
+                fprintf(stderr, "pixpipe generate: --faces '%s': expected reject, flag or off\n", optarg);
+                return PX_EXIT_USAGE;
+            }
+            break;
+        case O_FACEMODEL: face_model = optarg; break;
+        case O_MINBLUR: bad = parse_double("--min-blur", optarg, 0, 1e9, &o.checks.min_blur); break;
+        case O_MINCONTRAST: bad = parse_double("--min-contrast", optarg, 0, 255, &o.checks.min_stddev); break;
+        case O_PHASH: bad = parse_int("--phash-distance", optarg, -1, 64, &o.checks.phash_distance); break;
+        case O_RERENDER: bad = parse_int("--rerender", optarg, 1, 2000000000, &rerender); break;
+        case O_FSYNC: o.fsync = 1; break;
+        case O_PROGRESS: progress = optarg; break;
+        case O_PEOPLE: people = 1; break;
+        case O_WIDTH: bad = parse_int("--width", optarg, 64, 4096, &width); break;
+        case O_HEIGHT: bad = parse_int("--height", optarg, 64, 4096, &height); break;
+        case O_STEPS: bad = parse_int("--steps", optarg, 1, 500, &steps); break;
+        case O_CFG: bad = parse_double("--cfg", optarg, 0.1, 50, &cfg); break;
+        case O_SAMPLER: sampler = optarg; break;
+        case O_MODEL: model = optarg; break;
+        case 'o': out_file = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(stdout); return PX_EXIT_OK;
+        default: usage(stderr); return PX_EXIT_USAGE;
+        }
+        if (bad)
+            return PX_EXIT_USAGE;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "pixpipe generate: unexpected argument '%s'\n", argv[optind]);
+        return PX_EXIT_USAGE;
+    }
+    if (!o.pool) {
+        fprintf(stderr, "pixpipe generate: --out POOL is required\n");
+        return PX_EXIT_USAGE;
+    }
+    if (seed_set)
+        o.seed = seed;
+    if (nservers == 0)
+        servers[nservers++] = "http://127.0.0.1:7860";
+    o.servers = servers;
+    o.nservers = nservers;
+    o.timeout_ms = (long)timeout_s * 1000;
+    char *workflow = NULL;
+    if (workflow_path && !(workflow = read_text(workflow_path, &err))) {
+        fprintf(stderr, "pixpipe generate: --workflow: %s\n", err.msg);
+        return PX_EXIT_SETUP;
+    }
+    o.workflow = workflow;
+
+    if (rerender) {
+        char def[1100];
+        if (!out_file) {
+            snprintf(def, sizeof def, "%s/rerender-%d.png", o.pool, rerender);
+            out_file = def;
+        }
+        o.checks.faces = PX_GEN_FACES_OFF;
+        int same = 0;
+        int st = px_gen_rerender(&o, rerender, out_file, &same, &err);
+        free(workflow);
+        if (st != PX_OK) {
+            fprintf(stderr, "pixpipe generate: rerender %d: %s\n", rerender, err.msg);
+            return st == PX_ENOTFOUND ? PX_EXIT_USAGE : PX_EXIT_FAILED;
+        }
+        printf("%s: %s\n", out_file,
+               same ? "identical to the stored image" : "differs from the stored image (or none stored)");
+        return PX_EXIT_OK;
+    }
+
+    px_gen_campaign camp;
+    memset(&camp, 0, sizeof camp);
+    int st;
+    if (campaign) {
+        if (theme || type_s || count >= 0) {
+            fprintf(stderr, "pixpipe generate: give either --campaign or --theme/--type/--count\n");
+            free(workflow);
+            return PX_EXIT_USAGE;
+        }
+        st = px_gen_campaign_load(campaign, &camp, &err);
+    } else {
+        if (!theme || !type_s || count < 0) {
+            fprintf(stderr, "pixpipe generate: --theme, --type and --count are needed (or --campaign)\n");
+            free(workflow);
+            return PX_EXIT_USAGE;
+        }
+        int type;
+        st = px_gen_type_parse(type_s, &type, &err);
+        if (st == PX_OK)
+            st = px_gen_campaign_single(theme, type, count, &camp, &err);
+    }
+    if (st != PX_OK) {
+        fprintf(stderr, "pixpipe generate: %s\n", err.msg);
+        free(workflow);
+        return PX_EXIT_USAGE;
+    }
+    if (people)
+        camp.allow_people = 1;
+    if (width)
+        camp.render.width = width;
+    if (height)
+        camp.render.height = height;
+    if (steps)
+        camp.render.steps = steps;
+    if (cfg > 0)
+        camp.render.cfg = cfg;
+    if (sampler)
+        snprintf(camp.render.sampler, sizeof camp.render.sampler, "%s", sampler);
+    if (model)
+        snprintf(camp.render.model, sizeof camp.render.model, "%s", model);
+    o.campaign = &camp;
+    o.style_path = style;
+
+    int rc = PX_EXIT_OK;
+    px_gen_writer *writer = NULL;
+    px_face_detector *det = NULL;
+    if (llm) {
+        lo.url = llm;
+        lo.vocab_dir = vocab;
+        lo.api_key = getenv("PIXPIPE_LLM_API_KEY");
+        if (!lo.api_key)
+            lo.api_key = getenv("OPENAI_API_KEY");
+        st = px_gen_writer_llm_create(&lo, &writer, &err);
+    } else {
+        /* without --seed, a fresh sequence each run: a resumed run would otherwise propose
+         * the scenes it already has, only to drop them as duplicates */
+        uint64_t wseed = seed_set ? (uint64_t)seed : (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid();
+        st = px_gen_writer_offline_create(vocab, wseed, &writer, &err);
+    }
+    if (st != PX_OK) {
+        fprintf(stderr, "pixpipe generate: %s\n", err.msg);
+        rc = PX_EXIT_SETUP;
+        goto out;
+    }
+    if (!llm) {
+        /* fail early, before any job exists, when a theme has no vocabulary */
+        for (int i = 0; i < camp.nthemes; i++) {
+            char **v;
+            size_t n;
+            px_gen_writer *probe;
+            if (px_gen_writer_offline_create(vocab, 1, &probe, &err) != PX_OK ||
+                px_gen_writer_write(probe, camp.themes[i].name, camp.themes[i].slug, 0, 1, &v, &n,
+                                    NULL, 0, &err) != PX_OK) {
+                fprintf(stderr, "pixpipe generate: %s\n", err.msg);
+                px_gen_writer_destroy(probe);
+                rc = PX_EXIT_SETUP;
+                goto out;
+            }
+            px_store_strings_free(v, n);
+            px_gen_writer_destroy(probe);
+        }
+    }
+    o.writer = writer;
+    if (o.checks.faces != PX_GEN_FACES_OFF) {
+        px_face_detector_opts fo = {.kind = PX_FACE_MODEL_AUTO, .threads = 1,
+                                    .max_sessions = nservers * o.per_server};
+        if (px_face_detector_create(face_model, &fo, &det, &err) != PX_OK) {
+            fprintf(stderr, "pixpipe generate: face check: %s (use --face-model FILE, or --faces off)\n",
+                    err.msg);
+            rc = PX_EXIT_SETUP;
+            goto out;
+        }
+        o.checks.face_detector = det;
+    }
+    progress_ctx pc = {.tty = isatty(2)};
+    if (quiet || !strcmp(progress, "none"))
+        pc.mode = 0;
+    else if (!strcmp(progress, "bar") || (!strcmp(progress, "auto") && pc.tty))
+        pc.mode = 1;
+    else if (!strcmp(progress, "plain") || !strcmp(progress, "auto"))
+        pc.mode = 2;
+    else {
+        fprintf(stderr, "pixpipe generate: --progress '%s': expected auto, bar, plain or none\n", progress);
+        rc = PX_EXIT_USAGE;
+        goto out;
+    }
+    o.progress = on_progress;
+    o.progress_ctx = &pc;
+    o.progress_interval_ms = pc.mode == 1 ? 250 : 10000;
+    o.stop = &g_stop;
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    px_gen_summary sum;
+    st = px_gen_run(&o, &sum, &err);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (st != PX_OK) {
+        fprintf(stderr, "pixpipe generate: %s\n", err.msg);
+        rc = sum.rendered || sum.prompts_written ? PX_EXIT_FAILED : PX_EXIT_SETUP;
+    } else if (!sum.complete) {
+        rc = PX_EXIT_FAILED;
+    }
+    if (!quiet)
+        print_summary(o.pool, &sum, stdout);
+    if (g_stop && !quiet)
+        fprintf(stderr, "pixpipe generate: stopped; run the same command again to resume\n");
+out:
+    px_face_detector_destroy(det);
+    px_gen_writer_destroy(writer);
+    px_gen_campaign_free(&camp);
+    free(workflow);
+    return rc;
+}

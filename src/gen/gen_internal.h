@@ -1,0 +1,40 @@
+/*
+ * Internals shared by the files of src/gen (not part of the public API):
+ * the random generator, the writer plumbing, the HTTP client calls, base64,
+ * SHA-256 and JSON helpers.
+ */
+#ifndef PX_GEN_INTERNAL_H
+#define PX_GEN_INTERNAL_H
+
+#include "px_gen.h"
+
+/* splitmix64: advances *state and returns the next 64 random bits. */
+uint64_t px_gen_rand(uint64_t *state);
+
+px_gen_writer *px_gen_writer_new(const char *name,
+                                 int (*write)(px_gen_writer *, const char *, const char *, int, int,
+                                              char ***, size_t *, char *, size_t, px_err *),
+                                 void (*destroy)(px_gen_writer *), void *state);
+void *px_gen_writer_state(px_gen_writer *w);
+void px_gen_writer_count(px_gen_writer *w, int requests, int bad);
+
+/* One HTTP request on the client's curl handle. body NULL means GET, else a
+ * POST of JSON. bearer (may be NULL) goes into Authorization. On PX_OK
+ * *status holds the HTTP status and resp the body (NUL-terminated, len
+ * without the NUL); the caller frees resp. PX_ETIMEOUT, PX_ENET, PX_ELIMIT
+ * (body over max_body) with err naming the URL. */
+int px_gen_http(px_gen_client *c, const char *url, const char *body, const char *bearer,
+                long timeout_ms, size_t max_body, long *status, px_buf *resp, px_err *err);
+
+/* Base64 (standard alphabet, padding optional, whitespace skipped).
+ * decode: PX_ECORRUPT on a bad character. Caller frees *out. */
+int px_gen_b64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen);
+int px_gen_b64_encode(const uint8_t *d, size_t n, px_buf *out);
+
+/* SHA-256 of data as 64 lowercase hex digits + NUL. */
+void px_gen_sha256_hex(const uint8_t *data, size_t len, char hex[65]);
+
+/* Joins base URL and path without doubling the slash, into out (cap). */
+void px_gen_join_url(const char *base, const char *path, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,1061 @@
+/*
+ * The generate run: one controller thread (the caller's) and one worker
+ * thread per server slot (servers x per_server).
+ *
+ * The controller owns the plan. It keeps per (theme, type) slot counters of
+ * good images and open jobs, asks the writer for scenes when a slot is short,
+ * drops near-duplicate scenes, records each prompt and its job (with its
+ * seed) in the manifest *before* anything is rendered, and feeds job ids to
+ * the workers through a small bounded queue. Workers render on their server,
+ * decode and check the image, write it (temporary file, then rename) and
+ * record it and the job's end in one transaction, then report back. A
+ * rejected or failed job makes the controller create a replacement, so the
+ * quota keeps going until N images pass (bounded by max_jobs_factor).
+ *
+ * Crash safety: a job is "pending" or "running" until its image row commits.
+ * On start, running jobs go back to pending. If a kill landed between the
+ * rename and the commit, the file is already at its final path; the worker
+ * finds it, checks its pixpipe chunk names the same job and seed, and adopts
+ * it instead of rendering again. Temporary files left by a kill are removed.
+ *
+ * Servers: a failure (transport, timeout, HTTP error, unusable payload)
+ * starts a backoff on that server (doubling from backoff_ms, at most 30 s)
+ * during which its workers take no jobs; after server_failures failures in a
+ * row it is set aside for the rest of the run. A job failing max_attempts
+ * times is marked failed and replaced.
+ */
+#include "gen_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../face/px_face.h"
+
+void px_gen_opts_default(px_gen_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->backend = PX_GEN_A1111;
+    o->per_server = 1;
+    o->max_attempts = 3;
+    o->server_failures = 5;
+    o->timeout_ms = 300000;
+    o->backoff_ms = 500;
+    o->dedup_threshold = 0.7;
+    o->checks = px_gen_check_opts_default();
+    o->max_jobs_factor = 4;
+    o->seed = -1;
+    o->progress_interval_ms = 1000;
+}
+
+/* ---- small file helpers ------------------------------------------------------ */
+
+static int mkdirs(const char *path, px_err *err)
+{
+    char buf[1024];
+    size_t n = strlen(path);
+    if (n >= sizeof buf)
+        return px_err_set(err, PX_ELIMIT, "%s: path too long", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] == '/' || buf[i] == '\0') {
+            char c = buf[i];
+            buf[i] = '\0';
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return px_err_set(err, PX_EIO, "%s: cannot create folder: %s", buf,
+                                  strerror(errno));
+            buf[i] = c;
+        }
+    }
+    return PX_OK;
+}
+
+/* Writes data to path through a temporary file in the same folder. */
+static int write_atomic(const char *path, const void *data, size_t len, int do_fsync, px_err *err)
+{
+    if (do_fsync)
+        return px_write_file_atomic(path, data, len, err);
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return px_err_set(err, PX_EIO, "%s: cannot create temporary file: %s", path,
+                          strerror(errno));
+    const uint8_t *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return px_err_set(err, PX_EIO, "%s: write failed: %s", path, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fchmod(fd, 0644) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return px_err_set(err, PX_EIO, "%s: cannot finish writing: %s", path, strerror(e));
+    }
+    return PX_OK;
+}
+
+/* Removes "*.tmp.*" files a killed run left in dir (not recursive). */
+static void remove_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char p[1400];
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.")) {
+            if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) < (int)sizeof p)
+                unlink(p);
+        }
+    closedir(d);
+}
+
+/* ---- run state --------------------------------------------------------------- */
+
+typedef struct {
+    const char *theme, *slug;
+    int type;
+    int quota;
+    int good, open, made, rejected, failed; /* open: jobs pending/running */
+    int dry; /* writer batches in a row that gave no new prompt */
+} slot;
+
+typedef struct {
+    const char *url;
+    pthread_mutex_t mu;
+    int consecutive, dead, done, failures;
+    double backoff_until;
+    double busy_ms;
+} server;
+
+enum { R_DONE = 0, R_RETRY, R_FAILED, R_FATAL, R_UNRUN };
+
+typedef struct {
+    px_store_job job;
+    int slot;
+    int kind;
+    char status[16]; /* image status when R_DONE */
+    px_err err;
+} job_item;
+
+typedef struct run run;
+
+typedef struct {
+    run *r;
+    int server;
+    pthread_t th;
+} worker;
+
+struct run {
+    const px_gen_opts *o;
+    px_store *store;
+    px_gen_style style;
+    slot *slots;
+    int nslots;
+    server *servers;
+    worker *workers;
+    int nworkers;
+    px_queue *jobs, *results;
+    int stopping; /* read by workers with __atomic loads */
+    /* perceptual hashes of the pool's good images */
+    pthread_mutex_t phash_mu;
+    int64_t *ph_ids;
+    uint64_t *ph;
+    size_t nph, phcap;
+};
+
+/* ---- the work of one job ------------------------------------------------------ */
+
+static void build_parameters(const px_store_job *j, const char *model, char *out, size_t cap)
+{
+    snprintf(out, cap,
+             "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %lld, "
+             "Size: %dx%d, Model: %s",
+             j->prompt, j->negative, j->steps, j->sampler, j->cfg, (long long)j->seed, j->width,
+             j->height, model && *model ? model : "default");
+}
+
+static char *build_json(const px_store_job *j, const char *server_url,
+                        const px_gen_check_result *cr, const char *checks_json)
+{
+    char now[32], ph[17];
+    px_store_now_iso(now, sizeof now);
+    snprintf(ph, sizeof ph, "%016llx", (unsigned long long)cr->phash);
+    json_t *o = json_pack(
+        "{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:i, s:f, s:s, s:s, s:s, s:s, s:s, s:s, "
+        "s:s, s:s}",
+        "id", (json_int_t)j->id, "theme", j->theme, "theme_slug", j->theme_slug, "type", j->type,
+        "prompt", j->prompt, "negative", j->negative, "seed", (json_int_t)j->seed, "width",
+        j->width, "height", j->height, "steps", j->steps, "cfg", j->cfg, "sampler", j->sampler,
+        "backend", j->backend, "model", j->model, "server", server_url ? server_url : "",
+        "status", cr->status, "reason", cr->reason, "created_at", now, "pixpipe", PX_VERSION);
+    if (!o)
+        return NULL;
+    json_t *c = json_loads(checks_json, 0, NULL);
+    if (c)
+        json_object_set_new(o, "checks", c);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
+static void rel_path(const px_store_job *j, int rejected, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%s/%s/%lld.png", rejected ? "rejected/" : "", j->theme_slug, j->type,
+             (long long)j->id);
+}
+
+/* Looks for a finished file of this job left by a killed run (see top). */
+static int find_orphan(run *r, const px_store_job *j, px_buf *payload)
+{
+    for (int rej = 0; rej < 2; rej++) {
+        char rel[600], path[1200];
+        rel_path(j, rej, rel, sizeof rel);
+        snprintf(path, sizeof path, "%s/%s", r->o->pool, rel);
+        uint8_t *d;
+        size_t n;
+        if (px_read_file(path, (size_t)256 << 20, &d, &n, NULL) != PX_OK)
+            continue;
+        char *meta = NULL;
+        int ok = 0;
+        if (px_gen_png_text(d, n, "pixpipe", &meta, NULL) == PX_OK) {
+            json_t *m = json_loads(meta, 0, NULL);
+            ok = json_integer_value(json_object_get(m, "id")) == j->id &&
+                 json_integer_value(json_object_get(m, "seed")) == j->seed;
+            json_decref(m);
+        }
+        free(meta);
+        if (ok) {
+            payload->len = 0;
+            ok = px_buf_append(payload, d, n) == PX_OK;
+        }
+        free(d);
+        if (ok) {
+            unlink(path); /* it is written again below, at the path its checks decide */
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Decides the phash duplicate question against the pool and, if the image
+ * is good, adds it to the index in the same critical section. */
+static int phash_decide(run *r, int64_t id, px_gen_check_result *cr)
+{
+    int d = r->o->checks.phash_distance;
+    pthread_mutex_lock(&r->phash_mu);
+    if (d >= 0 && strcmp(cr->status, "rejected")) {
+        for (size_t i = 0; i < r->nph; i++) {
+            int h = px_gen_hamming(r->ph[i], cr->phash);
+            if (h <= d && r->ph_ids[i] != id) {
+                cr->duplicate_of = r->ph_ids[i];
+                snprintf(cr->status, sizeof cr->status, "rejected");
+                snprintf(cr->reason, sizeof cr->reason,
+                         "near-duplicate of image %lld (phash distance %d <= %d)",
+                         (long long)r->ph_ids[i], h, d);
+                break;
+            }
+        }
+    }
+    int st = PX_OK;
+    if (strcmp(cr->status, "rejected")) {
+        if (r->nph == r->phcap) {
+            size_t nc = r->phcap ? r->phcap * 2 : 1024;
+            int64_t *ni = realloc(r->ph_ids, nc * sizeof *ni);
+            if (ni)
+                r->ph_ids = ni;
+            uint64_t *nh = ni ? realloc(r->ph, nc * sizeof *nh) : NULL;
+            if (nh) {
+                r->ph = nh;
+                r->phcap = nc;
+            } else {
+                st = PX_ENOMEM;
+            }
+        }
+        if (st == PX_OK) {
+            r->ph_ids[r->nph] = id;
+            r->ph[r->nph++] = cr->phash;
+        }
+    }
+    pthread_mutex_unlock(&r->phash_mu);
+    return st;
+}
+
+/* Checks, writes and records a payload for job j. Returns PX_OK, a payload
+ * error (PX_ECORRUPT / PX_EUNSUPPORTED / PX_ELIMIT: the server's fault) or a
+ * local error (PX_EIO, PX_ENOMEM: fatal for the run). */
+static int process_payload(run *r, job_item *it, const px_buf *payload, const char *server_url,
+                           double render_ms, int adopted)
+{
+    px_store_job *j = &it->job;
+    px_gen_rgb img;
+    int st = px_gen_decode(payload->data, payload->len, 0, &img, &it->err);
+    if (st != PX_OK)
+        return px_err_prefix(&it->err, st == PX_ENOMEM ? st : PX_ECORRUPT,
+                             "job %lld: image from %s", (long long)j->id, server_url);
+    px_gen_check_result cr;
+    st = px_gen_check_image(&img, &r->o->checks, &cr, &it->err);
+    if (st == PX_OK)
+        st = phash_decide(r, j->id, &cr) == PX_OK
+                 ? PX_OK
+                 : px_err_set(&it->err, PX_ENOMEM, "phash index: out of memory");
+    char checks[512], params[6000], rel[600], path[1200], dir[1200];
+    char *meta = NULL;
+    px_buf png = {0};
+    if (st == PX_OK) {
+        snprintf(checks, sizeof checks,
+                 "{\"mean\":%.2f,\"stddev\":%.2f,\"blur\":%.2f,\"phash\":\"%016llx\","
+                 "\"faces\":%d,\"duplicate_of\":%lld}",
+                 cr.mean, cr.stddev, cr.blur, (unsigned long long)cr.phash, cr.faces,
+                 (long long)cr.duplicate_of);
+        build_parameters(j, j->model, params, sizeof params);
+        meta = build_json(j, server_url, &cr, checks);
+        if (!meta)
+            st = px_err_set(&it->err, PX_ENOMEM, "job %lld: out of memory", (long long)j->id);
+    }
+    if (st == PX_OK && adopted) /* our own file already: keep its bytes (and its sha256) */
+        st = px_buf_append(&png, payload->data, payload->len) == PX_OK
+                 ? PX_OK
+                 : px_err_set(&it->err, PX_ENOMEM, "out of memory");
+    else if (st == PX_OK)
+        st = px_gen_encode_png(&img, params, meta, &png, &it->err);
+    int rejected = !strcmp(cr.status, "rejected");
+    if (st == PX_OK) {
+        rel_path(j, rejected, rel, sizeof rel);
+        snprintf(path, sizeof path, "%s/%s", r->o->pool, rel);
+        snprintf(dir, sizeof dir, "%s", path);
+        *strrchr(dir, '/') = '\0';
+        struct stat sb;
+        if (stat(dir, &sb) != 0) /* mkdir -p only the first time a slot folder is needed */
+            st = mkdirs(dir, &it->err);
+    }
+    if (st == PX_OK && rejected) {
+        /* the reason beside the file, for people browsing rejected/ */
+        char txt[1300], line[400];
+        snprintf(txt, sizeof txt, "%s/%lld.txt", dir, (long long)j->id);
+        int n = snprintf(line, sizeof line, "%s\n", cr.reason);
+        st = write_atomic(txt, line, (size_t)n, r->o->fsync, &it->err);
+    }
+    if (st == PX_OK)
+        st = write_atomic(path, png.data, png.len, r->o->fsync, &it->err);
+    if (st == PX_OK) {
+        char sha[65];
+        px_gen_sha256_hex(png.data, png.len, sha);
+        px_store_image_rec rec = {.job_id = j->id,
+                                  .path = rel,
+                                  .sha256 = sha,
+                                  .bytes = (int64_t)png.len,
+                                  .width = img.w,
+                                  .height = img.h,
+                                  .phash = cr.phash,
+                                  .status = cr.status,
+                                  .reason = cr.reason,
+                                  .checks = checks,
+                                  .server = server_url,
+                                  .render_ms = render_ms};
+        st = px_store_add_image(r->store, &rec, &it->err);
+        if (st != PX_OK) {
+            /* not recorded, so not kept: the job stays pending and renders again later */
+            unlink(path);
+            if (rejected) {
+                char txt[1300];
+                snprintf(txt, sizeof txt, "%s/%lld.txt", dir, (long long)j->id);
+                unlink(txt);
+            }
+        }
+        snprintf(it->status, sizeof it->status, "%s", cr.status);
+    }
+    free(meta);
+    px_buf_free(&png);
+    px_gen_rgb_free(&img);
+    return st;
+}
+
+static void sleep_ms(double ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = {(time_t)(ms / 1000), (long)((ms - (time_t)(ms / 1000) * 1000) * 1e6)};
+    nanosleep(&ts, NULL);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    run *r = w->r;
+    server *sv = &r->servers[w->server];
+    const px_gen_opts *o = r->o;
+    px_gen_client *http = NULL;
+    px_err cerr;
+    if (px_gen_client_create(&http, &cerr) != PX_OK) {
+        pthread_mutex_lock(&sv->mu);
+        sv->dead = 1;
+        pthread_mutex_unlock(&sv->mu);
+        return NULL;
+    }
+    px_buf payload = {0};
+    for (;;) {
+        /* a server backing off takes no work, so the others get it */
+        for (;;) {
+            pthread_mutex_lock(&sv->mu);
+            double wait = sv->backoff_until - px_now_ms();
+            int dead = sv->dead;
+            pthread_mutex_unlock(&sv->mu);
+            if (dead || __atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) || wait <= 0)
+                break;
+            sleep_ms(wait < 100 ? wait : 100);
+        }
+        pthread_mutex_lock(&sv->mu);
+        int dead = sv->dead;
+        pthread_mutex_unlock(&sv->mu);
+        if (dead)
+            break;
+        void *p;
+        int qs = px_queue_pop(r->jobs, &p, 200);
+        if (qs == PX_ECLOSED)
+            break;
+        if (qs != PX_OK)
+            continue;
+        job_item *it = p;
+        px_err_clear(&it->err);
+        if (__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE)) {
+            it->kind = R_UNRUN;
+            px_queue_push(r->results, it);
+            continue;
+        }
+        int st = PX_OK;
+        double t0 = px_now_ms(), ms = 0;
+        int adopted = find_orphan(r, &it->job, &payload);
+        if (!adopted) {
+            st = px_store_job_start(r->store, it->job.id, sv->url, &it->err);
+            if (st != PX_OK) {
+                it->kind = R_FATAL;
+                px_queue_push(r->results, it);
+                continue;
+            }
+            it->job.attempts++;
+            px_gen_render_req req = {.prompt = it->job.prompt,
+                                     .negative = it->job.negative,
+                                     .seed = it->job.seed,
+                                     .width = it->job.width,
+                                     .height = it->job.height,
+                                     .steps = it->job.steps,
+                                     .cfg = it->job.cfg,
+                                     .sampler = it->job.sampler,
+                                     .model = it->job.model};
+            st = px_gen_render(http, o->backend, sv->url, o->workflow, &req, o->timeout_ms,
+                               &payload, &it->err);
+            ms = px_now_ms() - t0;
+        }
+        if (st == PX_OK)
+            st = process_payload(r, it, &payload, sv->url, ms, adopted);
+        if (st == PX_OK) {
+            it->kind = R_DONE;
+            pthread_mutex_lock(&sv->mu);
+            sv->consecutive = 0;
+            sv->done++;
+            sv->busy_ms += ms;
+            pthread_mutex_unlock(&sv->mu);
+        } else if (st == PX_EIO || st == PX_ENOMEM || st == PX_EBUSY) {
+            /* our side failed (disk full, database locked...): stop the run, keep the job */
+            px_store_job_fail(r->store, it->job.id, it->err.msg, 0, NULL);
+            it->kind = R_FATAL;
+        } else {
+            int give_up = it->job.attempts >= o->max_attempts;
+            px_store_job_fail(r->store, it->job.id, it->err.msg, give_up, NULL);
+            it->kind = give_up ? R_FAILED : R_RETRY;
+            pthread_mutex_lock(&sv->mu);
+            sv->consecutive++;
+            sv->failures++;
+            double b = (double)o->backoff_ms;
+            for (int k = 1; k < sv->consecutive && b < 30000; k++)
+                b *= 2;
+            sv->backoff_until = px_now_ms() + (b > 30000 ? 30000 : b);
+            if (sv->consecutive >= o->server_failures)
+                sv->dead = 1;
+            pthread_mutex_unlock(&sv->mu);
+        }
+        px_queue_push(r->results, it);
+    }
+    px_buf_free(&payload);
+    px_gen_client_destroy(http);
+    return NULL;
+}
+
+/* ---- the controller -------------------------------------------------------------- */
+
+typedef struct {
+    job_item **v;
+    size_t head, len, cap;
+} fifo;
+
+static int fifo_push(fifo *f, job_item *it)
+{
+    if (f->len == f->cap) {
+        size_t nc = f->cap ? f->cap * 2 : 64;
+        job_item **nv = malloc(nc * sizeof *nv);
+        if (!nv)
+            return PX_ENOMEM;
+        for (size_t i = 0; i < f->len; i++)
+            nv[i] = f->v[(f->head + i) % f->cap];
+        free(f->v);
+        f->v = nv;
+        f->head = 0;
+        f->cap = nc;
+    }
+    f->v[(f->head + f->len) % f->cap] = it;
+    f->len++;
+    return PX_OK;
+}
+
+static job_item *fifo_peek(fifo *f)
+{
+    return f->len ? f->v[f->head] : NULL;
+}
+
+static void fifo_drop(fifo *f)
+{
+    f->head = (f->head + 1) % f->cap;
+    f->len--;
+}
+
+static void item_free(job_item *it)
+{
+    if (!it)
+        return;
+    px_store_job_clear(&it->job);
+    free(it);
+}
+
+static int find_slot(run *r, const char *slug, const char *type)
+{
+    for (int i = 0; i < r->nslots; i++)
+        if (!strcmp(r->slots[i].slug, slug) && !strcmp(px_gen_type_name(r->slots[i].type), type))
+            return i;
+    return -1;
+}
+
+/* Asks the writer for scenes for slot s and records up to `want` new jobs. */
+static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *dd,
+                     int64_t *next_seed, fifo *f, px_gen_summary *sum, px_err *err)
+{
+    slot *s = &r->slots[si];
+    const px_gen_campaign *c = r->o->campaign;
+    int batch = want < 8 ? want : 8, made = 0;
+    char **scenes = NULL;
+    size_t n = 0;
+    char sub[700];
+    int st = px_gen_writer_write(wr, s->theme, s->slug, s->type, batch, &scenes, &n, sub,
+                                 sizeof sub, err);
+    if (st != PX_OK)
+        return st;
+    for (size_t i = 0; i < n && made < want; i++) {
+        sum->prompts_written++;
+        int dup = px_gen_dedup_add(dd, scenes[i]);
+        if (dup < 0) {
+            st = px_err_set(err, PX_ENOMEM, "dedup: out of memory");
+            break;
+        }
+        if (dup) {
+            sum->prompts_dup++;
+            continue;
+        }
+        char prompt[4096], neg[2048];
+        snprintf(prompt, sizeof prompt, "%s, %s", scenes[i], r->style.suffix[s->type]);
+        snprintf(neg, sizeof neg, "%s%s%s", r->style.negative[s->type],
+                 c->allow_people ? "" : ", ", c->allow_people ? "" : r->style.no_people);
+        px_store_job j = {.theme = (char *)s->theme,
+                          .theme_slug = (char *)s->slug,
+                          .type = (char *)px_gen_type_name(s->type),
+                          .prompt = prompt,
+                          .negative = neg,
+                          .scene = scenes[i],
+                          .seed = r->o->seed >= 0 ? (*next_seed)++ : -1,
+                          .width = c->render.width,
+                          .height = c->render.height,
+                          .steps = c->render.steps,
+                          .cfg = c->render.cfg,
+                          .sampler = (char *)c->render.sampler,
+                          .backend = (char *)px_gen_backend_name(r->o->backend),
+                          .model = (char *)c->render.model};
+        int64_t id;
+        st = px_store_add_job(r->store, &j, px_gen_writer_name(wr), sub, &id, NULL, err);
+        if (st != PX_OK)
+            break;
+        job_item *it = calloc(1, sizeof *it);
+        if (!it) {
+            st = px_err_set(err, PX_ENOMEM, "out of memory");
+            break;
+        }
+        it->slot = si;
+        st = px_store_get_job(r->store, id, &it->job, err);
+        if (st == PX_OK)
+            st = fifo_push(f, it) == PX_OK ? PX_OK : px_err_set(err, PX_ENOMEM, "out of memory");
+        if (st != PX_OK) {
+            item_free(it);
+            break;
+        }
+        s->open++;
+        s->made++;
+        made++;
+    }
+    px_store_strings_free(scenes, n);
+    /* a writer that only repeats itself would spin here forever */
+    s->dry = made ? 0 : s->dry + 1;
+    return st;
+}
+
+#define MAX_DRY 10
+
+static void fmt_eta(double s, char *out, size_t cap)
+{
+    if (!(s >= 0) || s > 86400 * 30)
+        snprintf(out, cap, "--");
+    else if (s >= 3600)
+        snprintf(out, cap, "%dh%02dm", (int)(s / 3600), (int)(s / 60) % 60);
+    else
+        snprintf(out, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
+}
+
+static void report(run *r, const px_gen_summary *sum, double t0, int done0, int final)
+{
+    const px_gen_opts *o = r->o;
+    if (!o->progress)
+        return;
+    int total = 0, good = 0;
+    for (int i = 0; i < r->nslots; i++) {
+        total += r->slots[i].quota;
+        good += r->slots[i].good < r->slots[i].quota ? r->slots[i].good : r->slots[i].quota;
+    }
+    double el = (px_now_ms() - t0) / 1000;
+    double rate = el > 0 ? (good - done0) / el : 0;
+    char eta[32], line[1024];
+    fmt_eta(rate > 0 ? (total - good) / rate : -1, eta, sizeof eta);
+    int width = 24, fill = total ? (int)((double)good / total * width) : width;
+    char bar[32];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    int n = snprintf(line, sizeof line, "[%s] %d/%d %.1f img/s ETA %s | rej %d fail %d |", bar,
+                     good, total, rate, eta, sum->rejected, sum->jobs_failed);
+    for (int i = 0; i < o->nservers && n > 0 && (size_t)n < sizeof line - 64; i++) {
+        server *sv = &r->servers[i];
+        pthread_mutex_lock(&sv->mu);
+        n += snprintf(line + n, sizeof line - (size_t)n, " s%d:%d%s", i + 1, sv->done,
+                      sv->dead ? "(set aside)" : (sv->backoff_until > px_now_ms() ? "(backoff)" : ""));
+        pthread_mutex_unlock(&sv->mu);
+    }
+    o->progress(o->progress_ctx, line, final);
+}
+
+static int check_opts(const px_gen_opts *o, px_err *err)
+{
+    if (!o->pool || !*o->pool)
+        return px_err_set(err, PX_EINVAL, "generate: no pool folder (--out)");
+    if (!o->campaign || o->campaign->nthemes <= 0)
+        return px_err_set(err, PX_EINVAL, "generate: no campaign");
+    if (!o->writer)
+        return px_err_set(err, PX_EINVAL, "generate: no prompt writer");
+    if (o->nservers <= 0 || !o->servers)
+        return px_err_set(err, PX_EINVAL, "generate: no render server (--server URL)");
+    if (o->nservers > 64 || o->per_server < 1 || o->per_server > 16)
+        return px_err_set(err, PX_ELIMIT, "generate: at most 64 servers and 1..16 per server");
+    for (int i = 0; i < o->nservers; i++)
+        if (strncmp(o->servers[i], "http://", 7) && strncmp(o->servers[i], "https://", 8))
+            return px_err_set(err, PX_EINVAL, "server '%s': expected an http:// or https:// URL",
+                              o->servers[i]);
+    if (o->backend == PX_GEN_COMFYUI && !o->workflow)
+        return px_err_set(err, PX_EINVAL, "generate: the comfyui backend needs --workflow FILE");
+    return PX_OK;
+}
+
+static int open_pool(const px_gen_opts *o, px_store **st_out, px_err *err)
+{
+    int st = mkdirs(o->pool, err);
+    if (st != PX_OK)
+        return st;
+    char db[1100];
+    snprintf(db, sizeof db, "%s/%s", o->pool, PX_STORE_FILE);
+    return px_store_open(db, 0, st_out, err);
+}
+
+int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
+{
+    memset(sum, 0, sizeof *sum);
+    int st = check_opts(o, err);
+    if (st != PX_OK)
+        return st;
+    double t0 = px_now_ms();
+    const px_gen_campaign *c = o->campaign;
+    run r = {.o = o};
+    pthread_mutex_init(&r.phash_mu, NULL);
+    px_gen_dedup *dd = NULL;
+    fifo f = {0};
+    char **prompts = NULL;
+    size_t nprompts = 0;
+    if ((st = px_gen_style_load(o->style_path, &r.style, err)) != PX_OK ||
+        (st = open_pool(o, &r.store, err)) != PX_OK)
+        goto out;
+    int64_t cid = 0;
+    if ((st = px_store_add_campaign(r.store, c->name, c->json ? c->json : "{}", &cid, err)))
+        goto out;
+    r.slots = calloc((size_t)c->nthemes * PX_GEN_NTYPES, sizeof *r.slots);
+    if (!r.slots) {
+        st = px_err_set(err, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int t = 0; t < c->nthemes; t++)
+        for (int k = 0; k < PX_GEN_NTYPES; k++) {
+            if (c->themes[t].quota[k] <= 0)
+                continue;
+            slot *s = &r.slots[r.nslots++];
+            s->theme = c->themes[t].name;
+            s->slug = c->themes[t].slug;
+            s->type = k;
+            s->quota = c->themes[t].quota[k];
+            if ((st = px_store_set_quota(r.store, cid, s->theme, s->slug, px_gen_type_name(k),
+                                         s->quota, err)) ||
+                (st = px_store_count(r.store, s->slug, px_gen_type_name(k), &s->good, NULL, NULL,
+                                     &s->rejected, err)))
+                goto out;
+            char dir[1200];
+            snprintf(dir, sizeof dir, "%s/%s/%s", o->pool, s->slug, px_gen_type_name(k));
+            remove_temps(dir);
+            snprintf(dir, sizeof dir, "%s/rejected/%s/%s", o->pool, s->slug, px_gen_type_name(k));
+            remove_temps(dir);
+        }
+    /* resume: what was running when the last run died goes back in line */
+    int reset = 0;
+    if ((st = px_store_reset_running(r.store, &reset, err)))
+        goto out;
+    px_store_job *pend = NULL;
+    size_t npend = 0;
+    if ((st = px_store_list_jobs(r.store, "pending", 0, &pend, &npend, err)))
+        goto out;
+    for (size_t i = 0; i < npend; i++) {
+        int si = find_slot(&r, pend[i].theme_slug, pend[i].type);
+        if (si < 0 || pend[i].rerender_of)
+            continue; /* not part of this campaign: left pending for its own */
+        job_item *it = calloc(1, sizeof *it);
+        if (!it || fifo_push(&f, it) != PX_OK) {
+            free(it);
+            px_store_jobs_free(pend, npend);
+            st = px_err_set(err, PX_ENOMEM, "out of memory");
+            goto out;
+        }
+        it->job = pend[i];
+        memset(&pend[i], 0, sizeof pend[i]);
+        it->slot = si;
+        r.slots[si].open++;
+    }
+    px_store_jobs_free(pend, npend);
+    /* near-duplicate filter over every prompt of the pool */
+    if ((st = px_gen_dedup_create(o->dedup_threshold, &dd, err)) ||
+        (st = px_store_all_prompts(r.store, &prompts, &nprompts, err)))
+        goto out;
+    for (size_t i = 0; i < nprompts; i++)
+        if (px_gen_dedup_add(dd, prompts[i]) < 0) {
+            st = px_err_set(err, PX_ENOMEM, "dedup: out of memory");
+            goto out;
+        }
+    px_store_strings_free(prompts, nprompts);
+    prompts = NULL;
+    if ((st = px_store_all_phashes(r.store, &r.ph_ids, &r.ph, &r.nph, err)))
+        goto out;
+    r.phcap = r.nph;
+    int64_t next_seed = 0;
+    if (o->seed >= 0) {
+        if ((st = px_store_max_job_id(r.store, &next_seed, err)))
+            goto out;
+        next_seed += o->seed + 1;
+    }
+
+    /* workers */
+    r.nworkers = o->nservers * o->per_server;
+    r.servers = calloc((size_t)o->nservers, sizeof *r.servers);
+    r.workers = calloc((size_t)r.nworkers, sizeof *r.workers);
+    if (!r.servers || !r.workers) {
+        st = px_err_set(err, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < o->nservers; i++) {
+        r.servers[i].url = o->servers[i];
+        pthread_mutex_init(&r.servers[i].mu, NULL);
+    }
+    if ((st = px_queue_create((size_t)r.nworkers, &r.jobs)) ||
+        (st = px_queue_create((size_t)r.nworkers * 2 + 8, &r.results))) {
+        px_err_set(err, st, "out of memory");
+        goto out;
+    }
+    int started = 0;
+    for (; started < r.nworkers; started++) {
+        worker *w = &r.workers[started];
+        w->r = &r;
+        w->server = started % o->nservers;
+        if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
+            st = px_err_set(err, PX_EIO, "cannot start worker threads");
+            break;
+        }
+    }
+    int inflight = 0, done0 = 0, fatal = 0, writer_failed = 0, rr = 0;
+    for (int i = 0; i < r.nslots; i++)
+        done0 += r.slots[i].good < r.slots[i].quota ? r.slots[i].good : r.slots[i].quota;
+    double last_report = 0;
+    while (st == PX_OK) {
+        int stop = (o->stop && *o->stop) || fatal;
+        /* plan: top up every slot that is short, within its job budget */
+        int budget_left = 0;
+        /* start one slot further each time, so every theme/type advances together and a run
+         * stopped half-way has some of everything rather than all of the first themes */
+        int first = rr++ % r.nslots;
+        for (int k = 0; k < r.nslots && !stop && !writer_failed; k++) {
+            int i = (first + k) % r.nslots;
+            slot *s = &r.slots[i];
+            int need = s->quota - s->good - s->open;
+            int cap = o->max_jobs_factor * s->quota - s->made;
+            if (s->dry >= MAX_DRY)
+                cap = 0;
+            if (need > 0 && cap > 0)
+                budget_left = 1;
+            /* keep the local backlog small so prompts are written as they are needed */
+            if (need > 0 && cap > 0 && f.len < (size_t)r.nworkers * 2) {
+                int want = need < cap ? need : cap;
+                st = make_jobs(&r, i, want, o->writer, dd, &next_seed, &f, sum, err);
+                if (st != PX_OK) {
+                    writer_failed = 1; /* finish what is in flight, then report it */
+                    break;
+                }
+                if (s->dry == MAX_DRY)
+                    px_log(PX_LOG_WARN,
+                           "%s/%s: the prompt writer gave only near-duplicates %d times in a "
+                           "row; no more jobs for it this run",
+                           s->slug, px_gen_type_name(s->type), MAX_DRY);
+            }
+        }
+        int alive = 0;
+        for (int i = 0; i < o->nservers; i++) {
+            pthread_mutex_lock(&r.servers[i].mu);
+            alive += !r.servers[i].dead;
+            pthread_mutex_unlock(&r.servers[i].mu);
+        }
+        /* feed the workers */
+        while (!stop && alive && f.len && px_queue_try_push(r.jobs, fifo_peek(&f)) == PX_OK) {
+            fifo_drop(&f);
+            inflight++;
+        }
+        if (inflight == 0) {
+            int open = 0;
+            for (int i = 0; i < r.nslots; i++)
+                open += r.slots[i].open;
+            if (stop || writer_failed || alive == 0 || (open == 0 && !budget_left))
+                break;
+        }
+        if (alive == 0 && inflight > 0 && px_queue_length(r.jobs) == (size_t)inflight) {
+            /* nobody will take what is queued: take it back */
+            void *p;
+            while (px_queue_pop(r.jobs, &p, 0) == PX_OK) {
+                fifo_push(&f, p);
+                inflight--;
+            }
+            continue;
+        }
+        void *p;
+        int wait = (f.len && !stop) ? 20 : 100;
+        if (px_queue_pop(r.results, &p, wait) == PX_OK) {
+            job_item *it = p;
+            inflight--;
+            slot *s = &r.slots[it->slot];
+            switch (it->kind) {
+            case R_DONE:
+                sum->rendered++;
+                s->open--;
+                if (!strcmp(it->status, "rejected")) {
+                    sum->rejected++;
+                    s->rejected++;
+                } else {
+                    s->good++;
+                    if (!strcmp(it->status, "flagged"))
+                        sum->flagged++;
+                    else
+                        sum->accepted++;
+                }
+                item_free(it);
+                break;
+            case R_RETRY:
+            case R_UNRUN:
+                if (fifo_push(&f, it) != PX_OK) {
+                    s->open--;
+                    item_free(it);
+                }
+                break;
+            case R_FAILED:
+                px_log(PX_LOG_WARN, "job %lld failed after %d attempts: %s",
+                       (long long)it->job.id, it->job.attempts, it->err.msg);
+                sum->jobs_failed++;
+                s->open--;
+                s->failed++;
+                item_free(it);
+                break;
+            default: /* R_FATAL */
+                if (!fatal)
+                    px_err_set(err, PX_EIO, "%s", it->err.msg);
+                fatal = 1;
+                s->open--;
+                item_free(it);
+                break;
+            }
+        }
+        if (px_now_ms() - last_report >= o->progress_interval_ms) {
+            last_report = px_now_ms();
+            report(&r, sum, t0, done0, 0);
+        }
+    }
+    __atomic_store_n(&r.stopping, 1, __ATOMIC_RELEASE);
+    px_queue_close(r.jobs);
+    for (int i = 0; i < started; i++)
+        pthread_join(r.workers[i].th, NULL);
+    /* results of jobs a worker took after the loop ended */
+    void *p;
+    while (px_queue_pop(r.results, &p, 0) == PX_OK) {
+        job_item *it = p;
+        if (it->kind == R_DONE) {
+            sum->rendered++;
+            if (!strcmp(it->status, "rejected"))
+                sum->rejected++;
+            else if (!strcmp(it->status, "flagged"))
+                sum->flagged++;
+            else
+                sum->accepted++;
+        }
+        item_free(it);
+    }
+    while (px_queue_pop(r.jobs, &p, 0) == PX_OK)
+        item_free(p);
+    report(&r, sum, t0, done0, 1);
+    for (int i = 0; i < o->nservers; i++)
+        sum->servers_set_aside += r.servers[i].dead;
+    sum->complete = 1;
+    for (int i = 0; i < r.nslots; i++) {
+        int good = 0;
+        px_store_count(r.store, r.slots[i].slug, px_gen_type_name(r.slots[i].type), &good, NULL,
+                       NULL, NULL, NULL);
+        if (good < r.slots[i].quota)
+            sum->complete = 0;
+    }
+    if (fatal)
+        st = PX_EIO;
+    else if (st == PX_OK && !sum->complete && sum->servers_set_aside == o->nservers)
+        st = px_err_set(err, PX_ENET, "every render server was set aside after repeated "
+                        "failures; the run can be resumed");
+out:
+    while (f.len) {
+        item_free(fifo_peek(&f));
+        fifo_drop(&f);
+    }
+    free(f.v);
+    px_queue_destroy(r.jobs);
+    px_queue_destroy(r.results);
+    if (r.servers)
+        for (int i = 0; i < o->nservers; i++)
+            pthread_mutex_destroy(&r.servers[i].mu);
+    free(r.servers);
+    free(r.workers);
+    free(r.slots);
+    free(r.ph_ids);
+    free(r.ph);
+    px_store_strings_free(prompts, nprompts);
+    px_gen_dedup_destroy(dd);
+    px_store_close(r.store);
+    pthread_mutex_destroy(&r.phash_mu);
+    sum->seconds = (px_now_ms() - t0) / 1000;
+    return st;
+}
+
+int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int *same,
+                    px_err *err)
+{
+    if (same)
+        *same = 0;
+    if (!o->pool || o->nservers <= 0)
+        return px_err_set(err, PX_EINVAL, "rerender: needs --out POOL and a --server");
+    char db[1100];
+    snprintf(db, sizeof db, "%s/%s", o->pool, PX_STORE_FILE);
+    px_store *s = NULL;
+    int st = px_store_open(db, 0, &s, err);
+    if (st != PX_OK)
+        return st;
+    px_store_job j;
+    px_gen_client *http = NULL;
+    px_buf payload = {0}, png = {0};
+    px_gen_rgb img = {0}, old = {0};
+    char *meta = NULL;
+    if ((st = px_store_get_job(s, id, &j, err)))
+        goto out;
+    if ((st = px_gen_client_create(&http, err)))
+        goto out;
+    px_gen_render_req req = {.prompt = j.prompt, .negative = j.negative, .seed = j.seed,
+                             .width = j.width, .height = j.height, .steps = j.steps,
+                             .cfg = j.cfg, .sampler = j.sampler, .model = j.model};
+    if ((st = px_gen_render(http, o->backend, o->servers[0], o->workflow, &req, o->timeout_ms,
+                            &payload, err)))
+        goto out;
+    if ((st = px_gen_decode(payload.data, payload.len, 0, &img, err)))
+        goto out;
+    px_gen_check_result cr;
+    if ((st = px_gen_check_image(&img, &o->checks, &cr, err)))
+        goto out;
+    char params[6000];
+    build_parameters(&j, j.model, params, sizeof params);
+    char checks[256];
+    snprintf(checks, sizeof checks, "{\"rerender_of\":%lld}", (long long)id);
+    meta = build_json(&j, o->servers[0], &cr, checks);
+    if (!meta) {
+        st = px_err_set(err, PX_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((st = px_gen_encode_png(&img, params, meta, &png, err)) ||
+        (st = write_atomic(out_path, png.data, png.len, 0, err)))
+        goto out;
+    px_store_image stored;
+    if (same && px_store_get_image(s, id, &stored, NULL) == PX_OK) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", o->pool, stored.path);
+        uint8_t *d;
+        size_t n;
+        if (px_read_file(path, (size_t)256 << 20, &d, &n, NULL) == PX_OK) {
+            if (px_gen_decode(d, n, 0, &old, NULL) == PX_OK && old.w == img.w &&
+                old.h == img.h && !memcmp(old.px, img.px, (size_t)img.w * img.h * 3))
+                *same = 1;
+            free(d);
+        }
+        px_store_image_clear(&stored);
+    }
+out:
+    free(meta);
+    px_gen_rgb_free(&img);
+    px_gen_rgb_free(&old);
+    px_buf_free(&payload);
+    px_buf_free(&png);
+    px_gen_client_destroy(http);
+    px_store_job_clear(&j);
+    px_store_close(s);
+    return st;
+}

@@ -1,0 +1,291 @@
+/*
+ * px_gen: the automatic stock-image pipeline behind `pixpipe generate`.
+ *
+ * A campaign (themes, counts, type split) becomes exact quotas per theme and
+ * type; a prompt writer (an OpenAI-compatible LLM, or the offline template
+ * composer over vocab/ files) writes scene descriptions; near-duplicates are
+ * dropped; render backends (AUTOMATIC1111, OpenAI images, ComfyUI) on one or
+ * more servers turn prompts into images; automatic checks accept, flag or
+ * reject each image; everything is recorded in the pool's manifest
+ * (px_store.h), so a run resumes after any crash.
+ *
+ * Pool layout: POOL/manifest.sqlite, POOL/<theme-slug>/<type>/<id>.png,
+ * POOL/rejected/<theme-slug>/<type>/<id>.png (+ <id>.txt with the reason).
+ *
+ * Unless said otherwise functions are thread-safe on distinct objects, return
+ * PX_OK or a negative PX_E* status with the reason in err, and never print.
+ */
+#ifndef PX_GEN_H
+#define PX_GEN_H
+
+#include "../core/px_core.h"
+#include "px_store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- image types and themes --------------------------------------------- */
+
+enum { PX_GEN_INTERIORS = 0, PX_GEN_EXTERIORS = 1, PX_GEN_ITEMS = 2, PX_GEN_NTYPES = 3 };
+const char *px_gen_type_name(int type); /* "interiors" | "exteriors" | "items" | "?" */
+/* Parses a type name (case-insensitive; singular accepted). PX_EINVAL names it. */
+int px_gen_type_parse(const char *s, int *type, px_err *err);
+/* Lower-case ASCII slug of a theme ("Business and office" -> "business-and-office"):
+ * letters and digits kept, everything else collapsed to single '-'. PX_EINVAL
+ * when nothing is left or it does not fit cap. */
+int px_gen_slug(const char *theme, char *out, size_t cap, px_err *err);
+
+/* Largest-remainder apportionment: splits total into n integers proportional
+ * to the non-negative weights w (not all zero), summing exactly to total; ties
+ * go to the lower index. PX_EINVAL on bad weights. */
+int px_gen_apportion(int total, const double *w, int n, int *out, px_err *err);
+
+/* ---- campaigns ---------------------------------------------------------- */
+
+typedef struct px_gen_theme {
+    char name[128];
+    char slug[96];
+    int count;     /* explicit images for this theme, or -1 (share of the total) */
+    double weight; /* share of the total when count is -1 (default 1) */
+    int quota[PX_GEN_NTYPES]; /* filled by px_gen_campaign_quotas */
+} px_gen_theme;
+
+typedef struct px_gen_render_defaults {
+    int width, height, steps; /* default 1024 x 768, 30 steps */
+    double cfg;               /* default 6.0 */
+    char sampler[64];         /* default "DPM++ 2M Karras" */
+    char model[128];          /* checkpoint/model name sent to the server; "" = server default */
+} px_gen_render_defaults;
+
+typedef struct px_gen_campaign {
+    char name[128];
+    int total;                     /* all images, or -1 when every theme has a count */
+    double split[PX_GEN_NTYPES];   /* type weights, default 60/20/20 */
+    px_gen_theme *themes;          /* owned */
+    int nthemes;
+    px_gen_render_defaults render;
+    int allow_people;              /* 0: "people, faces" go into the negative prompt */
+    char *json;                    /* the campaign as JSON text (owned), stored in the manifest */
+} px_gen_campaign;
+
+/* Parses a campaign JSON document (see docs/campaigns.md). origin names the
+ * file in messages. PX_EINVAL with "origin: field: what was expected" for
+ * malformed input (unknown type, negative count, duplicate theme, ...).
+ * Computes the quotas. On failure *c is left empty. */
+int px_gen_campaign_parse(const char *json, size_t len, const char *origin, px_gen_campaign *c,
+                          px_err *err);
+int px_gen_campaign_load(const char *path, px_gen_campaign *c, px_err *err);
+/* A one-batch campaign: count images of one theme and one type. */
+int px_gen_campaign_single(const char *theme, int type, int count, px_gen_campaign *c,
+                           px_err *err);
+/* (Re)computes every theme's quota: theme totals by largest remainder over
+ * the weights (or their counts), then a controlled rounding of the theme x
+ * type table so each theme's row sums to its total and each type's column
+ * sums to the campaign-wide largest-remainder split. */
+int px_gen_campaign_quotas(px_gen_campaign *c, px_err *err);
+void px_gen_campaign_free(px_gen_campaign *c); /* safe on a zeroed campaign */
+
+/* ---- styles ------------------------------------------------------------- */
+
+typedef struct px_gen_style {
+    char suffix[PX_GEN_NTYPES][1024];   /* appended to every scene of that type */
+    char negative[PX_GEN_NTYPES][1024]; /* negative prompt of that type */
+    char no_people[512];                /* appended to the negative unless people are allowed */
+} px_gen_style;
+/* Loads styles JSON ({"interiors": {"suffix":..., "negative":...}, ...,
+ * "no_people": "..."}); path NULL gives built-in defaults. */
+int px_gen_style_load(const char *path, px_gen_style *st, px_err *err);
+
+/* ---- prompt writers ----------------------------------------------------- */
+
+typedef struct px_gen_writer px_gen_writer;
+
+/* Offline writer over vocab_dir/<theme-slug>.json and vocab_dir/_common.json.
+ * Deterministic for a seed. */
+int px_gen_writer_offline_create(const char *vocab_dir, uint64_t seed, px_gen_writer **out,
+                                 px_err *err);
+
+typedef struct px_gen_llm_opts {
+    const char *url;     /* base URL, e.g. http://127.0.0.1:8080 (the path /v1/chat/completions is added) */
+    const char *model;   /* model name sent in the request ("" allowed by llama-server) */
+    const char *api_key; /* bearer token or NULL */
+    double temperature;  /* default 0.9 */
+    int64_t seed;        /* sent to the server; -1: none */
+    int batch;           /* scenes asked per request (default 8, max 50) */
+    int retries;         /* extra attempts on bad output (default 3) */
+    long timeout_ms;     /* per request (default 120000) */
+    const char *vocab_dir; /* optional: _common.json sub-topic lists; NULL: built-in lists */
+} px_gen_llm_opts;
+px_gen_llm_opts px_gen_llm_opts_default(void);
+int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_err *err);
+
+/* Writes up to n (1..50) scene descriptions for theme/type. *out gets a
+ * malloc'd array of *nout malloc'd strings (free with px_store_strings_free);
+ * subtopic (cap bytes, may be NULL) receives a note of the variation asked
+ * for. The offline writer fails with PX_ENOTFOUND "no vocabulary for theme
+ * ...; use an LLM (--llm URL)" for an unknown theme. Not thread-safe per writer. */
+int px_gen_writer_write(px_gen_writer *w, const char *theme, const char *slug, int type, int n,
+                        char ***out, size_t *nout, char *subtopic, size_t cap, px_err *err);
+const char *px_gen_writer_name(const px_gen_writer *w); /* "offline" | "llm" */
+/* LLM stats: requests made, bad answers retried. */
+void px_gen_writer_stats(const px_gen_writer *w, int *requests, int *bad_answers);
+void px_gen_writer_destroy(px_gen_writer *w); /* NULL is a no-op */
+
+/* Parses an LLM chat-completion response body into scene strings: the
+ * message content must be JSON, either an array of strings or an object with
+ * a "prompts" array. Strings are trimmed; ones shorter than 12 or longer than
+ * 1000 characters are dropped. PX_ECORRUPT when nothing usable is found
+ * (message names what was wrong). Exposed for tests and the fuzzer. */
+int px_gen_llm_parse(const char *body, size_t len, char ***out, size_t *nout, px_err *err);
+
+/* ---- near-duplicate prompts --------------------------------------------- */
+
+typedef struct px_gen_dedup px_gen_dedup;
+/* threshold: Jaccard similarity of word 3-shingles at or above which a
+ * prompt is a duplicate (default 0.7 when <= 0). MinHash (64 hashes) with
+ * LSH banding finds candidates; the estimate decides. */
+int px_gen_dedup_create(double threshold, px_gen_dedup **out, px_err *err);
+void px_gen_dedup_destroy(px_gen_dedup *d);
+/* Returns 1 when text is a near-duplicate of a prompt already added, else
+ * adds it and returns 0; negative PX_E* on allocation failure. Not thread-safe. */
+int px_gen_dedup_add(px_gen_dedup *d, const char *text);
+size_t px_gen_dedup_count(const px_gen_dedup *d);
+/* Exact Jaccard of the two texts' normalized word 3-shingle sets (tests). */
+double px_gen_jaccard(const char *a, const char *b);
+
+/* ---- images: PNG in/out and automatic checks ---------------------------- */
+
+typedef struct px_gen_rgb {
+    int w, h;    /* pixels */
+    uint8_t *px; /* w*h*3 RGB, owned */
+} px_gen_rgb;
+void px_gen_rgb_free(px_gen_rgb *img);
+
+/* Decodes a PNG/JPEG/WebP payload to RGB (alpha composited on black),
+ * refusing more than max_pixels. PX_EUNSUPPORTED when it is not an image,
+ * PX_ECORRUPT when truncated. */
+int px_gen_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_gen_rgb *out,
+                  px_err *err);
+/* Encodes RGB as PNG with tEXt "parameters" (A1111 style) and iTXt
+ * "pixpipe" (our JSON) chunks. Appends to *out. */
+int px_gen_encode_png(const px_gen_rgb *img, const char *parameters, const char *json,
+                      px_buf *out, px_err *err);
+/* Reads the text chunk named key from a PNG into a malloc'd string. PX_ENOTFOUND. */
+int px_gen_png_text(const uint8_t *data, size_t len, const char *key, char **value, px_err *err);
+
+enum { PX_GEN_FACES_OFF = 0, PX_GEN_FACES_FLAG, PX_GEN_FACES_REJECT };
+
+typedef struct px_gen_check_opts {
+    double min_stddev;     /* near-uniform below this luma stddev (default 12) */
+    double min_mean;       /* too dark below this mean luma (default 28) */
+    double max_mean;       /* too bright above (default 235) */
+    double min_blur;       /* blurry below this variance of the Laplacian (default 30) */
+    int phash_distance;    /* duplicate when Hamming distance <= this (default 4; <0 off) */
+    int faces;             /* PX_GEN_FACES_* */
+    void *face_detector;   /* px_face_detector* when faces != OFF */
+} px_gen_check_opts;
+px_gen_check_opts px_gen_check_opts_default(void);
+
+typedef struct px_gen_check_result {
+    double mean, stddev, blur; /* luma statistics */
+    uint64_t phash;
+    int64_t duplicate_of;      /* image id of a near-duplicate, 0 if none */
+    int faces;                 /* faces found (-1: not checked) */
+    char status[16];           /* "accepted" | "flagged" | "rejected" */
+    char reason[160];          /* "" or e.g. "too dark (mean luma 12.3 < 28)" */
+} px_gen_check_result;
+
+/* Measures img and decides (phash duplicates are decided by the caller
+ * against the pool, see px_gen_phash_index). */
+int px_gen_check_image(const px_gen_rgb *img, const px_gen_check_opts *o,
+                       px_gen_check_result *res, px_err *err);
+/* 64-bit DCT perceptual hash (32x32 luma, top-left 8x8 DCT, > median). */
+uint64_t px_gen_phash(const px_gen_rgb *img);
+int px_gen_hamming(uint64_t a, uint64_t b);
+
+/* ---- render backends ---------------------------------------------------- */
+
+enum { PX_GEN_A1111 = 0, PX_GEN_OPENAI, PX_GEN_COMFYUI };
+const char *px_gen_backend_name(int backend);
+int px_gen_backend_parse(const char *s, int *backend, px_err *err);
+
+typedef struct px_gen_render_req {
+    const char *prompt, *negative;
+    int64_t seed;
+    int width, height, steps;
+    double cfg;
+    const char *sampler, *model;
+} px_gen_render_req;
+
+typedef struct px_gen_client px_gen_client; /* one HTTP connection; one thread at a time */
+int px_gen_client_create(px_gen_client **out, px_err *err);
+void px_gen_client_destroy(px_gen_client *c);
+
+/* Renders one image on the server at base_url. workflow is the ComfyUI
+ * API-format workflow JSON (NULL for the others). timeout_ms bounds each
+ * request (ComfyUI: the whole poll too). On PX_OK *image is the raw image
+ * file (caller frees with px_buf_free). PX_ENET / PX_ETIMEOUT for the
+ * transport, PX_ECORRUPT when the server answered something unusable. */
+int px_gen_render(px_gen_client *c, int backend, const char *base_url, const char *workflow,
+                  const px_gen_render_req *req, long timeout_ms, px_buf *image, px_err *err);
+
+/* ---- the pipeline ------------------------------------------------------- */
+
+typedef void (*px_gen_progress_fn)(void *ctx, const char *line, int final);
+
+typedef struct px_gen_opts {
+    const char *pool;          /* output folder (created) */
+    const px_gen_campaign *campaign;
+    px_gen_writer *writer;     /* owned by the caller */
+    const char *style_path;    /* NULL: built-in styles */
+    int backend;               /* PX_GEN_* */
+    const char **servers;      /* base URLs */
+    int nservers;
+    int per_server;            /* requests in flight per server (default 1) */
+    const char *workflow;      /* ComfyUI workflow JSON text */
+    int max_attempts;          /* per job (default 3) */
+    int server_failures;       /* consecutive failures before a server is set aside (default 5) */
+    long timeout_ms;           /* per request (default 300000) */
+    long backoff_ms;           /* first retry delay on a failing server (default 500, doubles, max 30 s) */
+    double dedup_threshold;    /* <= 0: 0.7 */
+    px_gen_check_opts checks;
+    int max_jobs_factor;       /* stop making jobs past factor x quota per slot (default 4) */
+    int64_t seed;              /* base seed: -1 = job id; else seed + job id */
+    int fsync;                 /* fsync each image before rename (default 0: kill -9 safe, not power-cut safe) */
+    px_gen_progress_fn progress; /* optional; called from the controller thread */
+    void *progress_ctx;
+    double progress_interval_ms; /* default 1000 */
+    const volatile int *stop;  /* optional: set non-zero (SIGINT) to stop after in-flight jobs */
+} px_gen_opts;
+void px_gen_opts_default(px_gen_opts *o);
+
+typedef struct px_gen_summary {
+    int rendered;        /* images received this run */
+    int accepted, flagged, rejected;
+    int jobs_failed;     /* given up this run */
+    int prompts_written; /* scenes proposed by the writer */
+    int prompts_dup;     /* dropped as near-duplicates */
+    int servers_set_aside;
+    double seconds;
+    int complete;        /* every quota met */
+} px_gen_summary;
+
+/* Runs (or resumes) the campaign into o->pool. Returns PX_OK when it ran to
+ * an end (complete or out of budget, see summary), or an error that stopped
+ * it (store, disk, writer). Calls progress from the calling thread. */
+int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err);
+
+/* Renders job `id` of the pool again with its recorded prompt and seed and
+ * writes it to out_path (PNG with the same metadata). *same (may be NULL)
+ * is 1 when the pixels equal the stored image's. */
+int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int *same,
+                    px_err *err);
+
+/* Writes the pool manifest as CSV (jsonl == 0) or JSON Lines to f (a FILE*). */
+int px_gen_export(px_store *s, void *file, int jsonl, px_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
