@@ -9,6 +9,7 @@ PKGS=(
   libopenblas-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev
   libcmocka-dev libjansson-dev libcurl4-openssl-dev libsqlite3-dev libmicrohttpd-dev libssl-dev
   python3 python3-opencv python3-numpy
+  chromium nodejs wrk
 )
 
 missing=()

@@ -13,6 +13,7 @@ enum {
 
 int px_cmd_anonymize(int argc, char **argv);
 int px_cmd_bot(int argc, char **argv);
+int px_cmd_serve(int argc, char **argv);
 int px_cmd_generate(int argc, char **argv);
 int px_cmd_export(int argc, char **argv);
 

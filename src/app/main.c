@@ -18,8 +18,9 @@ typedef struct {
 static const command commands[] = {
     {"anonymize", px_cmd_anonymize, "hide every face in photos (blur, pixelate, noise, solid)"},
     {"bot", px_cmd_bot, "run the Telegram bot that hides faces in photos sent to it"},
+    {"serve", px_cmd_serve, "HTTP API (anonymize, pool) and the expert review page"},
     {"generate", px_cmd_generate, "fill an image pool: prompts by LLM or templates, renders on servers"},
-    {"export", px_cmd_export, "write a pool's manifest as CSV or JSON Lines"},
+    {"export", px_cmd_export, "a pool's manifest as CSV/JSON Lines, or its approved images"},
 };
 
 static void usage(FILE *f)

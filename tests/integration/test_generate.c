@@ -218,6 +218,35 @@ static void test_exact_quotas_campaign(void **state)
         lines += data[i] == '\n';
     free(data);
     assert_int_equal(lines, q1(s.pool, "SELECT COUNT(*) FROM images"));
+    /* `pixpipe export --approved`: experts approve three images, one of them
+     * later rejected again; only the two whose latest verdict is approve are
+     * copied, into THEME/TYPE/, with one metadata.csv row each */
+    assert_int_equal(px_store_open(dbp, 0, &db, &e), PX_OK);
+    long long ids[3] = {first, first + 1, first + 2};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(px_store_add_verdict(db, ids[i], "expert", "approve", NULL, NULL, &e), PX_OK);
+    assert_int_equal(px_store_add_verdict(db, ids[2], "expert", "reject", "blurry", NULL, &e), PX_OK);
+    px_store_close(db);
+    char cmd[1400], stock[512];
+    snprintf(stock, sizeof stock, "%s/stock", g_tmp);
+    snprintf(cmd, sizeof cmd, "'%s' export --out '%s' --approved '%s' 2>/dev/null", PX_PIXPIPE_BIN, s.pool, stock);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(count_files(stock, ".png", NULL), 2);
+    snprintf(path, sizeof path, "%s/metadata.csv", stock);
+    assert_int_equal(px_read_file(path, 1 << 20, &data, &len, &e), PX_OK);
+    lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += data[i] == '\n';
+    free(data);
+    assert_int_equal(lines, 3); /* header + 2 */
+    /* a missing pool is a setup error (exit 3), and nothing is written */
+    snprintf(cmd, sizeof cmd, "'%s' export --out '%s/nopool' --approved '%s/stock2' 2>/dev/null", PX_PIXPIPE_BIN,
+             g_tmp, g_tmp);
+    int rc = system(cmd);
+    assert_true(WIFEXITED(rc));
+    assert_int_equal(WEXITSTATUS(rc), 3);
+    snprintf(path, sizeof path, "%s/stock2/metadata.csv", g_tmp);
+    assert_int_equal(access(path, F_OK), -1);
     /* running again does nothing: the quota is met */
     int before = fake_img_renders(f);
     assert_int_equal(px_gen_run(&s.o, &sum, &e), PX_OK);

@@ -1,0 +1,230 @@
+/*
+ * `pixpipe serve`: runs the HTTP API and the review page (src/serve) until
+ * SIGTERM or SIGINT, then stops gracefully (requests in progress get up to
+ * --grace seconds to finish).
+ *
+ * SIGTERM/SIGINT go through a self-pipe: the handler (which may run on any
+ * thread, including ones a library such as OpenBLAS started before main, so
+ * blocking the signals in our threads would not be enough) only writes the
+ * signal number to a pipe, and the main thread waits on the pipe's other end
+ * and does the shutdown outside signal context. The first line on stdout is
+ * "pixpipe serve: listening on http://ADDR:PORT/" (tests read the port from
+ * it when they ask for port 0).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "anon/px_anon.h"
+#include "commands.h"
+#include "core/px_core.h"
+#include "serve/px_serve.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: pixpipe serve [options]\n"
+            "\n"
+            "HTTP API (/v1/anonymize, /v1/pool/...), metrics and the expert review page\n"
+            "(http://ADDR:PORT/review/). See docs/api.md and docs/review.md.\n"
+            "\n"
+            "  --listen ADDR:PORT   where to listen (default 127.0.0.1:8080; port 0: any free port)\n"
+            "  --pool DIR           image pool to review (folder with manifest.sqlite)\n"
+            "  --model PATH         face detector model (default: %s, searched as anonymize does)\n"
+            "  --no-anonymize       run without a face model: /v1/anonymize answers 503\n"
+            "  --mode MODE          default concealment: blur, pixelate, noise (default), solid\n"
+            "  --workers N          anonymize worker threads (default 2)\n"
+            "  --threads N          compute threads per image (default: cores / workers)\n"
+            "  --queue N            anonymize jobs that may wait before 503 (default 2 x workers)\n"
+            "  --io-threads N       HTTP I/O threads (default 2)\n"
+            "  --max-body MB        largest request body (default 25)\n"
+            "  --max-inflight N     requests handled at once before 503 (default 64)\n"
+            "  --timeout-ms MS      anonymize processing timeout, 504 after it (default 30000)\n"
+            "  --read-timeout S     idle connection timeout (default 15)\n"
+            "  --grace S            shutdown grace period for requests in progress (default 10)\n"
+            "  -v, --verbose        log every request\n"
+            "  -h, --help           this text\n"
+            "\n"
+            "Environment: PIXPIPE_API_TOKEN, when set, is the bearer token write endpoints\n"
+            "(verdicts) require: 'Authorization: Bearer TOKEN'.\n",
+            PX_ANON_DEFAULT_MODEL);
+}
+
+static int g_sigpipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(g_sigpipe[1], &b, 1) < 0) {
+        /* pipe full: a stop is already pending */
+    }
+    errno = saved;
+}
+
+static int int_arg(const char *opt, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "pixpipe serve: %s expects a number in %ld..%ld, got '%s'\n", opt, lo, hi,
+                v ? v : "");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int px_cmd_serve(int argc, char **argv)
+{
+    px_serve_opts o = px_serve_opts_default();
+    char addr[64] = "127.0.0.1";
+    const char *model = NULL;
+    int no_anon = 0, verbose = 0;
+    long threads = 0, grace = 10, v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+#define NUM(name, lo, hi)                                                                         \
+    (!strcmp(a, name) && (int_arg(name, val, lo, hi, &v) == 0 ? (i++, 1) : (v = -1, 1)))
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return PX_EXIT_OK;
+        } else if (!strcmp(a, "--listen") && val) {
+            px_err err;
+            px_err_clear(&err);
+            if (px_serve_parse_listen(val, addr, sizeof addr, &o.port, &err) != PX_OK) {
+                fprintf(stderr, "pixpipe serve: %s\n", err.msg);
+                return PX_EXIT_USAGE;
+            }
+            i++;
+        } else if (!strcmp(a, "--pool") && val) {
+            o.pool_dir = argv[++i];
+        } else if (!strcmp(a, "--model") && val) {
+            model = argv[++i];
+        } else if (!strcmp(a, "--no-anonymize")) {
+            no_anon = 1;
+        } else if (!strcmp(a, "--mode") && val) {
+            if (px_anon_mode_parse(val, &o.anon.mode) != PX_OK) {
+                fprintf(stderr, "pixpipe serve: --mode '%s': expected blur, pixelate, noise or "
+                                "solid\n", val);
+                return PX_EXIT_USAGE;
+            }
+            i++;
+        } else if (NUM("--workers", 1, 64)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            o.workers = (int)v;
+        } else if (NUM("--threads", 1, 256)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            threads = v;
+        } else if (NUM("--queue", 1, 10000)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            o.queue_capacity = (int)v;
+        } else if (NUM("--io-threads", 1, 64)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            o.io_threads = (int)v;
+        } else if (NUM("--max-body", 1, 1024)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            o.max_body_bytes = (size_t)v << 20;
+        } else if (NUM("--max-inflight", 1, 100000)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            o.max_inflight = (int)v;
+        } else if (NUM("--timeout-ms", 1, 3600000)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            o.process_timeout_ms = (int)v;
+        } else if (NUM("--read-timeout", 1, 3600)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            o.read_timeout_s = (int)v;
+        } else if (NUM("--grace", 0, 3600)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            grace = v;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            verbose = 1;
+        } else {
+            fprintf(stderr, "pixpipe serve: unknown or incomplete option '%s'; see --help\n", a);
+            return PX_EXIT_USAGE;
+        }
+#undef NUM
+    }
+    o.listen_addr = addr;
+    o.log_requests = verbose;
+    const char *tok = getenv("PIXPIPE_API_TOKEN");
+    o.api_token = tok && *tok ? tok : NULL;
+
+    if (pipe(g_sigpipe) != 0) {
+        fprintf(stderr, "pixpipe serve: cannot create the signal pipe: %s\n", strerror(errno));
+        return PX_EXIT_SETUP;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a client hanging up mid-response is not fatal */
+
+    px_err err;
+    px_err_clear(&err);
+    px_face_detector *det = NULL;
+    char model_path[PATH_MAX];
+    if (!no_anon) {
+        if (threads <= 0) {
+            threads = px_cpu_count() / o.workers;
+            if (threads < 1)
+                threads = 1;
+        }
+        px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, (int)threads, o.workers};
+        if (px_anon_find_model(model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
+            px_face_detector_create(model_path, &dopts, &det, &err) != PX_OK) {
+            fprintf(stderr, "pixpipe serve: %s (or run with --no-anonymize)\n", err.msg);
+            return PX_EXIT_SETUP;
+        }
+    }
+    o.detector = det;
+    px_server *srv = NULL;
+    if (px_server_create(&o, &srv, &err) != PX_OK) {
+        fprintf(stderr, "pixpipe serve: %s\n", err.msg);
+        px_face_detector_destroy(det);
+        return PX_EXIT_SETUP;
+    }
+    int v6 = strchr(addr, ':') != NULL;
+    printf("pixpipe serve: listening on http://%s%s%s:%d/\n", v6 ? "[" : "", addr, v6 ? "]" : "",
+           px_server_port(srv));
+    fflush(stdout);
+    if (verbose)
+        fprintf(stderr, "pixpipe serve: %s, pool %s, %d workers, token %s\n",
+                det ? model_path : "no face model", o.pool_dir ? o.pool_dir : "none", o.workers,
+                o.api_token ? "required for writes" : "not set");
+
+    unsigned char b = 0;
+    ssize_t got;
+    do
+        got = read(g_sigpipe[0], &b, 1);
+    while (got < 0 && errno == EINTR);
+    int sig = b;
+    fprintf(stderr, "pixpipe serve: %s, stopping (grace %ld s)\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", grace);
+    px_server_stop(srv, (int)grace * 1000);
+    px_server_destroy(srv);
+    px_face_detector_destroy(det);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    close(g_sigpipe[0]);
+    close(g_sigpipe[1]);
+    return PX_EXIT_OK;
+}

@@ -1,0 +1,145 @@
+/*
+ * What the files of src/serve share and nobody else sees: the server
+ * structure, the per-request context, the metrics block and the reply
+ * helpers. server.c owns the daemon and the job machinery; metrics.c the
+ * counters; route_anon.c and route_pool.c one group of endpoints each.
+ */
+#ifndef PX_SERVE_INTERNAL_H
+#define PX_SERVE_INTERNAL_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "px_serve.h"
+
+/* Routes, as labelled in the metrics. */
+typedef enum {
+    PX_R_HEALTHZ = 0,
+    PX_R_METRICS,
+    PX_R_ANONYMIZE,
+    PX_R_POOL_STATS,
+    PX_R_POOL_IMAGES,
+    PX_R_POOL_IMAGE,
+    PX_R_POOL_VERDICT,
+    PX_R_REVIEW,
+    PX_R_OTHER,
+    PX_R_COUNT
+} px_route;
+const char *px_route_name(px_route r);
+
+/* Status codes with their own counter; anything else counts as "other". 0 is
+ * a request that ended without a response (client went away, read timeout). */
+#define PX_METRIC_CODES 20
+#define PX_METRIC_BUCKETS 14
+typedef struct px_metrics {
+    atomic_uint_fast64_t requests[PX_R_COUNT][PX_METRIC_CODES + 1];
+    atomic_uint_fast64_t latency[PX_R_COUNT][PX_METRIC_BUCKETS + 1]; /* per bucket, +Inf last */
+    atomic_uint_fast64_t latency_us_sum[PX_R_COUNT];
+    atomic_uint_fast64_t images;       /* images anonymized */
+    atomic_uint_fast64_t faces;        /* faces concealed */
+    atomic_uint_fast64_t rejected_busy; /* 503 for the concurrency limit or a full queue */
+    atomic_uint_fast64_t timeouts;     /* 504 from the watchdog */
+    atomic_uint_fast64_t verdicts;     /* verdicts stored */
+    atomic_uint_fast64_t stage_us[4];  /* decode, detect, conceal, encode: time summed */
+} px_metrics;
+void px_metrics_observe(px_metrics *m, px_route r, int code, double ms);
+
+/* One anonymize request on its way through the queue. Two references: the
+ * request (dropped when MHD reports it completed) and the worker (dropped
+ * after processing, or when the job is dropped unprocessed at shutdown).
+ * Everything but refs is guarded by px_server.mu once the job is queued. */
+typedef enum { JOB_QUEUED = 0, JOB_RUNNING, JOB_DONE } job_state;
+typedef struct anon_job {
+    atomic_int refs;
+    struct MHD_Connection *conn;
+    uint8_t *body;
+    size_t len;
+    px_anon_opts opts;
+    int want_json;
+    job_state state;
+    int answered;   /* connection resumed with an outcome (exactly once) */
+    int outcome;    /* HTTP status to send: 200, an error code, 504, 503 */
+    double t_queued, deadline;
+    int status;     /* px_anon_process status */
+    px_err err;
+    px_anon_result res;
+    struct anon_job *prev, *next; /* in px_server.pending while not answered */
+} anon_job;
+void px_job_release(anon_job *job);
+typedef struct px_pool_ctx px_pool_ctx; /* route_pool.c: the opened manifest */
+
+struct px_server {
+    px_serve_opts o;
+    char *token;
+    char addr[64];
+    int port;
+    struct MHD_Daemon *daemon;
+    MHD_socket quiesced_fd;
+
+    /* anonymize jobs: a bounded queue, the workers, and the watchdog that
+     * answers jobs past their deadline; mu guards the job list and job states */
+    px_queue *jobs;
+    pthread_t *workers;
+    int n_workers;
+    pthread_t watchdog;
+    int watchdog_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* monotonic clock */
+    anon_job *pending; /* jobs not answered yet, for the watchdog */
+    atomic_int stopping; /* new work refused with 503 (read without mu) */
+    int stop_threads;
+
+    atomic_int inflight;
+    atomic_int running; /* jobs a worker is processing */
+    int stopped;
+
+    px_pool_ctx *pool;
+    px_metrics metrics;
+};
+
+/* Per-request state (MHD's con_cls). */
+typedef struct px_req {
+    px_server *srv;
+    px_route route;
+    int code; /* status sent, 0 until a response is queued */
+    double t0;
+    int counted; /* holds one unit of srv->inflight */
+    px_buf body;
+    int too_large;
+    int64_t id; /* pool image id from the URL */
+    anon_job *job;
+} px_req;
+
+/* Reply helpers: each queues a response (taking ownership of body when take
+ * is set), records the code on r and returns what the access handler returns. */
+enum MHD_Result px_reply(struct MHD_Connection *c, px_req *r, int code, const char *ctype,
+                         void *body, size_t len, int take);
+enum MHD_Result px_reply_error(struct MHD_Connection *c, px_req *r, int code, const char *fmt,
+                               ...) __attribute__((format(printf, 4, 5)));
+/* Queues a prepared response with the standard headers added; destroys it. */
+enum MHD_Result px_reply_response(struct MHD_Connection *c, px_req *r, int code,
+                                  struct MHD_Response *resp, const char *ctype);
+/* JSON (jansson) reply; the value is consumed. */
+struct json_t;
+enum MHD_Result px_reply_json(struct MHD_Connection *c, px_req *r, int code, struct json_t *v);
+/* Maps a PX_E* status to an HTTP status code. */
+int px_http_status_for(int px_status);
+
+/* route_anon.c: query -> options (400 on a bad parameter, message in err). */
+int px_anon_query_opts(struct MHD_Connection *c, const px_anon_opts *defaults, px_anon_opts *o,
+                       int *want_json, px_err *err);
+/* Runs one job on a worker thread. */
+void px_anon_job_run(px_server *srv, anon_job *job);
+/* Builds the reply for a finished job on the I/O thread. */
+enum MHD_Result px_anon_job_reply(struct MHD_Connection *c, px_req *r, anon_job *job);
+/* Submits the body in r as a job (or answers at once when it cannot). */
+enum MHD_Result px_anon_submit(struct MHD_Connection *c, px_req *r);
+
+/* route_pool.c */
+int px_pool_open(px_server *srv, const char *pool_dir, px_err *err);
+void px_pool_close(px_server *srv);
+int px_pool_available(const px_server *srv);
+enum MHD_Result px_pool_handle(struct MHD_Connection *c, px_req *r);
+
+#endif
