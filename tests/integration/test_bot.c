@@ -457,7 +457,10 @@ static void test_conflict(void **state)
 
 /* ---- load: 10 users x 10 photos at once ---- */
 
-enum { USERS = 10, PER_USER = 10 };
+enum { USERS = 10 };
+/* photos per user in test_load: 10, or PX_BOT_LOAD_PER_USER (the thread
+ * sanitizer run uses 1 so that ten users still overlap but it ends in time) */
+static int g_per_user = 10;
 
 typedef struct {
     px_image orig; /* the photo as sent (marker included), decoded */
@@ -526,16 +529,16 @@ static void test_load(void **state)
     }
     double t0 = px_now_ms();
     /* interleaved, as ten people sending at once would be */
-    for (int k = 0; k < PER_USER; k++)
+    for (int k = 0; k < g_per_user; k++)
         for (int u = 0; u < USERS; u++)
             fake_tg_add_photo(x->f, 3000 + u, 3000 + u, sent[u].data, sent[u].len, NULL);
-    int got = fake_tg_wait_sent(x->f, 0, "sendPhoto", USERS * PER_USER, 80000);
+    int got = fake_tg_wait_sent(x->f, 0, "sendPhoto", USERS * g_per_user, 80000);
     double secs = (px_now_ms() - t0) / 1000;
     print_message("load: %d replies in %.1f s\n", got, secs);
-    assert_int_equal(got, USERS * PER_USER);
+    assert_int_equal(got, USERS * g_per_user);
     for (int u = 0; u < USERS; u++) {
-        assert_int_equal(fake_tg_sent_count(x->f, 3000 + u, NULL), PER_USER);
-        for (int k = 0; k < PER_USER; k++) {
+        assert_int_equal(fake_tg_sent_count(x->f, 3000 + u, NULL), g_per_user);
+        for (int k = 0; k < g_per_user; k++) {
             fake_tg_sent s;
             assert_int_equal(fake_tg_sent_get(x->f, 3000 + u, NULL, k, &s), 0);
             assert_string_equal(s.method, "sendPhoto");
@@ -585,6 +588,12 @@ int main(void)
         fprintf(stderr, "test_bot: %s not built\n", PX_PIXPIPE_BIN);
         return 1;
     }
+    const char *per = getenv("PX_BOT_LOAD_PER_USER");
+    if (per && atoi(per) > 0)
+        g_per_user = atoi(per);
+    /* PX_TEST_FILTER: run only the tests whose name matches (cmocka's * and ? wildcards) */
+    if (getenv("PX_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("PX_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_photo, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_document_png, setup_running, teardown_fx),

@@ -740,6 +740,9 @@ static int teardown_tmp(void **state)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* PX_TEST_FILTER: run only the tests whose name matches (cmocka's * and ? wildcards) */
+    if (getenv("PX_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("PX_TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_quotas_campaign),
         cmocka_unit_test(test_rejected_replaced_and_faces),
