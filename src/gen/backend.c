@@ -72,11 +72,14 @@ static int take_b64(json_t *v, const char *url, const char *field, px_buf *image
     return st == PX_OK ? PX_OK : px_err_set(err, st, "%s: out of memory", url);
 }
 
-/* POSTs body (consumed) and returns the parsed JSON of a 200 answer. */
-static int post_json(px_gen_client *c, const char *url, char *body, long timeout_ms, json_t **out,
+/* POSTs req (consumed; NULL means building it ran out of memory) and
+ * returns the parsed JSON of a 200 answer. */
+static int post_json(px_gen_client *c, const char *url, json_t *req, long timeout_ms, json_t **out,
                      px_err *err)
 {
     *out = NULL;
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
     if (!body)
         return px_err_set(err, PX_ENOMEM, "%s: out of memory building the request", url);
     px_buf resp = {0};
@@ -109,10 +112,8 @@ static int render_a1111(px_gen_client *c, const char *base, const px_gen_render_
     if (req && r->model && *r->model)
         json_object_set_new(req, "override_settings",
                             json_pack("{s:s}", "sd_model_checkpoint", r->model));
-    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
     json_t *ans;
-    int st = post_json(c, url, body, timeout_ms, &ans, err);
+    int st = post_json(c, url, req, timeout_ms, &ans, err);
     if (st != PX_OK)
         return st;
     st = take_b64(json_array_get(json_object_get(ans, "images"), 0), url, "images[0]", image, err);
@@ -132,10 +133,8 @@ static int render_openai(px_gen_client *c, const char *base, const px_gen_render
                             r->steps, "cfg_scale", r->cfg);
     if (req && r->model && *r->model)
         json_object_set_new(req, "model", json_string(r->model));
-    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
     json_t *ans;
-    int st = post_json(c, url, body, timeout_ms, &ans, err);
+    int st = post_json(c, url, req, timeout_ms, &ans, err);
     if (st != PX_OK)
         return st;
     json_t *first = json_array_get(json_object_get(ans, "data"), 0);
@@ -255,11 +254,9 @@ static int render_comfy(px_gen_client *c, const char *base, const char *workflow
         return px_err_set(err, PX_EINVAL, "comfyui workflow: no input holds the %%prompt%% marker");
     }
     json_t *req = json_pack("{s:o, s:s}", "prompt", wf, "client_id", "pixpipe");
-    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
-    json_decref(req);
     json_t *ans;
     double t0 = px_now_ms();
-    int st = post_json(c, url, body, timeout_ms, &ans, err);
+    int st = post_json(c, url, req, timeout_ms, &ans, err);
     if (st != PX_OK)
         return st;
     const char *pv = json_string_value(json_object_get(ans, "prompt_id"));

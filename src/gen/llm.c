@@ -58,17 +58,23 @@ static const char *k_type_desc[PX_GEN_NTYPES] = {
 
 #define PICK(rng, arr) (arr)[px_gen_rand(rng) % (sizeof(arr) / sizeof((arr)[0]))]
 
-static void llm_destroy(px_gen_writer *w)
+static void llm_state_free(llm_state *s)
 {
-    llm_state *s = px_gen_writer_state(w);
     if (!s)
         return;
     px_gen_client_destroy(s->http);
     free(s->url);
     free(s->model);
+    if (s->key)
+        explicit_bzero(s->key, strlen(s->key)); /* an API key should not outlive its use */
     free(s->key);
     free(s->vocab);
     free(s);
+}
+
+static void llm_destroy(px_gen_writer *w)
+{
+    llm_state_free(px_gen_writer_state(w));
 }
 
 /* A place/object hint from vocab/<slug>.json when there is one. */
@@ -314,12 +320,7 @@ int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_e
     if (!w) {
         if (st == PX_OK)
             st = px_err_set(err, PX_ENOMEM, "LLM: out of memory");
-        px_gen_client_destroy(s->http);
-        free(s->url);
-        free(s->model);
-        free(s->key);
-        free(s->vocab);
-        free(s);
+        llm_state_free(s);
         return st;
     }
     *out = w;
