@@ -13,6 +13,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,39 @@ static int step_done(px_store *s, sqlite3_stmt *st, px_err *err, const char *wha
     return r;
 }
 
+/* Runs one statement that returns no rows, under the lock: binds the varargs
+ * by `types`, one letter per ? in order ('t' const char * (NULL binds ""),
+ * 'i' int, 'I' int64_t). *rowid (may be NULL) receives the last insert id,
+ * *changes (may be NULL) the number of rows changed. `what` names the action
+ * in errors. */
+static int run_stmt(px_store *s, px_err *err, const char *what, int64_t *rowid, int *changes,
+                    const char *sql, const char *types, ...)
+{
+    pthread_mutex_lock(&s->mu);
+    sqlite3_stmt *st;
+    int r = prep(s, sql, &st, err);
+    if (r == PX_OK) {
+        va_list ap;
+        va_start(ap, types);
+        for (int i = 0; types[i]; i++) {
+            if (types[i] == 't')
+                bind_text(st, i + 1, va_arg(ap, const char *));
+            else if (types[i] == 'i')
+                sqlite3_bind_int(st, i + 1, va_arg(ap, int));
+            else
+                sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+        }
+        va_end(ap);
+        r = step_done(s, st, err, what);
+        if (r == PX_OK && rowid)
+            *rowid = sqlite3_last_insert_rowid(s->db);
+        if (r == PX_OK && changes)
+            *changes = sqlite3_changes(s->db);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
 int px_store_meta_get(px_store *s, const char *key, char *buf, size_t cap, px_err *err)
 {
     pthread_mutex_lock(&s->mu);
@@ -225,16 +259,8 @@ int px_store_meta_get(px_store *s, const char *key, char *buf, size_t cap, px_er
 
 int px_store_meta_set(px_store *s, const char *key, const char *value, px_err *err)
 {
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st;
-    int r = prep(s, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", &st, err);
-    if (r == PX_OK) {
-        bind_text(st, 1, key);
-        bind_text(st, 2, value);
-        r = step_done(s, st, err, "write meta");
-    }
-    pthread_mutex_unlock(&s->mu);
-    return r;
+    return run_stmt(s, err, "write meta", NULL, NULL,
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", "tt", key, value);
 }
 
 /* ---- images ------------------------------------------------------------- */
@@ -406,25 +432,14 @@ int px_store_add_verdict(px_store *s, int64_t image_id, const char *reviewer, co
         return px_err_set(err, PX_ELIMIT, "verdict: reason longer than 2000 bytes");
     char now[32];
     px_store_now_iso(now, sizeof now);
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st;
-    int r = prep(s, "INSERT INTO verdicts(image_id, reviewer, verdict, reason, created_at)"
-                    " SELECT id, ?2, ?3, ?4, ?5 FROM images WHERE id = ?1",
-                 &st, err);
-    if (r == PX_OK) {
-        sqlite3_bind_int64(st, 1, image_id);
-        bind_text(st, 2, reviewer);
-        bind_text(st, 3, verdict);
-        bind_text(st, 4, reason);
-        bind_text(st, 5, now);
-        r = step_done(s, st, err, "add verdict");
-        if (r == PX_OK && sqlite3_changes(s->db) == 0)
-            r = px_err_set(err, PX_ENOTFOUND, "%s: no image with id %lld", s->path,
-                           (long long)image_id);
-        else if (r == PX_OK && id)
-            *id = sqlite3_last_insert_rowid(s->db);
-    }
-    pthread_mutex_unlock(&s->mu);
+    int changes = 0;
+    int r = run_stmt(s, err, "add verdict", id, &changes,
+                     "INSERT INTO verdicts(image_id, reviewer, verdict, reason, created_at)"
+                     " SELECT id, ?2, ?3, ?4, ?5 FROM images WHERE id = ?1",
+                     "Itttt", image_id, reviewer, verdict, reason, (const char *)now);
+    if (r == PX_OK && changes == 0)
+        r = px_err_set(err, PX_ENOTFOUND, "%s: no image with id %lld", s->path,
+                       (long long)image_id);
     return r;
 }
 
@@ -577,39 +592,18 @@ int px_store_add_campaign(px_store *s, const char *name, const char *json, int64
 {
     char now[32];
     px_store_now_iso(now, sizeof now);
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st;
-    int r = prep(s, "INSERT INTO campaigns(name, json, created_at) VALUES(?, ?, ?)", &st, err);
-    if (r == PX_OK) {
-        bind_text(st, 1, name);
-        bind_text(st, 2, json);
-        bind_text(st, 3, now);
-        r = step_done(s, st, err, "add campaign");
-        if (r == PX_OK && id)
-            *id = sqlite3_last_insert_rowid(s->db);
-    }
-    pthread_mutex_unlock(&s->mu);
-    return r;
+    return run_stmt(s, err, "add campaign", id, NULL,
+                    "INSERT INTO campaigns(name, json, created_at) VALUES(?, ?, ?)", "ttt", name,
+                    json, (const char *)now);
 }
 
 int px_store_set_quota(px_store *s, int64_t campaign_id, const char *theme, const char *theme_slug,
                        const char *type, int quota, px_err *err)
 {
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st;
-    int r = prep(s, "INSERT OR REPLACE INTO quotas(theme_slug, type, theme, quota, campaign_id)"
+    return run_stmt(s, err, "set quota", NULL, NULL,
+                    "INSERT OR REPLACE INTO quotas(theme_slug, type, theme, quota, campaign_id)"
                     " VALUES(?, ?, ?, ?, ?)",
-                 &st, err);
-    if (r == PX_OK) {
-        bind_text(st, 1, theme_slug);
-        bind_text(st, 2, type);
-        bind_text(st, 3, theme);
-        sqlite3_bind_int(st, 4, quota);
-        sqlite3_bind_int64(st, 5, campaign_id);
-        r = step_done(s, st, err, "set quota");
-    }
-    pthread_mutex_unlock(&s->mu);
-    return r;
+                    "tttiI", theme_slug, type, theme, quota, campaign_id);
 }
 
 int px_store_count(px_store *s, const char *theme_slug, const char *type, int *good, int *open,
@@ -893,37 +887,19 @@ int px_store_job_start(px_store *s, int64_t id, const char *server, px_err *err)
 {
     char now[32];
     px_store_now_iso(now, sizeof now);
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st;
-    int r = prep(s, "UPDATE jobs SET status='running', attempts=attempts+1, server=?, started_at=?"
+    return run_stmt(s, err, "start job", NULL, NULL,
+                    "UPDATE jobs SET status='running', attempts=attempts+1, server=?, started_at=?"
                     " WHERE id=?",
-                 &st, err);
-    if (r == PX_OK) {
-        bind_text(st, 1, server);
-        bind_text(st, 2, now);
-        sqlite3_bind_int64(st, 3, id);
-        r = step_done(s, st, err, "start job");
-    }
-    pthread_mutex_unlock(&s->mu);
-    return r;
+                    "ttI", server, (const char *)now, id);
 }
 
 int px_store_job_fail(px_store *s, int64_t id, const char *error, int give_up, px_err *err)
 {
     char now[32];
     px_store_now_iso(now, sizeof now);
-    pthread_mutex_lock(&s->mu);
-    sqlite3_stmt *st;
-    int r = prep(s, "UPDATE jobs SET status=?, error=?, finished_at=? WHERE id=?", &st, err);
-    if (r == PX_OK) {
-        bind_text(st, 1, give_up ? "failed" : "pending");
-        bind_text(st, 2, error);
-        bind_text(st, 3, now);
-        sqlite3_bind_int64(st, 4, id);
-        r = step_done(s, st, err, "fail job");
-    }
-    pthread_mutex_unlock(&s->mu);
-    return r;
+    return run_stmt(s, err, "fail job", NULL, NULL,
+                    "UPDATE jobs SET status=?, error=?, finished_at=? WHERE id=?", "tttI",
+                    give_up ? "failed" : "pending", error, (const char *)now, id);
 }
 
 int px_store_max_job_id(px_store *s, int64_t *id, px_err *err)
