@@ -258,13 +258,14 @@ int main(int argc, char **argv)
         runs = 1;
     px_err e;
     px_face_detector *det;
-    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, threads, 1};
+    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, threads > 0 ? threads : px_cpu_count(), 1};
     if (px_anon_find_model(model_arg, NULL, model, sizeof model, &e) != PX_OK ||
         px_face_detector_create(model, &dopts, &det, &e) != PX_OK) {
         fprintf(stderr, "bench_anonymize: %s\n", e.msg);
         return 3;
     }
-    printf("model %s, %d compute threads\n", model, threads > 0 ? threads : px_cpu_count());
+    printf("model %s, %d single-threaded sessions (passes spread over them, as the CLI does)\n", model,
+           threads > 0 ? threads : px_cpu_count());
     bench_end_to_end(det, runs);
     px_image photo;
     if (sweep && load(FACES "/ultraface_imgs_2.jpg", &photo) == 0) {

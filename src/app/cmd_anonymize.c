@@ -786,12 +786,14 @@ int px_cmd_anonymize(int argc, char **argv)
         goto out;
     }
 
-    /* detector: files in parallel (one session and one compute thread per
-     * worker) when there are several, else all threads on the one image */
+    /* detector: one single-threaded session per thread. Several files run in
+     * parallel, one per worker; a large image's tiling passes are spread over
+     * whatever sessions are idle (all of them when there is one file), which
+     * uses the cores better than splitting each network run across threads. */
     if (threads <= 0)
         threads = px_cpu_count();
     const int workers = c.jobs.n > 1 ? (threads < c.jobs.n ? threads : c.jobs.n) : 1;
-    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, workers > 1 ? 1 : threads, workers};
+    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, threads, 1};
     char model_path[PATH_MAX];
     px_err err;
     px_err_clear(&err);
@@ -802,9 +804,9 @@ int px_cmd_anonymize(int argc, char **argv)
         goto out;
     }
     if (c.verbose)
-        fprintf(stderr, "pixpipe: model %s, %d image%s, %d worker%s x %d thread%s\n", model_path,
-                c.jobs.n, c.jobs.n == 1 ? "" : "s", workers, workers == 1 ? "" : "s",
-                dopts.threads, dopts.threads == 1 ? "" : "s");
+        fprintf(stderr, "pixpipe: model %s, %d image%s, %d worker%s, %d detector session%s\n",
+                model_path, c.jobs.n, c.jobs.n == 1 ? "" : "s", workers, workers == 1 ? "" : "s",
+                threads, threads == 1 ? "" : "s");
     c.progress = c.jobs.n >= 4 && !c.quiet && !c.verbose && isatty(STDERR_FILENO);
 
     const double t0 = px_now_ms();

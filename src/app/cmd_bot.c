@@ -235,7 +235,7 @@ int px_cmd_bot(int argc, char **argv)
         fprintf(stderr, "pixpipe bot: %s\n", e.msg);
         return PX_EXIT_SETUP;
     }
-    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, threads, workers};
+    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, threads, workers, 0};
     px_face_detector *det = NULL;
     if (px_face_detector_create(model_path, &dopts, &det, &e) != PX_OK) {
         fprintf(stderr, "pixpipe bot: %s\n", e.msg);

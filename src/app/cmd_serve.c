@@ -188,7 +188,7 @@ int px_cmd_serve(int argc, char **argv)
             if (threads < 1)
                 threads = 1;
         }
-        px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, (int)threads, o.workers};
+        px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, (int)threads, o.workers, 0};
         if (px_anon_find_model(model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
             px_face_detector_create(model_path, &dopts, &det, &err) != PX_OK) {
             fprintf(stderr, "pixpipe serve: %s (or run with --no-anonymize)\n", err.msg);

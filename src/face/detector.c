@@ -20,11 +20,16 @@
  * Threads: the model is read-only; each px_face_detect call takes a session
  * from the pool (mutex + condition variable) for all its passes, so one
  * detector serves any number of threads with max_sessions running at once.
+ * With spread_passes, a call with several passes also borrows the sessions
+ * that are idle at that moment and runs the passes on all of them; each
+ * pass's candidates are kept apart and joined in pass order, so the result
+ * does not depend on how many sessions took part.
  */
 #include "px_face.h"
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +42,8 @@
  * --min-face 40), so the plan aims at 14 (docs/anonymize.md). */
 #define PX_YUNET_NET_MIN_FACE 14.0f
 #define PX_ULTRAFACE_NET_MIN_FACE 16.0f
+/* Most sessions one detection spreads its passes over. */
+#define PX_MAX_SPREAD 64
 /* Most candidates one pass may produce before its own NMS. */
 #define PX_PASS_CAP 4096
 /* Levels grow by at most this factor, and a single pass is kept while the
@@ -59,6 +66,7 @@ struct px_face_detector {
     /* UltraFace: scores, boxes output indices and the prior count */
     int u_scores, u_boxes, u_priors;
 
+    int spread_passes;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int n_slots, n_free;
@@ -119,7 +127,7 @@ int px_face_detector_create(const char *model_path, const px_face_detector_opts 
     *out = NULL;
     if (!model_path || !*model_path)
         return px_err_set(err, PX_EINVAL, "face detector: no model path");
-    px_face_detector_opts def = {PX_FACE_MODEL_AUTO, 0, 1};
+    px_face_detector_opts def = {PX_FACE_MODEL_AUTO, 0, 1, 0};
     const px_face_detector_opts *o = opts ? opts : &def;
 
     px_face_detector *d = calloc(1, sizeof *d);
@@ -162,6 +170,7 @@ int px_face_detector_create(const char *model_path, const px_face_detector_opts 
     if (st != PX_OK)
         goto fail;
 
+    d->spread_passes = o->spread_passes;
     d->n_slots = o->max_sessions > 0 ? o->max_sessions : 1;
     d->slots = calloc((size_t)d->n_slots, sizeof *d->slots);
     d->free_list = calloc((size_t)d->n_slots, sizeof *d->free_list);
@@ -379,6 +388,17 @@ static slot *take_slot(px_face_detector *d)
     return s;
 }
 
+/* A free slot, or NULL when none is free right now. */
+static slot *try_take_slot(px_face_detector *d)
+{
+    slot *s = NULL;
+    pthread_mutex_lock(&d->mu);
+    if (d->n_free > 0)
+        s = &d->slots[d->free_list[--d->n_free]];
+    pthread_mutex_unlock(&d->mu);
+    return s;
+}
+
 static void give_slot(px_face_detector *d, slot *s)
 {
     pthread_mutex_lock(&d->mu);
@@ -450,6 +470,93 @@ static int run_passes(px_face_detector *d, slot *sl, const px_image *img, const 
         st->ms_postprocess += t3 - t2;
     }
     return PX_OK;
+}
+
+/* Passes shared by several sessions: each worker takes the next pass number
+ * and collects that pass's candidates in lists[p]. */
+typedef struct spread_job {
+    px_face_detector *d;
+    const px_image *img;
+    const px_face_pass *plan;
+    int n_pass;
+    const px_face_detect_opts *o;
+    cand_list *lists;
+    int *rcs;
+    px_err *errs;
+    atomic_int next;
+} spread_job;
+
+typedef struct spread_worker {
+    spread_job *job;
+    slot *sl;
+    px_face_stats st;
+} spread_worker;
+
+static void *spread_run(void *arg)
+{
+    spread_worker *w = arg;
+    spread_job *j = w->job;
+    for (int p; (p = atomic_fetch_add(&j->next, 1)) < j->n_pass;)
+        j->rcs[p] = run_passes(j->d, w->sl, j->img, j->plan + p, 1, j->o, &j->lists[p], &w->st,
+                               &j->errs[p]);
+    return NULL;
+}
+
+/* Runs the plan on the n_sl sessions in sl (the caller's thread works too),
+ * then joins the candidates in pass order into out. */
+static int run_spread(px_face_detector *d, slot **sl, int n_sl, const px_image *img,
+                      const px_face_pass *plan, int n_pass, const px_face_detect_opts *o,
+                      cand_list *out, px_face_stats *st, px_err *err)
+{
+    cand_list *lists = calloc((size_t)n_pass, sizeof *lists);
+    int *rcs = calloc((size_t)n_pass, sizeof *rcs);
+    px_err *errs = calloc((size_t)n_pass, sizeof *errs);
+    spread_worker *w = calloc((size_t)n_sl, sizeof *w);
+    pthread_t *tid = calloc((size_t)n_sl, sizeof *tid);
+    int rc = PX_OK;
+    if (!lists || !rcs || !errs || !w || !tid) {
+        rc = px_err_set(err, PX_ENOMEM, "face detector: %d passes", n_pass);
+        goto out;
+    }
+    spread_job job = {d, img, plan, n_pass, o, lists, rcs, errs, 0};
+    int started = 1;
+    for (int i = 0; i < n_sl; i++) {
+        w[i].job = &job;
+        w[i].sl = sl[i];
+    }
+    /* helpers that cannot start simply leave their passes to the others */
+    for (int i = 1; i < n_sl; i++) {
+        if (pthread_create(&tid[i], NULL, spread_run, &w[i]) != 0)
+            break;
+        started++;
+    }
+    spread_run(&w[0]);
+    for (int i = 1; i < started; i++)
+        pthread_join(tid[i], NULL);
+    for (int i = 0; i < n_sl; i++) {
+        st->passes += w[i].st.passes;
+        st->ms_preprocess += w[i].st.ms_preprocess;
+        st->ms_network += w[i].st.ms_network;
+        st->ms_postprocess += w[i].st.ms_postprocess;
+    }
+    for (int p = 0; p < n_pass && rc == PX_OK; p++) {
+        if (rcs[p] != PX_OK) {
+            *err = errs[p];
+            rc = rcs[p];
+        }
+        for (int i = 0; i < lists[p].n && rc == PX_OK; i++)
+            if (cand_push(out, &lists[p].v[i].f, lists[p].v[i].cut) != PX_OK)
+                rc = px_err_set(err, PX_ENOMEM, "face detector: candidate list");
+    }
+out:
+    for (int p = 0; lists && p < n_pass; p++)
+        free(lists[p].v);
+    free(lists);
+    free(rcs);
+    free(errs);
+    free(w);
+    free(tid);
+    return rc;
 }
 
 /* Cut-box removal, NMS, containment removal, clipping; result into *faces. */
@@ -540,9 +647,16 @@ int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detec
                  plan, n_pass);
 
     cand_list c = {NULL, 0, 0};
-    slot *sl = take_slot(d);
-    int rc = run_passes(d, sl, img, plan, n_pass, &o, &c, st, err);
-    give_slot(d, sl);
+    slot *sl[PX_MAX_SPREAD];
+    int n_sl = 1;
+    sl[0] = take_slot(d);
+    while (d->spread_passes && n_sl < n_pass && n_sl < PX_MAX_SPREAD &&
+           (sl[n_sl] = try_take_slot(d)) != NULL)
+        n_sl++;
+    int rc = n_sl > 1 ? run_spread(d, sl, n_sl, img, plan, n_pass, &o, &c, st, err)
+                      : run_passes(d, sl[0], img, plan, n_pass, &o, &c, st, err);
+    for (int i = 0; i < n_sl; i++)
+        give_slot(d, sl[i]);
     free(plan);
     if (rc == PX_OK) {
         const double t = px_now_ms();

@@ -39,6 +39,11 @@ typedef struct px_face_detector_opts {
     px_face_model_kind kind; /* AUTO: from the model's outputs */
     int threads;             /* compute threads per detection (<=0: all cores) */
     int max_sessions;        /* concurrent detections (<=0: 1) */
+    /* 1: a detection with several passes (a large image) also runs them on
+     * the sessions that are idle at that moment, one thread each, so a
+     * detector of N one-thread sessions spends all N cores on one big
+     * image. The faces found are the same either way. */
+    int spread_passes;
 } px_face_detector_opts;
 
 /* Loads the model and creates max_sessions sessions of `threads` compute

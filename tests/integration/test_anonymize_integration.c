@@ -178,7 +178,7 @@ static int setup(void **state)
 {
     (void)state;
     px_err e;
-    px_face_detector_opts o = {PX_FACE_MODEL_AUTO, 2, 2};
+    px_face_detector_opts o = {PX_FACE_MODEL_AUTO, 2, 2, 0};
     if (px_face_detector_create(MODEL, &o, &det, &e) != PX_OK) {
         fprintf(stderr, "cannot load %s: %s\n", MODEL, e.msg);
         return -1;
@@ -278,7 +278,7 @@ static void test_ultraface_model(void **state)
     }
     /* asking for YuNet on an UltraFace file is a clear error */
     px_face_detector_destroy(u);
-    px_face_detector_opts o = {PX_FACE_MODEL_YUNET, 1, 1};
+    px_face_detector_opts o = {PX_FACE_MODEL_YUNET, 1, 1, 0};
     assert_int_equal(px_face_detector_create(PX_MODEL_DIR "/ultraface_rfb_640.onnx", &o, &u, &e),
                      PX_EUNSUPPORTED);
     assert_non_null(strstr(e.msg, "cls_8"));

@@ -3,7 +3,9 @@
  * the HTTP API use it): more threads than sessions, so some wait on the
  * pool's condition variable; every thread must get exactly the faces a lone
  * call gets. Small photo and one compute thread per session, so it stays
- * quick under the thread sanitizer (label "concurrent").
+ * quick under the thread sanitizer (label "concurrent"). Also: a large
+ * image's passes spread over idle sessions give the same faces as one
+ * session running them all, alone and with other detections competing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,7 +44,7 @@ static void test_many_threads_one_detector(void **state)
     (void)state;
     px_face_detector *det;
     px_err e;
-    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, 2};
+    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, 2, 0};
     if (px_face_detector_create(MODEL, &dopts, &det, &e) != PX_OK)
         fail_msg("%s", e.msg);
     uint8_t *data;
@@ -77,10 +79,80 @@ static void test_many_threads_one_detector(void **state)
     px_face_detector_destroy(det);
 }
 
+#define BIG PX_SHARED_DIR "/testdata/faces/ultraface_imgs_3.jpg"
+
+typedef struct detect_arg {
+    px_face_detector *det;
+    const px_image *img;
+    px_face *faces;
+    int n, passes, rc;
+} detect_arg;
+
+static void *detect(void *p)
+{
+    detect_arg *a = p;
+    px_face_detect_opts o = px_face_detect_opts_default();
+    o.min_face = 10; /* 1024x768 at 10 px: a dozen passes */
+    px_face_stats st;
+    px_err e;
+    a->rc = px_face_detect(a->det, a->img, &o, &a->faces, &a->n, &st, &e);
+    a->passes = st.passes;
+    return NULL;
+}
+
+static void test_spread_passes(void **state)
+{
+    (void)state;
+    px_err e;
+    uint8_t *data;
+    size_t len;
+    assert_int_equal(px_read_file(BIG, (size_t)1 << 26, &data, &len, &e), PX_OK);
+    px_image img;
+    assert_int_equal(px_image_decode(data, len, NULL, &img, NULL, &e), PX_OK);
+    free(data);
+
+    px_face_detector *one, *spread;
+    px_face_detector_opts o1 = {PX_FACE_MODEL_AUTO, 1, 1, 0}, o3 = {PX_FACE_MODEL_AUTO, 1, 3, 1};
+    if (px_face_detector_create(MODEL, &o1, &one, &e) != PX_OK ||
+        px_face_detector_create(MODEL, &o3, &spread, &e) != PX_OK)
+        fail_msg("%s", e.msg);
+    detect_arg ref = {.det = one, .img = &img};
+    detect(&ref);
+    assert_int_equal(ref.rc, PX_OK);
+    assert_true(ref.passes > 3);
+    assert_true(ref.n >= 4);
+
+    enum { T = 3 };
+    detect_arg a[T];
+    pthread_t t[T];
+    for (int round = 0; round < 2; round++) {
+        /* round 0: alone, the passes spread over all three sessions;
+         * round 1: three detections compete for the three sessions */
+        const int nt = round == 0 ? 1 : T;
+        for (int i = 0; i < nt; i++) {
+            a[i] = (detect_arg){.det = spread, .img = &img};
+            assert_int_equal(pthread_create(&t[i], NULL, detect, &a[i]), 0);
+        }
+        for (int i = 0; i < nt; i++) {
+            pthread_join(t[i], NULL);
+            assert_int_equal(a[i].rc, PX_OK);
+            assert_int_equal(a[i].passes, ref.passes);
+            assert_int_equal(a[i].n, ref.n);
+            assert_memory_equal(a[i].faces, ref.faces, sizeof(px_face) * (size_t)ref.n);
+            free(a[i].faces);
+        }
+    }
+    free(ref.faces);
+    px_face_detector_destroy(one);
+    px_face_detector_destroy(spread);
+    px_image_free(&img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_threads_one_detector),
+        cmocka_unit_test(test_spread_passes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -630,7 +630,7 @@ static void test_jobs(void **state)
 {
     (void)state;
     px_face_detector *det = NULL;
-    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, 1};
+    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, 1, 0};
     px_err err = {{0}};
     assert_int_equal(px_face_detector_create(PX_MODEL_DIR "/face_detection_yunet_2023mar.onnx",
                                              &dopts, &det, &err),
