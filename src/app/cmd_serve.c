@@ -188,6 +188,8 @@ int px_cmd_serve(int argc, char **argv)
             if (threads < 1)
                 threads = 1;
         }
+        /* no pass spreading: under load it made no difference to throughput
+         * (wrk, 10.4-10.6 against 10.9 req/s), and requests come in parallel */
         px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, (int)threads, o.workers, 0};
         if (px_anon_find_model(model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
             px_face_detector_create(model_path, &dopts, &det, &err) != PX_OK) {
