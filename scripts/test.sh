@@ -4,7 +4,8 @@
 #   1. the release build (gcc, -Werror): all unit and integration tests under ctest;
 #   2. an address+undefined sanitizer build: the same tests;
 #   3. a thread-sanitizer build: the tests labelled "concurrent";
-#   4. clang libFuzzer targets, each for PX_FUZZ_SECONDS (default 20) on seeds made from the test data.
+#   4. clang libFuzzer targets, each for PX_FUZZ_SECONDS (default 20) on seeds: tests/fuzz/seeds/<target>/,
+#      files named in <target>.list (test photos, models) and made by <target>.gen.
 # The last line is "summary: N passed, N failed" (ctest test counts plus one per fuzz target).
 # Set PX_TEST_QUICK=1 to run only stage 1 while developing.
 set -uo pipefail
@@ -92,6 +93,8 @@ if [ "${PX_TEST_QUICK:-0}" != 1 ]; then
       mkdir -p "$corpus"
       # seeds: checked-in ones, plus files named by the target's seeds list (test photos, models)
       [ -d tests/fuzz/seeds/$name ] && cp -n tests/fuzz/seeds/$name/* "$corpus"/ 2>/dev/null
+      # generated seeds (binary inputs are made at test time, not committed)
+      [ -x tests/fuzz/seeds/$name.gen ] && tests/fuzz/seeds/$name.gen "$corpus"
       if [ -f tests/fuzz/seeds/$name.list ]; then
         while read -r s; do
           [ -n "$s" ] && [ -f "$s" ] && cp -n "$s" "$corpus"/ 2>/dev/null
