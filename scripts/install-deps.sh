@@ -16,6 +16,9 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# The browser test's `npm ci` needs npm: Debian's nodejs ships without it (package npm), while a
+# NodeSource nodejs has it built in and conflicts with Debian's npm, so ask only when it is absent.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PKGS[@]} packages present"
