@@ -18,6 +18,19 @@ function manifest(sql) {
   return JSON.parse(execFileSync('python3', ['-c', py, db, sql]).toString());
 }
 
+// page.waitForFunction re-evaluates its predicate with eval() on every animation frame after the
+// first, which the review page's CSP (script-src 'self') forbids: it only passed when the first
+// check already succeeded. page.evaluate goes through the DevTools protocol, which CSP allows, so
+// poll from here instead.
+async function pollPage(page, fn, what, timeoutMs = 5000) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    if (await page.evaluate(fn)) return;
+    if (Date.now() > end) throw new Error('timed out waiting until ' + what);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
   args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking',
@@ -57,10 +70,10 @@ try {
   await page.waitForSelector('#batch[hidden]', { state: 'attached' });
   // the quota table follows: business/interiors (ids first..first+2) has 1 approved,
   // business/items (first+3..first+5) has 2
-  await page.waitForFunction(() => {
+  await pollPage(page, () => {
     const c = document.querySelectorAll('#quota-table tbody tr td:nth-child(3)');
     return c.length === 4 && c[0].textContent === '1' && c[1].textContent === '2';
-  });
+  }, 'quota table shows 1 and 2 approved');
   await page.screenshot({ path: shot, fullPage: false });
 
   const rows = manifest('SELECT image_id, verdict, reviewer, reason FROM verdicts ORDER BY id');
