@@ -51,6 +51,8 @@ static void usage(FILE *f)
         "  --campaign FILE    themes, counts and type split (see docs/campaigns.md)\n"
         "  --allow-people     do not put people/faces in the negative prompt\n"
         "  --width W --height H --steps N --cfg X --sampler S --model M   render settings\n"
+        "  --format png|jpg|webp   pool files (png; jpg/webp keep the prompt in EXIF\n"
+        "                     UserComment and our JSON in XMP)   --quality N (92, jpg/webp)\n"
         "prompts:\n"
         "  --llm URL          OpenAI-compatible chat server (POST URL/v1/chat/completions);\n"
         "                     without it the offline writer uses vocab/ (13 shipped themes)\n"
@@ -71,7 +73,8 @@ static void usage(FILE *f)
         "  --faces reject|flag|off (reject)   --face-model FILE (models/face_detection_yunet_2023mar.onnx)\n"
         "  --min-blur X (30)  --min-contrast X (12)   --phash-distance N (4; -1 off)\n"
         "other:\n"
-        "  --rerender ID      render image/job ID again into -o FILE (default POOL/rerender-ID.png)\n"
+        "  --rerender ID      render image/job ID again into -o FILE (default POOL/rerender-ID.EXT,\n"
+        "                     in the stored image's format; FILE's extension picks the format)\n"
         "  --fsync            fsync each image (survives power loss, slower)\n"
         "  --progress auto|bar|plain|none   -q, --quiet   -h, --help\n",
         PX_DATA_DIR, PX_DATA_DIR);
@@ -181,7 +184,7 @@ int px_cmd_generate(int argc, char **argv)
         O_PERSERVER, O_LLM, O_LLMMODEL, O_LLMTEMP, O_LLMSEED, O_LLMBATCH, O_VOCAB, O_STYLE,
         O_DEDUP, O_TIMEOUT, O_ATTEMPTS, O_SFAIL, O_SEED, O_FACES, O_FACEMODEL, O_MINBLUR,
         O_MINCONTRAST, O_PHASH, O_RERENDER, O_FSYNC, O_PROGRESS, O_PEOPLE, O_WIDTH, O_HEIGHT,
-        O_STEPS, O_CFG, O_SAMPLER, O_MODEL, O_BACKOFF, O_LLMRETRIES
+        O_STEPS, O_CFG, O_SAMPLER, O_MODEL, O_BACKOFF, O_LLMRETRIES, O_FORMAT, O_QUALITY
     };
     static const struct option longopts[] = {
         {"theme", required_argument, 0, O_THEME},       {"type", required_argument, 0, O_TYPE},
@@ -203,6 +206,7 @@ int px_cmd_generate(int argc, char **argv)
         {"steps", required_argument, 0, O_STEPS},       {"cfg", required_argument, 0, O_CFG},
         {"sampler", required_argument, 0, O_SAMPLER},   {"model", required_argument, 0, O_MODEL},
         {"backoff-ms", required_argument, 0, O_BACKOFF}, {"llm-retries", required_argument, 0, O_LLMRETRIES},
+        {"format", required_argument, 0, O_FORMAT},     {"quality", required_argument, 0, O_QUALITY},
         {"quiet", no_argument, 0, 'q'},                 {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     px_gen_opts o;
@@ -215,7 +219,7 @@ int px_cmd_generate(int argc, char **argv)
     const char *progress = "auto", *out_file = NULL, *sampler = NULL, *model = NULL;
     const char *servers[MAX_SERVERS];
     int nservers = 0, count = -1, quiet = 0, people = 0, width = 0, height = 0, steps = 0;
-    int rerender = 0, timeout_s = 300, seed_set = 0, seed = 0;
+    int rerender = 0, timeout_s = 300, seed_set = 0, seed = 0, format = -1, quality = 0;
     double cfg = 0;
     px_err err;
     int c;
@@ -293,6 +297,13 @@ int px_cmd_generate(int argc, char **argv)
         case O_CFG: bad = parse_double("--cfg", optarg, 0.1, 50, &cfg); break;
         case O_SAMPLER: sampler = optarg; break;
         case O_MODEL: model = optarg; break;
+        case O_FORMAT:
+            if ((format = px_gen_format_parse(optarg)) < 0) {
+                fprintf(stderr, "pixpipe generate: --format '%s': expected png, jpg or webp\n", optarg);
+                return PX_EXIT_USAGE;
+            }
+            break;
+        case O_QUALITY: bad = parse_int("--quality", optarg, 1, 100, &quality); break;
         case 'o': out_file = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return PX_EXIT_OK;
@@ -323,12 +334,30 @@ int px_cmd_generate(int argc, char **argv)
     }
     o.workflow = workflow;
 
+    if (quality)
+        o.quality = quality;
     if (rerender) {
         char def[1100];
-        if (!out_file) {
-            snprintf(def, sizeof def, "%s/rerender-%d.png", o.pool, rerender);
+        if (!out_file) { /* in the stored image's format, else --format's */
+            const char *ext = px_gen_format_ext(format >= 0 ? format : PX_GEN_PNG);
+            char db[1100], stored_ext[8] = "";
+            snprintf(db, sizeof db, "%s/%s", o.pool, PX_STORE_FILE);
+            px_store *s = NULL;
+            px_store_image im;
+            if (format < 0 && px_store_open(db, 1, &s, NULL) == PX_OK &&
+                px_store_get_image(s, rerender, &im, NULL) == PX_OK) {
+                const char *dot = strrchr(im.path, '.');
+                if (dot && strlen(dot) < sizeof stored_ext)
+                    snprintf(stored_ext, sizeof stored_ext, "%s", dot + 1);
+                px_store_image_clear(&im);
+            }
+            px_store_close(s);
+            snprintf(def, sizeof def, "%s/rerender-%d.%s", o.pool, rerender,
+                     stored_ext[0] ? stored_ext : ext);
             out_file = def;
         }
+        if (format >= 0)
+            o.format = format;
         o.checks.faces = PX_GEN_FACES_OFF;
         int same = 0;
         int st = px_gen_rerender(&o, rerender, out_file, &same, &err);
@@ -382,6 +411,9 @@ int px_cmd_generate(int argc, char **argv)
         snprintf(camp.render.sampler, sizeof camp.render.sampler, "%s", sampler);
     if (model)
         snprintf(camp.render.model, sizeof camp.render.model, "%s", model);
+    o.format = format >= 0 ? format : camp.format;
+    if (!quality && camp.quality)
+        o.quality = camp.quality;
     o.campaign = &camp;
     o.style_path = style;
 

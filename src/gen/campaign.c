@@ -342,6 +342,15 @@ static int parse_defaults(json_t *d, px_gen_campaign *c, const char *origin, px_
                               origin);
         c->render.cfg = json_number_value(cfg);
     }
+    json_t *fmt = json_object_get(d, "format");
+    if (fmt) {
+        c->format = json_is_string(fmt) ? px_gen_format_parse(json_string_value(fmt)) : -1;
+        if (c->format < 0)
+            return px_err_set(err, PX_EINVAL, "%s: \"defaults.format\": expected \"png\", \"jpg\" "
+                              "or \"webp\"", origin);
+    }
+    if ((st = get_int(d, "quality", 1, 100, &c->quality, origin, err)))
+        return st;
     json_t *people = json_object_get(d, "allow_people");
     if (people) {
         if (!json_is_boolean(people))

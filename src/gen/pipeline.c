@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "../face/px_face.h"
+#include "../image/px_image.h"
 
 void px_gen_opts_default(px_gen_opts *o)
 {
@@ -53,6 +54,7 @@ void px_gen_opts_default(px_gen_opts *o)
     o->checks = px_gen_check_opts_default();
     o->max_jobs_factor = 4;
     o->seed = -1;
+    o->quality = 92;
     o->progress_interval_ms = 1000;
 }
 
@@ -217,18 +219,26 @@ static char *build_json(const px_store_job *j, const char *server_url,
     return s;
 }
 
-static void rel_path(const px_store_job *j, int rejected, char *out, size_t cap)
+static void rel_path(const px_store_job *j, int rejected, int format, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s%s/%s/%lld.png", rejected ? "rejected/" : "", j->theme_slug, j->type,
-             (long long)j->id);
+    snprintf(out, cap, "%s%s/%s/%lld.%s", rejected ? "rejected/" : "", j->theme_slug, j->type,
+             (long long)j->id, px_gen_format_ext(format));
 }
 
-/* Looks for a finished file of this job left by a killed run (see top). */
+static int format_of(const uint8_t *d, size_t n)
+{
+    px_format f = px_image_sniff(d, n);
+    return f == PX_FMT_JPEG ? PX_GEN_JPEG : f == PX_FMT_WEBP ? PX_GEN_WEBP : PX_GEN_PNG;
+}
+
+/* Looks for a finished file of this job left by a killed run (see top), in
+ * any pool format: the run that left it may have been asked for another. */
 static int find_orphan(run *r, const px_store_job *j, px_buf *payload)
 {
-    for (int rej = 0; rej < 2; rej++) {
+    for (int k = 0; k < 6; k++) {
+        int rej = k & 1, fmt = (r->o->format + k / 2) % 3;
         char rel[600], path[1200];
-        rel_path(j, rej, rel, sizeof rel);
+        rel_path(j, rej, fmt, rel, sizeof rel);
         snprintf(path, sizeof path, "%s/%s", r->o->pool, rel);
         uint8_t *d;
         size_t n;
@@ -236,7 +246,7 @@ static int find_orphan(run *r, const px_store_job *j, px_buf *payload)
             continue;
         char *meta = NULL;
         int ok = 0;
-        if (px_gen_png_text(d, n, "pixpipe", &meta, NULL) == PX_OK) {
+        if (px_gen_meta_text(d, n, "pixpipe", &meta, NULL) == PX_OK) {
             json_t *m = json_loads(meta, 0, NULL);
             ok = json_integer_value(json_object_get(m, "id")) == j->id &&
                  json_integer_value(json_object_get(m, "seed")) == j->seed;
@@ -336,10 +346,11 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
                  ? PX_OK
                  : px_err_set(&it->err, PX_ENOMEM, "out of memory");
     else if (st == PX_OK)
-        st = px_gen_encode_png(&img, params, meta, &png, &it->err);
+        st = px_gen_encode(&img, r->o->format, r->o->quality, params, meta, &png, &it->err);
     int rejected = !strcmp(cr.status, "rejected");
     if (st == PX_OK) {
-        rel_path(j, rejected, rel, sizeof rel);
+        rel_path(j, rejected, adopted ? format_of(png.data, png.len) : r->o->format, rel,
+                 sizeof rel);
         snprintf(path, sizeof path, "%s/%s", r->o->pool, rel);
         snprintf(dir, sizeof dir, "%s", path);
         *strrchr(dir, '/') = '\0';
@@ -1031,23 +1042,40 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
         st = px_err_set(err, PX_ENOMEM, "out of memory");
         goto out;
     }
-    if ((st = px_gen_encode_png(&img, params, meta, &png, err)) ||
-        (st = write_atomic(out_path, png.data, png.len, 0, err)))
-        goto out;
+    /* the file's format: out_path's extension, else the stored image's, else the pool's */
     px_store_image stored;
-    if (same && px_store_get_image(s, id, &stored, NULL) == PX_OK) {
+    int have_stored = px_store_get_image(s, id, &stored, NULL) == PX_OK;
+    uint8_t *d = NULL;
+    size_t n = 0;
+    if (have_stored) {
         char path[1200];
         snprintf(path, sizeof path, "%s/%s", o->pool, stored.path);
-        uint8_t *d;
-        size_t n;
-        if (px_read_file(path, (size_t)256 << 20, &d, &n, NULL) == PX_OK) {
-            if (px_gen_decode(d, n, 0, &old, NULL) == PX_OK && old.w == img.w &&
-                old.h == img.h && !memcmp(old.px, img.px, (size_t)img.w * img.h * 3))
-                *same = 1;
-            free(d);
-        }
+        if (px_read_file(path, (size_t)256 << 20, &d, &n, NULL) != PX_OK)
+            d = NULL;
         px_store_image_clear(&stored);
     }
+    px_format pf = px_format_from_path(out_path);
+    int fmt = pf == PX_FMT_JPEG ? PX_GEN_JPEG
+              : pf == PX_FMT_WEBP ? PX_GEN_WEBP
+              : pf == PX_FMT_PNG  ? PX_GEN_PNG
+              : d                 ? format_of(d, n)
+                                  : o->format;
+    if ((st = px_gen_encode(&img, fmt, o->quality, params, meta, &png, err)) ||
+        (st = write_atomic(out_path, png.data, png.len, 0, err))) {
+        free(d);
+        goto out;
+    }
+    /* same pixels after decoding both files: exact for PNG; for JPEG/WebP it
+     * also needs the same format and quality as the run that made the pool */
+    if (same && d) {
+        px_gen_rgb mine = {0};
+        if (px_gen_decode(d, n, 0, &old, NULL) == PX_OK &&
+            px_gen_decode(png.data, png.len, 0, &mine, NULL) == PX_OK && old.w == mine.w &&
+            old.h == mine.h && !memcmp(old.px, mine.px, (size_t)mine.w * mine.h * 3))
+            *same = 1;
+        px_gen_rgb_free(&mine);
+    }
+    free(d);
 out:
     free(meta);
     px_gen_rgb_free(&img);

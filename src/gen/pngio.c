@@ -3,10 +3,11 @@
  *
  * Decoding goes through libpng's simplified API for PNG (what every render
  * server sends), and through px_image for JPEG and WebP when the server
- * answers with those. Pool files are always PNG, written with libpng's full
- * API because the pool needs text chunks (the image module's encoder writes
- * pixels only, on purpose): tEXt "parameters" in the AUTOMATIC1111 layout, so
- * existing tools read the prompt and seed, and iTXt "pixpipe" with our JSON.
+ * answers with those. PNG pool files (the default; metaio.c does JPEG and
+ * WebP) are written with libpng's full API because the pool needs text chunks
+ * (the image module's encoder writes pixels only, on purpose): tEXt
+ * "parameters" in the AUTOMATIC1111 layout, so existing tools read the prompt
+ * and seed, and iTXt "pixpipe" with our JSON.
  * Reading a text chunk back is a plain walk over the chunk list.
  */
 #include "gen_internal.h"
@@ -224,15 +225,8 @@ int px_gen_png_text(const uint8_t *data, size_t len, const char *key, char **val
                     tl = (size_t)(end - txt);
                 }
             }
-            if (txt) {
-                char *v = malloc(tl + 1);
-                if (!v)
-                    return px_err_set(err, PX_ENOMEM, "PNG: out of memory");
-                memcpy(v, txt, tl);
-                v[tl] = '\0';
-                *value = v;
-                return PX_OK;
-            }
+            if (txt)
+                return px_gen_text_dup(txt, tl, value, err);
         }
         if (!memcmp(type, "IEND", 4))
             break;

@@ -9,8 +9,9 @@
  * reject each image; everything is recorded in the pool's manifest
  * (px_store.h), so a run resumes after any crash.
  *
- * Pool layout: POOL/manifest.sqlite, POOL/<theme-slug>/<type>/<id>.png,
- * POOL/rejected/<theme-slug>/<type>/<id>.png (+ <id>.txt with the reason).
+ * Pool layout: POOL/manifest.sqlite, POOL/<theme-slug>/<type>/<id>.png (or
+ * .jpg / .webp, px_gen_opts.format), POOL/rejected/<theme-slug>/<type>/<id>.png
+ * (+ <id>.txt with the reason).
  *
  * Unless said otherwise functions are thread-safe on distinct objects, return
  * PX_OK or a negative PX_E* status with the reason in err, and never print.
@@ -66,6 +67,8 @@ typedef struct px_gen_campaign {
     int nthemes;
     px_gen_render_defaults render;
     int allow_people;              /* 0: "people, faces" go into the negative prompt */
+    int format;                    /* defaults.format: PX_GEN_PNG (default) | _JPEG | _WEBP */
+    int quality;                   /* defaults.quality 1..100, 0 when not given */
     char *json;                    /* the campaign as JSON text (owned), stored in the manifest */
 } px_gen_campaign;
 
@@ -174,6 +177,26 @@ int px_gen_encode_png(const px_gen_rgb *img, const char *parameters, const char 
 /* Reads the text chunk named key from a PNG into a malloc'd string. PX_ENOTFOUND. */
 int px_gen_png_text(const uint8_t *data, size_t len, const char *key, char **value, px_err *err);
 
+/* Pool file formats. JPEG and WebP carry the same metadata as PNG: the
+ * "parameters" text as EXIF UserComment ("UNICODE" prefix, UTF-16BE, as
+ * AUTOMATIC1111 writes it) and our JSON as the XMP property pixpipe:json
+ * (namespace urn:pixpipe:meta:1). */
+enum { PX_GEN_PNG = 0, PX_GEN_JPEG, PX_GEN_WEBP };
+/* "png" | "jpg" | "webp" (no dot) for a PX_GEN_* format. */
+const char *px_gen_format_ext(int format);
+/* "png", "jpg" or "jpeg", "webp" -> PX_GEN_*; -1 for anything else. */
+int px_gen_format_parse(const char *s);
+/* Encodes img as format (quality 1..100 for JPEG and WebP; out of range: 92;
+ * WebP stays lossy, at most 99) with both metadata items (either may be NULL).
+ * Appends to *out. PX_ELIMIT when the metadata cannot fit a JPEG segment. */
+int px_gen_encode(const px_gen_rgb *img, int format, int quality, const char *parameters,
+                  const char *json, px_buf *out, px_err *err);
+/* Reads metadata item key ("parameters" or "pixpipe") from a PNG, JPEG or
+ * WebP file into a malloc'd UTF-8 string. PX_ENOTFOUND when absent,
+ * PX_EUNSUPPORTED for other data, PX_ECORRUPT for a damaged block. The data
+ * is treated as hostile: every offset is bounds-checked. Thread-safe. */
+int px_gen_meta_text(const uint8_t *data, size_t len, const char *key, char **value, px_err *err);
+
 enum { PX_GEN_FACES_OFF = 0, PX_GEN_FACES_FLAG, PX_GEN_FACES_REJECT };
 
 typedef struct px_gen_check_opts {
@@ -252,6 +275,8 @@ typedef struct px_gen_opts {
     px_gen_check_opts checks;
     int max_jobs_factor;       /* stop making jobs past factor x quota per slot (default 4) */
     int64_t seed;              /* base seed: -1 = job id; else seed + job id */
+    int format;                /* pool files: PX_GEN_PNG (default) | PX_GEN_JPEG | PX_GEN_WEBP */
+    int quality;               /* JPEG/WebP quality 1..100 (default 92) */
     int fsync;                 /* fsync each image before rename (default 0: kill -9 safe, not power-cut safe) */
     px_gen_progress_fn progress; /* optional; called from the controller thread */
     void *progress_ctx;

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <jansson.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -582,6 +583,107 @@ static void test_orphan_adopted(void **state)
     fake_img_stop(f);
 }
 
+/* Pool files as JPEG: metadata in EXIF/XMP, sha256 of the file recorded, an
+ * orphan adopted even when the resumed run asks for another format, and the
+ * CLI's --rerender writing the stored format and matching it exactly. */
+static void test_pool_formats(void **state)
+{
+    (void)state;
+    fake_img *f;
+    assert_int_equal(fake_img_start(96, 64, &f), 0);
+    setup s;
+    setup_init(&s, "formats", "Food and hospitality", PX_GEN_ITEMS, 4);
+    s.servers[0] = fake_img_url(f);
+    s.o.nservers = 1;
+    s.o.format = PX_GEN_JPEG;
+    s.o.quality = 85;
+    px_gen_summary sum;
+    px_err e;
+    assert_int_equal(px_gen_run(&s.o, &sum, &e), PX_OK);
+    assert_true(sum.complete);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/food-and-hospitality/items", s.pool);
+    int tmp = 0;
+    assert_int_equal(count_files(dir, ".jpg", &tmp), 4);
+    assert_int_equal(count_files(dir, ".png", NULL), 0);
+    assert_int_equal(tmp, 0);
+    assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM images WHERE path LIKE '%.jpg'"), 4);
+    px_store *db;
+    char dbp[600];
+    snprintf(dbp, sizeof dbp, "%s/manifest.sqlite", s.pool);
+    assert_int_equal(px_store_open(dbp, 1, &db, &e), PX_OK);
+    long long id = q1(s.pool, "SELECT MAX(id) FROM images");
+    px_store_image img;
+    assert_int_equal(px_store_get_image(db, id, &img, &e), PX_OK);
+    px_store_close(db);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", s.pool, img.path);
+    uint8_t *data;
+    size_t len;
+    assert_int_equal(px_read_file(path, 1 << 24, &data, &len, &e), PX_OK);
+    assert_int_equal(data[0], 0xFF);
+    char sha[65], *params, *json, seedtxt[64];
+    px_gen_sha256_hex(data, len, sha);
+    assert_string_equal(sha, img.sha256);
+    assert_int_equal(px_gen_meta_text(data, len, "parameters", &params, &e), PX_OK);
+    assert_int_equal(px_gen_meta_text(data, len, "pixpipe", &json, &e), PX_OK);
+    snprintf(seedtxt, sizeof seedtxt, "Seed: %lld,", (long long)img.seed);
+    assert_non_null(strstr(params, seedtxt));
+    assert_memory_equal(params, img.prompt, strlen(img.prompt));
+    json_t *m = json_loads(json, 0, NULL);
+    assert_non_null(m);
+    assert_int_equal(json_integer_value(json_object_get(m, "id")), id);
+    json_decref(m);
+    free(params);
+    free(json);
+    free(data);
+    px_store_image_clear(&img);
+
+    /* killed between rename and commit; the resumed run asks for WebP */
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "DELETE FROM images WHERE id=%lld; UPDATE jobs SET status='running' WHERE id=%lld", id,
+             id);
+    sqlite3 *h;
+    assert_int_equal(sqlite3_open(dbp, &h), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+    int renders = fake_img_renders(f);
+    s.o.format = PX_GEN_WEBP;
+    assert_int_equal(px_gen_run(&s.o, &sum, &e), PX_OK);
+    assert_int_equal(fake_img_renders(f), renders);
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM images WHERE id=%lld AND sha256='%s' AND path "
+             "LIKE '%%.jpg'", id, sha);
+    assert_int_equal(q1(s.pool, sql), 1);
+    assert_int_equal(count_files(dir, ".webp", NULL), 0);
+
+    /* the CLI: --rerender into the stored format (and the same quality) is identical */
+    char cmd[1600], out[700];
+    snprintf(out, sizeof out, "%s/rerender.txt", g_tmp);
+    snprintf(cmd, sizeof cmd, "'%s' generate --rerender %lld --out '%s' --server '%s' --quality 85 "
+             "> '%s' 2>&1", PX_PIXPIPE_BIN, id, s.pool, fake_img_url(f), out);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(px_read_file(out, 1 << 16, &data, &len, &e), PX_OK);
+    char *txt = strndup((const char *)data, len);
+    free(data);
+    snprintf(path, sizeof path, "rerender-%lld.jpg: identical", id);
+    if (!strstr(txt, path))
+        fail_msg("rerender said: %s", txt);
+    free(txt);
+    /* a format the pool cannot write is a usage error naming the option */
+    snprintf(cmd, sizeof cmd, "'%s' generate --theme x --type items --count 1 --out '%s/never' "
+             "--format gif > '%s' 2>&1", PX_PIXPIPE_BIN, g_tmp, out);
+    int rc = system(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    assert_int_equal(px_read_file(out, 1 << 16, &data, &len, &e), PX_OK);
+    txt = strndup((const char *)data, len);
+    free(data);
+    assert_non_null(strstr(txt, "--format 'gif'"));
+    free(txt);
+    setup_free(&s);
+    fake_img_stop(f);
+}
+
 static pid_t spawn_generate(const char *pool, const char *server, int count, const char *log)
 {
     pid_t pid = fork();
@@ -750,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_backends_and_servers),
         cmocka_unit_test(test_llm_writer),
         cmocka_unit_test(test_orphan_adopted),
+        cmocka_unit_test(test_pool_formats),
         cmocka_unit_test(test_resume_after_kill9),
         cmocka_unit_test(test_disk_full),
     };
