@@ -1,8 +1,9 @@
 /*
  * libFuzzer target for the JSON the generate pipeline reads from outside:
  * LLM chat-completion answers (px_gen_llm_parse), campaign files
- * (px_gen_campaign_parse) and PNG text chunks of pool files
- * (px_gen_png_text). The first byte picks the parser; the rest is the input.
+ * (px_gen_campaign_parse) and the metadata of pool files: PNG text chunks
+ * (px_gen_png_text) and JPEG/WebP EXIF UserComment and XMP
+ * (px_gen_meta_text). The first byte picks the parser; the rest is the input.
  * Any crash, leak or sanitizer report is a bug: bad input must only ever be
  * an error status.
  */
@@ -21,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *p = data + 1;
     size_t n = size - 1;
     px_err err;
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0: {
         char **v = NULL;
         size_t k = 0;
@@ -44,10 +45,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         break;
     }
-    default: {
+    case 2: {
         char *v = NULL;
         if (px_gen_png_text(p, n, "parameters", &v, &err) == PX_OK)
             free(v);
+        break;
+    }
+    default: {
+        static const char *keys[] = {"parameters", "pixpipe"};
+        for (int k = 0; k < 2; k++) {
+            char *v = NULL;
+            if (px_gen_meta_text(p, n, keys[k], &v, &err) == PX_OK)
+                free(v);
+        }
         break;
     }
     }
