@@ -8,10 +8,14 @@
  *               file write + rename, SQLite transaction), offline writer.
  *  scaling      N = 1, 2, 4, 8 servers that each take D ms per image, one
  *               request in flight per server: images/s against the ideal N/D.
+ *  formats      pool-file size and encode time per format (PNG, JPEG, WebP,
+ *               with metadata) on a real photo cropped to WxH: the fake's
+ *               drawings compress far better than a rendered scene would.
  *
  * Prints figures; never passes or fails on time (docs/benchmarks.md).
- * usage: bench_generate [bookkeeping|scaling|all] [--count N] [--delay-ms D]
- *        [--size WxH] [--inflight K] [--faces MODEL]
+ * usage: bench_generate [bookkeeping|scaling|formats|all] [--count N] [--delay-ms D]
+ *        [--size WxH] [--inflight K] [--faces MODEL] [--format png|jpg|webp]
+ *        [--quality Q] [--photo FILE]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +26,7 @@
 #include "face/px_face.h"
 #include "fakes/fake_imageserver.h"
 #include "gen/px_gen.h"
+#include "image/px_image.h"
 
 /* CPU seconds (user + system) this process has used so far. */
 static double cpu_s(void)
@@ -32,8 +37,10 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
-static int run_once(const char **servers, int n, int per_server, int count, int w, int h,
-                    void *det, px_gen_summary *sum)
+static int g_format = PX_GEN_PNG, g_quality = 92;
+
+static int run_once(const char **servers, int n, int per_server, int count, int w, int h, void *det,
+                    px_gen_summary *sum)
 {
     char pool[] = "/tmp/px_bench_gen_XXXXXX";
     if (!mkdtemp(pool))
@@ -58,6 +65,8 @@ static int run_once(const char **servers, int n, int per_server, int count, int 
     o.nservers = n;
     o.per_server = per_server;
     o.timeout_ms = 30000;
+    o.format = g_format;
+    o.quality = g_quality;
     if (det) {
         o.checks.faces = PX_GEN_FACES_REJECT;
         o.checks.face_detector = det;
@@ -74,9 +83,66 @@ static int run_once(const char **servers, int n, int per_server, int count, int 
     return st == PX_OK ? 0 : -1;
 }
 
+/* Size and encode time of one pool file per format, metadata included. */
+static int bench_formats(const char *photo, int w, int h)
+{
+    uint8_t *d;
+    size_t n;
+    px_err e;
+    px_image im;
+    px_decode_opts dopt = px_decode_opts_default();
+    if (px_read_file(photo, 64u << 20, &d, &n, &e) != PX_OK ||
+        px_image_decode(d, n, &dopt, &im, NULL, &e) != PX_OK) {
+        fprintf(stderr, "bench_generate: %s: %s\n", photo, e.msg);
+        return 1;
+    }
+    free(d);
+    if (im.w < w || im.h < h) {
+        fprintf(stderr, "bench_generate: %s is %dx%d, smaller than %dx%d\n", photo, im.w, im.h, w,
+                h);
+        px_image_free(&im);
+        return 1;
+    }
+    px_gen_rgb rgb = {w, h, malloc((size_t)w * h * 3)};
+    int x0 = (im.w - w) / 2, y0 = (im.h - h) / 2;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            memcpy(rgb.px + ((size_t)y * w + x) * 3,
+                   im.px + (size_t)(y0 + y) * im.stride + (size_t)(x0 + x) * im.channels, 3);
+    px_image_free(&im);
+    const char *params = "a bright open-plan office with plants, photorealistic stock photo\n"
+                         "Negative prompt: text, watermark, logo, people, faces\n"
+                         "Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 6, Seed: 1234, "
+                         "Size: 1024x768";
+    const char *json = "{\"id\":1234,\"theme\":\"Business and office\",\"seed\":1234}";
+    printf("formats: %s cropped to %dx%d, quality %d, metadata included, best of 5\n", photo, w, h,
+           g_quality);
+    for (int f = PX_GEN_PNG; f <= PX_GEN_WEBP; f++) {
+        double best = 1e9;
+        size_t bytes = 0;
+        for (int r = 0; r < 5; r++) {
+            px_buf b = {0};
+            double t0 = px_now_ms();
+            if (px_gen_encode(&rgb, f, g_quality, params, json, &b, &e) != PX_OK) {
+                fprintf(stderr, "bench_generate: %s\n", e.msg);
+                return 1;
+            }
+            double t = px_now_ms() - t0;
+            best = t < best ? t : best;
+            bytes = b.len;
+            px_buf_free(&b);
+        }
+        printf("formats: %-4s %8zu bytes (%5.2f bits/pixel)  encode %6.1f ms\n",
+               px_gen_format_ext(f), bytes, 8.0 * bytes / ((double)w * h), best);
+    }
+    px_gen_rgb_free(&rgb);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *what = "all", *faces = NULL;
+    const char *photo = PX_SOURCE_DIR "/../shared/testdata/faces/inspireface_view.jpg";
     int count = 1000, delay = 250, w = 256, h = 192, inflight = 4;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--count") && i + 1 < argc)
@@ -89,11 +155,19 @@ int main(int argc, char **argv)
             inflight = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--faces") && i + 1 < argc)
             faces = argv[++i];
+        else if (!strcmp(argv[i], "--format") && i + 1 < argc &&
+                 px_gen_format_parse(argv[i + 1]) >= 0)
+            g_format = px_gen_format_parse(argv[++i]);
+        else if (!strcmp(argv[i], "--quality") && i + 1 < argc)
+            g_quality = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--photo") && i + 1 < argc)
+            photo = argv[++i];
         else if (argv[i][0] != '-')
             what = argv[i];
         else {
-            fprintf(stderr, "usage: bench_generate [bookkeeping|scaling|all] [--count N] "
-                            "[--delay-ms D] [--size WxH] [--inflight K] [--faces MODEL]\n");
+            fprintf(stderr, "usage: bench_generate [bookkeeping|scaling|formats|all] [--count N] "
+                            "[--delay-ms D] [--size WxH] [--inflight K] [--faces MODEL] "
+                            "[--format png|jpg|webp] [--quality Q] [--photo FILE]\n");
             return 2;
         }
     }
@@ -101,13 +175,17 @@ int main(int argc, char **argv)
     px_face_detector *det = NULL;
     if (faces) {
         px_err e;
-        px_face_detector_opts fo = {.kind = PX_FACE_MODEL_AUTO, .threads = 1, .max_sessions = inflight};
+        px_face_detector_opts fo = {
+            .kind = PX_FACE_MODEL_AUTO, .threads = 1, .max_sessions = inflight};
         if (px_face_detector_create(faces, &fo, &det, &e) != PX_OK) {
             fprintf(stderr, "bench_generate: %s\n", e.msg);
             return 1;
         }
     }
-    printf("bench_generate: %d cores, images %dx%d\n", px_cpu_count(), w, h);
+    printf("bench_generate: %d cores, images %dx%d, pool files %s\n", px_cpu_count(), w, h,
+           px_gen_format_ext(g_format));
+    if (!strcmp(what, "formats"))
+        return bench_formats(photo, w, h);
     if (!strcmp(what, "bookkeeping") || !strcmp(what, "all")) {
         fake_img *f;
         if (fake_img_start(w, h, &f) != 0)
