@@ -220,8 +220,11 @@ int px_anon_find_model(const char *explicit_path, const char *name, char *out, s
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
-            char dir[PATH_MAX + 16];
+            char dir[PATH_MAX + 32];
             snprintf(dir, sizeof dir, "%s/../models", exe);
+            if (try_dir(dir, name, out, cap, tried, sizeof tried))
+                return PX_OK;
+            snprintf(dir, sizeof dir, "%s/../share/pixpipe/models", exe); /* cmake --install */
             if (try_dir(dir, name, out, cap, tried, sizeof tried))
                 return PX_OK;
         }

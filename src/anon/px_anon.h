@@ -63,7 +63,8 @@ int px_anon_conceal_faces(px_image *img, const px_face *faces, int n, const px_a
 /* Finds the detector model file. `explicit_path` (e.g. --model) wins when
  * given (it must exist). Otherwise `name` (NULL: PX_ANON_DEFAULT_MODEL) is
  * looked for in $PIXPIPE_MODEL_DIR, then <directory of the running
- * binary>/../models, then the source tree's models/ folder (a compile-time
+ * binary>/../models, then <that>/../share/pixpipe/models (where cmake
+ * --install puts them), then the source tree's models/ folder (a compile-time
  * path, for binaries run from a build folder). Writes the path into out
  * (cap bytes). PX_ENOTFOUND with every place tried named in err. */
 #define PX_ANON_DEFAULT_MODEL "face_detection_yunet_2023mar.onnx"

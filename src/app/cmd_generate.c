@@ -11,6 +11,7 @@
  * resumes.
  */
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anon/px_anon.h"
 #include "commands.h"
 #include "core/px_core.h"
 #include "face/px_face.h"
@@ -28,6 +30,41 @@
 #endif
 
 #define MAX_SERVERS 64
+
+/* Where vocab/, styles/ and campaigns/ are: $PIXPIPE_DATA_DIR, else
+ * <binary>/../share/pixpipe (an installed pixpipe: cmake --install), else
+ * the source tree this binary was built from. The first with a vocab/
+ * folder wins; the last is the answer when none has one (so messages name it). */
+static const char *data_dir(void)
+{
+    static char dir[PATH_MAX];
+    if (dir[0])
+        return dir;
+    const char *env = getenv("PIXPIPE_DATA_DIR");
+    char exe[PATH_MAX] = "";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+    }
+    char installed[PATH_MAX + 32];
+    snprintf(installed, sizeof installed, "%s/../share/pixpipe", exe);
+    const char *cand[3] = {env && *env ? env : NULL, n > 0 ? installed : NULL, PX_DATA_DIR};
+    for (int i = 0; i < 3; i++) {
+        if (!cand[i])
+            continue;
+        char probe[PATH_MAX + 64];
+        snprintf(probe, sizeof probe, "%s/vocab", cand[i]);
+        if (access(probe, R_OK) == 0 || i == 2) {
+            if (!realpath(cand[i], dir)) /* /usr/local/share/pixpipe, not .../bin/../share/... */
+                snprintf(dir, sizeof dir, "%s", cand[i]);
+            break;
+        }
+    }
+    return dir;
+}
 
 static volatile int g_stop;
 static void on_sigint(int sig)
@@ -48,7 +85,8 @@ static void usage(FILE *f)
         "Running the same command again resumes where it stopped.\n\n"
         "what to make:\n"
         "  --theme T --type interiors|exteriors|items --count N   one batch\n"
-        "  --campaign FILE    themes, counts and type split (see docs/campaigns.md)\n"
+        "  --campaign FILE    themes, counts and type split (see docs/campaigns.md); a bare\n"
+        "                     NAME is %s/campaigns/NAME.json (e.g. --campaign default)\n"
         "  --allow-people     do not put people/faces in the negative prompt\n"
         "  --width W --height H --steps N --cfg X --sampler S --model M   render settings\n"
         "  --format png|jpg|webp   pool files (png; jpg/webp keep the prompt in EXIF\n"
@@ -70,14 +108,15 @@ static void usage(FILE *f)
         "  --backoff-ms N     first wait after a server fails, doubling to 30 s (500)\n"
         "  --seed N           base seed (default: seed = job id)\n"
         "checks:\n"
-        "  --faces reject|flag|off (reject)   --face-model FILE (models/face_detection_yunet_2023mar.onnx)\n"
+        "  --faces reject|flag|off (reject)   --face-model FILE (default: as for anonymize,\n"
+        "                     " PX_ANON_DEFAULT_MODEL " from $PIXPIPE_MODEL_DIR or models/)\n"
         "  --min-blur X (30)  --min-contrast X (12)   --phash-distance N (4; -1 off)\n"
         "other:\n"
         "  --rerender ID      render image/job ID again into -o FILE (default POOL/rerender-ID.EXT,\n"
         "                     in the stored image's format; FILE's extension picks the format)\n"
         "  --fsync            fsync each image (survives power loss, slower)\n"
         "  --progress auto|bar|plain|none   -q, --quiet   -h, --help\n",
-        PX_DATA_DIR, PX_DATA_DIR);
+        data_dir(), data_dir(), data_dir());
 }
 
 typedef struct {
@@ -214,8 +253,10 @@ int px_cmd_generate(int argc, char **argv)
     o.checks.faces = PX_GEN_FACES_REJECT; /* stock images must not carry generated faces */
     px_gen_llm_opts lo = px_gen_llm_opts_default();
     const char *theme = NULL, *type_s = NULL, *campaign = NULL, *workflow_path = NULL;
-    const char *llm = NULL, *vocab = PX_DATA_DIR "/vocab", *style = PX_DATA_DIR "/styles/styles.json";
-    const char *face_model = PX_DATA_DIR "/models/face_detection_yunet_2023mar.onnx";
+    char vocab_def[PATH_MAX + 16], style_def[PATH_MAX + 32], camp_path[PATH_MAX + 32];
+    snprintf(vocab_def, sizeof vocab_def, "%s/vocab", data_dir());
+    snprintf(style_def, sizeof style_def, "%s/styles/styles.json", data_dir());
+    const char *llm = NULL, *vocab = vocab_def, *style = style_def, *face_model = NULL;
     const char *progress = "auto", *out_file = NULL, *sampler = NULL, *model = NULL;
     const char *servers[MAX_SERVERS];
     int nservers = 0, count = -1, quiet = 0, people = 0, width = 0, height = 0, steps = 0;
@@ -380,6 +421,11 @@ int px_cmd_generate(int argc, char **argv)
             free(workflow);
             return PX_EXIT_USAGE;
         }
+        if (!strchr(campaign, '/') && access(campaign, F_OK) != 0) { /* a shipped one by name */
+            snprintf(camp_path, sizeof camp_path, "%s/campaigns/%s%s", data_dir(), campaign,
+                     strstr(campaign, ".json") ? "" : ".json");
+            campaign = camp_path;
+        }
         st = px_gen_campaign_load(campaign, &camp, &err);
     } else {
         if (!theme || !type_s || count < 0) {
@@ -460,7 +506,9 @@ int px_cmd_generate(int argc, char **argv)
     if (o.checks.faces != PX_GEN_FACES_OFF) {
         px_face_detector_opts fo = {.kind = PX_FACE_MODEL_AUTO, .threads = 1,
                                     .max_sessions = nservers * o.per_server};
-        if (px_face_detector_create(face_model, &fo, &det, &err) != PX_OK) {
+        char model_path[PATH_MAX];
+        if (px_anon_find_model(face_model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
+            px_face_detector_create(model_path, &fo, &det, &err) != PX_OK) {
             fprintf(stderr, "pixpipe generate: face check: %s (use --face-model FILE, or --faces off)\n",
                     err.msg);
             rc = PX_EXIT_SETUP;

@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -684,6 +685,79 @@ static void test_pool_formats(void **state)
     fake_img_stop(f);
 }
 
+/* An installed pixpipe (cmake --install into a fresh prefix) run from another
+ * folder finds its vocabularies, styles, shipped campaigns and face model under
+ * PREFIX/share/pixpipe, not in the source tree it was built from. */
+/* A text file's contents (malloc'd); fails the test when unreadable. */
+static char *slurp(const char *path)
+{
+    uint8_t *data;
+    size_t len;
+    px_err e;
+    if (px_read_file(path, 1 << 20, &data, &len, &e) != PX_OK)
+        fail_msg("%s", e.msg);
+    char *t = strndup((const char *)data, len);
+    free(data);
+    return t;
+}
+
+/* Fails the test unless the file at path contains want. */
+static void file_has(const char *path, const char *want)
+{
+    char *t = slurp(path);
+    if (!strstr(t, want))
+        fail_msg("expected \"%s\" in:\n%s", want, t);
+    free(t);
+}
+
+static void test_installed_layout(void **state)
+{
+    (void)state;
+    char prefix[600], cmd[3000], log[700], pool[700];
+    snprintf(prefix, sizeof prefix, "%s/inst", g_tmp);
+    snprintf(log, sizeof log, "%s/inst.log", g_tmp);
+    snprintf(cmd, sizeof cmd, "'%s' --install '%s' --prefix '%s' > '%s' 2>&1", PX_CMAKE,
+             PX_BINARY_DIR, prefix, log);
+    assert_int_equal(system(cmd), 0);
+    char share[700], real[PATH_MAX];
+    snprintf(share, sizeof share, "%s/share/pixpipe", prefix);
+    assert_non_null(realpath(share, real));
+    /* --help names the installed data folder */
+    snprintf(cmd, sizeof cmd, "cd / && env -u PIXPIPE_DATA_DIR -u PIXPIPE_MODEL_DIR '%s/bin/pixpipe' "
+             "generate --help > '%s' 2>&1", prefix, log);
+    assert_int_equal(system(cmd), 0);
+    char want[PATH_MAX + 32];
+    snprintf(want, sizeof want, "(default %s/vocab)", real);
+    file_has(log, want);
+    /* a real batch with the face check on, from / */
+    fake_img *f;
+    assert_int_equal(fake_img_start(96, 64, &f), 0);
+    snprintf(pool, sizeof pool, "%s/instpool", g_tmp);
+    snprintf(cmd, sizeof cmd, "cd / && env -u PIXPIPE_DATA_DIR -u PIXPIPE_MODEL_DIR '%s/bin/pixpipe' "
+             "generate --theme 'Retail and marketing' --type items --count 3 --out '%s' --server "
+             "'%s' --width 96 --height 64 --progress none --format webp > '%s' 2>&1", prefix, pool,
+             fake_img_url(f), log);
+    int rc = system(cmd);
+    if (rc != 0)
+        fail_msg("installed generate failed:\n%s", slurp(log));
+    assert_int_equal(q1(pool, "SELECT COUNT(*) FROM images WHERE status='accepted' AND path LIKE "
+                              "'retail-and-marketing/items/%.webp'"), 3);
+    /* the face model comes from PREFIX/share/pixpipe/models too */
+    snprintf(cmd, sizeof cmd, "cd / && env -u PIXPIPE_MODEL_DIR '%s/bin/pixpipe' anonymize -v "
+             "-o '%s/anon.png' '%s/retail-and-marketing/items/%lld.webp' > '%s' 2>&1", prefix,
+             g_tmp, pool, q1(pool, "SELECT MIN(id) FROM images"), log);
+    assert_int_equal(system(cmd), 0);
+    snprintf(want, sizeof want, "model %s/bin/../share/pixpipe/models/", prefix);
+    file_has(log, want);
+    /* a shipped campaign by name resolves into the installed campaigns/ */
+    snprintf(cmd, sizeof cmd, "cd / && '%s/bin/pixpipe' generate --campaign nosuch --out '%s/x' "
+             "> '%s' 2>&1", prefix, g_tmp, log);
+    assert_int_not_equal(system(cmd), 0);
+    snprintf(want, sizeof want, "%s/campaigns/nosuch.json", real);
+    file_has(log, want);
+    fake_img_stop(f);
+}
+
 static pid_t spawn_generate(const char *pool, const char *server, int count, const char *log)
 {
     pid_t pid = fork();
@@ -853,6 +927,7 @@ int main(void)
         cmocka_unit_test(test_llm_writer),
         cmocka_unit_test(test_orphan_adopted),
         cmocka_unit_test(test_pool_formats),
+        cmocka_unit_test(test_installed_layout),
         cmocka_unit_test(test_resume_after_kill9),
         cmocka_unit_test(test_disk_full),
     };
