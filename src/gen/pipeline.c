@@ -225,10 +225,12 @@ static void rel_path(const px_store_job *j, int rejected, int format, char *out,
              (long long)j->id, px_gen_format_ext(format));
 }
 
-static int format_of(const uint8_t *d, size_t n)
+/* PX_GEN_* for an image module format; -1 when unknown. */
+static int gen_format(px_format f)
 {
-    px_format f = px_image_sniff(d, n);
-    return f == PX_FMT_JPEG ? PX_GEN_JPEG : f == PX_FMT_WEBP ? PX_GEN_WEBP : PX_GEN_PNG;
+    return f == PX_FMT_JPEG ? PX_GEN_JPEG : f == PX_FMT_WEBP ? PX_GEN_WEBP
+                                        : f == PX_FMT_PNG  ? PX_GEN_PNG
+                                                           : -1;
 }
 
 /* Looks for a finished file of this job left by a killed run (see top), in
@@ -349,8 +351,9 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
         st = px_gen_encode(&img, r->o->format, r->o->quality, params, meta, &png, &it->err);
     int rejected = !strcmp(cr.status, "rejected");
     if (st == PX_OK) {
-        rel_path(j, rejected, adopted ? format_of(png.data, png.len) : r->o->format, rel,
-                 sizeof rel);
+        /* an adopted file keeps its bytes, so its format too (it was found as PNG/JPEG/WebP) */
+        rel_path(j, rejected, adopted ? gen_format(px_image_sniff(png.data, png.len)) : r->o->format,
+                 rel, sizeof rel);
         snprintf(path, sizeof path, "%s/%s", r->o->pool, rel);
         snprintf(dir, sizeof dir, "%s", path);
         *strrchr(dir, '/') = '\0';
@@ -1044,22 +1047,20 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
     }
     /* the file's format: out_path's extension, else the stored image's, else the pool's */
     px_store_image stored;
-    int have_stored = px_store_get_image(s, id, &stored, NULL) == PX_OK;
     uint8_t *d = NULL;
     size_t n = 0;
-    if (have_stored) {
+    if (px_store_get_image(s, id, &stored, NULL) == PX_OK) {
         char path[1200];
         snprintf(path, sizeof path, "%s/%s", o->pool, stored.path);
         if (px_read_file(path, (size_t)256 << 20, &d, &n, NULL) != PX_OK)
             d = NULL;
         px_store_image_clear(&stored);
     }
-    px_format pf = px_format_from_path(out_path);
-    int fmt = pf == PX_FMT_JPEG ? PX_GEN_JPEG
-              : pf == PX_FMT_WEBP ? PX_GEN_WEBP
-              : pf == PX_FMT_PNG  ? PX_GEN_PNG
-              : d                 ? format_of(d, n)
-                                  : o->format;
+    int fmt = gen_format(px_format_from_path(out_path));
+    if (fmt < 0)
+        fmt = d ? gen_format(px_image_sniff(d, n)) : o->format;
+    if (fmt < 0) /* the stored file is not an image any more: the pool's format */
+        fmt = o->format;
     if ((st = px_gen_encode(&img, fmt, o->quality, params, meta, &png, err)) ||
         (st = write_atomic(out_path, png.data, png.len, 0, err))) {
         free(d);
