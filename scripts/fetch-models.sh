@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Puts the face models listed in models/models.tsv into models/ (or $PIXPIPE_MODEL_DIR).
+# Puts the models listed (face detectors, the CLIP vocabulary) in models/models.tsv into models/ (or $PIXPIPE_MODEL_DIR).
 # Source: the mirror directory $PIXPIPE_MODEL_MIRROR (default ../shared/models beside the
 # checkout) when it has the file, else the official URL. Every file is checked against its
 # SHA-256 before it is kept; a file already in place with the right sum is left alone.
