@@ -3,8 +3,8 @@
  * seeds, checks and latest expert verdict) as CSV or JSON Lines, to stdout or
  * a file (written to a temporary name, then renamed); or, with --approved DIR,
  * copies the images experts approved into a stock folder layout with a
- * metadata.csv. Wiring only; the rows come from px_gen_export and the copies
- * from px_serve_export_approved.
+ * metadata.csv. Wiring only; the rows come from px_manifest_export and the copies
+ * from px_manifest_export_approved (src/manifest).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -14,8 +14,7 @@
 
 #include "commands.h"
 #include "core/px_core.h"
-#include "gen/px_gen.h"
-#include "serve/px_serve.h"
+#include "manifest/px_manifest.h"
 
 static void usage(FILE *f)
 {
@@ -30,23 +29,33 @@ static void usage(FILE *f)
 
 int px_cmd_export(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"out", required_argument, 0, 'p'},
-                                             {"pool", required_argument, 0, 'p'},
-                                             {"format", required_argument, 0, 'f'},
-                                             {"approved", required_argument, 0, 'a'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
+    static const struct option longopts[] = {
+        {"out", required_argument, 0, 'p'},    {"pool", required_argument, 0, 'p'},
+        {"format", required_argument, 0, 'f'}, {"approved", required_argument, 0, 'a'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *pool = NULL, *format = "csv", *out = NULL, *approved = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
         switch (c) {
-        case 'p': pool = optarg; break;
-        case 'f': format = optarg; break;
-        case 'o': out = optarg; break;
-        case 'a': approved = optarg; break;
-        case 'h': usage(stdout); return PX_EXIT_OK;
-        default: usage(stderr); return PX_EXIT_USAGE;
+        case 'p':
+            pool = optarg;
+            break;
+        case 'f':
+            format = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'a':
+            approved = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return PX_EXIT_OK;
+        default:
+            usage(stderr);
+            return PX_EXIT_USAGE;
         }
     }
     if (!pool || optind < argc) {
@@ -60,7 +69,7 @@ int px_cmd_export(int argc, char **argv)
             return PX_EXIT_USAGE;
         }
         size_t n = 0;
-        int st = px_serve_export_approved(pool, approved, &n, &err);
+        int st = px_manifest_export_approved(pool, approved, &n, &err);
         if (st != PX_OK) {
             fprintf(stderr, "pixpipe export: %s\n", err.msg);
             return st == PX_ENOTFOUND ? PX_EXIT_SETUP : PX_EXIT_FAILED;
@@ -79,17 +88,18 @@ int px_cmd_export(int argc, char **argv)
         return PX_EXIT_USAGE;
     }
     char db[1100];
-    snprintf(db, sizeof db, "%s/%s", pool, PX_STORE_FILE);
-    px_store *s;
-    if (px_store_open(db, 1, &s, &err) != PX_OK) {
+    snprintf(db, sizeof db, "%s/%s", pool, PX_MANIFEST_FILE);
+    px_manifest *s;
+    if (px_manifest_open(db, 1, &s, &err) != PX_OK) {
         fprintf(stderr, "pixpipe export: %s\n", err.msg);
         return PX_EXIT_SETUP;
     }
     char *buf = NULL;
     size_t len = 0;
     FILE *f = out ? open_memstream(&buf, &len) : stdout;
-    int st = f ? px_gen_export(s, f, jsonl, &err) : px_err_set(&err, PX_ENOMEM, "out of memory");
-    px_store_close(s);
+    int st =
+        f ? px_manifest_export(s, f, jsonl, &err) : px_err_set(&err, PX_ENOMEM, "out of memory");
+    px_manifest_close(s);
     if (out && f)
         fclose(f);
     if (st == PX_OK && out)

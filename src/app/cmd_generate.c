@@ -154,16 +154,16 @@ static char *read_text(const char *path, px_err *err)
 static void print_summary(const char *pool, const px_gen_summary *sum, FILE *f)
 {
     char db[1100];
-    snprintf(db, sizeof db, "%s/%s", pool, PX_STORE_FILE);
-    px_store *s;
+    snprintf(db, sizeof db, "%s/%s", pool, PX_MANIFEST_FILE);
+    px_manifest *s;
     px_err err;
-    if (px_store_open(db, 1, &s, &err) != PX_OK) {
+    if (px_manifest_open(db, 1, &s, &err) != PX_OK) {
         fprintf(stderr, "pixpipe: %s\n", err.msg);
         return;
     }
-    px_store_stat *st;
+    px_manifest_stat *st;
     size_t n;
-    if (px_store_stats(s, &st, &n, &err) == PX_OK) {
+    if (px_manifest_stats(s, &st, &n, &err) == PX_OK) {
         fprintf(f, "%-40s %-10s %7s %7s %7s %8s %6s\n", "theme", "type", "quota", "good",
                 "flagged", "rejected", "failed");
         int tq = 0, tg = 0, tr = 0, tf = 0, tfl = 0;
@@ -187,7 +187,7 @@ static void print_summary(const char *pool, const px_gen_summary *sum, FILE *f)
             "%.1f s\n",
             sum->rendered, sum->accepted, sum->flagged, sum->rejected, sum->jobs_failed,
             sum->prompts_written, sum->prompts_dup, dup, sum->servers_set_aside, sum->seconds);
-    px_store_close(s);
+    px_manifest_close(s);
 }
 
 static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
@@ -382,17 +382,17 @@ int px_cmd_generate(int argc, char **argv)
         if (!out_file) { /* in the stored image's format, else --format's */
             const char *ext = px_gen_format_ext(format >= 0 ? format : PX_GEN_PNG);
             char db[1100], stored_ext[8] = "";
-            snprintf(db, sizeof db, "%s/%s", o.pool, PX_STORE_FILE);
-            px_store *s = NULL;
-            px_store_image im;
-            if (format < 0 && px_store_open(db, 1, &s, NULL) == PX_OK &&
-                px_store_get_image(s, rerender, &im, NULL) == PX_OK) {
+            snprintf(db, sizeof db, "%s/%s", o.pool, PX_MANIFEST_FILE);
+            px_manifest *s = NULL;
+            px_manifest_image im;
+            if (format < 0 && px_manifest_open(db, 1, &s, NULL) == PX_OK &&
+                px_manifest_get_image(s, rerender, &im, NULL) == PX_OK) {
                 const char *dot = strrchr(im.path, '.');
                 if (dot && strlen(dot) < sizeof stored_ext)
                     snprintf(stored_ext, sizeof stored_ext, "%s", dot + 1);
-                px_store_image_clear(&im);
+                px_manifest_image_clear(&im);
             }
-            px_store_close(s);
+            px_manifest_close(s);
             snprintf(def, sizeof def, "%s/rerender-%d.%s", o.pool, rerender,
                      stored_ext[0] ? stored_ext : ext);
             out_file = def;
@@ -498,7 +498,7 @@ int px_cmd_generate(int argc, char **argv)
                 rc = PX_EXIT_SETUP;
                 goto out;
             }
-            px_store_strings_free(v, n);
+            px_manifest_strings_free(v, n);
             px_gen_writer_destroy(probe);
         }
     }

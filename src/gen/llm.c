@@ -178,7 +178,7 @@ int px_gen_llm_parse(const char *body, size_t len, char ***out, size_t *nout, px
         char *t;
         int r = trim_into(json_string_value(e), json_string_length(e), &t);
         if (r < 0) {
-            px_store_strings_free(v, k);
+            px_manifest_strings_free(v, k);
             st = px_err_set(err, PX_ENOMEM, "LLM answer: out of memory");
             goto out;
         }

@@ -151,7 +151,7 @@ typedef struct {
 enum { R_DONE = 0, R_RETRY, R_FAILED, R_FATAL, R_UNRUN };
 
 typedef struct {
-    px_store_job job;
+    px_manifest_job job;
     int slot;
     int kind;
     char status[16]; /* image status when R_DONE */
@@ -168,7 +168,7 @@ typedef struct {
 
 struct run {
     const px_gen_opts *o;
-    px_store *store;
+    px_manifest *store;
     px_gen_style style;
     slot *slots;
     int nslots;
@@ -186,7 +186,7 @@ struct run {
 
 /* ---- the work of one job ------------------------------------------------------ */
 
-static void build_parameters(const px_store_job *j, const char *model, char *out, size_t cap)
+static void build_parameters(const px_manifest_job *j, const char *model, char *out, size_t cap)
 {
     snprintf(out, cap,
              "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %lld, "
@@ -195,11 +195,11 @@ static void build_parameters(const px_store_job *j, const char *model, char *out
              j->height, model && *model ? model : "default");
 }
 
-static char *build_json(const px_store_job *j, const char *server_url,
+static char *build_json(const px_manifest_job *j, const char *server_url,
                         const px_gen_check_result *cr, const char *checks_json)
 {
     char now[32], ph[17];
-    px_store_now_iso(now, sizeof now);
+    px_manifest_now_iso(now, sizeof now);
     snprintf(ph, sizeof ph, "%016llx", (unsigned long long)cr->phash);
     json_t *o = json_pack(
         "{s:I, s:s, s:s, s:s, s:s, s:s, s:I, s:i, s:i, s:i, s:f, s:s, s:s, s:s, s:s, s:s, s:s, "
@@ -219,7 +219,7 @@ static char *build_json(const px_store_job *j, const char *server_url,
     return s;
 }
 
-static void rel_path(const px_store_job *j, int rejected, int format, char *out, size_t cap)
+static void rel_path(const px_manifest_job *j, int rejected, int format, char *out, size_t cap)
 {
     snprintf(out, cap, "%s%s/%s/%lld.%s", rejected ? "rejected/" : "", j->theme_slug, j->type,
              (long long)j->id, px_gen_format_ext(format));
@@ -235,7 +235,7 @@ static int gen_format(px_format f)
 
 /* Looks for a finished file of this job left by a killed run (see top), in
  * any pool format: the run that left it may have been asked for another. */
-static int find_orphan(run *r, const px_store_job *j, px_buf *payload)
+static int find_orphan(run *r, const px_manifest_job *j, px_buf *payload)
 {
     for (int k = 0; k < 6; k++) {
         int rej = k & 1, fmt = (r->o->format + k / 2) % 3;
@@ -317,7 +317,7 @@ static int phash_decide(run *r, int64_t id, px_gen_check_result *cr)
 static int process_payload(run *r, job_item *it, const px_buf *payload, const char *server_url,
                            double render_ms, int adopted)
 {
-    px_store_job *j = &it->job;
+    px_manifest_job *j = &it->job;
     px_gen_rgb img;
     int st = px_gen_decode(payload->data, payload->len, 0, &img, &it->err);
     if (st != PX_OK)
@@ -373,7 +373,7 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
     if (st == PX_OK) {
         char sha[65];
         px_gen_sha256_hex(png.data, png.len, sha);
-        px_store_image_rec rec = {.job_id = j->id,
+        px_manifest_image_rec rec = {.job_id = j->id,
                                   .path = rel,
                                   .sha256 = sha,
                                   .bytes = (int64_t)png.len,
@@ -385,7 +385,7 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
                                   .checks = checks,
                                   .server = server_url,
                                   .render_ms = render_ms};
-        st = px_store_add_image(r->store, &rec, &it->err);
+        st = px_manifest_add_image(r->store, &rec, &it->err);
         if (st != PX_OK) {
             /* not recorded, so not kept: the job stays pending and renders again later */
             unlink(path);
@@ -459,7 +459,7 @@ static void *worker_main(void *arg)
         double t0 = px_now_ms(), ms = 0;
         int adopted = find_orphan(r, &it->job, &payload);
         if (!adopted) {
-            st = px_store_job_start(r->store, it->job.id, sv->url, &it->err);
+            st = px_manifest_job_start(r->store, it->job.id, sv->url, &it->err);
             if (st != PX_OK) {
                 it->kind = R_FATAL;
                 px_queue_push(r->results, it);
@@ -490,11 +490,11 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&sv->mu);
         } else if (st == PX_EIO || st == PX_ENOMEM || st == PX_EBUSY) {
             /* our side failed (disk full, database locked...): stop the run, keep the job */
-            px_store_job_fail(r->store, it->job.id, it->err.msg, 0, NULL);
+            px_manifest_job_fail(r->store, it->job.id, it->err.msg, 0, NULL);
             it->kind = R_FATAL;
         } else {
             int give_up = it->job.attempts >= o->max_attempts;
-            px_store_job_fail(r->store, it->job.id, it->err.msg, give_up, NULL);
+            px_manifest_job_fail(r->store, it->job.id, it->err.msg, give_up, NULL);
             it->kind = give_up ? R_FAILED : R_RETRY;
             pthread_mutex_lock(&sv->mu);
             sv->consecutive++;
@@ -555,7 +555,7 @@ static void item_free(job_item *it)
 {
     if (!it)
         return;
-    px_store_job_clear(&it->job);
+    px_manifest_job_clear(&it->job);
     free(it);
 }
 
@@ -596,7 +596,7 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
         snprintf(prompt, sizeof prompt, "%s, %s", scenes[i], r->style.suffix[s->type]);
         snprintf(neg, sizeof neg, "%s%s%s", r->style.negative[s->type],
                  c->allow_people ? "" : ", ", c->allow_people ? "" : r->style.no_people);
-        px_store_job j = {.theme = (char *)s->theme,
+        px_manifest_job j = {.theme = (char *)s->theme,
                           .theme_slug = (char *)s->slug,
                           .type = (char *)px_gen_type_name(s->type),
                           .prompt = prompt,
@@ -611,7 +611,7 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
                           .backend = (char *)px_gen_backend_name(r->o->backend),
                           .model = (char *)c->render.model};
         int64_t id;
-        st = px_store_add_job(r->store, &j, px_gen_writer_name(wr), sub, &id, NULL, err);
+        st = px_manifest_add_job(r->store, &j, px_gen_writer_name(wr), sub, &id, NULL, err);
         if (st != PX_OK)
             break;
         job_item *it = calloc(1, sizeof *it);
@@ -620,7 +620,7 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
             break;
         }
         it->slot = si;
-        st = px_store_get_job(r->store, id, &it->job, err);
+        st = px_manifest_get_job(r->store, id, &it->job, err);
         if (st == PX_OK)
             st = fifo_push(f, it) == PX_OK ? PX_OK : px_err_set(err, PX_ENOMEM, "out of memory");
         if (st != PX_OK) {
@@ -631,7 +631,7 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
         s->made++;
         made++;
     }
-    px_store_strings_free(scenes, n);
+    px_manifest_strings_free(scenes, n);
     /* a writer that only repeats itself would spin here forever */
     s->dry = made ? 0 : s->dry + 1;
     return st;
@@ -701,14 +701,14 @@ static int check_opts(const px_gen_opts *o, px_err *err)
     return PX_OK;
 }
 
-static int open_pool(const px_gen_opts *o, px_store **st_out, px_err *err)
+static int open_pool(const px_gen_opts *o, px_manifest **st_out, px_err *err)
 {
     int st = mkdirs(o->pool, err);
     if (st != PX_OK)
         return st;
     char db[1100];
-    snprintf(db, sizeof db, "%s/%s", o->pool, PX_STORE_FILE);
-    return px_store_open(db, 0, st_out, err);
+    snprintf(db, sizeof db, "%s/%s", o->pool, PX_MANIFEST_FILE);
+    return px_manifest_open(db, 0, st_out, err);
 }
 
 int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
@@ -729,7 +729,7 @@ int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
         (st = open_pool(o, &r.store, err)) != PX_OK)
         goto out;
     int64_t cid = 0;
-    if ((st = px_store_add_campaign(r.store, c->name, c->json ? c->json : "{}", &cid, err)))
+    if ((st = px_manifest_add_campaign(r.store, c->name, c->json ? c->json : "{}", &cid, err)))
         goto out;
     r.slots = calloc((size_t)c->nthemes * PX_GEN_NTYPES, sizeof *r.slots);
     if (!r.slots) {
@@ -745,9 +745,9 @@ int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
             s->slug = c->themes[t].slug;
             s->type = k;
             s->quota = c->themes[t].quota[k];
-            if ((st = px_store_set_quota(r.store, cid, s->theme, s->slug, px_gen_type_name(k),
+            if ((st = px_manifest_set_quota(r.store, cid, s->theme, s->slug, px_gen_type_name(k),
                                          s->quota, err)) ||
-                (st = px_store_count(r.store, s->slug, px_gen_type_name(k), &s->good, NULL, NULL,
+                (st = px_manifest_count(r.store, s->slug, px_gen_type_name(k), &s->good, NULL, NULL,
                                      &s->rejected, err)))
                 goto out;
             char dir[1200];
@@ -758,11 +758,11 @@ int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
         }
     /* resume: what was running when the last run died goes back in line */
     int reset = 0;
-    if ((st = px_store_reset_running(r.store, &reset, err)))
+    if ((st = px_manifest_reset_running(r.store, &reset, err)))
         goto out;
-    px_store_job *pend = NULL;
+    px_manifest_job *pend = NULL;
     size_t npend = 0;
-    if ((st = px_store_list_jobs(r.store, "pending", 0, &pend, &npend, err)))
+    if ((st = px_manifest_list_jobs(r.store, "pending", 0, &pend, &npend, err)))
         goto out;
     for (size_t i = 0; i < npend; i++) {
         int si = find_slot(&r, pend[i].theme_slug, pend[i].type);
@@ -771,7 +771,7 @@ int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
         job_item *it = calloc(1, sizeof *it);
         if (!it || fifo_push(&f, it) != PX_OK) {
             free(it);
-            px_store_jobs_free(pend, npend);
+            px_manifest_jobs_free(pend, npend);
             st = px_err_set(err, PX_ENOMEM, "out of memory");
             goto out;
         }
@@ -780,24 +780,24 @@ int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
         it->slot = si;
         r.slots[si].open++;
     }
-    px_store_jobs_free(pend, npend);
+    px_manifest_jobs_free(pend, npend);
     /* near-duplicate filter over every prompt of the pool */
     if ((st = px_gen_dedup_create(o->dedup_threshold, &dd, err)) ||
-        (st = px_store_all_prompts(r.store, &prompts, &nprompts, err)))
+        (st = px_manifest_all_prompts(r.store, &prompts, &nprompts, err)))
         goto out;
     for (size_t i = 0; i < nprompts; i++)
         if (px_gen_dedup_add(dd, prompts[i]) < 0) {
             st = px_err_set(err, PX_ENOMEM, "dedup: out of memory");
             goto out;
         }
-    px_store_strings_free(prompts, nprompts);
+    px_manifest_strings_free(prompts, nprompts);
     prompts = NULL;
-    if ((st = px_store_all_phashes(r.store, &r.ph_ids, &r.ph, &r.nph, err)))
+    if ((st = px_manifest_all_phashes(r.store, &r.ph_ids, &r.ph, &r.nph, err)))
         goto out;
     r.phcap = r.nph;
     int64_t next_seed = 0;
     if (o->seed >= 0) {
-        if ((st = px_store_max_job_id(r.store, &next_seed, err)))
+        if ((st = px_manifest_max_job_id(r.store, &next_seed, err)))
             goto out;
         next_seed += o->seed + 1;
     }
@@ -969,7 +969,7 @@ int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
     sum->complete = 1;
     for (int i = 0; i < r.nslots; i++) {
         int good = 0;
-        px_store_count(r.store, r.slots[i].slug, px_gen_type_name(r.slots[i].type), &good, NULL,
+        px_manifest_count(r.store, r.slots[i].slug, px_gen_type_name(r.slots[i].type), &good, NULL,
                        NULL, NULL, NULL);
         if (good < r.slots[i].quota)
             sum->complete = 0;
@@ -995,9 +995,9 @@ out:
     free(r.slots);
     free(r.ph_ids);
     free(r.ph);
-    px_store_strings_free(prompts, nprompts);
+    px_manifest_strings_free(prompts, nprompts);
     px_gen_dedup_destroy(dd);
-    px_store_close(r.store);
+    px_manifest_close(r.store);
     pthread_mutex_destroy(&r.phash_mu);
     sum->seconds = (px_now_ms() - t0) / 1000;
     return st;
@@ -1011,17 +1011,17 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
     if (!o->pool || o->nservers <= 0)
         return px_err_set(err, PX_EINVAL, "rerender: needs --out POOL and a --server");
     char db[1100];
-    snprintf(db, sizeof db, "%s/%s", o->pool, PX_STORE_FILE);
-    px_store *s = NULL;
-    int st = px_store_open(db, 0, &s, err);
+    snprintf(db, sizeof db, "%s/%s", o->pool, PX_MANIFEST_FILE);
+    px_manifest *s = NULL;
+    int st = px_manifest_open(db, 0, &s, err);
     if (st != PX_OK)
         return st;
-    px_store_job j;
+    px_manifest_job j;
     px_gen_client *http = NULL;
     px_buf payload = {0}, png = {0};
     px_gen_rgb img = {0}, old = {0};
     char *meta = NULL;
-    if ((st = px_store_get_job(s, id, &j, err)))
+    if ((st = px_manifest_get_job(s, id, &j, err)))
         goto out;
     if ((st = px_gen_client_create(&http, err)))
         goto out;
@@ -1046,15 +1046,15 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
         goto out;
     }
     /* the file's format: out_path's extension, else the stored image's, else the pool's */
-    px_store_image stored;
+    px_manifest_image stored;
     uint8_t *d = NULL;
     size_t n = 0;
-    if (px_store_get_image(s, id, &stored, NULL) == PX_OK) {
+    if (px_manifest_get_image(s, id, &stored, NULL) == PX_OK) {
         char path[1200];
         snprintf(path, sizeof path, "%s/%s", o->pool, stored.path);
         if (px_read_file(path, (size_t)256 << 20, &d, &n, NULL) != PX_OK)
             d = NULL;
-        px_store_image_clear(&stored);
+        px_manifest_image_clear(&stored);
     }
     int fmt = gen_format(px_format_from_path(out_path));
     if (fmt < 0)
@@ -1084,7 +1084,7 @@ out:
     px_buf_free(&payload);
     px_buf_free(&png);
     px_gen_client_destroy(http);
-    px_store_job_clear(&j);
-    px_store_close(s);
+    px_manifest_job_clear(&j);
+    px_manifest_close(s);
     return st;
 }

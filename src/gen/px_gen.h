@@ -7,7 +7,7 @@
  * dropped; render backends (AUTOMATIC1111, OpenAI images, ComfyUI) on one or
  * more servers turn prompts into images; automatic checks accept, flag or
  * reject each image; everything is recorded in the pool's manifest
- * (px_store.h), so a run resumes after any crash.
+ * (px_manifest.h), so a run resumes after any crash.
  *
  * Pool layout: POOL/manifest.sqlite, POOL/<theme-slug>/<type>/<id>.png (or
  * .jpg / .webp, px_gen_opts.format), POOL/rejected/<theme-slug>/<type>/<id>.png
@@ -20,7 +20,7 @@
 #define PX_GEN_H
 
 #include "../core/px_core.h"
-#include "px_store.h"
+#include "../manifest/px_manifest.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -124,7 +124,7 @@ px_gen_llm_opts px_gen_llm_opts_default(void);
 int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_err *err);
 
 /* Writes up to n (1..50) scene descriptions for theme/type. *out gets a
- * malloc'd array of *nout malloc'd strings (free with px_store_strings_free);
+ * malloc'd array of *nout malloc'd strings (free with px_manifest_strings_free);
  * subtopic (cap bytes, may be NULL) receives a note of the variation asked
  * for. The offline writer fails with PX_ENOTFOUND "no vocabulary for theme
  * ...; use an LLM (--llm URL)" for an unknown theme. Not thread-safe per writer. */
@@ -306,9 +306,6 @@ int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err);
  * is 1 when the pixels equal the stored image's. */
 int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int *same,
                     px_err *err);
-
-/* Writes the pool manifest as CSV (jsonl == 0) or JSON Lines to f (a FILE*). */
-int px_gen_export(px_store *s, void *file, int jsonl, px_err *err);
 
 #ifdef __cplusplus
 }

@@ -304,7 +304,7 @@ static int offline_write(px_gen_writer *w, const char *theme, const char *slug, 
     }
     px_buf_free(&x.out);
     if (st != PX_OK) {
-        px_store_strings_free(v, (size_t)k);
+        px_manifest_strings_free(v, (size_t)k);
         return st;
     }
     px_gen_writer_count(w, 1, 0);

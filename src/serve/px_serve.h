@@ -50,7 +50,7 @@ typedef struct px_serve_opts {
                                    Copied by px_server_create. */
     px_face_detector *detector; /* borrowed, must outlive the server; NULL: /v1/anonymize is 503 */
     px_anon_opts anon;          /* defaults for anonymize requests (query parameters override) */
-    const char *pool_dir;       /* pool folder holding manifest.sqlite (src/gen/px_store.h);
+    const char *pool_dir;       /* pool folder holding manifest.sqlite (src/manifest/px_manifest.h);
                                    NULL: the pool routes answer 404 */
     int log_requests;           /* one px_log line per request at INFO (default 0: DEBUG) */
 } px_serve_opts;
@@ -86,22 +86,6 @@ int px_server_metrics_text(px_server *srv, px_buf *out);
 /* Parses "ADDR:PORT", "[V6ADDR]:PORT" or ":PORT"/"PORT" (address unchanged)
  * into addr (capacity addr_cap) and *port. PX_EINVAL with a message otherwise. */
 int px_serve_parse_listen(const char *s, char *addr, size_t addr_cap, int *port, px_err *err);
-
-/* ---- Export of the approved images (`pixpipe export --approved DIR`) ----
- * Copies every image whose latest expert verdict is "approve" from the pool
- * at pool_dir into out_dir in a stock layout, out_dir/<theme_slug>/<type>/<id>.<ext>,
- * and writes out_dir/metadata.csv (RFC 4180, UTF-8, one row per image:
- * file,id,theme,theme_slug,type,width,height,title,prompt,sha256,bytes,
- * reviewer,approved_at,backend,model,seed). Each file and the CSV are written
- * atomically; files already exported with the same bytes are rewritten
- * harmlessly, so it can be re-run as more images get approved. *n_out (may be
- * NULL) receives the number of images exported. PX_ENOTFOUND for a missing
- * pool or image file, PX_ECORRUPT for a manifest row whose theme slug or type
- * is not a safe folder name, PX_EIO for a write failure (err names the path);
- * files copied before a failure stay, metadata.csv is only written on success.
- * Not thread-safe with respect to other exports into the same out_dir. */
-int px_serve_export_approved(const char *pool_dir, const char *out_dir, size_t *n_out,
-                             px_err *err);
 
 /* ---- Built-in web assets (the review page), generated at build time ---- */
 typedef struct px_serve_asset {

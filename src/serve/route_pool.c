@@ -1,6 +1,6 @@
 /*
  * The pool endpoints, backed by the generation pipeline's SQLite manifest
- * (src/gen/px_store.h):
+ * (src/manifest/px_manifest.h):
  *
  *   GET  /v1/pool/stats                    per theme and type: quota, automatic check
  *                                          results and expert verdicts
@@ -31,12 +31,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "gen/px_store.h"
+#include "manifest/px_manifest.h"
 
 #define VERDICT_BODY_MAX (64 * 1024)
 
 struct px_pool_ctx {
-    px_store *store;
+    px_manifest *store;
     char dir[PATH_MAX]; /* the pool folder, resolved (no symlinks, no trailing '/') */
 };
 
@@ -50,14 +50,16 @@ int px_pool_open(px_server *srv, const char *pool_dir, px_err *err)
         return px_err_set(err, PX_ENOTFOUND, "pool '%s': %s", pool_dir, strerror(errno));
     }
     char db[PATH_MAX + 32];
-    snprintf(db, sizeof db, "%s/%s", p->dir, PX_STORE_FILE);
+    snprintf(db, sizeof db, "%s/%s", p->dir, PX_MANIFEST_FILE);
     struct stat stt;
     if (stat(db, &stt) != 0) {
         free(p);
-        return px_err_set(err, PX_ENOTFOUND, "pool '%s': no %s in it (make one with pixpipe "
-                                             "generate)", pool_dir, PX_STORE_FILE);
+        return px_err_set(err, PX_ENOTFOUND,
+                          "pool '%s': no %s in it (make one with pixpipe "
+                          "generate)",
+                          pool_dir, PX_MANIFEST_FILE);
     }
-    int st = px_store_open(db, 0, &p->store, err);
+    int st = px_manifest_open(db, 0, &p->store, err);
     if (st != PX_OK) {
         free(p);
         return st;
@@ -70,7 +72,7 @@ void px_pool_close(px_server *srv)
 {
     if (!srv->pool)
         return;
-    px_store_close(srv->pool->store);
+    px_manifest_close(srv->pool->store);
     free(srv->pool);
     srv->pool = NULL;
 }
@@ -85,7 +87,7 @@ static int store_http_status(int st)
     return st == PX_EINVAL ? 400 : st == PX_ENOTFOUND ? 404 : st == PX_ELIMIT ? 413 : 500;
 }
 
-static json_t *image_json(const px_store_image *m)
+static json_t *image_json(const px_manifest_image *m)
 {
     json_t *checks = m->checks && *m->checks ? json_loads(m->checks, 0, NULL) : NULL;
     if (!checks)
@@ -95,11 +97,11 @@ static json_t *image_json(const px_store_image *m)
     return json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:i,s:i,s:s,s:s,s:s,s:o,s:s,s:s,s:I,s:s,s:s,s:s,"
                      "s:s,s:s,s:s}",
                      "id", (json_int_t)m->id, "theme", m->theme, "theme_slug", m->theme_slug,
-                     "type", m->type, "sha256", m->sha256, "bytes", (json_int_t)m->bytes,
-                     "width", m->width, "height", m->height, "phash", phash, "status", m->status,
-                     "reason", m->reason, "checks", checks, "prompt", m->prompt, "negative",
-                     m->negative, "seed", (json_int_t)m->seed, "backend", m->backend, "model",
-                     m->model, "created_at", m->created_at, "verdict", m->verdict, "verdict_by",
+                     "type", m->type, "sha256", m->sha256, "bytes", (json_int_t)m->bytes, "width",
+                     m->width, "height", m->height, "phash", phash, "status", m->status, "reason",
+                     m->reason, "checks", checks, "prompt", m->prompt, "negative", m->negative,
+                     "seed", (json_int_t)m->seed, "backend", m->backend, "model", m->model,
+                     "created_at", m->created_at, "verdict", m->verdict, "verdict_by",
                      m->verdict_by, "file", ""); /* "file" is filled in by the caller */
 }
 
@@ -112,10 +114,10 @@ static void set_file_url(json_t *o, int64_t id)
 
 static enum MHD_Result pool_stats(struct MHD_Connection *c, px_req *r)
 {
-    px_store_stat *s = NULL;
+    px_manifest_stat *s = NULL;
     size_t n = 0;
     px_err err = {{0}};
-    int st = px_store_stats(r->srv->pool->store, &s, &n, &err);
+    int st = px_manifest_stats(r->srv->pool->store, &s, &n, &err);
     if (st != PX_OK)
         return px_reply_error(c, r, 500, "%s", err.msg);
     json_t *slots = json_array();
@@ -124,13 +126,12 @@ static enum MHD_Result pool_stats(struct MHD_Connection *c, px_req *r)
         int need = s[i].quota - s[i].approved;
         json_array_append_new(
             slots, json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "theme",
-                             s[i].theme, "theme_slug", s[i].theme_slug, "type", s[i].type,
-                             "quota", s[i].quota, "accepted", s[i].accepted, "flagged",
-                             s[i].flagged, "rejected", s[i].rejected, "jobs_pending",
-                             s[i].jobs_pending, "jobs_failed", s[i].jobs_failed, "approved",
-                             s[i].approved, "expert_rejected", s[i].expert_rejected, "skipped",
-                             s[i].skipped, "unreviewed", s[i].unreviewed, "need",
-                             need > 0 ? need : 0));
+                             s[i].theme, "theme_slug", s[i].theme_slug, "type", s[i].type, "quota",
+                             s[i].quota, "accepted", s[i].accepted, "flagged", s[i].flagged,
+                             "rejected", s[i].rejected, "jobs_pending", s[i].jobs_pending,
+                             "jobs_failed", s[i].jobs_failed, "approved", s[i].approved,
+                             "expert_rejected", s[i].expert_rejected, "skipped", s[i].skipped,
+                             "unreviewed", s[i].unreviewed, "need", need > 0 ? need : 0));
         tq += s[i].quota;
         ta += s[i].approved;
         tr += s[i].expert_rejected;
@@ -142,8 +143,8 @@ static enum MHD_Result pool_stats(struct MHD_Connection *c, px_req *r)
     return px_reply_json(c, r, 200,
                          json_pack("{s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I}}", "slots", slots, "totals",
                                    "quota", (json_int_t)tq, "images", (json_int_t)tg, "approved",
-                                   (json_int_t)ta, "expert_rejected", (json_int_t)tr,
-                                   "unreviewed", (json_int_t)tp, "skipped", (json_int_t)tu));
+                                   (json_int_t)ta, "expert_rejected", (json_int_t)tr, "unreviewed",
+                                   (json_int_t)tp, "skipped", (json_int_t)tu));
 }
 
 /* A short filter string from the query: NULL when absent or empty, or an
@@ -174,7 +175,7 @@ static enum MHD_Result pool_images(struct MHD_Connection *c, px_req *r)
     static const char *const types[] = {"interiors", "exteriors", "items", NULL};
     static const char *const statuses[] = {"accepted", "flagged", "rejected", NULL};
     static const char *const verdicts[] = {"any", "none", "approve", "reject", "skip", NULL};
-    px_store_filter f;
+    px_manifest_filter f;
     memset(&f, 0, sizeof f);
     const char *verdict;
     px_err err = {{0}};
@@ -207,9 +208,9 @@ static enum MHD_Result pool_images(struct MHD_Connection *c, px_req *r)
             return px_reply_error(c, r, 400, "query after='%.40s': expected an image id >= 0", v);
         f.after_id = x;
     }
-    px_store_image *imgs = NULL;
+    px_manifest_image *imgs = NULL;
     size_t n = 0;
-    int st = px_store_list_images(r->srv->pool->store, &f, &imgs, &n, &err);
+    int st = px_manifest_list_images(r->srv->pool->store, &f, &imgs, &n, &err);
     if (st != PX_OK)
         return px_reply_error(c, r, store_http_status(st), "%s", err.msg);
     json_t *arr = json_array();
@@ -220,11 +221,12 @@ static enum MHD_Result pool_images(struct MHD_Connection *c, px_req *r)
         json_array_append_new(arr, o);
     }
     /* a full page may have a next one: the client asks again with after=next_after */
-    json_t *next = n == (size_t)f.limit && n > 0 ? json_integer((json_int_t)imgs[n - 1].id)
-                                                  : json_null();
-    px_store_images_free(imgs, n);
-    return px_reply_json(c, r, 200, json_pack("{s:o,s:I,s:o}", "images", arr, "count",
-                                              (json_int_t)n, "next_after", next));
+    json_t *next =
+        n == (size_t)f.limit && n > 0 ? json_integer((json_int_t)imgs[n - 1].id) : json_null();
+    px_manifest_images_free(imgs, n);
+    return px_reply_json(
+        c, r, 200,
+        json_pack("{s:o,s:I,s:o}", "images", arr, "count", (json_int_t)n, "next_after", next));
 }
 
 static const char *content_type_of(const char *path)
@@ -239,32 +241,32 @@ static const char *content_type_of(const char *path)
     return "application/octet-stream";
 }
 
-static enum MHD_Result pool_image_json(struct MHD_Connection *c, px_req *r, px_store_image *m)
+static enum MHD_Result pool_image_json(struct MHD_Connection *c, px_req *r, px_manifest_image *m)
 {
-    px_store_verdict *v = NULL;
+    px_manifest_verdict *v = NULL;
     size_t n = 0;
     px_err err = {{0}};
-    int st = px_store_list_verdicts(r->srv->pool->store, m->id, &v, &n, &err);
+    int st = px_manifest_list_verdicts(r->srv->pool->store, m->id, &v, &n, &err);
     if (st != PX_OK)
         return px_reply_error(c, r, 500, "%s", err.msg);
     json_t *o = image_json(m);
     set_file_url(o, m->id);
     json_t *hist = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(hist, json_pack("{s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)v[i].id,
-                                              "reviewer", v[i].reviewer, "verdict", v[i].verdict,
-                                              "reason", v[i].reason, "created_at",
-                                              v[i].created_at));
-    px_store_verdicts_free(v, n);
+        json_array_append_new(hist,
+                              json_pack("{s:I,s:s,s:s,s:s,s:s}", "id", (json_int_t)v[i].id,
+                                        "reviewer", v[i].reviewer, "verdict", v[i].verdict,
+                                        "reason", v[i].reason, "created_at", v[i].created_at));
+    px_manifest_verdicts_free(v, n);
     json_object_set_new(o, "verdicts", hist);
     return px_reply_json(c, r, 200, o);
 }
 
 static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
 {
-    px_store_image m;
+    px_manifest_image m;
     px_err err = {{0}};
-    int st = px_store_get_image(r->srv->pool->store, r->id, &m, &err);
+    int st = px_manifest_get_image(r->srv->pool->store, r->id, &m, &err);
     if (st == PX_ENOTFOUND)
         return px_reply_error(c, r, 404, "no image with id %lld in the pool", (long long)r->id);
     if (st != PX_OK)
@@ -272,7 +274,7 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
     const char *fmt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
     if (fmt && !strcmp(fmt, "json")) {
         enum MHD_Result ret = pool_image_json(c, r, &m);
-        px_store_image_clear(&m);
+        px_manifest_image_clear(&m);
         return ret;
     }
     char joined[2 * PATH_MAX], real[PATH_MAX];
@@ -284,7 +286,7 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
     if (m.path[0] == '/' || !realpath(joined, real) || strncmp(real, dir, dl) || real[dl] != '/') {
         ret = px_reply_error(c, r, 404, "image %lld: file '%s' is missing from the pool",
                              (long long)r->id, m.path);
-        px_store_image_clear(&m);
+        px_manifest_image_clear(&m);
         return ret;
     }
     int fd = open(real, O_RDONLY | O_CLOEXEC);
@@ -293,13 +295,13 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
         if (fd >= 0)
             close(fd);
         ret = px_reply_error(c, r, 404, "image %lld: cannot open '%s'", (long long)r->id, m.path);
-        px_store_image_clear(&m);
+        px_manifest_image_clear(&m);
         return ret;
     }
     struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)sb.st_size, fd);
     if (!resp) {
         close(fd);
-        px_store_image_clear(&m);
+        px_manifest_image_clear(&m);
         return MHD_NO;
     }
     char etag[80];
@@ -308,15 +310,16 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
     /* an id always names the same bytes (a re-render gets a new id) */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "private, max-age=86400");
     ret = px_reply_response(c, r, 200, resp, content_type_of(m.path));
-    px_store_image_clear(&m);
+    px_manifest_image_clear(&m);
     return ret;
 }
 
 static enum MHD_Result pool_verdict(struct MHD_Connection *c, px_req *r)
 {
     if (r->body.len == 0)
-        return px_reply_error(c, r, 400, "verdict: empty body; expected JSON {\"verdict\": "
-                                         "\"approve|reject|skip\", \"reviewer\": \"...\"}");
+        return px_reply_error(c, r, 400,
+                              "verdict: empty body; expected JSON {\"verdict\": "
+                              "\"approve|reject|skip\", \"reviewer\": \"...\"}");
     if (r->body.len > VERDICT_BODY_MAX)
         return px_reply_error(c, r, 413, "verdict: body over %d bytes", VERDICT_BODY_MAX);
     json_error_t je;
@@ -331,10 +334,11 @@ static enum MHD_Result pool_verdict(struct MHD_Connection *c, px_req *r)
     json_t *jr = json_object_get(v, "reason");
     const char *reason = jr ? json_string_value(jr) : "";
     enum MHD_Result ret;
-    if (!verdict || (strcmp(verdict, "approve") && strcmp(verdict, "reject") &&
-                     strcmp(verdict, "skip")))
-        ret = px_reply_error(c, r, 400, "verdict: field \"verdict\" must be \"approve\", "
-                                        "\"reject\" or \"skip\"");
+    if (!verdict ||
+        (strcmp(verdict, "approve") && strcmp(verdict, "reject") && strcmp(verdict, "skip")))
+        ret = px_reply_error(c, r, 400,
+                             "verdict: field \"verdict\" must be \"approve\", "
+                             "\"reject\" or \"skip\"");
     else if (!reviewer || !*reviewer)
         ret = px_reply_error(c, r, 400, "verdict: field \"reviewer\" must be a non-empty string");
     else if (!reason)
@@ -344,8 +348,8 @@ static enum MHD_Result pool_verdict(struct MHD_Connection *c, px_req *r)
     else {
         int64_t vid = 0;
         px_err err = {{0}};
-        int st = px_store_add_verdict(r->srv->pool->store, r->id, reviewer, verdict, reason, &vid,
-                                      &err);
+        int st = px_manifest_add_verdict(r->srv->pool->store, r->id, reviewer, verdict, reason,
+                                         &vid, &err);
         if (st != PX_OK) {
             ret = px_reply_error(c, r, store_http_status(st), "%s", err.msg);
         } else {
@@ -365,10 +369,15 @@ enum MHD_Result px_pool_handle(struct MHD_Connection *c, px_req *r)
     if (!r->srv->pool)
         return px_reply_error(c, r, 404, "no pool: start the server with --pool DIR");
     switch (r->route) {
-    case PX_R_POOL_STATS: return pool_stats(c, r);
-    case PX_R_POOL_IMAGES: return pool_images(c, r);
-    case PX_R_POOL_IMAGE: return pool_image(c, r);
-    case PX_R_POOL_VERDICT: return pool_verdict(c, r);
-    default: return px_reply_error(c, r, 404, "no such endpoint");
+    case PX_R_POOL_STATS:
+        return pool_stats(c, r);
+    case PX_R_POOL_IMAGES:
+        return pool_images(c, r);
+    case PX_R_POOL_IMAGE:
+        return pool_image(c, r);
+    case PX_R_POOL_VERDICT:
+        return pool_verdict(c, r);
+    default:
+        return px_reply_error(c, r, 404, "no such endpoint");
     }
 }

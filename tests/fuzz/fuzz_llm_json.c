@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (size_t i = 0; i < k; i++)
                 if (strlen(v[i]) < 12 || strlen(v[i]) > 1000)
                     abort(); /* the documented bounds must hold */
-            px_store_strings_free(v, k);
+            px_manifest_strings_free(v, k);
         }
         break;
     }

@@ -31,7 +31,7 @@
 #include "fakes/fake_llm.h"
 #include "gen/gen_internal.h"
 #include "gen/px_gen.h"
-#include "gen/px_store.h"
+#include "manifest/px_manifest.h"
 
 static char g_tmp[64];
 
@@ -177,13 +177,13 @@ static void test_exact_quotas_campaign(void **state)
                      q1(s.pool, "SELECT COUNT(*) FROM images WHERE theme_slug='business-and-office' AND type='interiors' AND status!='rejected'"));
     assert_int_equal(tmp, 0);
     /* a file carries the A1111 parameters and our JSON, matching the manifest */
-    px_store *db;
+    px_manifest *db;
     char dbp[512];
     snprintf(dbp, sizeof dbp, "%s/manifest.sqlite", s.pool);
-    assert_int_equal(px_store_open(dbp, 1, &db, &e), PX_OK);
-    px_store_image img;
+    assert_int_equal(px_manifest_open(dbp, 1, &db, &e), PX_OK);
+    px_manifest_image img;
     long long first = q1(s.pool, "SELECT MIN(id) FROM images WHERE status='accepted'");
-    assert_int_equal(px_store_get_image(db, first, &img, &e), PX_OK);
+    assert_int_equal(px_manifest_get_image(db, first, &img, &e), PX_OK);
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", s.pool, img.path);
     assert_int_equal(px_read_file(path, 1 << 24, &data, &len, &e), PX_OK);
@@ -206,14 +206,14 @@ static void test_exact_quotas_campaign(void **state)
     free(params);
     free(json);
     free(data);
-    px_store_image_clear(&img);
+    px_manifest_image_clear(&img);
     /* export: one CSV row per image and a JSONL line per image */
     char out[512];
     snprintf(out, sizeof out, "%s/export.jsonl", g_tmp);
     FILE *fp = fopen(out, "w");
-    assert_int_equal(px_gen_export(db, fp, 1, &e), PX_OK);
+    assert_int_equal(px_manifest_export(db, fp, 1, &e), PX_OK);
     fclose(fp);
-    px_store_close(db);
+    px_manifest_close(db);
     assert_int_equal(px_read_file(out, 1 << 24, &data, &len, &e), PX_OK);
     int lines = 0;
     for (size_t i = 0; i < len; i++)
@@ -223,12 +223,12 @@ static void test_exact_quotas_campaign(void **state)
     /* `pixpipe export --approved`: experts approve three images, one of them
      * later rejected again; only the two whose latest verdict is approve are
      * copied, into THEME/TYPE/, with one metadata.csv row each */
-    assert_int_equal(px_store_open(dbp, 0, &db, &e), PX_OK);
+    assert_int_equal(px_manifest_open(dbp, 0, &db, &e), PX_OK);
     long long ids[3] = {first, first + 1, first + 2};
     for (int i = 0; i < 3; i++)
-        assert_int_equal(px_store_add_verdict(db, ids[i], "expert", "approve", NULL, NULL, &e), PX_OK);
-    assert_int_equal(px_store_add_verdict(db, ids[2], "expert", "reject", "blurry", NULL, &e), PX_OK);
-    px_store_close(db);
+        assert_int_equal(px_manifest_add_verdict(db, ids[i], "expert", "approve", NULL, NULL, &e), PX_OK);
+    assert_int_equal(px_manifest_add_verdict(db, ids[2], "expert", "reject", "blurry", NULL, &e), PX_OK);
+    px_manifest_close(db);
     char cmd[1400], stock[512];
     snprintf(stock, sizeof stock, "%s/stock", g_tmp);
     snprintf(cmd, sizeof cmd, "'%s' export --out '%s' --approved '%s' 2>/dev/null", PX_PIXPIPE_BIN, s.pool, stock);
@@ -496,7 +496,7 @@ static void test_llm_writer(void **state)
     size_t n;
     assert_int_equal(px_gen_writer_write(w, "Cosmic cats", "cosmic-cats", 0, 5, &v, &n, NULL, 0, &e), PX_OK);
     assert_int_equal(n, 5);
-    px_store_strings_free(v, n);
+    px_manifest_strings_free(v, n);
     /* always broken: a bounded number of tries, then a clear error */
     const int modes[] = {FAKE_LLM_WRONG, FAKE_LLM_BROKEN, FAKE_LLM_HTTP500};
     for (int i = 0; i < 3; i++) {
@@ -612,14 +612,14 @@ static void test_pool_formats(void **state)
     assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM images WHERE path LIKE '%.jpg' AND "
                                 "status!='rejected'"), 4);
     assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM images WHERE path NOT LIKE '%.jpg'"), 0);
-    px_store *db;
+    px_manifest *db;
     char dbp[600];
     snprintf(dbp, sizeof dbp, "%s/manifest.sqlite", s.pool);
-    assert_int_equal(px_store_open(dbp, 1, &db, &e), PX_OK);
+    assert_int_equal(px_manifest_open(dbp, 1, &db, &e), PX_OK);
     long long id = q1(s.pool, "SELECT MAX(id) FROM images");
-    px_store_image img;
-    assert_int_equal(px_store_get_image(db, id, &img, &e), PX_OK);
-    px_store_close(db);
+    px_manifest_image img;
+    assert_int_equal(px_manifest_get_image(db, id, &img, &e), PX_OK);
+    px_manifest_close(db);
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", s.pool, img.path);
     uint8_t *data;
@@ -641,7 +641,7 @@ static void test_pool_formats(void **state)
     free(params);
     free(json);
     free(data);
-    px_store_image_clear(&img);
+    px_manifest_image_clear(&img);
 
     /* killed between rename and commit; the resumed run asks for WebP */
     char sql[256];

@@ -16,7 +16,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include "gen/px_store.h"
+#include "manifest/px_manifest.h"
 #include "image/px_image.h"
 
 static int mkdir_p(const char *path)
@@ -50,24 +50,24 @@ int fx_make_pool(const char *dir, int per_slot, int quota, int64_t *first_id, px
     if (mkdir_p(dir) != 0)
         return px_err_set(err, PX_EIO, "%s: cannot create", dir);
     char db[1024];
-    snprintf(db, sizeof db, "%s/%s", dir, PX_STORE_FILE);
-    px_store *s = NULL;
-    int st = px_store_open(db, 0, &s, err);
+    snprintf(db, sizeof db, "%s/%s", dir, PX_MANIFEST_FILE);
+    px_manifest *s = NULL;
+    int st = px_manifest_open(db, 0, &s, err);
     if (st)
         return st;
     int64_t camp = 0;
-    st = px_store_add_campaign(s, "serve-test", "{\"name\":\"serve-test\"}", &camp, err);
+    st = px_manifest_add_campaign(s, "serve-test", "{\"name\":\"serve-test\"}", &camp, err);
     int n = 0;
     if (first_id)
         *first_id = 0;
     for (int t = 0; t < 2 && !st; t++)
         for (int y = 0; y < 2 && !st; y++) {
-            st = px_store_set_quota(s, camp, themes[t][0], themes[t][1], types[y], quota, err);
+            st = px_manifest_set_quota(s, camp, themes[t][0], themes[t][1], types[y], quota, err);
             for (int k = 0; k < per_slot && !st; k++, n++) {
                 char prompt[256];
                 snprintf(prompt, sizeof prompt, "a %s photo for %s, picture %d",
                          types[y], themes[t][0], k);
-                px_store_job j;
+                px_manifest_job j;
                 memset(&j, 0, sizeof j);
                 j.theme = (char *)themes[t][0];
                 j.theme_slug = (char *)themes[t][1];
@@ -83,7 +83,7 @@ int fx_make_pool(const char *dir, int per_slot, int quota, int64_t *first_id, px
                 j.backend = (char *)"a1111";
                 j.model = (char *)"test-model";
                 int64_t id = 0, seed = 0;
-                st = px_store_add_job(s, &j, "test", NULL, &id, &seed, err);
+                st = px_manifest_add_job(s, &j, "test", NULL, &id, &seed, err);
                 if (st)
                     break;
                 if (first_id && !*first_id)
@@ -113,7 +113,7 @@ int fx_make_pool(const char *dir, int per_slot, int quota, int64_t *first_id, px
                     st = px_write_file_atomic(full, png.data, png.len, err);
                 if (!st) {
                     sha256_hex(png.data, png.len, hex);
-                    px_store_image_rec rec;
+                    px_manifest_image_rec rec;
                     memset(&rec, 0, sizeof rec);
                     rec.job_id = id;
                     rec.path = rel;
@@ -127,12 +127,12 @@ int fx_make_pool(const char *dir, int per_slot, int quota, int64_t *first_id, px
                     rec.checks = "{\"mean\":120.5,\"contrast\":0.31,\"faces\":0}";
                     rec.server = "test";
                     rec.render_ms = 1234.0;
-                    st = px_store_add_image(s, &rec, err);
+                    st = px_manifest_add_image(s, &rec, err);
                 }
                 px_buf_free(&png);
             }
         }
-    px_store_close(s);
+    px_manifest_close(s);
     return st;
 }
 

@@ -1,8 +1,8 @@
 /*
- * Unit tests for px_gen and px_store: exact quotas, campaign validation,
- * slugs, the offline writer and its missing-vocabulary error, LLM answer
- * parsing, near-duplicate detection, image checks and perceptual hashes, PNG
- * text chunks, and the manifest (jobs, images, verdicts, stats, filters).
+ * Unit tests for px_gen: exact quotas, campaign validation, slugs, the
+ * offline writer and its missing-vocabulary error, LLM answer parsing,
+ * near-duplicate detection, image checks and perceptual hashes, PNG text
+ * chunks. The manifest's tests are in tests/unit/manifest.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,7 +20,7 @@
 
 #include "gen/gen_internal.h"
 #include "gen/px_gen.h"
-#include "gen/px_store.h"
+#include "manifest/px_manifest.h"
 
 static void test_apportion_exact(void **state)
 {
@@ -210,7 +210,7 @@ static void test_offline_writer(void **state)
         distinct += !seen;
     }
     assert_true(distinct >= 18);
-    px_store_strings_free(v, n);
+    px_manifest_strings_free(v, n);
     /* every shipped theme and type expands */
     px_gen_campaign c;
     assert_int_equal(px_gen_campaign_load(PX_SOURCE_DIR "/campaigns/default.json", &c, &e), PX_OK);
@@ -220,7 +220,7 @@ static void test_offline_writer(void **state)
                                          0, &e);
             if (st != PX_OK)
                 fail_msg("%s/%d: %s", c.themes[i].slug, k, e.msg);
-            px_store_strings_free(v, n);
+            px_manifest_strings_free(v, n);
         }
     px_gen_campaign_free(&c);
     assert_int_equal(px_gen_writer_write(w, "Underwater basket weaving", "underwater-basket-weaving",
@@ -253,11 +253,11 @@ static void test_llm_parse(void **state)
     assert_int_equal(px_gen_llm_parse(ok, strlen(ok), &v, &n, &e), PX_OK);
     assert_int_equal(n, 2); /* "short", the repeat and the number are dropped */
     assert_string_equal(v[1], "A quiet library with tall shelves");
-    px_store_strings_free(v, n);
+    px_manifest_strings_free(v, n);
     const char *fenced = chat("Here:\\n```json\\n[\\\"A sunny lobby with plants\\\"]\\n```", b, sizeof b);
     assert_int_equal(px_gen_llm_parse(fenced, strlen(fenced), &v, &n, &e), PX_OK);
     assert_int_equal(n, 1);
-    px_store_strings_free(v, n);
+    px_manifest_strings_free(v, n);
     const char *bad[] = {"not json", "{\"choices\":[]}", "{\"choices\":[{\"message\":{\"content\":5}}]}"};
     for (int i = 0; i < 3; i++) {
         assert_int_equal(px_gen_llm_parse(bad[i], strlen(bad[i]), &v, &n, &e), PX_ECORRUPT);
@@ -300,7 +300,7 @@ static void test_dedup(void **state)
                          PX_OK);
         for (size_t i = 0; i < n; i++, total++)
             dups += px_gen_dedup_add(d, v[i]) == 1;
-        px_store_strings_free(v, n);
+        px_manifest_strings_free(v, n);
     }
     assert_int_equal(total, 1000);
     assert_true(dups < 100);
@@ -537,115 +537,6 @@ static void test_base64(void **state)
     px_buf_free(&b);
 }
 
-static void test_store(void **state)
-{
-    (void)state;
-    char dir[] = "/tmp/px_gen_store_XXXXXX", db[128];
-    assert_non_null(mkdtemp(dir));
-    snprintf(db, sizeof db, "%s/manifest.sqlite", dir);
-    px_store *s;
-    px_err e;
-    assert_int_equal(px_store_open(db, 0, &s, &e), PX_OK);
-    assert_int_equal(px_store_set_quota(s, 1, "Biz", "biz", "interiors", 3, &e), PX_OK);
-    int64_t ids[4];
-    for (int i = 0; i < 4; i++) {
-        char p[64];
-        snprintf(p, sizeof p, "prompt number %d", i);
-        px_store_job j = {.theme = "Biz", .theme_slug = "biz", .type = "interiors", .prompt = p,
-                          .negative = "text", .seed = -1, .width = 64, .height = 64, .steps = 5,
-                          .cfg = 5, .sampler = "Euler", .backend = "a1111", .model = ""};
-        int64_t seed;
-        assert_int_equal(px_store_add_job(s, &j, "offline", NULL, &ids[i], &seed, &e), PX_OK);
-        assert_int_equal(seed, ids[i]);
-    }
-    int good, open, failed, rej;
-    assert_int_equal(px_store_count(s, "biz", "interiors", &good, &open, &failed, &rej, &e), PX_OK);
-    assert_int_equal(open, 4);
-    assert_int_equal(px_store_job_start(s, ids[0], "http://a", &e), PX_OK);
-    int n;
-    assert_int_equal(px_store_reset_running(s, &n, &e), PX_OK);
-    assert_int_equal(n, 1);
-    const char *status[3] = {"accepted", "rejected", "flagged"};
-    for (int i = 0; i < 3; i++) {
-        px_store_image_rec r = {.job_id = ids[i], .path = "biz/interiors/x.png", .sha256 = "ab",
-                                .bytes = 10, .width = 64, .height = 64, .phash = 0xffffffffffffffffULL,
-                                .status = status[i], .reason = i == 1 ? "blurry" : "",
-                                .checks = "{\"blur\":1}", .server = "http://a", .render_ms = 5};
-        assert_int_equal(px_store_add_image(s, &r, &e), PX_OK);
-    }
-    assert_int_equal(px_store_job_fail(s, ids[3], "HTTP 500", 1, &e), PX_OK);
-    assert_int_equal(px_store_count(s, "biz", "interiors", &good, &open, &failed, &rej, &e), PX_OK);
-    assert_int_equal(good, 2);
-    assert_int_equal(open, 0);
-    assert_int_equal(failed, 1);
-    assert_int_equal(rej, 1);
-    /* verdicts */
-    assert_int_equal(px_store_add_verdict(s, ids[0], "ann", "approve", NULL, NULL, &e), PX_OK);
-    assert_int_equal(px_store_add_verdict(s, ids[0], "bob", "reject", "odd shadows", NULL, &e), PX_OK);
-    assert_int_equal(px_store_add_verdict(s, ids[2], "ann", "maybe", NULL, NULL, &e), PX_EINVAL);
-    assert_int_equal(px_store_add_verdict(s, 9999, "ann", "skip", NULL, NULL, &e), PX_ENOTFOUND);
-    px_store_image *imgs;
-    size_t ni;
-    px_store_filter f = {.verdict = PX_VERDICT_FILTER_REJECT};
-    assert_int_equal(px_store_list_images(s, &f, &imgs, &ni, &e), PX_OK);
-    assert_int_equal(ni, 1);
-    assert_int_equal(imgs[0].id, ids[0]);
-    assert_string_equal(imgs[0].verdict_by, "bob");
-    assert_string_equal(imgs[0].prompt, "prompt number 0");
-    assert_int_equal(imgs[0].phash, 0xffffffffffffffffULL);
-    px_store_images_free(imgs, ni);
-    px_store_filter f2 = {.status = "rejected"};
-    assert_int_equal(px_store_list_images(s, &f2, &imgs, &ni, &e), PX_OK);
-    assert_int_equal(ni, 1);
-    assert_string_equal(imgs[0].reason, "blurry");
-    px_store_images_free(imgs, ni);
-    px_store_filter f3 = {.verdict = PX_VERDICT_FILTER_NONE, .after_id = 0, .limit = 1};
-    assert_int_equal(px_store_list_images(s, &f3, &imgs, &ni, &e), PX_OK);
-    assert_int_equal(ni, 1);
-    assert_int_equal(imgs[0].id, ids[1]);
-    px_store_images_free(imgs, ni);
-    px_store_stat *stv;
-    size_t ns;
-    assert_int_equal(px_store_stats(s, &stv, &ns, &e), PX_OK);
-    assert_int_equal(ns, 1);
-    assert_int_equal(stv[0].quota, 3);
-    assert_int_equal(stv[0].accepted, 1);
-    assert_int_equal(stv[0].flagged, 1);
-    assert_int_equal(stv[0].rejected, 1);
-    assert_int_equal(stv[0].jobs_failed, 1);
-    assert_int_equal(stv[0].expert_rejected, 1);
-    assert_int_equal(stv[0].unreviewed, 1);
-    free(stv);
-    px_store_verdict *vv;
-    size_t nv;
-    assert_int_equal(px_store_list_verdicts(s, ids[0], &vv, &nv, &e), PX_OK);
-    assert_int_equal(nv, 2);
-    assert_string_equal(vv[1].reason, "odd shadows");
-    px_store_verdicts_free(vv, nv);
-    px_store_close(s);
-    /* read-only reopen sees the same; a missing file is PX_ENOTFOUND */
-    assert_int_equal(px_store_open(db, 1, &s, &e), PX_OK);
-    px_store_image one;
-    assert_int_equal(px_store_get_image(s, ids[1], &one, &e), PX_OK);
-    assert_string_equal(one.status, "rejected");
-    px_store_image_clear(&one);
-    px_store_close(s);
-    char missing[160];
-    snprintf(missing, sizeof missing, "%s/none.sqlite", dir);
-    assert_int_equal(px_store_open(missing, 1, &s, &e), PX_ENOTFOUND);
-    /* a file that is not a database */
-    FILE *fp = fopen(missing, "w");
-    fputs("this is not sqlite, just text padded to look like a file........................"
-          "...........................................................................",
-          fp);
-    fclose(fp);
-    assert_true(px_store_open(missing, 0, &s, &e) != PX_OK);
-    assert_non_null(strstr(e.msg, "none.sqlite"));
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
-}
-
 static void test_styles(void **state)
 {
     (void)state;
@@ -674,7 +565,6 @@ int main(void)
         cmocka_unit_test(test_png_text_roundtrip),
         cmocka_unit_test(test_jpeg_webp_metadata),
         cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_store),
         cmocka_unit_test(test_styles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,7 +22,7 @@
 
 #include <cmocka.h>
 
-#include "gen/px_store.h"
+#include "manifest/px_manifest.h"
 #include "integration/test_serve_fixture.h"
 #include "serve/px_serve.h"
 
@@ -544,18 +544,18 @@ static void test_export_approved(void **state)
     int64_t first = 0;
     px_err err = {{0}};
     assert_int_equal(fx_make_pool(pool, 2, 4, &first, &err), PX_OK);
-    px_store *s = NULL;
-    assert_int_equal(px_store_open(db, 0, &s, &err), PX_OK);
+    px_manifest *s = NULL;
+    assert_int_equal(px_manifest_open(db, 0, &s, &err), PX_OK);
     /* first: approved; first+1: approved then rejected; first+4: rejected then approved */
-    assert_int_equal(px_store_add_verdict(s, first, "ana", "approve", NULL, NULL, &err), PX_OK);
-    assert_int_equal(px_store_add_verdict(s, first + 1, "ana", "approve", NULL, NULL, &err), PX_OK);
-    assert_int_equal(px_store_add_verdict(s, first + 1, "bo", "reject", "blurry", NULL, &err), PX_OK);
-    assert_int_equal(px_store_add_verdict(s, first + 4, "bo", "reject", "odd", NULL, &err), PX_OK);
-    assert_int_equal(px_store_add_verdict(s, first + 4, "cy", "approve", "", NULL, &err), PX_OK);
-    px_store_close(s);
+    assert_int_equal(px_manifest_add_verdict(s, first, "ana", "approve", NULL, NULL, &err), PX_OK);
+    assert_int_equal(px_manifest_add_verdict(s, first + 1, "ana", "approve", NULL, NULL, &err), PX_OK);
+    assert_int_equal(px_manifest_add_verdict(s, first + 1, "bo", "reject", "blurry", NULL, &err), PX_OK);
+    assert_int_equal(px_manifest_add_verdict(s, first + 4, "bo", "reject", "odd", NULL, &err), PX_OK);
+    assert_int_equal(px_manifest_add_verdict(s, first + 4, "cy", "approve", "", NULL, &err), PX_OK);
+    px_manifest_close(s);
 
     size_t n = 0;
-    assert_int_equal(px_serve_export_approved(pool, out, &n, &err), PX_OK);
+    assert_int_equal(px_manifest_export_approved(pool, out, &n, &err), PX_OK);
     assert_int_equal(n, 2);
     char a[600], b[600];
     snprintf(a, sizeof a, "%s/business-and-office/interiors/%lld.png", out, (long long)first);
@@ -598,7 +598,7 @@ static void test_export_approved(void **state)
     assert_int_equal(lines, 3);
     free(csv);
 
-    assert_int_equal(px_serve_export_approved("/nonexistent", out, &n, &err), PX_ENOTFOUND);
+    assert_int_equal(px_manifest_export_approved("/nonexistent", out, &n, &err), PX_ENOTFOUND);
     assert_non_null(strstr(err.msg, "/nonexistent"));
 }
 

@@ -1,7 +1,7 @@
 /*
  * `pixpipe export --approved DIR`: the approved images of a pool, copied into
- * a stock layout with a metadata CSV (see px_serve_export_approved in
- * px_serve.h). It reads the manifest through the store API, in pages of
+ * a stock layout with a metadata CSV (see px_manifest_export_approved in
+ * px_manifest.h). It reads the manifest through the store API, in pages of
  * ids (keyset paging), so a pool of any size is exported with bounded memory.
  *
  * Paths come from the manifest and are resolved and checked to lie inside
@@ -15,8 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "gen/px_store.h"
-#include "px_serve.h"
+#include "px_manifest.h"
 
 #define EXPORT_MAX_FILE (256u << 20)
 
@@ -73,13 +72,14 @@ static int csv_num(px_buf *b, long long v)
     return csv_field(b, s, 0);
 }
 
-static int export_one(px_store *s, const char *pool, const char *out, const px_store_image *m,
+static int export_one(px_manifest *s, const char *pool, const char *out, const px_manifest_image *m,
                       px_buf *csv, px_err *err)
 {
     if (!safe_name(m->theme_slug) || !safe_name(m->type))
-        return px_err_set(err, PX_ECORRUPT, "image %lld: theme '%s' / type '%s' not usable as a "
-                                            "folder name", (long long)m->id, m->theme_slug,
-                          m->type);
+        return px_err_set(err, PX_ECORRUPT,
+                          "image %lld: theme '%s' / type '%s' not usable as a "
+                          "folder name",
+                          (long long)m->id, m->theme_slug, m->type);
     char src[PATH_MAX * 2], real[PATH_MAX];
     snprintf(src, sizeof src, "%s/%s", pool, m->path);
     size_t pl = strlen(pool);
@@ -105,9 +105,9 @@ static int export_one(px_store *s, const char *pool, const char *out, const px_s
         return st;
 
     /* who approved it and when: the latest verdict (the one that made it approved) */
-    px_store_verdict *v = NULL;
+    px_manifest_verdict *v = NULL;
     size_t nv = 0;
-    if ((st = px_store_list_verdicts(s, m->id, &v, &nv, err)) != PX_OK)
+    if ((st = px_manifest_list_verdicts(s, m->id, &v, &nv, err)) != PX_OK)
         return st;
     const char *by = nv ? v[nv - 1].reviewer : m->verdict_by;
     const char *at = nv ? v[nv - 1].created_at : "";
@@ -138,12 +138,12 @@ static int export_one(px_store *s, const char *pool, const char *out, const px_s
         snprintf(seed, sizeof seed, "%lld", (long long)m->seed);
         st = csv_field(csv, seed, 1);
     }
-    px_store_verdicts_free(v, nv);
+    px_manifest_verdicts_free(v, nv);
     return st ? px_err_set(err, st, "export: out of memory") : PX_OK;
 }
 
-int px_serve_export_approved(const char *pool_dir, const char *out_dir, size_t *n_out,
-                             px_err *err)
+int px_manifest_export_approved(const char *pool_dir, const char *out_dir, size_t *n_out,
+                                px_err *err)
 {
     if (n_out)
         *n_out = 0;
@@ -151,35 +151,35 @@ int px_serve_export_approved(const char *pool_dir, const char *out_dir, size_t *
     if (!realpath(pool_dir, pool))
         return px_err_set(err, PX_ENOTFOUND, "pool '%s': %s", pool_dir, strerror(errno));
     char db[PATH_MAX + 32];
-    snprintf(db, sizeof db, "%s/%s", pool, PX_STORE_FILE);
+    snprintf(db, sizeof db, "%s/%s", pool, PX_MANIFEST_FILE);
     struct stat sb;
     if (stat(db, &sb) != 0)
-        return px_err_set(err, PX_ENOTFOUND, "pool '%s': no %s in it", pool_dir, PX_STORE_FILE);
+        return px_err_set(err, PX_ENOTFOUND, "pool '%s': no %s in it", pool_dir, PX_MANIFEST_FILE);
     int st = mkdir_p(out_dir, err);
     if (st)
         return st;
-    px_store *s = NULL;
-    if ((st = px_store_open(db, 1, &s, err)) != PX_OK)
+    px_manifest *s = NULL;
+    if ((st = px_manifest_open(db, 1, &s, err)) != PX_OK)
         return st;
     px_buf csv = {0};
     static const char header[] = "file,id,theme,theme_slug,type,width,height,title,prompt,sha256,"
                                  "bytes,reviewer,approved_at,backend,model,seed\r\n";
     st = px_buf_append(&csv, header, sizeof header - 1);
-    px_store_filter f;
+    px_manifest_filter f;
     memset(&f, 0, sizeof f);
     f.verdict = PX_VERDICT_FILTER_APPROVE;
     f.limit = 500;
     size_t total = 0;
     while (!st) {
-        px_store_image *imgs = NULL;
+        px_manifest_image *imgs = NULL;
         size_t n = 0;
-        if ((st = px_store_list_images(s, &f, &imgs, &n, err)) != PX_OK)
+        if ((st = px_manifest_list_images(s, &f, &imgs, &n, err)) != PX_OK)
             break;
         for (size_t i = 0; i < n && !st; i++)
             st = export_one(s, pool, out_dir, &imgs[i], &csv, err);
         if (n)
             f.after_id = imgs[n - 1].id;
-        px_store_images_free(imgs, n);
+        px_manifest_images_free(imgs, n);
         total += st ? 0 : n;
         if (n < (size_t)f.limit)
             break;
@@ -190,7 +190,7 @@ int px_serve_export_approved(const char *pool_dir, const char *out_dir, size_t *
         st = px_write_file_atomic(path, csv.data, csv.len, err);
     }
     px_buf_free(&csv);
-    px_store_close(s);
+    px_manifest_close(s);
     if (!st && n_out)
         *n_out = total;
     return st;

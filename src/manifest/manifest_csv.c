@@ -4,7 +4,7 @@
  * automatic checks and the latest expert verdict. Pages through the store
  * by id so a 10,000-image pool never sits in memory at once.
  */
-#include "gen_internal.h"
+#include "px_manifest.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -26,37 +26,36 @@ static void csv_field(FILE *f, const char *s)
     fputc('"', f);
 }
 
-int px_gen_export(px_store *s, void *file, int jsonl, px_err *err)
+int px_manifest_export(px_manifest *s, void *file, int jsonl, px_err *err)
 {
     FILE *f = file;
     if (!jsonl)
         fputs("id,theme,theme_slug,type,path,status,reason,prompt,negative,seed,backend,model,"
               "width,height,bytes,sha256,phash,checks,verdict,verdict_by,created_at\n",
               f);
-    px_store_filter flt = {.limit = 1000};
+    px_manifest_filter flt = {.limit = 1000};
     for (;;) {
-        px_store_image *v;
+        px_manifest_image *v;
         size_t n;
-        int st = px_store_list_images(s, &flt, &v, &n, err);
+        int st = px_manifest_list_images(s, &flt, &v, &n, err);
         if (st != PX_OK)
             return st;
         if (n == 0)
             break;
         for (size_t i = 0; i < n; i++) {
-            px_store_image *m = &v[i];
+            px_manifest_image *m = &v[i];
             char ph[17];
             snprintf(ph, sizeof ph, "%016" PRIx64, m->phash);
             if (jsonl) {
                 json_t *o = json_pack(
                     "{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:i, s:i, s:I,"
                     " s:s, s:s, s:s, s:s, s:s}",
-                    "id", (json_int_t)m->id, "theme", m->theme, "theme_slug", m->theme_slug,
-                    "type", m->type, "path", m->path, "status", m->status, "reason", m->reason,
-                    "prompt", m->prompt, "negative", m->negative, "seed", (json_int_t)m->seed,
-                    "backend", m->backend, "model", m->model, "width", m->width, "height",
-                    m->height, "bytes", (json_int_t)m->bytes, "sha256", m->sha256, "phash", ph,
-                    "verdict", m->verdict, "verdict_by", m->verdict_by, "created_at",
-                    m->created_at);
+                    "id", (json_int_t)m->id, "theme", m->theme, "theme_slug", m->theme_slug, "type",
+                    m->type, "path", m->path, "status", m->status, "reason", m->reason, "prompt",
+                    m->prompt, "negative", m->negative, "seed", (json_int_t)m->seed, "backend",
+                    m->backend, "model", m->model, "width", m->width, "height", m->height, "bytes",
+                    (json_int_t)m->bytes, "sha256", m->sha256, "phash", ph, "verdict", m->verdict,
+                    "verdict_by", m->verdict_by, "created_at", m->created_at);
                 json_t *c = json_loads(m->checks, 0, NULL);
                 if (o && c)
                     json_object_set_new(o, "checks", c);
@@ -65,7 +64,7 @@ int px_gen_export(px_store *s, void *file, int jsonl, px_err *err)
                 char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
                 json_decref(o);
                 if (!line) {
-                    px_store_images_free(v, n);
+                    px_manifest_images_free(v, n);
                     return px_err_set(err, PX_ENOMEM, "export: out of memory");
                 }
                 fputs(line, f);
@@ -73,8 +72,8 @@ int px_gen_export(px_store *s, void *file, int jsonl, px_err *err)
                 free(line);
             } else {
                 fprintf(f, "%" PRId64 ",", m->id);
-                const char *cols[] = {m->theme, m->theme_slug, m->type, m->path, m->status,
-                                      m->reason, m->prompt, m->negative};
+                const char *cols[] = {m->theme,  m->theme_slug, m->type,   m->path,
+                                      m->status, m->reason,     m->prompt, m->negative};
                 for (size_t k = 0; k < sizeof cols / sizeof cols[0]; k++) {
                     csv_field(f, cols[k]);
                     fputc(',', f);
@@ -96,7 +95,7 @@ int px_gen_export(px_store *s, void *file, int jsonl, px_err *err)
             }
             flt.after_id = m->id;
         }
-        px_store_images_free(v, n);
+        px_manifest_images_free(v, n);
         if (ferror(f))
             return px_err_set(err, PX_EIO, "export: write failed");
     }

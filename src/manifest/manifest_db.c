@@ -1,5 +1,5 @@
 /*
- * The pool manifest on SQLite (see px_store.h for the schema and contract).
+ * The pool manifest on SQLite (see px_manifest.h for the schema and contract).
  *
  * One connection per handle, guarded by a mutex so any thread may call in;
  * statements are prepared per call (they are cheap next to an image render
@@ -9,7 +9,7 @@
  * crash loses nothing committed; only a power cut may lose the last commits,
  * which resume then simply redoes.
  */
-#include "px_store.h"
+#include "px_manifest.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-struct px_store {
+struct px_manifest {
     sqlite3 *db;
     pthread_mutex_t mu;
     char *path;
@@ -55,7 +55,7 @@ static const char *k_schema =
     " created_at TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS verdicts_by_image ON verdicts(image_id, id);";
 
-void px_store_now_iso(char *buf, size_t cap)
+void px_manifest_now_iso(char *buf, size_t cap)
 {
     time_t t = time(NULL);
     struct tm tm;
@@ -64,7 +64,7 @@ void px_store_now_iso(char *buf, size_t cap)
         buf[0] = '\0';
 }
 
-static int db_err(px_store *s, px_err *err, const char *what)
+static int db_err(px_manifest *s, px_err *err, const char *what)
 {
     int code = sqlite3_errcode(s->db);
     int st = PX_EIO;
@@ -95,12 +95,12 @@ static char *col_str(sqlite3_stmt *st, int i)
     return dupstr((const char *)sqlite3_column_text(st, i));
 }
 
-int px_store_open(const char *db_path, int readonly, px_store **out, px_err *err)
+int px_manifest_open(const char *db_path, int readonly, px_manifest **out, px_err *err)
 {
     *out = NULL;
     if (!db_path || !*db_path)
         return px_err_set(err, PX_EINVAL, "manifest: empty database path");
-    px_store *s = calloc(1, sizeof *s);
+    px_manifest *s = calloc(1, sizeof *s);
     if (!s || !(s->path = dupstr(db_path))) {
         free(s);
         return px_err_set(err, PX_ENOMEM, "%s: out of memory", db_path);
@@ -137,28 +137,28 @@ int px_store_open(const char *db_path, int readonly, px_store **out, px_err *err
     if (st == PX_OK) {
         char v[32];
         px_err e2;
-        int g = px_store_meta_get(s, "schema_version", v, sizeof v, &e2);
+        int g = px_manifest_meta_get(s, "schema_version", v, sizeof v, &e2);
         if (g == PX_ENOTFOUND && !readonly) {
             char b[16];
-            snprintf(b, sizeof b, "%d", PX_STORE_SCHEMA_VERSION);
-            st = px_store_meta_set(s, "schema_version", b, err);
-        } else if (g == PX_OK && atoi(v) > PX_STORE_SCHEMA_VERSION) {
+            snprintf(b, sizeof b, "%d", PX_MANIFEST_SCHEMA_VERSION);
+            st = px_manifest_meta_set(s, "schema_version", b, err);
+        } else if (g == PX_OK && atoi(v) > PX_MANIFEST_SCHEMA_VERSION) {
             st = px_err_set(err, PX_EUNSUPPORTED,
                             "%s: manifest schema version %s is newer than this pixpipe (%d)",
-                            db_path, v, PX_STORE_SCHEMA_VERSION);
+                            db_path, v, PX_MANIFEST_SCHEMA_VERSION);
         } else if (g != PX_OK && g != PX_ENOTFOUND) {
             st = px_err_set(err, g, "%s", e2.msg);
         }
     }
     if (st != PX_OK) {
-        px_store_close(s);
+        px_manifest_close(s);
         return st;
     }
     *out = s;
     return PX_OK;
 }
 
-void px_store_close(px_store *s)
+void px_manifest_close(px_manifest *s)
 {
     if (!s)
         return;
@@ -168,20 +168,20 @@ void px_store_close(px_store *s)
     free(s);
 }
 
-const char *px_store_path(const px_store *s)
+const char *px_manifest_path(const px_manifest *s)
 {
     return s ? s->path : "";
 }
 
 /* Prepares sql, reporting failure through err. Caller holds the mutex. */
-static int prep(px_store *s, const char *sql, sqlite3_stmt **st, px_err *err)
+static int prep(px_manifest *s, const char *sql, sqlite3_stmt **st, px_err *err)
 {
     if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
         return db_err(s, err, "prepare");
     return PX_OK;
 }
 
-static int exec_locked(px_store *s, const char *sql, px_err *err)
+static int exec_locked(px_manifest *s, const char *sql, px_err *err)
 {
     if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
         return db_err(s, err, sql);
@@ -194,7 +194,7 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
 }
 
 /* Runs a statement that returns no rows. */
-static int step_done(px_store *s, sqlite3_stmt *st, px_err *err, const char *what)
+static int step_done(px_manifest *s, sqlite3_stmt *st, px_err *err, const char *what)
 {
     int rc = sqlite3_step(st);
     int r = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? PX_OK : db_err(s, err, what);
@@ -207,7 +207,7 @@ static int step_done(px_store *s, sqlite3_stmt *st, px_err *err, const char *wha
  * 'i' int, 'I' int64_t). *rowid (may be NULL) receives the last insert id,
  * *changes (may be NULL) the number of rows changed. `what` names the action
  * in errors. */
-static int run_stmt(px_store *s, px_err *err, const char *what, int64_t *rowid, int *changes,
+static int run_stmt(px_manifest *s, px_err *err, const char *what, int64_t *rowid, int *changes,
                     const char *sql, const char *types, ...)
 {
     pthread_mutex_lock(&s->mu);
@@ -235,7 +235,7 @@ static int run_stmt(px_store *s, px_err *err, const char *what, int64_t *rowid, 
     return r;
 }
 
-int px_store_meta_get(px_store *s, const char *key, char *buf, size_t cap, px_err *err)
+int px_manifest_meta_get(px_manifest *s, const char *key, char *buf, size_t cap, px_err *err)
 {
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
@@ -257,7 +257,7 @@ int px_store_meta_get(px_store *s, const char *key, char *buf, size_t cap, px_er
     return r;
 }
 
-int px_store_meta_set(px_store *s, const char *key, const char *value, px_err *err)
+int px_manifest_meta_set(px_manifest *s, const char *key, const char *value, px_err *err)
 {
     return run_stmt(s, err, "write meta", NULL, NULL,
                     "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", "tt", key, value);
@@ -265,24 +265,24 @@ int px_store_meta_set(px_store *s, const char *key, const char *value, px_err *e
 
 /* ---- images ------------------------------------------------------------- */
 
-void px_store_image_clear(px_store_image *m)
+void px_manifest_image_clear(px_manifest_image *m)
 {
     if (!m)
         return;
-    char **strs[] = {&m->theme,    &m->theme_slug, &m->type,    &m->path,       &m->sha256,
-                     &m->status,   &m->reason,     &m->checks,  &m->prompt,     &m->negative,
-                     &m->backend,  &m->model,      &m->created_at, &m->verdict, &m->verdict_by};
+    char **strs[] = {&m->theme,   &m->theme_slug, &m->type,       &m->path,    &m->sha256,
+                     &m->status,  &m->reason,     &m->checks,     &m->prompt,  &m->negative,
+                     &m->backend, &m->model,      &m->created_at, &m->verdict, &m->verdict_by};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         free(*strs[i]);
     memset(m, 0, sizeof *m);
 }
 
-void px_store_images_free(px_store_image *imgs, size_t n)
+void px_manifest_images_free(px_manifest_image *imgs, size_t n)
 {
     if (!imgs)
         return;
     for (size_t i = 0; i < n; i++)
-        px_store_image_clear(&imgs[i]);
+        px_manifest_image_clear(&imgs[i]);
     free(imgs);
 }
 
@@ -293,7 +293,7 @@ void px_store_images_free(px_store_image *imgs, size_t n)
     " FROM images i JOIN jobs j ON j.id = i.job_id"                                                \
     " LEFT JOIN verdicts v ON v.id = (SELECT MAX(id) FROM verdicts WHERE image_id = i.id)"
 
-static int read_image_row(sqlite3_stmt *st, px_store_image *m)
+static int read_image_row(sqlite3_stmt *st, px_manifest_image *m)
 {
     memset(m, 0, sizeof *m);
     m->id = sqlite3_column_int64(st, 0);
@@ -320,18 +320,18 @@ static int read_image_row(sqlite3_stmt *st, px_store_image *m)
     if (!m->theme || !m->theme_slug || !m->type || !m->path || !m->sha256 || !m->status ||
         !m->reason || !m->checks || !m->prompt || !m->negative || !m->backend || !m->model ||
         !m->created_at || !m->verdict || !m->verdict_by) {
-        px_store_image_clear(m);
+        px_manifest_image_clear(m);
         return PX_ENOMEM;
     }
     return PX_OK;
 }
 
-int px_store_list_images(px_store *s, const px_store_filter *f, px_store_image **out, size_t *n,
-                         px_err *err)
+int px_manifest_list_images(px_manifest *s, const px_manifest_filter *f, px_manifest_image **out,
+                            size_t *n, px_err *err)
 {
     *out = NULL;
     *n = 0;
-    px_store_filter def = {0};
+    px_manifest_filter def = {0};
     if (!f)
         f = &def;
     int limit = f->limit <= 0 ? 100 : (f->limit > 10000 ? 10000 : f->limit);
@@ -357,7 +357,7 @@ int px_store_list_images(px_store *s, const px_store_filter *f, px_store_image *
         if (f->status)
             bind_text(st, 4, f->status);
         sqlite3_bind_int(st, 5, limit);
-        px_store_image *v = calloc((size_t)limit, sizeof *v);
+        px_manifest_image *v = calloc((size_t)limit, sizeof *v);
         size_t k = 0;
         if (!v)
             r = px_err_set(err, PX_ENOMEM, "%s: out of memory listing images", s->path);
@@ -372,7 +372,7 @@ int px_store_list_images(px_store *s, const px_store_filter *f, px_store_image *
             r = db_err(s, err, "list images");
         sqlite3_finalize(st);
         if (r != PX_OK || k == 0) {
-            px_store_images_free(v, k);
+            px_manifest_images_free(v, k);
         } else {
             *out = v;
             *n = k;
@@ -384,8 +384,8 @@ int px_store_list_images(px_store *s, const px_store_filter *f, px_store_image *
 
 /* Reads the one row `sql` (with a single ? for id) selects into out with
  * read; `what` names the thing in errors ("image", "job"). Takes the lock. */
-static int get_by_id(px_store *s, const char *sql, int64_t id, int (*read)(sqlite3_stmt *, void *),
-                     void *out, const char *what, px_err *err)
+static int get_by_id(px_manifest *s, const char *sql, int64_t id,
+                     int (*read)(sqlite3_stmt *, void *), void *out, const char *what, px_err *err)
 {
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
@@ -397,7 +397,8 @@ static int get_by_id(px_store *s, const char *sql, int64_t id, int (*read)(sqlit
             r = read(st, out) == PX_OK ? PX_OK
                                        : px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
         else if (rc == SQLITE_DONE)
-            r = px_err_set(err, PX_ENOTFOUND, "%s: no %s with id %lld", s->path, what, (long long)id);
+            r = px_err_set(err, PX_ENOTFOUND, "%s: no %s with id %lld", s->path, what,
+                           (long long)id);
         else
             r = db_err(s, err, what);
         sqlite3_finalize(st);
@@ -411,7 +412,7 @@ static int read_image_any(sqlite3_stmt *st, void *out)
     return read_image_row(st, out);
 }
 
-int px_store_get_image(px_store *s, int64_t id, px_store_image *out, px_err *err)
+int px_manifest_get_image(px_manifest *s, int64_t id, px_manifest_image *out, px_err *err)
 {
     memset(out, 0, sizeof *out);
     return get_by_id(s, IMAGE_COLS " WHERE i.id = ?", id, read_image_any, out, "image", err);
@@ -419,11 +420,11 @@ int px_store_get_image(px_store *s, int64_t id, px_store_image *out, px_err *err
 
 /* ---- verdicts ----------------------------------------------------------- */
 
-int px_store_add_verdict(px_store *s, int64_t image_id, const char *reviewer, const char *verdict,
-                         const char *reason, int64_t *id, px_err *err)
+int px_manifest_add_verdict(px_manifest *s, int64_t image_id, const char *reviewer,
+                            const char *verdict, const char *reason, int64_t *id, px_err *err)
 {
-    if (!verdict || (strcmp(verdict, "approve") && strcmp(verdict, "reject") &&
-                     strcmp(verdict, "skip")))
+    if (!verdict ||
+        (strcmp(verdict, "approve") && strcmp(verdict, "reject") && strcmp(verdict, "skip")))
         return px_err_set(err, PX_EINVAL, "verdict: expected approve, reject or skip, got '%s'",
                           verdict ? verdict : "(null)");
     if (!reviewer || !*reviewer || strlen(reviewer) > 128)
@@ -431,7 +432,7 @@ int px_store_add_verdict(px_store *s, int64_t image_id, const char *reviewer, co
     if (reason && strlen(reason) > 2000)
         return px_err_set(err, PX_ELIMIT, "verdict: reason longer than 2000 bytes");
     char now[32];
-    px_store_now_iso(now, sizeof now);
+    px_manifest_now_iso(now, sizeof now);
     int changes = 0;
     int r = run_stmt(s, err, "add verdict", id, &changes,
                      "INSERT INTO verdicts(image_id, reviewer, verdict, reason, created_at)"
@@ -443,7 +444,7 @@ int px_store_add_verdict(px_store *s, int64_t image_id, const char *reviewer, co
     return r;
 }
 
-void px_store_verdicts_free(px_store_verdict *v, size_t n)
+void px_manifest_verdicts_free(px_manifest_verdict *v, size_t n)
 {
     if (!v)
         return;
@@ -456,17 +457,18 @@ void px_store_verdicts_free(px_store_verdict *v, size_t n)
     free(v);
 }
 
-int px_store_list_verdicts(px_store *s, int64_t image_id, px_store_verdict **out, size_t *n,
-                           px_err *err)
+int px_manifest_list_verdicts(px_manifest *s, int64_t image_id, px_manifest_verdict **out,
+                              size_t *n, px_err *err)
 {
     *out = NULL;
     *n = 0;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, "SELECT id, image_id, reviewer, verdict, reason, created_at FROM verdicts"
-                    " WHERE ?1 = 0 OR image_id = ?1 ORDER BY id",
+    int r = prep(s,
+                 "SELECT id, image_id, reviewer, verdict, reason, created_at FROM verdicts"
+                 " WHERE ?1 = 0 OR image_id = ?1 ORDER BY id",
                  &st, err);
-    px_store_verdict *v = NULL;
+    px_manifest_verdict *v = NULL;
     size_t k = 0, cap = 0;
     int rc = SQLITE_DONE;
     if (r == PX_OK) {
@@ -474,7 +476,7 @@ int px_store_list_verdicts(px_store *s, int64_t image_id, px_store_verdict **out
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (k == cap) {
                 size_t nc = cap ? cap * 2 : 16;
-                px_store_verdict *nv = realloc(v, nc * sizeof *nv);
+                px_manifest_verdict *nv = realloc(v, nc * sizeof *nv);
                 if (!nv) {
                     r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                     break;
@@ -482,7 +484,7 @@ int px_store_list_verdicts(px_store *s, int64_t image_id, px_store_verdict **out
                 v = nv;
                 cap = nc;
             }
-            px_store_verdict *e = &v[k++];
+            px_manifest_verdict *e = &v[k++];
             e->id = sqlite3_column_int64(st, 0);
             e->image_id = sqlite3_column_int64(st, 1);
             e->reviewer = col_str(st, 2);
@@ -500,7 +502,7 @@ int px_store_list_verdicts(px_store *s, int64_t image_id, px_store_verdict **out
     }
     pthread_mutex_unlock(&s->mu);
     if (r != PX_OK || k == 0) {
-        px_store_verdicts_free(v, k);
+        px_manifest_verdicts_free(v, k);
         return r;
     }
     *out = v;
@@ -510,18 +512,21 @@ int px_store_list_verdicts(px_store *s, int64_t image_id, px_store_verdict **out
 
 /* ---- stats -------------------------------------------------------------- */
 
-int px_store_stats(px_store *s, px_store_stat **out, size_t *n, px_err *err)
+int px_manifest_stats(px_manifest *s, px_manifest_stat **out, size_t *n, px_err *err)
 {
     *out = NULL;
     *n = 0;
     static const char *sql =
-        "WITH slots AS (SELECT theme_slug, type FROM quotas UNION SELECT theme_slug, type FROM jobs),"
+        "WITH slots AS (SELECT theme_slug, type FROM quotas UNION SELECT theme_slug, type FROM "
+        "jobs),"
         " lv AS (SELECT v.image_id, v.verdict FROM verdicts v"
         "        WHERE v.id = (SELECT MAX(id) FROM verdicts w WHERE w.image_id = v.image_id))"
         " SELECT s.theme_slug, s.type,"
         "  COALESCE((SELECT theme FROM quotas q WHERE q.theme_slug=s.theme_slug AND q.type=s.type),"
-        "           (SELECT theme FROM jobs j WHERE j.theme_slug=s.theme_slug LIMIT 1), s.theme_slug),"
-        "  COALESCE((SELECT quota FROM quotas q WHERE q.theme_slug=s.theme_slug AND q.type=s.type), 0),"
+        "           (SELECT theme FROM jobs j WHERE j.theme_slug=s.theme_slug LIMIT 1), "
+        "s.theme_slug),"
+        "  COALESCE((SELECT quota FROM quotas q WHERE q.theme_slug=s.theme_slug AND "
+        "q.type=s.type), 0),"
         "  (SELECT COUNT(*) FROM images i WHERE i.theme_slug=s.theme_slug AND i.type=s.type"
         "    AND i.status='accepted'),"
         "  (SELECT COUNT(*) FROM images i WHERE i.theme_slug=s.theme_slug AND i.type=s.type"
@@ -532,11 +537,14 @@ int px_store_stats(px_store *s, px_store_stat **out, size_t *n, px_err *err)
         "    AND j.status IN ('pending','running') AND j.rerender_of = 0),"
         "  (SELECT COUNT(*) FROM jobs j WHERE j.theme_slug=s.theme_slug AND j.type=s.type"
         "    AND j.status='failed'),"
-        "  (SELECT COUNT(*) FROM images i JOIN lv ON lv.image_id=i.id WHERE i.theme_slug=s.theme_slug"
+        "  (SELECT COUNT(*) FROM images i JOIN lv ON lv.image_id=i.id WHERE "
+        "i.theme_slug=s.theme_slug"
         "    AND i.type=s.type AND lv.verdict='approve'),"
-        "  (SELECT COUNT(*) FROM images i JOIN lv ON lv.image_id=i.id WHERE i.theme_slug=s.theme_slug"
+        "  (SELECT COUNT(*) FROM images i JOIN lv ON lv.image_id=i.id WHERE "
+        "i.theme_slug=s.theme_slug"
         "    AND i.type=s.type AND lv.verdict='reject'),"
-        "  (SELECT COUNT(*) FROM images i JOIN lv ON lv.image_id=i.id WHERE i.theme_slug=s.theme_slug"
+        "  (SELECT COUNT(*) FROM images i JOIN lv ON lv.image_id=i.id WHERE "
+        "i.theme_slug=s.theme_slug"
         "    AND i.type=s.type AND lv.verdict='skip'),"
         "  (SELECT COUNT(*) FROM images i WHERE i.theme_slug=s.theme_slug AND i.type=s.type"
         "    AND i.status IN ('accepted','flagged')"
@@ -545,14 +553,14 @@ int px_store_stats(px_store *s, px_store_stat **out, size_t *n, px_err *err)
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
     int r = prep(s, sql, &st, err);
-    px_store_stat *v = NULL;
+    px_manifest_stat *v = NULL;
     size_t k = 0, cap = 0;
     if (r == PX_OK) {
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (k == cap) {
                 size_t nc = cap ? cap * 2 : 64;
-                px_store_stat *nv = realloc(v, nc * sizeof *nv);
+                px_manifest_stat *nv = realloc(v, nc * sizeof *nv);
                 if (!nv) {
                     r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                     break;
@@ -560,14 +568,14 @@ int px_store_stats(px_store *s, px_store_stat **out, size_t *n, px_err *err)
                 v = nv;
                 cap = nc;
             }
-            px_store_stat *e = &v[k++];
+            px_manifest_stat *e = &v[k++];
             memset(e, 0, sizeof *e);
             snprintf(e->theme_slug, sizeof e->theme_slug, "%s", sqlite3_column_text(st, 0));
             snprintf(e->type, sizeof e->type, "%s", sqlite3_column_text(st, 1));
             snprintf(e->theme, sizeof e->theme, "%s", sqlite3_column_text(st, 2));
-            int *f[] = {&e->quota,       &e->accepted, &e->flagged,         &e->rejected,
+            int *f[] = {&e->quota,        &e->accepted,    &e->flagged,  &e->rejected,
                         &e->jobs_pending, &e->jobs_failed, &e->approved, &e->expert_rejected,
-                        &e->skipped,     &e->unreviewed};
+                        &e->skipped,      &e->unreviewed};
             for (int i = 0; i < 10; i++)
                 *f[i] = sqlite3_column_int(st, 3 + i);
         }
@@ -587,18 +595,18 @@ int px_store_stats(px_store *s, px_store_stat **out, size_t *n, px_err *err)
 
 /* ---- campaign, quotas, prompts ------------------------------------------ */
 
-int px_store_add_campaign(px_store *s, const char *name, const char *json, int64_t *id,
-                          px_err *err)
+int px_manifest_add_campaign(px_manifest *s, const char *name, const char *json, int64_t *id,
+                             px_err *err)
 {
     char now[32];
-    px_store_now_iso(now, sizeof now);
+    px_manifest_now_iso(now, sizeof now);
     return run_stmt(s, err, "add campaign", id, NULL,
                     "INSERT INTO campaigns(name, json, created_at) VALUES(?, ?, ?)", "ttt", name,
                     json, (const char *)now);
 }
 
-int px_store_set_quota(px_store *s, int64_t campaign_id, const char *theme, const char *theme_slug,
-                       const char *type, int quota, px_err *err)
+int px_manifest_set_quota(px_manifest *s, int64_t campaign_id, const char *theme,
+                          const char *theme_slug, const char *type, int quota, px_err *err)
 {
     return run_stmt(s, err, "set quota", NULL, NULL,
                     "INSERT OR REPLACE INTO quotas(theme_slug, type, theme, quota, campaign_id)"
@@ -606,8 +614,8 @@ int px_store_set_quota(px_store *s, int64_t campaign_id, const char *theme, cons
                     "tttiI", theme_slug, type, theme, quota, campaign_id);
 }
 
-int px_store_count(px_store *s, const char *theme_slug, const char *type, int *good, int *open,
-                   int *failed, int *rejected, px_err *err)
+int px_manifest_count(px_manifest *s, const char *theme_slug, const char *type, int *good,
+                      int *open, int *failed, int *rejected, px_err *err)
 {
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
@@ -641,7 +649,7 @@ int px_store_count(px_store *s, const char *theme_slug, const char *type, int *g
     return r;
 }
 
-void px_store_strings_free(char **v, size_t n)
+void px_manifest_strings_free(char **v, size_t n)
 {
     if (!v)
         return;
@@ -650,7 +658,7 @@ void px_store_strings_free(char **v, size_t n)
     free(v);
 }
 
-int px_store_all_prompts(px_store *s, char ***texts, size_t *n, px_err *err)
+int px_manifest_all_prompts(px_manifest *s, char ***texts, size_t *n, px_err *err)
 {
     *texts = NULL;
     *n = 0;
@@ -684,7 +692,7 @@ int px_store_all_prompts(px_store *s, char ***texts, size_t *n, px_err *err)
     }
     pthread_mutex_unlock(&s->mu);
     if (r != PX_OK) {
-        px_store_strings_free(v, k);
+        px_manifest_strings_free(v, k);
         return r;
     }
     *texts = v;
@@ -694,31 +702,31 @@ int px_store_all_prompts(px_store *s, char ***texts, size_t *n, px_err *err)
 
 /* ---- jobs --------------------------------------------------------------- */
 
-void px_store_job_clear(px_store_job *j)
+void px_manifest_job_clear(px_manifest_job *j)
 {
     if (!j)
         return;
-    char **strs[] = {&j->theme,  &j->theme_slug, &j->type,   &j->prompt, &j->negative, &j->sampler,
-                     &j->backend, &j->model,     &j->status, &j->server, &j->error,    &j->scene};
+    char **strs[] = {&j->theme,   &j->theme_slug, &j->type,   &j->prompt, &j->negative, &j->sampler,
+                     &j->backend, &j->model,      &j->status, &j->server, &j->error,    &j->scene};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         free(*strs[i]);
     memset(j, 0, sizeof *j);
 }
 
-void px_store_jobs_free(px_store_job *j, size_t n)
+void px_manifest_jobs_free(px_manifest_job *j, size_t n)
 {
     if (!j)
         return;
     for (size_t i = 0; i < n; i++)
-        px_store_job_clear(&j[i]);
+        px_manifest_job_clear(&j[i]);
     free(j);
 }
 
-int px_store_add_job(px_store *s, const px_store_job *j, const char *writer, const char *subtopic,
-                     int64_t *job_id, int64_t *seed, px_err *err)
+int px_manifest_add_job(px_manifest *s, const px_manifest_job *j, const char *writer,
+                        const char *subtopic, int64_t *job_id, int64_t *seed, px_err *err)
 {
     char now[32];
-    px_store_now_iso(now, sizeof now);
+    px_manifest_now_iso(now, sizeof now);
     pthread_mutex_lock(&s->mu);
     int r = exec_locked(s, "BEGIN IMMEDIATE", err);
     if (r != PX_OK) {
@@ -726,8 +734,9 @@ int px_store_add_job(px_store *s, const px_store_job *j, const char *writer, con
         return r;
     }
     sqlite3_stmt *st;
-    r = prep(s, "INSERT INTO prompts(theme_slug, type, text, writer, subtopic, created_at)"
-                " VALUES(?, ?, ?, ?, ?, ?)",
+    r = prep(s,
+             "INSERT INTO prompts(theme_slug, type, text, writer, subtopic, created_at)"
+             " VALUES(?, ?, ?, ?, ?, ?)",
              &st, err);
     if (r == PX_OK) {
         bind_text(st, 1, j->theme_slug);
@@ -793,7 +802,7 @@ int px_store_add_job(px_store *s, const px_store_job *j, const char *writer, con
     "SELECT id, theme, theme_slug, type, prompt, negative, seed, width, height, steps, cfg,"       \
     " sampler, backend, model, status, attempts, server, error, rerender_of FROM jobs"
 
-static int read_job_row(sqlite3_stmt *st, px_store_job *j)
+static int read_job_row(sqlite3_stmt *st, px_manifest_job *j)
 {
     memset(j, 0, sizeof *j);
     j->id = sqlite3_column_int64(st, 0);
@@ -817,14 +826,14 @@ static int read_job_row(sqlite3_stmt *st, px_store_job *j)
     j->rerender_of = sqlite3_column_int64(st, 18);
     if (!j->theme || !j->theme_slug || !j->type || !j->prompt || !j->negative || !j->sampler ||
         !j->backend || !j->model || !j->status || !j->server || !j->error) {
-        px_store_job_clear(j);
+        px_manifest_job_clear(j);
         return PX_ENOMEM;
     }
     return PX_OK;
 }
 
-int px_store_list_jobs(px_store *s, const char *status, int limit, px_store_job **out, size_t *n,
-                       px_err *err)
+int px_manifest_list_jobs(px_manifest *s, const char *status, int limit, px_manifest_job **out,
+                          size_t *n, px_err *err)
 {
     *out = NULL;
     *n = 0;
@@ -834,7 +843,7 @@ int px_store_list_jobs(px_store *s, const char *status, int limit, px_store_job 
                  JOB_COLS " WHERE (?1 IS NULL AND status IN ('pending','running')) OR status = ?1"
                           " ORDER BY id LIMIT ?2",
                  &st, err);
-    px_store_job *v = NULL;
+    px_manifest_job *v = NULL;
     size_t k = 0, cap = 0;
     if (r == PX_OK) {
         if (status)
@@ -844,7 +853,7 @@ int px_store_list_jobs(px_store *s, const char *status, int limit, px_store_job 
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (k == cap) {
                 size_t nc = cap ? cap * 2 : 64;
-                px_store_job *nv = realloc(v, nc * sizeof *nv);
+                px_manifest_job *nv = realloc(v, nc * sizeof *nv);
                 if (!nv) {
                     r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                     break;
@@ -864,7 +873,7 @@ int px_store_list_jobs(px_store *s, const char *status, int limit, px_store_job 
     }
     pthread_mutex_unlock(&s->mu);
     if (r != PX_OK || k == 0) {
-        px_store_jobs_free(v, k);
+        px_manifest_jobs_free(v, k);
         return r;
     }
     *out = v;
@@ -877,32 +886,32 @@ static int read_job_any(sqlite3_stmt *st, void *out)
     return read_job_row(st, out);
 }
 
-int px_store_get_job(px_store *s, int64_t id, px_store_job *out, px_err *err)
+int px_manifest_get_job(px_manifest *s, int64_t id, px_manifest_job *out, px_err *err)
 {
     memset(out, 0, sizeof *out);
     return get_by_id(s, JOB_COLS " WHERE id = ?", id, read_job_any, out, "job", err);
 }
 
-int px_store_job_start(px_store *s, int64_t id, const char *server, px_err *err)
+int px_manifest_job_start(px_manifest *s, int64_t id, const char *server, px_err *err)
 {
     char now[32];
-    px_store_now_iso(now, sizeof now);
+    px_manifest_now_iso(now, sizeof now);
     return run_stmt(s, err, "start job", NULL, NULL,
                     "UPDATE jobs SET status='running', attempts=attempts+1, server=?, started_at=?"
                     " WHERE id=?",
                     "ttI", server, (const char *)now, id);
 }
 
-int px_store_job_fail(px_store *s, int64_t id, const char *error, int give_up, px_err *err)
+int px_manifest_job_fail(px_manifest *s, int64_t id, const char *error, int give_up, px_err *err)
 {
     char now[32];
-    px_store_now_iso(now, sizeof now);
+    px_manifest_now_iso(now, sizeof now);
     return run_stmt(s, err, "fail job", NULL, NULL,
                     "UPDATE jobs SET status=?, error=?, finished_at=? WHERE id=?", "tttI",
                     give_up ? "failed" : "pending", error, (const char *)now, id);
 }
 
-int px_store_max_job_id(px_store *s, int64_t *id, px_err *err)
+int px_manifest_max_job_id(px_manifest *s, int64_t *id, px_err *err)
 {
     *id = 0;
     pthread_mutex_lock(&s->mu);
@@ -919,7 +928,7 @@ int px_store_max_job_id(px_store *s, int64_t *id, px_err *err)
     return r;
 }
 
-int px_store_reset_running(px_store *s, int *n, px_err *err)
+int px_manifest_reset_running(px_manifest *s, int *n, px_err *err)
 {
     pthread_mutex_lock(&s->mu);
     int r = exec_locked(s, "UPDATE jobs SET status='pending' WHERE status='running'", err);
@@ -929,10 +938,10 @@ int px_store_reset_running(px_store *s, int *n, px_err *err)
     return r;
 }
 
-int px_store_add_image(px_store *s, const px_store_image_rec *rec, px_err *err)
+int px_manifest_add_image(px_manifest *s, const px_manifest_image_rec *rec, px_err *err)
 {
     char now[32];
-    px_store_now_iso(now, sizeof now);
+    px_manifest_now_iso(now, sizeof now);
     pthread_mutex_lock(&s->mu);
     int r = exec_locked(s, "BEGIN IMMEDIATE", err);
     if (r != PX_OK) {
@@ -983,15 +992,17 @@ int px_store_add_image(px_store *s, const px_store_image_rec *rec, px_err *err)
     return r;
 }
 
-int px_store_all_phashes(px_store *s, int64_t **ids, uint64_t **hashes, size_t *n, px_err *err)
+int px_manifest_all_phashes(px_manifest *s, int64_t **ids, uint64_t **hashes, size_t *n,
+                            px_err *err)
 {
     *ids = NULL;
     *hashes = NULL;
     *n = 0;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, "SELECT id, phash FROM images WHERE status IN ('accepted','flagged')"
-                    " ORDER BY id",
+    int r = prep(s,
+                 "SELECT id, phash FROM images WHERE status IN ('accepted','flagged')"
+                 " ORDER BY id",
                  &st, err);
     int64_t *vi = NULL;
     uint64_t *vh = NULL;
