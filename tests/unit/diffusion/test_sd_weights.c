@@ -1,0 +1,241 @@
+/*
+ * Tests of the safetensors reader and the SD weights loader: the golden tiny
+ * model as a diffusers folder and as one original-layout file must give the
+ * same configs and, name by name, the same bytes; damaged and foreign files
+ * must be refused with messages that name the problem. Synthetic files are
+ * written to a temporary directory by the helpers below.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "sd_internal.h"
+
+#define GOLDEN PX_SHARED_DIR "/golden/sd"
+
+static char tmpdir[256];
+
+static int setup_tmp(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/px_sd_weights_XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown_tmp(void **state)
+{
+    (void)state;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Writes <tmpdir>/name: an 8-byte LE header length (hlen, or strlen(json)
+ * when hlen is 0), the JSON, then ndata bytes 0,1,2,... Returns the path. */
+static const char *write_st(const char *name, const char *json, uint64_t hlen, size_t ndata)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint64_t n = hlen ? hlen : strlen(json);
+    for (int i = 0; i < 8; i++)
+        fputc((int)((n >> (8 * i)) & 0xff), f);
+    fputs(json, f);
+    for (size_t i = 0; i < ndata; i++)
+        fputc((int)(i & 0xff), f);
+    fclose(f);
+    return path;
+}
+
+static void expect_corrupt(const char *json, uint64_t hlen, size_t ndata, const char *needle)
+{
+    px_st_file *f = (px_st_file *)1;
+    px_err err = {{0}};
+    const char *p = write_st("bad.safetensors", json, hlen, ndata);
+    int rc = px_st_open(p, &f, &err);
+    assert_int_equal(rc, PX_ECORRUPT);
+    assert_null(f);
+    if (!strstr(err.msg, needle) || !strstr(err.msg, "bad.safetensors"))
+        fail_msg("message \"%s\" lacks \"%s\" or the file name", err.msg, needle);
+}
+
+static void test_st_valid(void **state)
+{
+    (void)state;
+    const char *p = write_st("ok.safetensors",
+                             "{\"__metadata__\":{\"format\":\"pt\"},"
+                             "\"b\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[8,20]},"
+                             "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                             "\"e\":{\"dtype\":\"F8_E4M3\",\"shape\":[0],\"data_offsets\":[20,20]}}",
+                             0, 20);
+    px_st_file *f;
+    px_err err = {{0}};
+    assert_int_equal(px_st_open(p, &f, &err), PX_OK);
+    assert_int_equal(px_st_count(f), 3);
+    const px_st_tensor *a = px_st_find(f, "a"), *b = px_st_find(f, "b");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_null(px_st_find(f, "c"));
+    assert_string_equal(px_st_at(f, 0)->name, "b"); /* header order kept */
+    assert_int_equal(b->dtype, PX_ST_F16);
+    assert_string_equal(b->dtype_name, "F16");
+    assert_int_equal(b->ndim, 2);
+    assert_int_equal(b->shape[1], 3);
+    assert_int_equal(b->nbytes, 12);
+    assert_int_equal(((const uint8_t *)b->data)[0], 8);
+    assert_int_equal(((const uint8_t *)a->data)[7], 7);
+    assert_int_equal(px_st_find(f, "e")->dtype, PX_ST_OTHER);
+    assert_int_equal(px_st_nn_dtype(PX_ST_OTHER), -1);
+    assert_int_equal(px_st_nn_dtype(PX_ST_BF16), PX_NN_BF16);
+    assert_string_equal(px_st_metadata(f, "format"), "pt");
+    assert_null(px_st_metadata(f, "nope"));
+    px_st_close(f);
+    px_st_close(NULL);
+}
+
+static void test_st_corrupt(void **state)
+{
+    (void)state;
+    const char *one = "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
+    expect_corrupt(one, 0, 7, "outside the data area");              /* truncated data */
+    expect_corrupt(one, 4000, 8, "header says 4000 bytes");           /* header length lies */
+    expect_corrupt(one, 200000000, 8, "limit");                       /* absurd header */
+    expect_corrupt("{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 0, 8,
+                   "tensor t: data_offsets span 8 bytes, shape and dtype need 12");
+    expect_corrupt("{\"t\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}", 0, 8,
+                   "tensor t: unknown dtype \"Q4\"");
+    expect_corrupt("{\"t\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 0, 8,
+                   "tensor t: shape");
+    expect_corrupt("{\"t\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],"
+                   "\"data_offsets\":[0,8]}}",
+                   0, 8, "overflows");
+    expect_corrupt("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 0, 8,
+                   "outside");
+    expect_corrupt("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"u\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+                   0, 8, "overlaps");
+    expect_corrupt("{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                   "\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                   0, 8, "header JSON");
+    expect_corrupt("{\"t\":", 0, 8, "header JSON");
+    expect_corrupt("[1]", 0, 8, "not an object");
+    expect_corrupt("{\"__metadata__\":{\"a\":1}}", 0, 0, "__metadata__");
+    expect_corrupt("", 0, 0, "header says"); /* 8-byte file, empty header */
+    /* px_st_parse on a buffer: the same checks */
+    px_st_file *f = NULL;
+    px_err err = {{0}};
+    const uint8_t tiny[4] = {1, 2, 3, 4};
+    assert_int_equal(px_st_parse(tiny, sizeof tiny, &f, &err), PX_ECORRUPT);
+    assert_null(f);
+    assert_int_equal(px_st_open("/nonexistent/x.safetensors", &f, &err), PX_ENOTFOUND);
+}
+
+static void test_folder_config(void **state)
+{
+    (void)state;
+    px_sd_weights *w;
+    px_err err = {{0}};
+    int rc = px_sd_weights_open(GOLDEN, GOLDEN "/taesd", &w, &err);
+    if (rc != PX_OK)
+        fail_msg("open: %s", err.msg);
+    const px_sd_config *c = px_sd_weights_config(w);
+    assert_int_equal(c->arch, PX_SD_ARCH_SD1);
+    assert_int_equal(c->single_file, 0);
+    assert_int_equal(c->unet.levels, 2);
+    assert_int_equal(c->unet.block_out[0], 32);
+    assert_int_equal(c->unet.block_out[1], 64);
+    assert_int_equal(c->unet.cross_attn[0], 1);
+    assert_int_equal(c->unet.cross_attn[1], 0);
+    assert_int_equal(c->unet.layers_per_block, 1);
+    assert_int_equal(c->unet.heads[0], 8);
+    assert_int_equal(c->unet.heads[1], 8);
+    assert_int_equal(c->unet.cross_dim, 32);
+    assert_int_equal(c->unet.in_channels, 4);
+    assert_int_equal(c->unet.time_cond_proj_dim, 0);
+    assert_int_equal(c->clip.hidden, 32);
+    assert_int_equal(c->clip.layers, 3);
+    assert_int_equal(c->clip.heads, 4);
+    assert_int_equal(c->clip.vocab, 527);
+    assert_int_equal(c->clip.intermediate, 64);
+    assert_int_equal(c->clip.bos, 525);
+    assert_int_equal(c->clip.eos, 526);
+    assert_int_equal(c->clip.act, PX_NN_QUICK_GELU);
+    assert_int_equal(c->vae.levels, 4);
+    assert_int_equal(c->vae.block_out[0], 32);
+    assert_int_equal(c->vae.block_out[3], 64);
+    assert_int_equal(c->vae.layers_per_block, 1);
+    assert_true(c->vae.scaling_factor == 0.18215f);
+    assert_int_equal(c->taesd.present, 1);
+    assert_int_equal(c->taesd.channels, 16);
+    assert_int_equal(c->taesd.blocks[0], 1);
+    assert_int_equal(c->train_timesteps, 1000);
+    assert_true(c->beta_start == 0.00085f && c->beta_end == 0.012f);
+    assert_int_equal(c->steps_offset, 1);
+    assert_int_equal(px_sd_weights_dtype(w), PX_NN_F32);
+    px_sd_weights_close(w);
+}
+
+static void test_mat_and_f32(void **state)
+{
+    (void)state;
+    px_sd_weights *w;
+    px_err err = {{0}};
+    assert_int_equal(px_sd_weights_open(GOLDEN, NULL, &w, &err), PX_OK);
+    px_nn_mat m;
+    int64_t good[4] = {32, 32, 1, 1}, bad[4] = {64, 32, 1, 1};
+    const char *pin = "down_blocks.0.attentions.0.proj_in.weight";
+    assert_int_equal(px_sd_w_mat(w, PX_SD_UNET, pin, 4, good, &m, &err), PX_OK);
+    assert_int_equal(m.rows, 32);
+    assert_int_equal(m.cols, 32);
+    assert_int_equal(m.dtype, PX_NN_F32);
+    assert_int_equal(px_sd_w_mat(w, PX_SD_UNET, pin, 2, good, &m, &err), PX_OK); /* (C,C) view */
+    assert_int_equal(px_sd_w_mat(w, PX_SD_UNET, pin, 4, bad, &m, &err), PX_EINVAL);
+    assert_string_equal(err.msg, "unet: tensor down_blocks.0.attentions.0.proj_in.weight has "
+                                 "shape [32,32,1,1], expected [64,32,1,1]");
+    assert_int_equal(px_sd_w_mat(w, PX_SD_UNET, "down_blocks.9.x.weight", 2, good, &m, &err),
+                     PX_ENOTFOUND);
+    assert_string_equal(err.msg, "unet: missing tensor down_blocks.9.x.weight");
+    const float *b;
+    assert_int_equal(px_sd_w_f32(w, PX_SD_VAE, "decoder.conv_in.bias", 63, &b, &err), PX_EINVAL);
+    assert_string_equal(err.msg, "vae: tensor decoder.conv_in.bias has shape [64], expected 63 "
+                                 "elements");
+    const px_st_tensor *t = NULL;
+    px_st_file *raw;
+    assert_int_equal(px_st_open(GOLDEN "/vae/diffusion_pytorch_model.safetensors", &raw, &err),
+                     PX_OK);
+    t = px_st_find(raw, "decoder.conv_in.bias");
+    assert_non_null(t);
+    int64_t n = t->shape[0];
+    assert_int_equal(px_sd_w_f32(w, PX_SD_VAE, "decoder.conv_in.bias", n, &b, &err), PX_OK);
+    assert_memory_equal(b, t->data, (size_t)n * 4);
+    const float *b2;
+    assert_int_equal(px_sd_w_f32(w, PX_SD_VAE, "decoder.conv_in.bias", n, &b2, &err), PX_OK);
+    assert_ptr_equal(b, b2); /* converted once */
+    px_st_close(raw);
+    assert_true(px_sd_w_has(w, PX_SD_CLIP, "text_model.final_layer_norm.weight"));
+    assert_false(px_sd_w_has(w, PX_SD_CLIP, "text_model.nope"));
+    char first[128];
+    size_t unused = px_sd_weights_unused(w, PX_SD_UNET, first, sizeof first);
+    assert_int_equal(unused, 207); /* 208 tensors, one used */
+    assert_true(first[0] != '\0');
+    px_sd_weights_close(w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_st_valid),
+        cmocka_unit_test(test_st_corrupt),
+        cmocka_unit_test(test_folder_config),
+        cmocka_unit_test(test_mat_and_f32),
+    };
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
+}
