@@ -37,6 +37,7 @@
  */
 #include "kernels.h"
 #include "kernels_internal.h"
+#include "ops_internal.h"
 #include "px_nn.h"
 
 #include <cblas.h>
@@ -115,6 +116,11 @@ static void blas_single_thread(void)
     /* We split work ourselves; OpenBLAS's own threads would fight our pool
      * and make results depend on its internal partitioning. */
     openblas_set_num_threads(1);
+}
+
+void px_nn_blas_single_thread(void)
+{
+    pthread_once(&g_blas_once, blas_single_thread);
 }
 
 /* ---- prepare ---- */

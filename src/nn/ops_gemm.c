@@ -1,0 +1,400 @@
+/*
+ * The GEMM-backed px_nn_ops layers: linear, conv2d and attention.
+ *
+ * All three call OpenBLAS's cblas_sgemm single-threaded and parallelise over
+ * a fixed tiling of the output with px_pool_for, so every output element is
+ * produced by the same GEMM call whatever the thread count (bitwise
+ * determinism). Scratch comes from the caller's arena, taken before the
+ * parallel loop (one slice per worker) and released before returning.
+ *
+ * Weights stored as f16/bf16 are converted to f32 a row block at a time into
+ * the worker's slice (linear), or whole layer at a time (conv), never the
+ * whole model.
+ *  - linear: tasks are (block of output features, block of tokens), ordered
+ *    feature-block-major so that a worker converts each weight block once and
+ *    runs all its token blocks against it.
+ *  - conv2d: 1x1 stride-1 unpadded convs are one GEMM per (batch, column
+ *    tile); the rest unroll a tile of output pixels (im2col, sized to stay in
+ *    L2) and multiply it by the whole weight matrix.
+ *  - attention: tasks are (batch, head, tile of queries); each computes the
+ *    tile's scores against all keys (S = Q K^T, one GEMM), a row softmax and
+ *    O = P V (a second GEMM). Only a tile of the score matrix ever exists.
+ */
+#include "ops_internal.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+/* ---- shared helpers ---- */
+
+/* Converts rows [r0, r1) of w to f32 into dst (r1 - r0, cols). */
+static void mat_rows_f32(const px_nn_mat *w, int64_t r0, int64_t r1, float *dst)
+{
+    size_t esz = px_nn_dtype_size(w->dtype);
+    const unsigned char *src = (const unsigned char *)w->data + (size_t)r0 * (size_t)w->cols * esz;
+    px_nn_to_f32(w->dtype, src, dst, (size_t)(r1 - r0) * (size_t)w->cols);
+}
+
+typedef struct conv_rows_ctx {
+    const px_nn_mat *w;
+    float *dst;
+    int64_t block;
+} conv_rows_ctx;
+
+static void conv_rows_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    const conv_rows_ctx *c = ctx;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t r0 = t * c->block, r1 = r0 + c->block < c->w->rows ? r0 + c->block : c->w->rows;
+        mat_rows_f32(c->w, r0, r1, c->dst + (size_t)r0 * (size_t)c->w->cols);
+    }
+}
+
+/* The weight matrix as f32: its own data when already f32, else a converted
+ * copy in the arena. NULL when the arena cannot grow. */
+static const float *mat_f32(const px_nn_mat *w, px_nn_arena *arena, px_pool *pool)
+{
+    if (w->dtype == PX_NN_F32)
+        return w->data;
+    float *dst = px_nn_arena_floats(arena, (size_t)w->rows * (size_t)w->cols);
+    if (!dst)
+        return NULL;
+    conv_rows_ctx c = {.w = w, .dst = dst, .block = 16};
+    px_pool_for(pool, (w->rows + c.block - 1) / c.block, conv_rows_task, &c);
+    return dst;
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* ---- linear ---- */
+
+#define LIN_ROWS 64    /* output features per task */
+#define LIN_TOKENS 512 /* tokens per task */
+
+typedef struct lin_ctx {
+    const float *x;
+    int64_t n, ldx;
+    const px_nn_mat *w;
+    const float *bias;
+    float *y;
+    int64_t ldy;
+    int accumulate;
+    int64_t ntok; /* token blocks */
+    float *scratch;
+    size_t scratch_per;
+    int64_t *last_rb; /* per worker: row block its scratch holds, -1 none */
+} lin_ctx;
+
+static void lin_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    lin_ctx *c = ctx;
+    const px_nn_mat *w = c->w;
+    int64_t k = w->cols;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t rb = t / c->ntok, tb = t % c->ntok;
+        int64_t r0 = rb * LIN_ROWS, r1 = min64(r0 + LIN_ROWS, w->rows);
+        int64_t t0 = tb * LIN_TOKENS, t1 = min64(t0 + LIN_TOKENS, c->n);
+        const float *wr;
+        if (w->dtype == PX_NN_F32) {
+            wr = (const float *)w->data + (size_t)r0 * (size_t)k;
+        } else {
+            float *s = c->scratch + (size_t)worker * c->scratch_per;
+            if (c->last_rb[worker] != rb) {
+                mat_rows_f32(w, r0, r1, s);
+                c->last_rb[worker] = rb;
+            }
+            wr = s;
+        }
+        float *y = c->y + (size_t)t0 * (size_t)c->ldy + (size_t)r0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(t1 - t0), (int)(r1 - r0), (int)k,
+                    1.0f, c->x + (size_t)t0 * (size_t)c->ldx, (int)c->ldx, wr, (int)k,
+                    c->accumulate ? 1.0f : 0.0f, y, (int)c->ldy);
+        if (c->bias) {
+            const float *b = c->bias + r0;
+            for (int64_t i = 0; i < t1 - t0; i++) {
+                float *yr = y + (size_t)i * (size_t)c->ldy;
+                for (int64_t j = 0; j < r1 - r0; j++)
+                    yr[j] += b[j];
+            }
+        }
+    }
+}
+
+int px_nn_linear(const float *x, int64_t n, int64_t ldx, const px_nn_mat *w, const float *bias,
+                 float *y, int64_t ldy, int accumulate, px_nn_arena *arena, px_pool *pool)
+{
+    if (n <= 0 || w->rows <= 0)
+        return PX_OK;
+    px_nn_blas_single_thread();
+    int nthr = px_pool_threads(pool);
+    size_t mark = px_nn_arena_mark(arena);
+    lin_ctx c = {.x = x,
+                 .n = n,
+                 .ldx = ldx,
+                 .w = w,
+                 .bias = bias,
+                 .y = y,
+                 .ldy = ldy,
+                 .accumulate = accumulate,
+                 .ntok = ceil_div(n, LIN_TOKENS)};
+    c.last_rb = px_nn_arena_alloc(arena, (size_t)nthr * sizeof(int64_t));
+    if (!c.last_rb)
+        return PX_ENOMEM;
+    for (int i = 0; i < nthr; i++)
+        c.last_rb[i] = -1;
+    if (w->dtype != PX_NN_F32) {
+        c.scratch_per = ((size_t)LIN_ROWS * (size_t)w->cols + 15) / 16 * 16;
+        c.scratch = px_nn_arena_floats(arena, c.scratch_per * (size_t)nthr);
+        if (!c.scratch) {
+            px_nn_arena_release(arena, mark);
+            return PX_ENOMEM;
+        }
+    }
+    if (w->cols == 0) {
+        /* An empty sum: y = bias (or y += bias). */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < w->rows; j++)
+                y[i * ldy + j] = (accumulate ? y[i * ldy + j] : 0.0f) + (bias ? bias[j] : 0.0f);
+    } else {
+        px_pool_for(pool, ceil_div(w->rows, LIN_ROWS) * c.ntok, lin_task, &c);
+    }
+    px_nn_ops_count((uint64_t)2 * (uint64_t)n * (uint64_t)w->rows * (uint64_t)w->cols);
+    px_nn_arena_release(arena, mark);
+    return PX_OK;
+}
+
+/* ---- conv2d ---- */
+
+#define CONV_ROWS 128             /* output channels per task of the 1x1 path */
+#define CONV_TILE_BYTES (1 << 20) /* im2col tile budget (L2 is 1-2 MiB) */
+
+void px_nn_conv2d_out_size(const px_nn_conv2d_shape *s, int *oh, int *ow)
+{
+    *oh = (s->h + 2 * s->pad - s->k) / s->stride + 1;
+    *ow = (s->w + 2 * s->pad - s->k) / s->stride + 1;
+}
+
+typedef struct conv_ctx {
+    const float *x;
+    const px_nn_conv2d_shape *s;
+    const float *w; /* (c_out, kdim) f32 */
+    const float *bias;
+    float *y;
+    int accumulate;
+    int oh, ow;
+    int64_t kdim, ohw, tile, ntiles, nrb;
+    float *scratch;
+    size_t scratch_per;
+} conv_ctx;
+
+/* col (kdim, cols) = the input patches of output pixels [p0, p0 + cols). */
+static void im2col_tile(const conv_ctx *c, const float *xb, int64_t p0, int64_t cols, float *col)
+{
+    const px_nn_conv2d_shape *s = c->s;
+    int k = s->k;
+    for (int ci = 0; ci < s->c_in; ci++) {
+        const float *plane = xb + (size_t)ci * (size_t)s->h * (size_t)s->w;
+        for (int ky = 0; ky < k; ky++) {
+            for (int kx = 0; kx < k; kx++) {
+                float *dst = col + (size_t)((ci * k + ky) * k + kx) * (size_t)cols;
+                int64_t p = p0;
+                for (int64_t j = 0; j < cols; j++, p++) {
+                    int oy = (int)(p / c->ow), ox = (int)(p % c->ow);
+                    int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                    dst[j] = (iy >= 0 && iy < s->h && ix >= 0 && ix < s->w)
+                                 ? plane[(size_t)iy * (size_t)s->w + (size_t)ix]
+                                 : 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* Bias on rows [r0, r1) of a (c_out, ohw) output, columns [p0, p0 + cols). */
+static void conv_bias(const conv_ctx *c, float *yb, int64_t r0, int64_t r1, int64_t p0,
+                      int64_t cols)
+{
+    if (!c->bias)
+        return;
+    for (int64_t r = r0; r < r1; r++) {
+        float *row = yb + (size_t)r * (size_t)c->ohw + (size_t)p0;
+        float b = c->bias[r];
+        for (int64_t j = 0; j < cols; j++)
+            row[j] += b;
+    }
+}
+
+/* Tasks (batch, row block, column tile) of the 1x1 stride-1 path. */
+static void conv1x1_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    const conv_ctx *c = ctx;
+    const px_nn_conv2d_shape *s = c->s;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t b = t / (c->nrb * c->ntiles), rem = t % (c->nrb * c->ntiles);
+        int64_t r0 = rem / c->ntiles * CONV_ROWS, r1 = min64(r0 + CONV_ROWS, s->c_out);
+        int64_t p0 = rem % c->ntiles * c->tile, cols = min64(c->tile, c->ohw - p0);
+        const float *xb = c->x + (size_t)b * (size_t)s->c_in * (size_t)c->ohw;
+        float *yb = c->y + (size_t)b * (size_t)s->c_out * (size_t)c->ohw;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)cols,
+                    (int)c->kdim, 1.0f, c->w + (size_t)r0 * (size_t)c->kdim, (int)c->kdim, xb + p0,
+                    (int)c->ohw, c->accumulate ? 1.0f : 0.0f,
+                    yb + (size_t)r0 * (size_t)c->ohw + (size_t)p0, (int)c->ohw);
+        conv_bias(c, yb, r0, r1, p0, cols);
+    }
+}
+
+/* Tasks (batch, column tile) of the im2col path. */
+static void conv_im2col_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    const conv_ctx *c = ctx;
+    const px_nn_conv2d_shape *s = c->s;
+    float *col = c->scratch + (size_t)worker * c->scratch_per;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t b = t / c->ntiles;
+        int64_t p0 = t % c->ntiles * c->tile, cols = min64(c->tile, c->ohw - p0);
+        const float *xb = c->x + (size_t)b * (size_t)s->c_in * (size_t)s->h * (size_t)s->w;
+        float *yb = c->y + (size_t)b * (size_t)s->c_out * (size_t)c->ohw;
+        im2col_tile(c, xb, p0, cols, col);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->c_out, (int)cols, (int)c->kdim,
+                    1.0f, c->w, (int)c->kdim, col, (int)cols, c->accumulate ? 1.0f : 0.0f, yb + p0,
+                    (int)c->ohw);
+        conv_bias(c, yb, 0, s->c_out, p0, cols);
+    }
+}
+
+int px_nn_conv2d(const float *x, const px_nn_conv2d_shape *s, const px_nn_mat *w, const float *bias,
+                 float *y, int accumulate, px_nn_arena *arena, px_pool *pool)
+{
+    conv_ctx c = {.x = x, .s = s, .bias = bias, .y = y, .accumulate = accumulate};
+    px_nn_conv2d_out_size(s, &c.oh, &c.ow);
+    c.ohw = (int64_t)c.oh * c.ow;
+    c.kdim = (int64_t)s->c_in * s->k * s->k;
+    if (s->batch <= 0 || s->c_out <= 0 || c.ohw <= 0)
+        return PX_OK;
+    px_nn_blas_single_thread();
+    size_t mark = px_nn_arena_mark(arena);
+    c.w = mat_f32(w, arena, pool);
+    if (!c.w)
+        return PX_ENOMEM;
+    int nthr = px_pool_threads(pool);
+    if (s->k == 1 && s->stride == 1 && s->pad == 0) {
+        c.tile = 1024;
+        c.ntiles = ceil_div(c.ohw, c.tile);
+        c.nrb = ceil_div(s->c_out, CONV_ROWS);
+        px_pool_for(pool, (int64_t)s->batch * c.nrb * c.ntiles, conv1x1_task, &c);
+    } else {
+        int64_t tile = CONV_TILE_BYTES / (int64_t)sizeof(float) / (c.kdim > 0 ? c.kdim : 1);
+        tile = tile / 16 * 16;
+        if (tile < 64)
+            tile = 64;
+        c.tile = min64(tile, c.ohw);
+        c.ntiles = ceil_div(c.ohw, c.tile);
+        c.scratch_per = ((size_t)c.kdim * (size_t)c.tile + 15) / 16 * 16;
+        c.scratch = px_nn_arena_floats(arena, c.scratch_per * (size_t)nthr);
+        if (!c.scratch) {
+            px_nn_arena_release(arena, mark);
+            return PX_ENOMEM;
+        }
+        px_pool_for(pool, (int64_t)s->batch * c.ntiles, conv_im2col_task, &c);
+    }
+    px_nn_ops_count((uint64_t)2 * (uint64_t)s->batch * (uint64_t)s->c_out * (uint64_t)c.ohw *
+                    (uint64_t)c.kdim);
+    px_nn_arena_release(arena, mark);
+    return PX_OK;
+}
+
+/* ---- attention ---- */
+
+#define ATT_QTILE 64 /* queries per task */
+
+typedef struct att_ctx {
+    const float *q, *k, *v;
+    float *out;
+    const px_nn_attn_shape *s;
+    int64_t nqt;
+    float *scratch;
+    size_t scratch_per;
+} att_ctx;
+
+/* Row softmax of p (rows, ld) over the first len[i] entries of row i; the
+ * rest of the row (causally masked keys) becomes 0. */
+static void softmax_rows(float *p, int64_t rows, int64_t ld, int64_t cols, int64_t q0, int causal)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        float *r = p + (size_t)i * (size_t)ld;
+        int64_t len = causal ? min64(cols, q0 + i + 1) : cols;
+        float mx = -FLT_MAX;
+        for (int64_t j = 0; j < len; j++)
+            mx = r[j] > mx ? r[j] : mx;
+        float sum = 0.0f;
+        for (int64_t j = 0; j < len; j++) {
+            r[j] = expf(r[j] - mx);
+            sum += r[j];
+        }
+        float inv = 1.0f / sum;
+        for (int64_t j = 0; j < len; j++)
+            r[j] *= inv;
+        for (int64_t j = len; j < cols; j++)
+            r[j] = 0.0f;
+    }
+}
+
+static void att_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    const att_ctx *c = ctx;
+    const px_nn_attn_shape *s = c->s;
+    float *p = c->scratch + (size_t)worker * c->scratch_per;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t bh = t / c->nqt, qt = t % c->nqt;
+        int64_t b = bh / s->heads, h = bh % s->heads;
+        int64_t q0 = qt * ATT_QTILE, rows = min64(ATT_QTILE, s->nq - q0);
+        /* Keys past the tile's last query are masked for every row. */
+        int64_t nk = s->causal ? min64(s->nk, q0 + rows) : s->nk;
+        const float *qp = c->q + ((size_t)b * (size_t)s->nq + (size_t)q0) * (size_t)s->ldq +
+                          (size_t)h * (size_t)s->dh;
+        const float *kp =
+            c->k + (size_t)b * (size_t)s->nk * (size_t)s->ldk + (size_t)h * (size_t)s->dh;
+        const float *vp =
+            c->v + (size_t)b * (size_t)s->nk * (size_t)s->ldv + (size_t)h * (size_t)s->dh;
+        float *op = c->out + ((size_t)b * (size_t)s->nq + (size_t)q0) * (size_t)s->ldo +
+                    (size_t)h * (size_t)s->dh;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, s->dh, s->scale,
+                    qp, (int)s->ldq, kp, (int)s->ldk, 0.0f, p, (int)nk);
+        softmax_rows(p, rows, nk, nk, q0, s->causal);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, s->dh, (int)nk, 1.0f, p,
+                    (int)nk, vp, (int)s->ldv, 0.0f, op, (int)s->ldo);
+    }
+}
+
+int px_nn_attention(const float *q, const float *k, const float *v, float *out,
+                    const px_nn_attn_shape *s, px_nn_arena *arena, px_pool *pool)
+{
+    if (s->batch <= 0 || s->nq <= 0 || s->heads <= 0 || s->dh <= 0)
+        return PX_OK;
+    px_nn_blas_single_thread();
+    att_ctx c = {.q = q, .k = k, .v = v, .out = out, .s = s, .nqt = ceil_div(s->nq, ATT_QTILE)};
+    size_t mark = px_nn_arena_mark(arena);
+    int nthr = px_pool_threads(pool);
+    c.scratch_per = ((size_t)ATT_QTILE * (size_t)(s->nk > 0 ? s->nk : 1) + 15) / 16 * 16;
+    c.scratch = px_nn_arena_floats(arena, c.scratch_per * (size_t)nthr);
+    if (!c.scratch)
+        return PX_ENOMEM;
+    px_pool_for(pool, (int64_t)s->batch * s->heads * c.nqt, att_task, &c);
+    /* Two GEMMs of (nq x nk x dh) per head; causal counts what it skips too. */
+    px_nn_ops_count((uint64_t)4 * (uint64_t)s->batch * (uint64_t)s->heads * (uint64_t)s->nq *
+                    (uint64_t)s->nk * (uint64_t)s->dh);
+    px_nn_arena_release(arena, mark);
+    return PX_OK;
+}
