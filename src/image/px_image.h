@@ -5,8 +5,11 @@
  *
  * Images in memory are 8-bit interleaved RGB (3 channels) or RGBA (4, when
  * the source had alpha), rows of stride bytes, always upright after decoding
- * (EXIF orientation applied). Encoders write pixels only: no EXIF, XMP, IPTC,
- * ICC profile, comments or text chunks ever reach the output.
+ * (EXIF orientation applied). px_image_encode writes pixels only: no EXIF, XMP,
+ * IPTC, ICC profile, comments or text chunks ever reach the output (what the
+ * anonymizer needs). px_image_encode_meta adds two texts of our own and
+ * nothing else (what generated pool files need); px_image_meta_read reads
+ * them back.
  *
  * All functions are thread-safe on distinct images. Decoders treat their input
  * as hostile: size limits are checked before any pixel buffer is allocated,
@@ -28,7 +31,7 @@ typedef struct px_image {
     uint8_t *px;   /* owned; free with px_image_free */
 } px_image;
 
-typedef enum { PX_FMT_UNKNOWN = 0, PX_FMT_JPEG, PX_FMT_PNG, PX_FMT_WEBP } px_format;
+typedef enum px_format { PX_FMT_UNKNOWN = 0, PX_FMT_JPEG, PX_FMT_PNG, PX_FMT_WEBP } px_format;
 
 /* Format from magic bytes (PX_FMT_UNKNOWN if none matches). */
 px_format px_image_sniff(const uint8_t *data, size_t len);
@@ -73,6 +76,47 @@ int px_image_apply_orientation(px_image *img, int o);
  * quality), PX_EUNSUPPORTED (format), PX_ELIMIT (JPEG > 65500 or WebP > 16383
  * px a side), PX_ENOMEM. */
 int px_image_encode(const px_image *img, px_format f, int quality, px_buf *out, px_err *err);
+
+/* ---- Text metadata of generated images ----
+ * Two texts ride along with an image, each where other tools look for it:
+ *  - parameters: the AUTOMATIC1111 "parameters" text (prompt, "Negative
+ *    prompt:", "Steps: .., Seed: ..") that image viewers and web UIs show.
+ *    PNG: tEXt chunk "parameters". JPEG and WebP: EXIF UserComment with the
+ *    "UNICODE\0" prefix and UTF-16BE text in a big-endian TIFF block, as
+ *    AUTOMATIC1111 writes it (JPEG APP1 "Exif"; WebP "EXIF" chunk).
+ *  - json: our own JSON record. PNG: iTXt chunk "pixpipe". JPEG and WebP: an
+ *    XMP packet with one property pixpipe:json in the namespace
+ *    urn:pixpipe:meta:1, XML-escaped (JPEG APP1 XMP; WebP "XMP " chunk). */
+typedef struct px_image_meta {
+    const char *parameters; /* UTF-8; NULL: none */
+    const char *json;       /* UTF-8; NULL: none */
+} px_image_meta;
+
+/* Which of the two texts to read back. */
+typedef enum px_image_meta_key {
+    PX_META_PARAMETERS = 0, /* the AUTOMATIC1111 "parameters" text */
+    PX_META_JSON,           /* our JSON ("pixpipe") */
+} px_image_meta_key;
+
+/* Encodes img (RGB or RGBA) as f with the texts of meta (NULL or both fields
+ * NULL: same as px_image_encode). quality as for px_image_encode (PNG ignores
+ * it and is written fast, zlib level 1 with the up filter: pool files are
+ * rendered, smooth images where that stays within ~10% of level 6). Appends
+ * to *out (caller frees); on failure out->len is unchanged. Errors: those of
+ * px_image_encode, and PX_ELIMIT when a JPEG text does not fit an APP1
+ * segment (64 KiB). Thread-safe. */
+int px_image_encode_meta(const px_image *img, px_format f, int quality, const px_image_meta *meta,
+                         px_buf *out, px_err *err);
+
+/* Reads the text `key` from an encoded PNG, JPEG or WebP (see above). On PX_OK
+ * *value is a malloc'd NUL-terminated string the caller frees; otherwise
+ * *value is NULL and the status is PX_ENOTFOUND (no such text),
+ * PX_EUNSUPPORTED (not one of the three formats), PX_ECORRUPT (a chunk,
+ * segment or TIFF offset runs past the data), PX_EINVAL or PX_ENOMEM. The
+ * data is treated as hostile: every offset is checked against len.
+ * Thread-safe. */
+int px_image_meta_read(const uint8_t *data, size_t len, px_image_meta_key key, char **value,
+                       px_err *err);
 
 /* Allocates a w x h image with `channels` channels, zero-filled. */
 int px_image_alloc(px_image *img, int w, int h, int channels);
