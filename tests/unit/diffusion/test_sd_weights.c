@@ -229,6 +229,66 @@ static void test_mat_and_f32(void **state)
     px_sd_weights_close(w);
 }
 
+/* Every tensor of every part of the folder, by its diffusers name, must have
+ * the same bytes in the single file (so the engine is bit-identical on both). */
+static void check_part_bytes(px_sd_weights *ldm, px_sd_part part, const char *file)
+{
+    px_st_file *f;
+    px_err err = {{0}};
+    assert_int_equal(px_st_open(file, &f, &err), PX_OK);
+    assert_true(px_st_count(f) > 10);
+    for (size_t i = 0; i < px_st_count(f); i++) {
+        const px_st_tensor *t = px_st_at(f, i);
+        px_nn_mat m;
+        int rc = px_sd_w_mat(ldm, part, t->name, t->ndim, t->shape, &m, &err);
+        if (rc != PX_OK)
+            fail_msg("%s: %s", t->name, err.msg);
+        assert_int_equal(m.dtype, px_st_nn_dtype(t->dtype));
+        if (memcmp(m.data, t->data, t->nbytes) != 0)
+            fail_msg("%s %s: bytes differ", px_sd_part_name(part), t->name);
+    }
+    char first[128];
+    size_t left = px_sd_weights_unused(ldm, part, first, sizeof first);
+    if (left)
+        fail_msg("%s: %zu tensors of the file not in the folder, first %s", px_sd_part_name(part),
+                 left, first);
+    px_st_close(f);
+}
+
+static void test_ldm_file(void **state)
+{
+    (void)state;
+    px_sd_weights *a, *b;
+    px_err err = {{0}};
+    assert_int_equal(px_sd_weights_open(GOLDEN, GOLDEN "/taesd", &a, &err), PX_OK);
+    int rc = px_sd_weights_open(GOLDEN "/ldm/tiny-sd15.safetensors", GOLDEN "/taesd.safetensors",
+                                &b, &err);
+    if (rc != PX_OK)
+        fail_msg("open ldm: %s", err.msg);
+    const px_sd_config *ca = px_sd_weights_config(a), *cb = px_sd_weights_config(b);
+    assert_int_equal(cb->single_file, 1);
+    assert_int_equal(cb->arch, PX_SD_ARCH_SD1);
+    assert_memory_equal(&ca->unet, &cb->unet, sizeof ca->unet);
+    assert_memory_equal(&ca->clip, &cb->clip, sizeof ca->clip);
+    assert_memory_equal(&ca->vae, &cb->vae, sizeof ca->vae);
+    assert_memory_equal(&ca->taesd, &cb->taesd, sizeof ca->taesd);
+    assert_int_equal(ca->train_timesteps, cb->train_timesteps);
+    assert_true(ca->beta_start == cb->beta_start && ca->beta_end == cb->beta_end);
+    check_part_bytes(b, PX_SD_UNET, GOLDEN "/unet/diffusion_pytorch_model.safetensors");
+    check_part_bytes(b, PX_SD_VAE, GOLDEN "/vae/diffusion_pytorch_model.safetensors");
+    check_part_bytes(b, PX_SD_CLIP, GOLDEN "/text_encoder/model.safetensors");
+    check_part_bytes(b, PX_SD_TAESD, GOLDEN "/taesd/diffusion_pytorch_model.safetensors");
+    /* the one shape change: VAE mid attention (C,C,1,1) in the file, (C,C) asked */
+    px_nn_mat m;
+    int64_t cc[2] = {64, 64};
+    assert_int_equal(px_sd_w_mat(b, PX_SD_VAE, "decoder.mid_block.attentions.0.to_q.weight", 2, cc,
+                                 &m, &err),
+                     PX_OK);
+    assert_int_equal(m.cols, 64);
+    px_sd_weights_close(a);
+    px_sd_weights_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_st_corrupt),
         cmocka_unit_test(test_folder_config),
         cmocka_unit_test(test_mat_and_f32),
+        cmocka_unit_test(test_ldm_file),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
