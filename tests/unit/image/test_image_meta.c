@@ -7,10 +7,12 @@
  * UserComment, libwebp's demuxer for the chunks), and truncated or foreign
  * input is an error, never a crash (ASan watches).
  */
-#include <cmocka.h>
+/* cmocka.h needs these three first */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include <stdio.h>
 #include <stdlib.h>
