@@ -307,8 +307,8 @@ static int ldm_layout(const px_st_file *f, int *unet_levels, int *n_layers, int 
                           "%s: UNet input_blocks 0..%d with %d downsamplers is not an SD 1.x "
                           "layout",
                           label, max_in, downs);
-    if (*vae_levels < 1 || *vae_levels > PX_SD_MAX_LEVELS)
-        return px_err_set(err, PX_EUNSUPPORTED, "%s: VAE with %d levels (1 to %d)", label,
+    if (*vae_levels > PX_SD_MAX_LEVELS)
+        return px_err_set(err, PX_EUNSUPPORTED, "%s: VAE with %d levels (at most %d)", label,
                           *vae_levels, PX_SD_MAX_LEVELS);
     return PX_OK;
 }

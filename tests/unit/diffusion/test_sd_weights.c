@@ -289,6 +289,178 @@ static void test_ldm_file(void **state)
     px_sd_weights_close(b);
 }
 
+/* A tiny synthetic checkpoint holding the given keys (each one F32 [1]). */
+static const char *write_keys(const char *file, const char *const *keys, size_t n)
+{
+    char json[4096];
+    size_t pos = 0;
+    pos += (size_t)snprintf(json, sizeof json, "{");
+    for (size_t i = 0; i < n; i++)
+        pos += (size_t)snprintf(json + pos, sizeof json - pos,
+                                "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[1],"
+                                "\"data_offsets\":[%zu,%zu]}",
+                                i ? "," : "", keys[i], 4 * i, 4 * i + 4);
+    snprintf(json + pos, sizeof json - pos, "}");
+    return write_st(file, json, 0, 4 * n);
+}
+
+static void expect_refused(const char *path, int status, const char *needle)
+{
+    px_sd_weights *w = (px_sd_weights *)1;
+    px_err err = {{0}};
+    assert_int_equal(px_sd_weights_open(path, NULL, &w, &err), status);
+    assert_null(w);
+    if (!strstr(err.msg, needle))
+        fail_msg("message \"%s\" lacks \"%s\"", err.msg, needle);
+}
+
+static void test_refusals(void **state)
+{
+    (void)state;
+    static const char *const sdxl[] = {"conditioner.embedders.0.transformer.text_model.x",
+                                       "model.diffusion_model.input_blocks.0.0.weight"};
+    expect_refused(write_keys("xl.safetensors", sdxl, 2), PX_EUNSUPPORTED, "an SDXL checkpoint");
+    static const char *const sd2[] = {"cond_stage_model.model.token_embedding.weight",
+                                      "model.diffusion_model.input_blocks.0.0.weight"};
+    expect_refused(write_keys("sd2.safetensors", sd2, 2), PX_EUNSUPPORTED,
+                   "a Stable Diffusion 2.x checkpoint");
+    static const char *const sd3[] = {"model.diffusion_model.joint_blocks.0.x.weight"};
+    expect_refused(write_keys("sd3.safetensors", sd3, 1), PX_EUNSUPPORTED,
+                   "a Stable Diffusion 3 checkpoint");
+    static const char *const flux[] = {"double_blocks.0.img_attn.qkv.weight"};
+    expect_refused(write_keys("flux.safetensors", flux, 1), PX_EUNSUPPORTED, "a Flux checkpoint");
+    static const char *const none[] = {"encoder.layers.0.weight"};
+    expect_refused(write_keys("none.safetensors", none, 1), PX_EUNSUPPORTED,
+                   "not a Stable Diffusion checkpoint");
+    static const char *const bad[] = {"model.diffusion_model.input_blocks.0.0.weight",
+                                      "model.diffusion_model.input_blocks.1.0.in_layers.0.weight",
+                                      "model.diffusion_model.input_blocks.2.0.op.weight",
+                                      "model.diffusion_model.input_blocks.3.0.in_layers.0.weight",
+                                      "model.diffusion_model.input_blocks.3.0.whatever.weight"};
+    expect_refused(write_keys("odd.safetensors", bad, 5), PX_EUNSUPPORTED,
+                   "cannot map tensor model.diffusion_model.input_blocks.3.0.whatever.weight");
+    /* pickles: by extension before reading, and by magic whatever the name */
+    expect_refused(write_st("model.ckpt", "{}", 0, 0), PX_EUNSUPPORTED,
+                   "pickle checkpoint, which can run code");
+    char path[512];
+    snprintf(path, sizeof path, "%s/zip.safetensors", tmpdir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fwrite("PK\x03\x04rest", 1, 8, f);
+    fclose(f);
+    expect_refused(path, PX_EUNSUPPORTED, "convert it to .safetensors");
+    snprintf(path, sizeof path, "%s/pickle.safetensors", tmpdir);
+    f = fopen(path, "wb");
+    fwrite("\x80\x02}q\x00(X\x01\x00", 1, 10, f);
+    fclose(f);
+    expect_refused(path, PX_EUNSUPPORTED, "pickle checkpoint");
+    expect_refused("/nonexistent/model.safetensors", PX_ENOTFOUND, "no such model");
+    expect_refused(tmpdir, PX_ENOTFOUND, "no unet/config.json");
+}
+
+/* <tmpdir>/<dir>/<rel>: a symlink to target, or a file with text. */
+static void put_file(const char *dir, const char *rel, const char *target, const char *text)
+{
+    char path[512], cmd[1200];
+    snprintf(path, sizeof path, "%s/%s/%s", tmpdir, dir, rel);
+    snprintf(cmd, sizeof cmd, "mkdir -p \"$(dirname '%s')\"", path);
+    assert_int_equal(system(cmd), 0);
+    unlink(path);
+    if (target) {
+        assert_int_equal(symlink(target, path), 0);
+    } else {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void make_fp16_folder(const char *dir, const char *index_class, const char *unet_cfg)
+{
+    char cls[256];
+    snprintf(cls, sizeof cls, "{\"_class_name\": \"%s\"}", index_class);
+    put_file(dir, "model_index.json", NULL, cls);
+    if (unet_cfg)
+        put_file(dir, "unet/config.json", NULL, unet_cfg);
+    else
+        put_file(dir, "unet/config.json", GOLDEN "/unet/config.json", NULL);
+    put_file(dir, "unet/diffusion_pytorch_model.fp16.safetensors",
+             GOLDEN "/unet/diffusion_pytorch_model.safetensors", NULL);
+    put_file(dir, "vae/config.json", GOLDEN "/vae/config.json", NULL);
+    put_file(dir, "vae/diffusion_pytorch_model.fp16.safetensors",
+             GOLDEN "/vae/diffusion_pytorch_model.safetensors", NULL);
+    put_file(dir, "text_encoder/config.json", GOLDEN "/text_encoder/config.json", NULL);
+    put_file(dir, "text_encoder/model.fp16.safetensors", GOLDEN "/text_encoder/model.safetensors",
+             NULL);
+}
+
+static void test_folder_variants(void **state)
+{
+    (void)state;
+    make_fp16_folder("fp16", "StableDiffusionPipeline", NULL);
+    put_file("fp16", "scheduler/scheduler_config.json", NULL,
+             "{\"beta_start\": 0.001, \"beta_end\": 0.02, \"beta_schedule\": "
+             "\"scaled_linear\", \"num_train_timesteps\": 500, \"steps_offset\": 0, "
+             "\"prediction_type\": \"v_prediction\"}");
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/fp16", tmpdir);
+    px_sd_weights *w;
+    px_err err = {{0}};
+    int rc = px_sd_weights_open(dir, NULL, &w, &err);
+    if (rc != PX_OK)
+        fail_msg("%s", err.msg);
+    const px_sd_config *c = px_sd_weights_config(w);
+    assert_int_equal(c->train_timesteps, 500);
+    assert_true(c->beta_start == 0.001f && c->beta_end == 0.02f);
+    assert_int_equal(c->steps_offset, 0);
+    assert_int_equal(c->prediction_v, 1);
+    assert_int_equal(c->unet.block_out[1], 64);
+    assert_int_equal(c->taesd.present, 0);
+    assert_true(px_sd_w_has(w, PX_SD_CLIP, "text_model.final_layer_norm.bias"));
+    px_sd_weights_close(w);
+
+    make_fp16_folder("xl", "StableDiffusionXLPipeline", NULL);
+    snprintf(dir, sizeof dir, "%s/xl", tmpdir);
+    expect_refused(dir, PX_EUNSUPPORTED, "an SDXL model");
+    make_fp16_folder("sd2", "StableDiffusionPipeline",
+                     "{\"cross_attention_dim\": 1024, \"attention_head_dim\": [5, 10, 20, 20]}");
+    snprintf(dir, sizeof dir, "%s/sd2", tmpdir);
+    expect_refused(dir, PX_EUNSUPPORTED, "a Stable Diffusion 2.x model");
+}
+
+/* First 10 hex digits of `sha256sum file`. */
+static void sha256sum10(const char *file, char out[11])
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "sha256sum '%s'", file);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(out, 11, p));
+    pclose(p);
+    assert_int_equal(strlen(out), 10);
+}
+
+static void test_hash(void **state)
+{
+    (void)state;
+    static const char *const models[][2] = {
+        {GOLDEN, GOLDEN "/unet/diffusion_pytorch_model.safetensors"},
+        {GOLDEN "/ldm/tiny-sd15.safetensors", GOLDEN "/ldm/tiny-sd15.safetensors"}};
+    for (int i = 0; i < 2; i++) {
+        px_sd_weights *w;
+        px_err err = {{0}};
+        assert_int_equal(px_sd_weights_open(models[i][0], NULL, &w, &err), PX_OK);
+        char want[11], got[11], again[11];
+        sha256sum10(models[i][1], want);
+        assert_int_equal(px_sd_weights_hash(w, got, &err), PX_OK);
+        assert_string_equal(got, want);
+        assert_int_equal(px_sd_weights_hash(w, again, &err), PX_OK);
+        assert_string_equal(again, want);
+        px_sd_weights_close(w);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +469,9 @@ int main(void)
         cmocka_unit_test(test_folder_config),
         cmocka_unit_test(test_mat_and_f32),
         cmocka_unit_test(test_ldm_file),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_folder_variants),
+        cmocka_unit_test(test_hash),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
