@@ -84,7 +84,8 @@ int sd_w_finish(px_sd_weights *w, const char *label, px_err *err)
 {
     for (int p = 0; p < PX_SD_NPARTS; p++) {
         sd_wpart *wp = &w->parts[p];
-        qsort(wp->r, wp->n, sizeof *wp->r, ref_cmp);
+        if (wp->n > 1)
+            qsort(wp->r, wp->n, sizeof *wp->r, ref_cmp);
         for (size_t i = 1; i < wp->n; i++)
             if (strcmp(wp->r[i].name, wp->r[i - 1].name) == 0)
                 return px_err_set(err, PX_ECORRUPT, "%s: %s: two tensors map to %s", label,

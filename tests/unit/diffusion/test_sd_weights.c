@@ -461,6 +461,105 @@ static void test_hash(void **state)
     }
 }
 
+static void expect_shape(px_sd_weights *w, px_sd_part part, const char *name, int ndim,
+                         int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    int64_t dims[4] = {a, b, c, d};
+    px_nn_mat m;
+    px_err err = {{0}};
+    if (px_sd_w_mat(w, part, name, ndim, dims, &m, &err) != PX_OK)
+        fail_msg("%s", err.msg);
+}
+
+/* A full-size SD 1.5 file (random values, real shapes: made by
+ * shared/tools/sd/make_random_sd15.py) named by PX_SD15_FILE; skipped when
+ * unset, as in CI. Every tensor must map (1143 keys: 686 UNet, 248 VAE, 197
+ * CLIP with position_ids, 12 DDPM buffers), and the inferred config must be
+ * SD 1.5's. */
+static void test_full_size_sd15(void **state)
+{
+    (void)state;
+    const char *path = getenv("PX_SD15_FILE");
+    if (!path || !*path) {
+        skip();
+        return;
+    }
+    px_sd_weights *w;
+    px_err err = {{0}};
+    int rc = px_sd_weights_open(path, NULL, &w, &err);
+    if (rc != PX_OK)
+        fail_msg("%s", err.msg);
+    const px_sd_config *c = px_sd_weights_config(w);
+    const px_sd_unet_config *u = &c->unet;
+    assert_int_equal(u->levels, 4);
+    const int bo[4] = {320, 640, 1280, 1280}, ca[4] = {1, 1, 1, 0};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(u->block_out[i], bo[i]);
+        assert_int_equal(u->cross_attn[i], ca[i]);
+        assert_int_equal(u->heads[i], 8);
+    }
+    assert_int_equal(u->layers_per_block, 2);
+    assert_int_equal(u->cross_dim, 768);
+    assert_int_equal(u->in_channels, 4);
+    assert_int_equal(u->out_channels, 4);
+    assert_int_equal(u->use_linear_projection, 0);
+    assert_int_equal(u->time_cond_proj_dim, 0);
+    const px_sd_clip_config *k = &c->clip;
+    assert_int_equal(k->hidden, 768);
+    assert_int_equal(k->layers, 12);
+    assert_int_equal(k->heads, 12);
+    assert_int_equal(k->intermediate, 3072);
+    assert_int_equal(k->vocab, 49408);
+    assert_int_equal(k->max_positions, 77);
+    assert_int_equal(k->bos, 49406);
+    assert_int_equal(k->eos, 49407);
+    const int vo[4] = {128, 256, 512, 512};
+    assert_int_equal(c->vae.levels, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(c->vae.block_out[i], vo[i]);
+    assert_int_equal(c->vae.layers_per_block, 2);
+    assert_int_equal(c->vae.latent_channels, 4);
+    assert_int_equal(px_sd_weights_dtype(w), PX_NN_F16);
+    /* nothing requested yet: everything but position_ids counts as unused */
+    assert_int_equal(px_sd_weights_unused(w, PX_SD_UNET, NULL, 0), 686);
+    assert_int_equal(px_sd_weights_unused(w, PX_SD_VAE, NULL, 0), 248);
+    assert_int_equal(px_sd_weights_unused(w, PX_SD_CLIP, NULL, 0), 196);
+    /* the block arithmetic at its edges: where levels, slots and samplers meet */
+    const px_sd_part U = PX_SD_UNET, V = PX_SD_VAE;
+    expect_shape(w, U, "conv_in.weight", 4, 320, 4, 3, 3);
+    expect_shape(w, U, "time_embedding.linear_1.weight", 2, 1280, 320, 1, 1);
+    expect_shape(w, U, "down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight", 2, 320,
+                 768, 1, 1);
+    expect_shape(w, U, "down_blocks.1.resnets.0.conv_shortcut.weight", 4, 640, 320, 1, 1);
+    expect_shape(w, U, "down_blocks.2.downsamplers.0.conv.weight", 4, 1280, 1280, 3, 3);
+    expect_shape(w, U, "down_blocks.3.resnets.1.conv1.weight", 4, 1280, 1280, 3, 3);
+    expect_shape(w, U, "mid_block.attentions.0.proj_in.weight", 4, 1280, 1280, 1, 1);
+    expect_shape(w, U, "mid_block.resnets.1.time_emb_proj.weight", 2, 1280, 1280, 1, 1);
+    expect_shape(w, U, "up_blocks.0.resnets.2.conv1.weight", 4, 1280, 2560, 3, 3);
+    expect_shape(w, U, "up_blocks.0.upsamplers.0.conv.weight", 4, 1280, 1280, 3, 3);
+    expect_shape(w, U, "up_blocks.1.attentions.2.proj_out.weight", 4, 1280, 1280, 1, 1);
+    expect_shape(w, U, "up_blocks.1.resnets.2.conv1.weight", 4, 1280, 1920, 3, 3);
+    expect_shape(w, U, "up_blocks.2.upsamplers.0.conv.weight", 4, 640, 640, 3, 3);
+    expect_shape(w, U, "up_blocks.3.resnets.0.conv1.weight", 4, 320, 960, 3, 3);
+    expect_shape(w, U, "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.0.proj.weight", 2,
+                 2560, 320, 1, 1);
+    expect_shape(w, U, "conv_out.weight", 4, 4, 320, 3, 3);
+    assert_false(px_sd_w_has(w, U, "up_blocks.3.upsamplers.0.conv.weight"));
+    assert_false(px_sd_w_has(w, U, "down_blocks.3.downsamplers.0.conv.weight"));
+    expect_shape(w, V, "encoder.down_blocks.1.resnets.0.conv_shortcut.weight", 4, 256, 128, 1, 1);
+    expect_shape(w, V, "encoder.down_blocks.2.downsamplers.0.conv.weight", 4, 512, 512, 3, 3);
+    expect_shape(w, V, "encoder.conv_out.weight", 4, 8, 512, 3, 3);
+    expect_shape(w, V, "quant_conv.weight", 4, 8, 8, 1, 1);
+    expect_shape(w, V, "decoder.mid_block.attentions.0.to_q.weight", 2, 512, 512, 1, 1);
+    expect_shape(w, V, "decoder.up_blocks.0.upsamplers.0.conv.weight", 4, 512, 512, 3, 3);
+    expect_shape(w, V, "decoder.up_blocks.2.resnets.0.conv_shortcut.weight", 4, 256, 512, 1, 1);
+    expect_shape(w, V, "decoder.up_blocks.3.resnets.2.conv2.weight", 4, 128, 128, 3, 3);
+    expect_shape(w, V, "decoder.conv_norm_out.weight", 1, 128, 1, 1, 1);
+    expect_shape(w, PX_SD_CLIP, "text_model.encoder.layers.11.mlp.fc2.weight", 2, 768, 3072, 1,
+                 1);
+    px_sd_weights_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -472,6 +571,7 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_folder_variants),
         cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_full_size_sd15),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
