@@ -16,5 +16,6 @@ int px_cmd_bot(int argc, char **argv);
 int px_cmd_serve(int argc, char **argv);
 int px_cmd_generate(int argc, char **argv);
 int px_cmd_export(int argc, char **argv);
+int px_cmd_render(int argc, char **argv);
 
 #endif

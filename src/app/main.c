@@ -21,6 +21,7 @@ static const command commands[] = {
     {"serve", px_cmd_serve, "HTTP API (anonymize, pool) and the expert review page"},
     {"generate", px_cmd_generate, "fill an image pool: prompts by LLM or templates, renders on servers"},
     {"export", px_cmd_export, "a pool's manifest as CSV/JSON Lines, or its approved images"},
+    {"render", px_cmd_render, "one image from a prompt, Stable Diffusion 1.x on the CPU"},
 };
 
 static void usage(FILE *f)
