@@ -324,7 +324,10 @@ static int st_load(px_st_file *f, const char *label, px_err *err)
         return px_err_set(err, PX_ECORRUPT, "%s: header of %llu bytes (limit %llu): not a "
                           "safetensors file, or damaged", label, (unsigned long long)n,
                           (unsigned long long)ST_MAX_HEADER);
-    if (n < 2 || n > f->len - 8)
+    if (n < 2)
+        return px_err_set(err, PX_ECORRUPT, "%s: empty header (%llu bytes)", label,
+                          (unsigned long long)n);
+    if (n > f->len - 8)
         return px_err_set(err, PX_ECORRUPT,
                           "%s: header says %llu bytes but the file has %zu after the length",
                           label, (unsigned long long)n, f->len - 8);

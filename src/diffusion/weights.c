@@ -488,25 +488,68 @@ static int open_file(px_sd_weights *w, const char *path, px_err *err)
     return PX_OK;
 }
 
-/* TAESD: an AutoencoderTiny safetensors file, or a folder with config.json
- * and diffusion_pytorch_model.safetensors. */
+/* TAESD's own release (taesd_decoder.safetensors) is a bare Sequential that
+ * starts with a parameter-free Clamp: its "N.x" is diffusers'
+ * "decoder.layers.<N-1>.x". */
+static int load_taesd_raw(px_sd_weights *w, px_st_file *f, const char *path, px_err *err)
+{
+    for (size_t i = 0; i < px_st_count(f); i++) {
+        const px_st_tensor *t = px_st_at(f, i);
+        char *end;
+        long n = strtol(t->name, &end, 10);
+        char name[256];
+        if (end == t->name || *end != '.' || n < 1 || n > 1000 ||
+            snprintf(name, sizeof name, "decoder.layers.%ld%s", n - 1, end) >= (int)sizeof name)
+            return px_err_set(err, PX_EUNSUPPORTED, "%s: taesd: unexpected tensor %s", path,
+                              t->name);
+        if (sd_w_add(w, PX_SD_TAESD, name, t) != PX_OK)
+            return px_err_set(err, PX_ENOMEM, "%s: out of memory", path);
+    }
+    return PX_OK;
+}
+
+/* A TAESD weights file: diffusers' AutoencoderTiny, or TAESD's decoder. */
+static int load_taesd_file(px_sd_weights *w, const char *path, px_err *err)
+{
+    int rc = refuse_pickle(path, err);
+    if (rc != PX_OK)
+        return rc;
+    px_st_file *f;
+    if ((rc = px_st_open(path, &f, err)) != PX_OK)
+        return rc;
+    if (sd_w_keep(w, f) != PX_OK) {
+        px_st_close(f);
+        return px_err_set(err, PX_ELIMIT, "%s: too many files", path);
+    }
+    if (px_st_find(f, "1.weight") && !px_st_find(f, "0.weight"))
+        return load_taesd_raw(w, f, path, err);
+    if (!px_st_find(f, "decoder.layers.0.weight"))
+        return px_err_set(err, PX_EUNSUPPORTED,
+                          "%s: not a TAESD decoder (no decoder.layers.0.weight, nor TAESD's own "
+                          "1.weight)",
+                          path);
+    for (size_t i = 0; i < px_st_count(f); i++) {
+        const px_st_tensor *t = px_st_at(f, i);
+        if (sd_w_add(w, PX_SD_TAESD, t->name, t) != PX_OK)
+            return px_err_set(err, PX_ENOMEM, "%s: out of memory", path);
+    }
+    return PX_OK;
+}
+
+/* TAESD: a safetensors file, or a folder with diffusion_pytorch_model.safetensors
+ * and (usually) config.json; without a config the shapes tell. */
 static int open_taesd(px_sd_weights *w, const char *path, px_err *err)
 {
-    int rc;
-    if (is_dir(path)) {
-        char *p = part_file(path, ".", "diffusion_pytorch_model");
-        if (!p)
-            return px_err_set(err, PX_ENOTFOUND, "%s: no diffusion_pytorch_model.safetensors",
-                              path);
-        rc = load_flat(w, PX_SD_TAESD, p, err);
-        free(p);
-        if (rc == PX_OK)
-            rc = sd_taesd_config(w, path, err);
-        return rc;
-    }
-    if ((rc = refuse_pickle(path, err)) != PX_OK)
-        return rc;
-    return load_flat(w, PX_SD_TAESD, path, err); /* config inferred once sorted */
+    if (!is_dir(path))
+        return load_taesd_file(w, path, err);
+    char *p = part_file(path, ".", "diffusion_pytorch_model");
+    if (!p)
+        return px_err_set(err, PX_ENOTFOUND, "%s: no diffusion_pytorch_model.safetensors", path);
+    int rc = load_taesd_file(w, p, err);
+    free(p);
+    if (rc == PX_OK)
+        rc = sd_taesd_config(w, path, err);
+    return rc;
 }
 
 int px_sd_weights_open(const char *path, const char *taesd_path, px_sd_weights **out, px_err *err)

@@ -378,5 +378,6 @@ static int taesd_fn(px_sd_config *c, const json_t *j, const char *file, px_err *
 
 int sd_taesd_config(px_sd_weights *w, const char *dir, px_err *err)
 {
-    return read_one(&w->cfg, dir, "config.json", 1, taesd_fn, err);
+    /* without config.json the shapes tell (sd_infer_taesd) */
+    return read_one(&w->cfg, dir, "config.json", 0, taesd_fn, err);
 }

@@ -128,7 +128,7 @@ static void test_st_corrupt(void **state)
     expect_corrupt("{\"t\":", 0, 8, "header JSON");
     expect_corrupt("[1]", 0, 8, "not an object");
     expect_corrupt("{\"__metadata__\":{\"a\":1}}", 0, 0, "__metadata__");
-    expect_corrupt("", 0, 0, "header says"); /* 8-byte file, empty header */
+    expect_corrupt("", 0, 0, "empty header"); /* 8-byte file */
     /* px_st_parse on a buffer: the same checks */
     px_st_file *f = NULL;
     px_err err = {{0}};
@@ -560,6 +560,111 @@ static void test_full_size_sd15(void **state)
     px_sd_weights_close(w);
 }
 
+/* Writes the decoder tensors of golden TAESD as TAESD's own release names
+ * them ("decoder.layers.N.x" -> "<N+1>.x") to <tmpdir>/taesd_decoder.safetensors. */
+static const char *write_raw_taesd(void)
+{
+    px_st_file *src;
+    px_err err = {{0}};
+    assert_int_equal(px_st_open(GOLDEN "/taesd.safetensors", &src, &err), PX_OK);
+    static char path[512];
+    snprintf(path, sizeof path, "%s/taesd_decoder.safetensors", tmpdir);
+    char *json = malloc(1 << 16);
+    assert_non_null(json);
+    size_t pos = (size_t)snprintf(json, 1 << 16, "{"), off = 0;
+    for (size_t i = 0; i < px_st_count(src); i++) {
+        const px_st_tensor *t = px_st_at(src, i);
+        int n;
+        char rest[128];
+        if (sscanf(t->name, "decoder.layers.%d%127s", &n, rest) != 2)
+            continue;
+        pos += (size_t)snprintf(json + pos, (1 << 16) - pos,
+                                "%s\"%d%s\":{\"dtype\":\"%s\",\"shape\":[", off ? "," : "",
+                                n + 1, rest, t->dtype_name);
+        for (int d = 0; d < t->ndim; d++)
+            pos += (size_t)snprintf(json + pos, (1 << 16) - pos, "%s%lld", d ? "," : "",
+                                    (long long)t->shape[d]);
+        pos += (size_t)snprintf(json + pos, (1 << 16) - pos, "],\"data_offsets\":[%zu,%zu]}",
+                                off, off + t->nbytes);
+        off += t->nbytes;
+    }
+    snprintf(json + pos, (1 << 16) - pos, "}");
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint64_t hl = strlen(json);
+    for (int i = 0; i < 8; i++)
+        fputc((int)((hl >> (8 * i)) & 0xff), f);
+    fputs(json, f);
+    for (size_t i = 0; i < px_st_count(src); i++) {
+        const px_st_tensor *t = px_st_at(src, i);
+        if (strncmp(t->name, "decoder.layers.", 15) == 0)
+            fwrite(t->data, 1, t->nbytes, f);
+    }
+    fclose(f);
+    free(json);
+    px_st_close(src);
+    return path;
+}
+
+static void test_taesd_forms(void **state)
+{
+    (void)state;
+    px_sd_weights *ref, *w;
+    px_err err = {{0}};
+    assert_int_equal(px_sd_weights_open(GOLDEN, GOLDEN "/taesd", &ref, &err), PX_OK);
+    /* TAESD's own decoder file, no config: same config, same bytes */
+    int rc = px_sd_weights_open(GOLDEN, write_raw_taesd(), &w, &err);
+    if (rc != PX_OK)
+        fail_msg("%s", err.msg);
+    assert_memory_equal(&px_sd_weights_config(ref)->taesd, &px_sd_weights_config(w)->taesd,
+                        sizeof(px_sd_taesd_config));
+    int64_t dims[4] = {16, 4, 3, 3};
+    px_nn_mat a, b;
+    assert_int_equal(px_sd_w_mat(ref, PX_SD_TAESD, "decoder.layers.0.weight", 4, dims, &a, &err),
+                     PX_OK);
+    assert_int_equal(px_sd_w_mat(w, PX_SD_TAESD, "decoder.layers.0.weight", 4, dims, &b, &err),
+                     PX_OK);
+    assert_memory_equal(a.data, b.data, 16 * 4 * 9 * 4);
+    assert_true(px_sd_w_has(w, PX_SD_TAESD, "decoder.layers.11.conv.4.bias"));
+    assert_true(px_sd_w_has(w, PX_SD_TAESD, "decoder.layers.12.weight"));
+    px_sd_weights_close(w);
+    /* a folder without config.json: shapes tell */
+    put_file("taesd_nocfg", "diffusion_pytorch_model.safetensors", GOLDEN "/taesd.safetensors",
+             NULL);
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/taesd_nocfg", tmpdir);
+    assert_int_equal(px_sd_weights_open(GOLDEN, dir, &w, &err), PX_OK);
+    assert_memory_equal(&px_sd_weights_config(ref)->taesd, &px_sd_weights_config(w)->taesd,
+                        sizeof(px_sd_taesd_config));
+    px_sd_weights_close(w);
+    px_sd_weights_close(ref);
+    /* the UNet given as TAESD */
+    assert_int_equal(px_sd_weights_open(GOLDEN, GOLDEN "/unet.safetensors", &w, &err),
+                     PX_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "not a TAESD decoder"));
+}
+
+/* openai/clip-vit-large-patch14's config carries bos 0 / eos 2 / pad 1. */
+static void test_clip_legacy_ids(void **state)
+{
+    (void)state;
+    make_fp16_folder("legacy", "StableDiffusionPipeline", NULL);
+    put_file("legacy", "text_encoder/config.json", NULL,
+             "{\"vocab_size\": 527, \"hidden_size\": 32, \"num_attention_heads\": 4, "
+             "\"num_hidden_layers\": 3, \"intermediate_size\": 64, \"bos_token_id\": 0, "
+             "\"eos_token_id\": 2, \"pad_token_id\": 1, \"hidden_act\": \"quick_gelu\"}");
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/legacy", tmpdir);
+    px_sd_weights *w;
+    px_err err = {{0}};
+    assert_int_equal(px_sd_weights_open(dir, NULL, &w, &err), PX_OK);
+    const px_sd_clip_config *c = &px_sd_weights_config(w)->clip;
+    assert_int_equal(c->bos, 525);
+    assert_int_equal(c->eos, 526);
+    assert_int_equal(c->pad, 526);
+    px_sd_weights_close(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -571,6 +676,8 @@ int main(void)
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_folder_variants),
         cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_taesd_forms),
+        cmocka_unit_test(test_clip_legacy_ids),
         cmocka_unit_test(test_full_size_sd15),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
