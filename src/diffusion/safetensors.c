@@ -46,11 +46,11 @@ static const struct {
     px_st_dtype dtype;
     size_t size;
 } st_dtypes[] = {
-    {"F32", PX_ST_F32, 4},      {"F16", PX_ST_F16, 2},      {"BF16", PX_ST_BF16, 2},
-    {"F64", PX_ST_F64, 8},      {"I64", PX_ST_I64, 8},      {"I32", PX_ST_I32, 4},
-    {"I16", PX_ST_I16, 2},      {"I8", PX_ST_I8, 1},        {"U8", PX_ST_U8, 1},
-    {"BOOL", PX_ST_BOOL, 1},    {"U16", PX_ST_OTHER, 2},    {"U32", PX_ST_OTHER, 4},
-    {"U64", PX_ST_OTHER, 8},    {"F8_E4M3", PX_ST_OTHER, 1}, {"F8_E5M2", PX_ST_OTHER, 1},
+    {"F32", PX_ST_F32, 4},   {"F16", PX_ST_F16, 2},       {"BF16", PX_ST_BF16, 2},
+    {"F64", PX_ST_F64, 8},   {"I64", PX_ST_I64, 8},       {"I32", PX_ST_I32, 4},
+    {"I16", PX_ST_I16, 2},   {"I8", PX_ST_I8, 1},         {"U8", PX_ST_U8, 1},
+    {"BOOL", PX_ST_BOOL, 1}, {"U16", PX_ST_OTHER, 2},     {"U32", PX_ST_OTHER, 4},
+    {"U64", PX_ST_OTHER, 8}, {"F8_E4M3", PX_ST_OTHER, 1}, {"F8_E5M2", PX_ST_OTHER, 1},
 };
 
 int px_st_nn_dtype(px_st_dtype t)
@@ -80,7 +80,10 @@ void px_st_close(px_st_file *f)
     free(f);
 }
 
-size_t px_st_count(const px_st_file *f) { return f ? f->n : 0; }
+size_t px_st_count(const px_st_file *f)
+{
+    return f ? f->n : 0;
+}
 
 const px_st_tensor *px_st_at(const px_st_file *f, size_t i)
 {
@@ -142,8 +145,8 @@ static int st_uint(const json_t *v, uint64_t *out)
 }
 
 /* Validates one tensor entry and fills t (name/dtype_name set by the caller). */
-static int st_tensor(const char *label, const char *name, const json_t *desc,
-                     const uint8_t *data, uint64_t data_len, px_st_tensor *t, px_err *err)
+static int st_tensor(const char *label, const char *name, const json_t *desc, const uint8_t *data,
+                     uint64_t data_len, px_st_tensor *t, px_err *err)
 {
     if (!json_is_object(desc))
         return px_err_set(err, PX_ECORRUPT, "%s: tensor %s: entry is not a JSON object", label,
@@ -247,8 +250,8 @@ static size_t st_strings_size(json_t *root)
             json_t *mv;
             json_object_foreach(v, mk, mv)
             {
-                total += strlen(mk) + 1 + (json_is_string(mv) ? strlen(json_string_value(mv)) : 0)
-                         + 1;
+                total +=
+                    strlen(mk) + 1 + (json_is_string(mv) ? strlen(json_string_value(mv)) : 0) + 1;
             }
         } else if (json_is_object(v) && json_is_string(json_object_get(v, "dtype"))) {
             total += strlen(json_string_value(json_object_get(v, "dtype"))) + 1;
@@ -321,16 +324,17 @@ static int st_load(px_st_file *f, const char *label, px_err *err)
     for (int i = 7; i >= 0; i--)
         n = (n << 8) | f->buf[i];
     if (n > ST_MAX_HEADER)
-        return px_err_set(err, PX_ECORRUPT, "%s: header of %llu bytes (limit %llu): not a "
-                          "safetensors file, or damaged", label, (unsigned long long)n,
-                          (unsigned long long)ST_MAX_HEADER);
+        return px_err_set(err, PX_ECORRUPT,
+                          "%s: header of %llu bytes (limit %llu): not a "
+                          "safetensors file, or damaged",
+                          label, (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
     if (n < 2)
         return px_err_set(err, PX_ECORRUPT, "%s: empty header (%llu bytes)", label,
                           (unsigned long long)n);
     if (n > f->len - 8)
         return px_err_set(err, PX_ECORRUPT,
-                          "%s: header says %llu bytes but the file has %zu after the length",
-                          label, (unsigned long long)n, f->len - 8);
+                          "%s: header says %llu bytes but the file has %zu after the length", label,
+                          (unsigned long long)n, f->len - 8);
     json_error_t jerr;
     json_t *root = json_loadb((const char *)f->buf + 8, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
@@ -376,9 +380,8 @@ int px_st_open(const char *path, px_st_file **out, px_err *err)
     }
     if ((uint64_t)st.st_size < 8) {
         close(fd);
-        return px_err_set(err, PX_ECORRUPT,
-                          "%s: %lld bytes, too short for a safetensors header", path,
-                          (long long)st.st_size);
+        return px_err_set(err, PX_ECORRUPT, "%s: %lld bytes, too short for a safetensors header",
+                          path, (long long)st.st_size);
     }
     if ((uint64_t)st.st_size > SIZE_MAX) {
         close(fd);

@@ -141,7 +141,10 @@ void px_sd_weights_close(px_sd_weights *w)
     free(w);
 }
 
-const px_sd_config *px_sd_weights_config(const px_sd_weights *w) { return &w->cfg; }
+const px_sd_config *px_sd_weights_config(const px_sd_weights *w)
+{
+    return &w->cfg;
+}
 
 px_nn_dtype px_sd_weights_dtype(const px_sd_weights *w)
 {
@@ -190,8 +193,8 @@ static int ref_lookup(px_sd_weights *w, px_sd_part part, const char *name, sd_wr
     return PX_OK;
 }
 
-int px_sd_w_mat(px_sd_weights *w, px_sd_part part, const char *name, int ndim,
-                const int64_t *dims, px_nn_mat *out, px_err *err)
+int px_sd_w_mat(px_sd_weights *w, px_sd_part part, const char *name, int ndim, const int64_t *dims,
+                px_nn_mat *out, px_err *err)
 {
     sd_wref *r;
     int rc = ref_lookup(w, part, name, &r, err);
@@ -220,8 +223,8 @@ int px_sd_w_mat(px_sd_weights *w, px_sd_part part, const char *name, int ndim,
     return PX_OK;
 }
 
-int px_sd_w_f32(px_sd_weights *w, px_sd_part part, const char *name, int64_t n,
-                const float **out, px_err *err)
+int px_sd_w_f32(px_sd_weights *w, px_sd_part part, const char *name, int64_t n, const float **out,
+                px_err *err)
 {
     sd_wref *r;
     int rc = ref_lookup(w, part, name, &r, err);
@@ -475,8 +478,8 @@ static int open_file(px_sd_weights *w, const char *path, px_err *err)
                           path);
     if (arch != PX_SD_ARCH_SD1)
         return px_err_set(err, PX_EUNSUPPORTED,
-                          "%s: this is %s checkpoint; only Stable Diffusion 1.x is supported",
-                          path, arch_name(arch));
+                          "%s: this is %s checkpoint; only Stable Diffusion 1.x is supported", path,
+                          arch_name(arch));
     w->cfg.arch = PX_SD_ARCH_SD1;
     w->cfg.single_file = 1;
     if ((rc = sd_ldm_load(w, f, path, err)) != PX_OK)

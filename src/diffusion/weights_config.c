@@ -43,10 +43,17 @@ void sd_config_defaults(px_sd_config *c)
     u->norm_groups = 32;
     u->norm_eps = 1e-5f;
     u->flip_sin_to_cos = 1;
-    c->clip = (px_sd_clip_config){.vocab = 49408, .hidden = 768, .layers = 12, .heads = 12,
-                                  .intermediate = 3072, .max_positions = 77,
-                                  .act = PX_NN_QUICK_GELU, .eps = 1e-5f, .bos = 49406,
-                                  .eos = 49407, .pad = 49407};
+    c->clip = (px_sd_clip_config){.vocab = 49408,
+                                  .hidden = 768,
+                                  .layers = 12,
+                                  .heads = 12,
+                                  .intermediate = 3072,
+                                  .max_positions = 77,
+                                  .act = PX_NN_QUICK_GELU,
+                                  .eps = 1e-5f,
+                                  .bos = 49406,
+                                  .eos = 49407,
+                                  .pad = 49407};
     px_sd_vae_config *v = &c->vae;
     v->levels = 4;
     static const int vo[4] = {128, 256, 512, 512};
@@ -97,8 +104,8 @@ static int get_int(const json_t *o, const char *key, int lo, int hi, int *v, con
     if (!j || json_is_null(j))
         return PX_OK;
     if (!json_is_integer(j) || json_integer_value(j) < lo || json_integer_value(j) > hi)
-        return px_err_set(err, PX_EINVAL, "%s: %s must be an integer in [%d, %d]", file, key,
-                          lo, hi);
+        return px_err_set(err, PX_EINVAL, "%s: %s must be an integer in [%d, %d]", file, key, lo,
+                          hi);
     *v = (int)json_integer_value(j);
     return PX_OK;
 }
@@ -142,8 +149,8 @@ static int get_list(const json_t *o, const char *key, int *v, int *n, int fill, 
     for (size_t i = 0; i < len; i++) {
         const json_t *e = json_array_get(j, i);
         if (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > 1 << 20)
-            return px_err_set(err, PX_EINVAL, "%s: %s[%zu] must be a positive integer", file,
-                              key, i);
+            return px_err_set(err, PX_EINVAL, "%s: %s[%zu] must be a positive integer", file, key,
+                              i);
         v[i] = (int)json_integer_value(e);
     }
     if (n)
@@ -224,8 +231,8 @@ static int clip_config(px_sd_config *c, const json_t *j, const char *file, px_er
         (rc = get_int(j, "pad_token_id", 0, 1 << 24, &k->pad, file, err)))
         return rc;
     if (k->hidden % k->heads)
-        return px_err_set(err, PX_EINVAL, "%s: hidden_size %d is not a multiple of %d heads",
-                          file, k->hidden, k->heads);
+        return px_err_set(err, PX_EINVAL, "%s: hidden_size %d is not a multiple of %d heads", file,
+                          k->hidden, k->heads);
     /* legacy ids (see top): the real ones are the vocabulary's last two */
     if (k->eos == 2 || k->eos >= k->vocab || k->bos >= k->vocab || k->pad >= k->vocab) {
         k->bos = k->vocab - 2;
@@ -237,8 +244,8 @@ static int clip_config(px_sd_config *c, const json_t *j, const char *file, px_er
     else if (act && strcmp(act, "gelu") == 0)
         k->act = PX_NN_GELU;
     else if (act)
-        return px_err_set(err, PX_EUNSUPPORTED, "%s: hidden_act \"%s\" (quick_gelu or gelu)",
-                          file, act);
+        return px_err_set(err, PX_EUNSUPPORTED, "%s: hidden_act \"%s\" (quick_gelu or gelu)", file,
+                          act);
     if (k->hidden >= 1024)
         c->arch = PX_SD_ARCH_SD2; /* OpenCLIP ViT-H (SD 2.x) */
     return PX_OK;

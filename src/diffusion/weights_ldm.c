@@ -31,7 +31,10 @@
 #define VAE_PFX "first_stage_model."
 #define CLIP_PFX "cond_stage_model.transformer."
 
-static int starts(const char *s, const char *p) { return strncmp(s, p, strlen(p)) == 0; }
+static int starts(const char *s, const char *p)
+{
+    return strncmp(s, p, strlen(p)) == 0;
+}
 
 static int ends(const char *s, const char *p)
 {
@@ -149,27 +152,26 @@ static int unet_name(const char *s, int n_layers, char *out, size_t len)
     if (starts(s, "middle_block.") && (r = eat_int(s + 13, &m))) {
         if (m == 1)
             return unet_attn("mid_block.attentions.0.", r, out, len);
-        return (m == 0 || m == 2) && unet_res(m ? "mid_block.resnets.1." : "mid_block.resnets.0.",
-                                              r, out, len);
+        return (m == 0 || m == 2) &&
+               unet_res(m ? "mid_block.resnets.1." : "mid_block.resnets.0.", r, out, len);
     }
-    static const char *const top[] = {"time_embed.0.", "time_embedding.linear_1.",
-                                      "time_embed.2.", "time_embedding.linear_2.",
-                                      "out.0.",        "conv_norm_out.",
-                                      "out.2.",        "conv_out.",
+    static const char *const top[] = {"time_embed.0.", "time_embedding.linear_1.", "time_embed.2.",
+                                      "time_embedding.linear_2.", "out.0.", "conv_norm_out.",
+                                      "out.2.", "conv_out.",
                                       /* LCM's guidance embedding, as converters name it */
                                       "time_embedding.cond_proj.", "time_embedding.cond_proj."};
     const char *tail, *to = rename_prefix(s, top, sizeof top / sizeof top[0], &tail);
     return to && put(out, len, "%s%s", to, tail);
 }
 
-static const char *const vae_resnet[] = {"norm1.", "norm1.", "conv1.", "conv1.",
-                                         "norm2.", "norm2.", "conv2.", "conv2.",
+static const char *const vae_resnet[] = {"norm1.",        "norm1.",        "conv1.", "conv1.",
+                                         "norm2.",        "norm2.",        "conv2.", "conv2.",
                                          "nin_shortcut.", "conv_shortcut."};
-static const char *const vae_attn[] = {"norm.", "group_norm.", "q.", "to_q.", "k.", "to_k.",
-                                       "v.", "to_v.", "proj_out.", "to_out.0."};
+static const char *const vae_attn[] = {"norm.", "group_norm.", "q.",    "to_q.",     "k.",
+                                       "to_k.", "v.",          "to_v.", "proj_out.", "to_out.0."};
 
-static int vae_sub(const char *at, const char *rest, const char *const *table, size_t n,
-                   char *out, size_t len)
+static int vae_sub(const char *at, const char *rest, const char *const *table, size_t n, char *out,
+                   size_t len)
 {
     const char *tail, *to = rename_prefix(rest, table, n, &tail);
     return to && put(out, len, "%s%s%s", at, to, tail);
@@ -301,8 +303,7 @@ static int ldm_layout(const px_st_file *f, int *unet_levels, int *n_layers, int 
     *unet_levels = downs + 1;
     *n_layers = (max_in + 1) / *unet_levels - 1;
     *vae_levels = max_vae + 1;
-    if (*unet_levels > PX_SD_MAX_LEVELS || *n_layers < 1 ||
-        (max_in + 1) % *unet_levels != 0)
+    if (*unet_levels > PX_SD_MAX_LEVELS || *n_layers < 1 || (max_in + 1) % *unet_levels != 0)
         return px_err_set(err, PX_EUNSUPPORTED,
                           "%s: UNet input_blocks 0..%d with %d downsamplers is not an SD 1.x "
                           "layout",
@@ -352,7 +353,9 @@ int sd_ldm_load(px_sd_weights *w, const px_st_file *f, const char *label, px_err
         if (!counts[p])
             return px_err_set(err, PX_EUNSUPPORTED, "%s: no %s tensors (%s*): a partial checkpoint",
                               label, px_sd_part_name((px_sd_part)p),
-                              p == PX_SD_UNET ? UNET_PFX : p == PX_SD_VAE ? VAE_PFX : CLIP_PFX);
+                              p == PX_SD_UNET  ? UNET_PFX
+                              : p == PX_SD_VAE ? VAE_PFX
+                                               : CLIP_PFX);
     return PX_OK;
 }
 
@@ -415,10 +418,11 @@ int sd_infer_unet(const px_sd_weights *w, px_sd_unet_config *c, const char *labe
     c->layers_per_block = 0;
     while (getf(w, U, "down_blocks.0.resnets.%d.conv1.weight", c->layers_per_block))
         c->layers_per_block++;
-    const px_st_tensor *k = sd_w_get(w, U, "mid_block.attentions.0.transformer_blocks.0.attn2."
-                                           "to_k.weight");
-    if ((rc = need(k, 2, U, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight",
-                   label, err)))
+    const px_st_tensor *k = sd_w_get(w, U,
+                                     "mid_block.attentions.0.transformer_blocks.0.attn2."
+                                     "to_k.weight");
+    if ((rc = need(k, 2, U, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", label,
+                   err)))
         return rc;
     c->cross_dim = (int)k->shape[1];
     const px_st_tensor *pin = sd_w_get(w, U, "mid_block.attentions.0.proj_in.weight");
@@ -474,8 +478,7 @@ int sd_infer_clip(const px_sd_weights *w, px_sd_clip_config *c, const char *labe
     c->max_positions = (int)pos->shape[0];
     c->intermediate = (int)fc1->shape[0];
     c->layers = 0;
-    while (c->layers < 1000 &&
-           getf(w, C, "text_model.encoder.layers.%d.mlp.fc1.weight", c->layers))
+    while (c->layers < 1000 && getf(w, C, "text_model.encoder.layers.%d.mlp.fc1.weight", c->layers))
         c->layers++;
     /* heads: not in the file; ViT-L/14 has 64-wide heads, toy test models 8-wide */
     c->heads = c->hidden >= 64 ? c->hidden / 64 : c->hidden / 8;

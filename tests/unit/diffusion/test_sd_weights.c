@@ -70,12 +70,13 @@ static void expect_corrupt(const char *json, uint64_t hlen, size_t ndata, const 
 static void test_st_valid(void **state)
 {
     (void)state;
-    const char *p = write_st("ok.safetensors",
-                             "{\"__metadata__\":{\"format\":\"pt\"},"
-                             "\"b\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[8,20]},"
-                             "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                             "\"e\":{\"dtype\":\"F8_E4M3\",\"shape\":[0],\"data_offsets\":[20,20]}}",
-                             0, 20);
+    const char *p =
+        write_st("ok.safetensors",
+                 "{\"__metadata__\":{\"format\":\"pt\"},"
+                 "\"b\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[8,20]},"
+                 "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"e\":{\"dtype\":\"F8_E4M3\",\"shape\":[0],\"data_offsets\":[20,20]}}",
+                 0, 20);
     px_st_file *f;
     px_err err = {{0}};
     assert_int_equal(px_st_open(p, &f, &err), PX_OK);
@@ -105,9 +106,9 @@ static void test_st_corrupt(void **state)
 {
     (void)state;
     const char *one = "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
-    expect_corrupt(one, 0, 7, "outside the data area");              /* truncated data */
-    expect_corrupt(one, 4000, 8, "header says 4000 bytes");           /* header length lies */
-    expect_corrupt(one, 200000000, 8, "limit");                       /* absurd header */
+    expect_corrupt(one, 0, 7, "outside the data area");     /* truncated data */
+    expect_corrupt(one, 4000, 8, "header says 4000 bytes"); /* header length lies */
+    expect_corrupt(one, 200000000, 8, "limit");             /* absurd header */
     expect_corrupt("{\"t\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 0, 8,
                    "tensor t: data_offsets span 8 bytes, shape and dtype need 12");
     expect_corrupt("{\"t\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,8]}}", 0, 8,
@@ -281,9 +282,9 @@ static void test_ldm_file(void **state)
     /* the one shape change: VAE mid attention (C,C,1,1) in the file, (C,C) asked */
     px_nn_mat m;
     int64_t cc[2] = {64, 64};
-    assert_int_equal(px_sd_w_mat(b, PX_SD_VAE, "decoder.mid_block.attentions.0.to_q.weight", 2, cc,
-                                 &m, &err),
-                     PX_OK);
+    assert_int_equal(
+        px_sd_w_mat(b, PX_SD_VAE, "decoder.mid_block.attentions.0.to_q.weight", 2, cc, &m, &err),
+        PX_OK);
     assert_int_equal(m.cols, 64);
     px_sd_weights_close(a);
     px_sd_weights_close(b);
@@ -461,8 +462,8 @@ static void test_hash(void **state)
     }
 }
 
-static void expect_shape(px_sd_weights *w, px_sd_part part, const char *name, int ndim,
-                         int64_t a, int64_t b, int64_t c, int64_t d)
+static void expect_shape(px_sd_weights *w, px_sd_part part, const char *name, int ndim, int64_t a,
+                         int64_t b, int64_t c, int64_t d)
 {
     int64_t dims[4] = {a, b, c, d};
     px_nn_mat m;
@@ -555,8 +556,7 @@ static void test_full_size_sd15(void **state)
     expect_shape(w, V, "decoder.up_blocks.2.resnets.0.conv_shortcut.weight", 4, 256, 512, 1, 1);
     expect_shape(w, V, "decoder.up_blocks.3.resnets.2.conv2.weight", 4, 128, 128, 3, 3);
     expect_shape(w, V, "decoder.conv_norm_out.weight", 1, 128, 1, 1, 1);
-    expect_shape(w, PX_SD_CLIP, "text_model.encoder.layers.11.mlp.fc2.weight", 2, 768, 3072, 1,
-                 1);
+    expect_shape(w, PX_SD_CLIP, "text_model.encoder.layers.11.mlp.fc2.weight", 2, 768, 3072, 1, 1);
     px_sd_weights_close(w);
 }
 
@@ -579,13 +579,13 @@ static const char *write_raw_taesd(void)
         if (sscanf(t->name, "decoder.layers.%d%127s", &n, rest) != 2)
             continue;
         pos += (size_t)snprintf(json + pos, (1 << 16) - pos,
-                                "%s\"%d%s\":{\"dtype\":\"%s\",\"shape\":[", off ? "," : "",
-                                n + 1, rest, t->dtype_name);
+                                "%s\"%d%s\":{\"dtype\":\"%s\",\"shape\":[", off ? "," : "", n + 1,
+                                rest, t->dtype_name);
         for (int d = 0; d < t->ndim; d++)
             pos += (size_t)snprintf(json + pos, (1 << 16) - pos, "%s%lld", d ? "," : "",
                                     (long long)t->shape[d]);
-        pos += (size_t)snprintf(json + pos, (1 << 16) - pos, "],\"data_offsets\":[%zu,%zu]}",
-                                off, off + t->nbytes);
+        pos += (size_t)snprintf(json + pos, (1 << 16) - pos, "],\"data_offsets\":[%zu,%zu]}", off,
+                                off + t->nbytes);
         off += t->nbytes;
     }
     snprintf(json + pos, (1 << 16) - pos, "}");
@@ -668,16 +668,11 @@ static void test_clip_legacy_ids(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_st_valid),
-        cmocka_unit_test(test_st_corrupt),
-        cmocka_unit_test(test_folder_config),
-        cmocka_unit_test(test_mat_and_f32),
-        cmocka_unit_test(test_ldm_file),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_folder_variants),
-        cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_taesd_forms),
-        cmocka_unit_test(test_clip_legacy_ids),
+        cmocka_unit_test(test_st_valid),        cmocka_unit_test(test_st_corrupt),
+        cmocka_unit_test(test_folder_config),   cmocka_unit_test(test_mat_and_f32),
+        cmocka_unit_test(test_ldm_file),        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_folder_variants), cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_taesd_forms),     cmocka_unit_test(test_clip_legacy_ids),
         cmocka_unit_test(test_full_size_sd15),
     };
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
