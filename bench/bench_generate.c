@@ -37,7 +37,8 @@ static double cpu_s(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
-static int g_format = PX_GEN_PNG, g_quality = 92;
+static px_format g_format = PX_FMT_PNG;
+static int g_quality = 92;
 
 static int run_once(const char **servers, int n, int per_server, int count, int w, int h, void *det,
                     px_gen_summary *sum)
@@ -103,11 +104,15 @@ static int bench_formats(const char *photo, int w, int h)
         px_image_free(&im);
         return 1;
     }
-    px_gen_rgb rgb = {w, h, malloc((size_t)w * h * 3)};
+    px_image rgb;
+    if (px_image_alloc(&rgb, w, h, 3) != PX_OK) {
+        px_image_free(&im);
+        return 1;
+    }
     int x0 = (im.w - w) / 2, y0 = (im.h - h) / 2;
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++)
-            memcpy(rgb.px + ((size_t)y * w + x) * 3,
+            memcpy(rgb.px + (size_t)y * rgb.stride + (size_t)x * 3,
                    im.px + (size_t)(y0 + y) * im.stride + (size_t)(x0 + x) * im.channels, 3);
     px_image_free(&im);
     const char *params = "a bright open-plan office with plants, photorealistic stock photo\n"
@@ -117,13 +122,16 @@ static int bench_formats(const char *photo, int w, int h)
     const char *json = "{\"id\":1234,\"theme\":\"Business and office\",\"seed\":1234}";
     printf("formats: %s cropped to %dx%d, quality %d, metadata included, best of 5\n", photo, w, h,
            g_quality);
-    for (int f = PX_GEN_PNG; f <= PX_GEN_WEBP; f++) {
+    static const px_format fmts[] = {PX_FMT_PNG, PX_FMT_JPEG, PX_FMT_WEBP};
+    px_image_meta meta = {.parameters = params, .json = json};
+    for (int k = 0; k < 3; k++) {
+        px_format f = fmts[k];
         double best = 1e9;
         size_t bytes = 0;
         for (int r = 0; r < 5; r++) {
             px_buf b = {0};
             double t0 = px_now_ms();
-            if (px_gen_encode(&rgb, f, g_quality, params, json, &b, &e) != PX_OK) {
+            if (px_gen_encode(&rgb, f, g_quality, &meta, &b, &e) != PX_OK) {
                 fprintf(stderr, "bench_generate: %s\n", e.msg);
                 return 1;
             }
@@ -133,9 +141,9 @@ static int bench_formats(const char *photo, int w, int h)
             px_buf_free(&b);
         }
         printf("formats: %-4s %8zu bytes (%5.2f bits/pixel)  encode %6.1f ms\n",
-               px_gen_format_ext(f), bytes, 8.0 * bytes / ((double)w * h), best);
+               px_format_extension(f) + 1, bytes, 8.0 * bytes / ((double)w * h), best);
     }
-    px_gen_rgb_free(&rgb);
+    px_image_free(&rgb);
     return 0;
 }
 
@@ -156,8 +164,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--faces") && i + 1 < argc)
             faces = argv[++i];
         else if (!strcmp(argv[i], "--format") && i + 1 < argc &&
-                 px_gen_format_parse(argv[i + 1]) >= 0)
-            g_format = px_gen_format_parse(argv[++i]);
+                 px_format_parse(argv[i + 1]) != PX_FMT_UNKNOWN)
+            g_format = px_format_parse(argv[++i]);
         else if (!strcmp(argv[i], "--quality") && i + 1 < argc)
             g_quality = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--photo") && i + 1 < argc)
@@ -183,7 +191,7 @@ int main(int argc, char **argv)
         }
     }
     printf("bench_generate: %d cores, images %dx%d, pool files %s\n", px_cpu_count(), w, h,
-           px_gen_format_ext(g_format));
+           px_format_extension(g_format) + 1);
     if (!strcmp(what, "formats"))
         return bench_formats(photo, w, h);
     if (!strcmp(what, "bookkeeping") || !strcmp(what, "all")) {

@@ -260,7 +260,8 @@ int px_cmd_generate(int argc, char **argv)
     const char *progress = "auto", *out_file = NULL, *sampler = NULL, *model = NULL;
     const char *servers[MAX_SERVERS];
     int nservers = 0, count = -1, quiet = 0, people = 0, width = 0, height = 0, steps = 0;
-    int rerender = 0, timeout_s = 300, seed_set = 0, seed = 0, format = -1, quality = 0;
+    int rerender = 0, timeout_s = 300, seed_set = 0, seed = 0, quality = 0;
+    px_format format = PX_FMT_UNKNOWN; /* not given */
     double cfg = 0;
     px_err err;
     int c;
@@ -339,7 +340,7 @@ int px_cmd_generate(int argc, char **argv)
         case O_SAMPLER: sampler = optarg; break;
         case O_MODEL: model = optarg; break;
         case O_FORMAT:
-            if ((format = px_gen_format_parse(optarg)) < 0) {
+            if ((format = px_format_parse(optarg)) == PX_FMT_UNKNOWN) {
                 fprintf(stderr, "pixpipe generate: --format '%s': expected png, jpg or webp\n", optarg);
                 return PX_EXIT_USAGE;
             }
@@ -380,12 +381,12 @@ int px_cmd_generate(int argc, char **argv)
     if (rerender) {
         char def[1100];
         if (!out_file) { /* in the stored image's format, else --format's */
-            const char *ext = px_gen_format_ext(format >= 0 ? format : PX_GEN_PNG);
+            const char *ext = px_format_extension(format ? format : PX_FMT_PNG) + 1;
             char db[1100], stored_ext[8] = "";
             snprintf(db, sizeof db, "%s/%s", o.pool, PX_MANIFEST_FILE);
             px_manifest *s = NULL;
             px_manifest_image im;
-            if (format < 0 && px_manifest_open(db, 1, &s, NULL) == PX_OK &&
+            if (!format && px_manifest_open(db, 1, &s, NULL) == PX_OK &&
                 px_manifest_get_image(s, rerender, &im, NULL) == PX_OK) {
                 const char *dot = strrchr(im.path, '.');
                 if (dot && strlen(dot) < sizeof stored_ext)
@@ -397,7 +398,7 @@ int px_cmd_generate(int argc, char **argv)
                      stored_ext[0] ? stored_ext : ext);
             out_file = def;
         }
-        if (format >= 0)
+        if (format)
             o.format = format;
         o.checks.faces = PX_GEN_FACES_OFF;
         int same = 0;
@@ -457,7 +458,7 @@ int px_cmd_generate(int argc, char **argv)
         snprintf(camp.render.sampler, sizeof camp.render.sampler, "%s", sampler);
     if (model)
         snprintf(camp.render.model, sizeof camp.render.model, "%s", model);
-    o.format = format >= 0 ? format : camp.format;
+    o.format = format ? format : camp.format;
     if (!quality && camp.quality)
         o.quality = camp.quality;
     o.campaign = &camp;

@@ -27,12 +27,12 @@
 
 static const char *k_backends[] = {"a1111", "openai", "comfyui"};
 
-const char *px_gen_backend_name(int b)
+const char *px_gen_backend_name(px_gen_backend b)
 {
     return b >= 0 && b < 3 ? k_backends[b] : "?";
 }
 
-int px_gen_backend_parse(const char *s, int *b, px_err *err)
+int px_gen_backend_parse(const char *s, px_gen_backend *b, px_err *err)
 {
     for (int i = 0; s && i < 3; i++)
         if (!strcmp(s, k_backends[i])) {
@@ -341,7 +341,7 @@ static int render_comfy(px_gen_client *c, const char *base, const char *workflow
     return st;
 }
 
-int px_gen_render(px_gen_client *c, int backend, const char *base_url, const char *workflow,
+int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url, const char *workflow,
                   const px_gen_render_req *req, long timeout_ms, px_buf *image, px_err *err)
 {
     image->len = 0;

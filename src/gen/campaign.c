@@ -344,8 +344,8 @@ static int parse_defaults(json_t *d, px_gen_campaign *c, const char *origin, px_
     }
     json_t *fmt = json_object_get(d, "format");
     if (fmt) {
-        c->format = json_is_string(fmt) ? px_gen_format_parse(json_string_value(fmt)) : -1;
-        if (c->format < 0)
+        c->format = json_is_string(fmt) ? px_format_parse(json_string_value(fmt)) : PX_FMT_UNKNOWN;
+        if (c->format == PX_FMT_UNKNOWN)
             return px_err_set(err, PX_EINVAL, "%s: \"defaults.format\": expected \"png\", \"jpg\" "
                               "or \"webp\"", origin);
     }

@@ -39,7 +39,7 @@ int px_gen_hamming(uint64_t a, uint64_t b)
 }
 
 /* Area-averages the luma of img into an ow x oh float grid. */
-static void luma_resample(const px_gen_rgb *img, int ow, int oh, float *out)
+static void luma_resample(const px_image *img, int ow, int oh, float *out)
 {
     for (int oy = 0; oy < oh; oy++) {
         int y0 = (int)((int64_t)oy * img->h / oh), y1 = (int)((int64_t)(oy + 1) * img->h / oh);
@@ -51,7 +51,7 @@ static void luma_resample(const px_gen_rgb *img, int ow, int oh, float *out)
                 x1 = x0 + 1;
             double acc = 0;
             for (int y = y0; y < y1 && y < img->h; y++) {
-                const uint8_t *p = img->px + ((size_t)y * img->w + x0) * 3;
+                const uint8_t *p = img->px + (size_t)y * img->stride + (size_t)x0 * 3;
                 for (int x = x0; x < x1 && x < img->w; x++, p += 3)
                     acc += 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
             }
@@ -60,7 +60,7 @@ static void luma_resample(const px_gen_rgb *img, int ow, int oh, float *out)
     }
 }
 
-uint64_t px_gen_phash(const px_gen_rgb *img)
+uint64_t px_gen_phash(const px_image *img)
 {
     float g[32 * 32], tmp[8 * 32], d[64];
     luma_resample(img, 32, 32, g);
@@ -104,13 +104,16 @@ uint64_t px_gen_phash(const px_gen_rgb *img)
     return h;
 }
 
-int px_gen_check_image(const px_gen_rgb *img, const px_gen_check_opts *o,
+int px_gen_check_image(const px_image *img, const px_gen_check_opts *o,
                        px_gen_check_result *res, px_err *err)
 {
     memset(res, 0, sizeof *res);
     res->faces = -1;
     if (!img || !img->px || img->w < 8 || img->h < 8)
         return px_err_set(err, PX_EINVAL, "check: image smaller than 8x8");
+    if (img->channels != 3 || img->stride < (size_t)img->w * 3)
+        return px_err_set(err, PX_EINVAL, "check: expected 3-channel RGB, got %d channels",
+                          img->channels);
     px_gen_check_opts def = px_gen_check_opts_default();
     if (!o)
         o = &def;
@@ -123,14 +126,15 @@ int px_gen_check_image(const px_gen_rgb *img, const px_gen_check_opts *o,
         sw = 8;
     if (sh < 8)
         sh = 8;
-    float *g = malloc((size_t)sw * sh * sizeof *g);
+    float *g = px_malloc((size_t)sw * sh * sizeof *g);
     if (!g)
         return px_err_set(err, PX_ENOMEM, "check: out of memory");
     if (f == 1 && sw == img->w && sh == img->h) {
-        for (size_t i = 0; i < (size_t)sw * sh; i++) {
-            const uint8_t *p = img->px + i * 3;
-            g[i] = (float)(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
-        }
+        for (int y = 0; y < sh; y++)
+            for (int x = 0; x < sw; x++) {
+                const uint8_t *p = img->px + (size_t)y * img->stride + (size_t)x * 3;
+                g[(size_t)y * sw + x] = (float)(0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
+            }
     } else {
         luma_resample(img, sw, sh, g);
     }
@@ -175,13 +179,11 @@ int px_gen_check_image(const px_gen_rgb *img, const px_gen_check_opts *o,
         return PX_OK;
     }
     if (o->faces != PX_GEN_FACES_OFF && o->face_detector) {
-        px_image pi = {.w = img->w, .h = img->h, .channels = 3, .stride = (size_t)img->w * 3,
-                       .px = img->px};
         px_face_detect_opts fo = px_face_detect_opts_default();
         fo.min_face = 24; /* a face smaller than this is not a distorted-face risk on stock art */
         px_face *faces = NULL;
         int nf = 0;
-        int st = px_face_detect((px_face_detector *)o->face_detector, &pi, &fo, &faces, &nf, NULL,
+        int st = px_face_detect((px_face_detector *)o->face_detector, img, &fo, &faces, &nf, NULL,
                                 err);
         free(faces);
         if (st != PX_OK)

@@ -34,9 +34,6 @@ int px_gen_b64_encode(const uint8_t *d, size_t n, px_buf *out);
 /* SHA-256 of data as 64 lowercase hex digits + NUL. */
 void px_gen_sha256_hex(const uint8_t *data, size_t len, char hex[65]);
 
-/* *value = a malloc'd NUL-terminated copy of the n bytes at s. PX_ENOMEM. */
-int px_gen_text_dup(const void *s, size_t n, char **value, px_err *err);
-
 /* Joins base URL and path without doubling the slash, into out (cap). */
 void px_gen_join_url(const char *base, const char *path, char *out, size_t cap);
 

@@ -219,26 +219,28 @@ static char *build_json(const px_manifest_job *j, const char *server_url,
     return s;
 }
 
-static void rel_path(const px_manifest_job *j, int rejected, int format, char *out, size_t cap)
+/* A pool file's path relative to the pool; format UNKNOWN means PNG. */
+static void rel_path(const px_manifest_job *j, int rejected, px_format format, char *out,
+                     size_t cap)
 {
-    snprintf(out, cap, "%s%s/%s/%lld.%s", rejected ? "rejected/" : "", j->theme_slug, j->type,
-             (long long)j->id, px_gen_format_ext(format));
-}
-
-/* PX_GEN_* for an image module format; -1 when unknown. */
-static int gen_format(px_format f)
-{
-    return f == PX_FMT_JPEG ? PX_GEN_JPEG : f == PX_FMT_WEBP ? PX_GEN_WEBP
-                                        : f == PX_FMT_PNG  ? PX_GEN_PNG
-                                                           : -1;
+    snprintf(out, cap, "%s%s/%s/%lld%s", rejected ? "rejected/" : "", j->theme_slug, j->type,
+             (long long)j->id, px_format_extension(format == PX_FMT_UNKNOWN ? PX_FMT_PNG : format));
 }
 
 /* Looks for a finished file of this job left by a killed run (see top), in
  * any pool format: the run that left it may have been asked for another. */
 static int find_orphan(run *r, const px_manifest_job *j, px_buf *payload)
 {
+    /* the run's own format first, then the other two */
+    px_format order[3] = {r->o->format == PX_FMT_UNKNOWN ? PX_FMT_PNG : r->o->format};
+    for (int i = 0, n = 1; n < 3; i++) {
+        static const px_format all[3] = {PX_FMT_PNG, PX_FMT_JPEG, PX_FMT_WEBP};
+        if (all[i] != order[0])
+            order[n++] = all[i];
+    }
     for (int k = 0; k < 6; k++) {
-        int rej = k & 1, fmt = (r->o->format + k / 2) % 3;
+        int rej = k & 1;
+        px_format fmt = order[k / 2];
         char rel[600], path[1200];
         rel_path(j, rej, fmt, rel, sizeof rel);
         snprintf(path, sizeof path, "%s/%s", r->o->pool, rel);
@@ -248,7 +250,7 @@ static int find_orphan(run *r, const px_manifest_job *j, px_buf *payload)
             continue;
         char *meta = NULL;
         int ok = 0;
-        if (px_gen_meta_text(d, n, "pixpipe", &meta, NULL) == PX_OK) {
+        if (px_image_meta_read(d, n, PX_META_JSON, &meta, NULL) == PX_OK) {
             json_t *m = json_loads(meta, 0, NULL);
             ok = json_integer_value(json_object_get(m, "id")) == j->id &&
                  json_integer_value(json_object_get(m, "seed")) == j->seed;
@@ -318,7 +320,7 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
                            double render_ms, int adopted)
 {
     px_manifest_job *j = &it->job;
-    px_gen_rgb img;
+    px_image img;
     int st = px_gen_decode(payload->data, payload->len, 0, &img, &it->err);
     if (st != PX_OK)
         return px_err_prefix(&it->err, st == PX_ENOMEM ? st : PX_ECORRUPT,
@@ -348,11 +350,12 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
                  ? PX_OK
                  : px_err_set(&it->err, PX_ENOMEM, "out of memory");
     else if (st == PX_OK)
-        st = px_gen_encode(&img, r->o->format, r->o->quality, params, meta, &png, &it->err);
+        st = px_gen_encode(&img, r->o->format, r->o->quality,
+                           &(px_image_meta){.parameters = params, .json = meta}, &png, &it->err);
     int rejected = !strcmp(cr.status, "rejected");
     if (st == PX_OK) {
         /* an adopted file keeps its bytes, so its format too (it was found as PNG/JPEG/WebP) */
-        rel_path(j, rejected, adopted ? gen_format(px_image_sniff(png.data, png.len)) : r->o->format,
+        rel_path(j, rejected, adopted ? px_image_sniff(png.data, png.len) : r->o->format,
                  rel, sizeof rel);
         snprintf(path, sizeof path, "%s/%s", r->o->pool, rel);
         snprintf(dir, sizeof dir, "%s", path);
@@ -399,7 +402,7 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
     }
     free(meta);
     px_buf_free(&png);
-    px_gen_rgb_free(&img);
+    px_image_free(&img);
     return st;
 }
 
@@ -1019,7 +1022,7 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
     px_manifest_job j;
     px_gen_client *http = NULL;
     px_buf payload = {0}, png = {0};
-    px_gen_rgb img = {0}, old = {0};
+    px_image img = {0}, old = {0};
     char *meta = NULL;
     if ((st = px_manifest_get_job(s, id, &j, err)))
         goto out;
@@ -1056,12 +1059,13 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
             d = NULL;
         px_manifest_image_clear(&stored);
     }
-    int fmt = gen_format(px_format_from_path(out_path));
-    if (fmt < 0)
-        fmt = d ? gen_format(px_image_sniff(d, n)) : o->format;
-    if (fmt < 0) /* the stored file is not an image any more: the pool's format */
+    px_format fmt = px_format_from_path(out_path);
+    if (fmt == PX_FMT_UNKNOWN)
+        fmt = d ? px_image_sniff(d, n) : o->format;
+    if (fmt == PX_FMT_UNKNOWN) /* the stored file is not an image any more: the pool's format */
         fmt = o->format;
-    if ((st = px_gen_encode(&img, fmt, o->quality, params, meta, &png, err)) ||
+    if ((st = px_gen_encode(&img, fmt, o->quality,
+                            &(px_image_meta){.parameters = params, .json = meta}, &png, err)) ||
         (st = write_atomic(out_path, png.data, png.len, 0, err))) {
         free(d);
         goto out;
@@ -1069,18 +1073,18 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
     /* same pixels after decoding both files: exact for PNG; for JPEG/WebP it
      * also needs the same format and quality as the run that made the pool */
     if (same && d) {
-        px_gen_rgb mine = {0};
+        px_image mine = {0};
         if (px_gen_decode(d, n, 0, &old, NULL) == PX_OK &&
             px_gen_decode(png.data, png.len, 0, &mine, NULL) == PX_OK && old.w == mine.w &&
             old.h == mine.h && !memcmp(old.px, mine.px, (size_t)mine.w * mine.h * 3))
             *same = 1;
-        px_gen_rgb_free(&mine);
+        px_image_free(&mine);
     }
     free(d);
 out:
     free(meta);
-    px_gen_rgb_free(&img);
-    px_gen_rgb_free(&old);
+    px_image_free(&img);
+    px_image_free(&old);
     px_buf_free(&payload);
     px_buf_free(&png);
     px_gen_client_destroy(http);

@@ -20,6 +20,7 @@
 #define PX_GEN_H
 
 #include "../core/px_core.h"
+#include "../image/px_image.h"
 #include "../manifest/px_manifest.h"
 
 #ifdef __cplusplus
@@ -28,7 +29,13 @@ extern "C" {
 
 /* ---- image types and themes --------------------------------------------- */
 
-enum { PX_GEN_INTERIORS = 0, PX_GEN_EXTERIORS = 1, PX_GEN_ITEMS = 2, PX_GEN_NTYPES = 3 };
+/* The kinds of image a campaign asks for (also indexes per-type arrays). */
+typedef enum px_gen_type {
+    PX_GEN_INTERIORS = 0,
+    PX_GEN_EXTERIORS = 1,
+    PX_GEN_ITEMS = 2,
+    PX_GEN_NTYPES = 3 /* count, not a type */
+} px_gen_type;
 const char *px_gen_type_name(int type); /* "interiors" | "exteriors" | "items" | "?" */
 /* Parses a type name (case-insensitive; singular accepted). PX_EINVAL names it. */
 int px_gen_type_parse(const char *s, int *type, px_err *err);
@@ -67,7 +74,7 @@ typedef struct px_gen_campaign {
     int nthemes;
     px_gen_render_defaults render;
     int allow_people;              /* 0: "people, faces" go into the negative prompt */
-    int format;                    /* defaults.format: PX_GEN_PNG (default) | _JPEG | _WEBP */
+    px_format format;              /* defaults.format; PX_FMT_UNKNOWN when not given (PNG) */
     int quality;                   /* defaults.quality 1..100, 0 when not given */
     char *json;                    /* the campaign as JSON text (owned), stored in the manifest */
 } px_gen_campaign;
@@ -157,47 +164,28 @@ size_t px_gen_dedup_count(const px_gen_dedup *d);
 /* Exact Jaccard of the two texts' normalized word 3-shingle sets (tests). */
 double px_gen_jaccard(const char *a, const char *b);
 
-/* ---- images: PNG in/out and automatic checks ---------------------------- */
+/* ---- images: payloads in, pool files out, automatic checks ------------- */
 
-typedef struct px_gen_rgb {
-    int w, h;    /* pixels */
-    uint8_t *px; /* w*h*3 RGB, owned */
-} px_gen_rgb;
-void px_gen_rgb_free(px_gen_rgb *img);
-
-/* Decodes a PNG/JPEG/WebP payload to RGB (alpha composited on black),
- * refusing more than max_pixels. PX_EUNSUPPORTED when it is not an image,
- * PX_ECORRUPT when truncated. */
-int px_gen_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_gen_rgb *out,
+/* Decodes a render server's PNG/JPEG/WebP payload into *out as 3-channel RGB
+ * (alpha composited on black, stride w*3; free with px_image_free), refusing
+ * more than max_pixels (0: 64 Mi). PX_EUNSUPPORTED when it is not an image,
+ * PX_ECORRUPT when truncated, PX_ELIMIT, PX_ENOMEM. */
+int px_gen_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
                   px_err *err);
-/* Encodes RGB as PNG with tEXt "parameters" (A1111 style) and iTXt
- * "pixpipe" (our JSON) chunks. Appends to *out. */
-int px_gen_encode_png(const px_gen_rgb *img, const char *parameters, const char *json,
-                      px_buf *out, px_err *err);
-/* Reads the text chunk named key from a PNG into a malloc'd string. PX_ENOTFOUND. */
-int px_gen_png_text(const uint8_t *data, size_t len, const char *key, char **value, px_err *err);
 
-/* Pool file formats. JPEG and WebP carry the same metadata as PNG: the
- * "parameters" text as EXIF UserComment ("UNICODE" prefix, UTF-16BE, as
- * AUTOMATIC1111 writes it) and our JSON as the XMP property pixpipe:json
- * (namespace urn:pixpipe:meta:1). */
-enum { PX_GEN_PNG = 0, PX_GEN_JPEG, PX_GEN_WEBP };
-/* "png" | "jpg" | "webp" (no dot) for a PX_GEN_* format. */
-const char *px_gen_format_ext(int format);
-/* "png", "jpg" or "jpeg", "webp" -> PX_GEN_*; -1 for anything else. */
-int px_gen_format_parse(const char *s);
-/* Encodes img as format (quality 1..100 for JPEG and WebP; out of range: 92;
- * WebP stays lossy, at most 99) with both metadata items (either may be NULL).
- * Appends to *out. PX_ELIMIT when the metadata cannot fit a JPEG segment. */
-int px_gen_encode(const px_gen_rgb *img, int format, int quality, const char *parameters,
-                  const char *json, px_buf *out, px_err *err);
-/* Reads metadata item key ("parameters" or "pixpipe") from a PNG, JPEG or
- * WebP file into a malloc'd UTF-8 string. PX_ENOTFOUND when absent,
- * PX_EUNSUPPORTED for other data, PX_ECORRUPT for a damaged block. The data
- * is treated as hostile: every offset is bounds-checked. Thread-safe. */
-int px_gen_meta_text(const uint8_t *data, size_t len, const char *key, char **value, px_err *err);
+/* Encodes a pool file: img as f (PX_FMT_UNKNOWN: PNG) with both metadata
+ * texts (see px_image_encode_meta), quality 1..100 for JPEG and WebP (out of
+ * range: 92; WebP stays lossy, at most 99: lossless pool files are PNG).
+ * Appends to *out. */
+int px_gen_encode(const px_image *img, px_format f, int quality, const px_image_meta *meta,
+                  px_buf *out, px_err *err);
 
-enum { PX_GEN_FACES_OFF = 0, PX_GEN_FACES_FLAG, PX_GEN_FACES_REJECT };
+/* What a face found in a generated image does to it. */
+typedef enum px_gen_faces {
+    PX_GEN_FACES_OFF = 0, /* not looked for */
+    PX_GEN_FACES_FLAG,    /* accepted, flagged for review */
+    PX_GEN_FACES_REJECT,  /* rejected */
+} px_gen_faces;
 
 typedef struct px_gen_check_opts {
     double min_stddev;     /* near-uniform below this luma stddev (default 12) */
@@ -205,7 +193,7 @@ typedef struct px_gen_check_opts {
     double max_mean;       /* too bright above (default 235) */
     double min_blur;       /* blurry below this variance of the Laplacian (default 30) */
     int phash_distance;    /* duplicate when Hamming distance <= this (default 4; <0 off) */
-    int faces;             /* PX_GEN_FACES_* */
+    px_gen_faces faces;
     void *face_detector;   /* px_face_detector* when faces != OFF */
 } px_gen_check_opts;
 px_gen_check_opts px_gen_check_opts_default(void);
@@ -219,19 +207,24 @@ typedef struct px_gen_check_result {
     char reason[160];          /* "" or e.g. "too dark (mean luma 12.3 < 28)" */
 } px_gen_check_result;
 
-/* Measures img and decides (phash duplicates are decided by the caller
+/* Measures img (3-channel RGB, as px_gen_decode makes) and decides (phash duplicates are decided by the caller
  * against the pool, see px_gen_phash_index). */
-int px_gen_check_image(const px_gen_rgb *img, const px_gen_check_opts *o,
+int px_gen_check_image(const px_image *img, const px_gen_check_opts *o,
                        px_gen_check_result *res, px_err *err);
 /* 64-bit DCT perceptual hash (32x32 luma, top-left 8x8 DCT, > median). */
-uint64_t px_gen_phash(const px_gen_rgb *img);
+uint64_t px_gen_phash(const px_image *img); /* img: 3-channel RGB */
 int px_gen_hamming(uint64_t a, uint64_t b);
 
 /* ---- render backends ---------------------------------------------------- */
 
-enum { PX_GEN_A1111 = 0, PX_GEN_OPENAI, PX_GEN_COMFYUI };
-const char *px_gen_backend_name(int backend);
-int px_gen_backend_parse(const char *s, int *backend, px_err *err);
+/* The HTTP APIs a render server may speak. */
+typedef enum px_gen_backend {
+    PX_GEN_A1111 = 0, /* AUTOMATIC1111 / Forge: /sdapi/v1/txt2img */
+    PX_GEN_OPENAI,    /* OpenAI-compatible /v1/images/generations */
+    PX_GEN_COMFYUI,   /* ComfyUI /prompt with an API-format workflow */
+} px_gen_backend;
+const char *px_gen_backend_name(px_gen_backend backend);
+int px_gen_backend_parse(const char *s, px_gen_backend *backend, px_err *err);
 
 typedef struct px_gen_render_req {
     const char *prompt, *negative;
@@ -250,7 +243,7 @@ void px_gen_client_destroy(px_gen_client *c);
  * request (ComfyUI: the whole poll too). On PX_OK *image is the raw image
  * file (caller frees with px_buf_free). PX_ENET / PX_ETIMEOUT for the
  * transport, PX_ECORRUPT when the server answered something unusable. */
-int px_gen_render(px_gen_client *c, int backend, const char *base_url, const char *workflow,
+int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url, const char *workflow,
                   const px_gen_render_req *req, long timeout_ms, px_buf *image, px_err *err);
 
 /* ---- the pipeline ------------------------------------------------------- */
@@ -262,7 +255,7 @@ typedef struct px_gen_opts {
     const px_gen_campaign *campaign;
     px_gen_writer *writer;     /* owned by the caller */
     const char *style_path;    /* NULL: built-in styles */
-    int backend;               /* PX_GEN_* */
+    px_gen_backend backend;
     const char **servers;      /* base URLs */
     int nservers;
     int per_server;            /* requests in flight per server (default 1) */
@@ -275,7 +268,7 @@ typedef struct px_gen_opts {
     px_gen_check_opts checks;
     int max_jobs_factor;       /* stop making jobs past factor x quota per slot (default 4) */
     int64_t seed;              /* base seed: -1 = job id; else seed + job id */
-    int format;                /* pool files: PX_GEN_PNG (default) | PX_GEN_JPEG | PX_GEN_WEBP */
+    px_format format;          /* pool files: PX_FMT_PNG (default; also for UNKNOWN), JPEG, WEBP */
     int quality;               /* JPEG/WebP quality 1..100 (default 92) */
     int fsync;                 /* fsync each image before rename (default 0: kill -9 safe, not power-cut safe) */
     px_gen_progress_fn progress; /* optional; called from the controller thread */

@@ -44,6 +44,21 @@ px_format px_format_from_path(const char *path)
     return PX_FMT_UNKNOWN;
 }
 
+px_format px_format_parse(const char *name)
+{
+    if (!name)
+        return PX_FMT_UNKNOWN;
+    if (*name == '.')
+        name++;
+    if (strcasecmp(name, "jpg") == 0 || strcasecmp(name, "jpeg") == 0)
+        return PX_FMT_JPEG;
+    if (strcasecmp(name, "png") == 0)
+        return PX_FMT_PNG;
+    if (strcasecmp(name, "webp") == 0)
+        return PX_FMT_WEBP;
+    return PX_FMT_UNKNOWN;
+}
+
 const char *px_format_name(px_format f)
 {
     switch (f) {

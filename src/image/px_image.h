@@ -39,6 +39,9 @@ px_format px_image_sniff(const uint8_t *data, size_t len);
 px_format px_format_from_path(const char *path);
 const char *px_format_name(px_format f);      /* "jpeg", "png", "webp", "unknown" */
 const char *px_format_extension(px_format f); /* ".jpg", ".png", ".webp", "" */
+/* Format from a name as a user types it: "png", "jpg" or "jpeg", "webp" (any case,
+ * a leading dot allowed), else PX_FMT_UNKNOWN. */
+px_format px_format_parse(const char *name);
 
 typedef struct px_decode_opts {
     uint64_t max_pixels; /* refuse images with more pixels than this (0: 100 megapixels) */

@@ -1,9 +1,9 @@
 /*
  * libFuzzer target for the JSON the generate pipeline reads from outside:
  * LLM chat-completion answers (px_gen_llm_parse), campaign files
- * (px_gen_campaign_parse) and the metadata of pool files: PNG text chunks
- * (px_gen_png_text) and JPEG/WebP EXIF UserComment and XMP
- * (px_gen_meta_text). The first byte picks the parser; the rest is the input.
+ * (px_gen_campaign_parse) and the metadata of pool files (px_image_meta_read:
+ * PNG text chunks, JPEG/WebP EXIF UserComment and XMP). The first byte picks
+ * the parser; the rest is the input.
  * Any crash, leak or sanitizer report is a bug: bad input must only ever be
  * an error status.
  */
@@ -45,17 +45,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         break;
     }
-    case 2: {
-        char *v = NULL;
-        if (px_gen_png_text(p, n, "parameters", &v, &err) == PX_OK)
-            free(v);
-        break;
-    }
     default: {
-        static const char *keys[] = {"parameters", "pixpipe"};
+        static const px_image_meta_key keys[] = {PX_META_PARAMETERS, PX_META_JSON};
         for (int k = 0; k < 2; k++) {
             char *v = NULL;
-            if (px_gen_meta_text(p, n, keys[k], &v, &err) == PX_OK)
+            if (px_image_meta_read(p, n, keys[k], &v, &err) == PX_OK)
                 free(v);
         }
         break;

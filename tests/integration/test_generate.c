@@ -188,8 +188,8 @@ static void test_exact_quotas_campaign(void **state)
     snprintf(path, sizeof path, "%s/%s", s.pool, img.path);
     assert_int_equal(px_read_file(path, 1 << 24, &data, &len, &e), PX_OK);
     char *params, *json;
-    assert_int_equal(px_gen_png_text(data, len, "parameters", &params, &e), PX_OK);
-    assert_int_equal(px_gen_png_text(data, len, "pixpipe", &json, &e), PX_OK);
+    assert_int_equal(px_image_meta_read(data, len, PX_META_PARAMETERS, &params, &e), PX_OK);
+    assert_int_equal(px_image_meta_read(data, len, PX_META_JSON, &json, &e), PX_OK);
     char seedtxt[64];
     snprintf(seedtxt, sizeof seedtxt, "Seed: %lld,", (long long)img.seed);
     assert_non_null(strstr(params, seedtxt));
@@ -597,7 +597,7 @@ static void test_pool_formats(void **state)
     setup_init(&s, "formats", "Food and hospitality", PX_GEN_ITEMS, 4);
     s.servers[0] = fake_img_url(f);
     s.o.nservers = 1;
-    s.o.format = PX_GEN_JPEG;
+    s.o.format = PX_FMT_JPEG;
     s.o.quality = 85;
     px_gen_summary sum;
     px_err e;
@@ -629,8 +629,8 @@ static void test_pool_formats(void **state)
     char sha[65], *params, *json, seedtxt[64];
     px_gen_sha256_hex(data, len, sha);
     assert_string_equal(sha, img.sha256);
-    assert_int_equal(px_gen_meta_text(data, len, "parameters", &params, &e), PX_OK);
-    assert_int_equal(px_gen_meta_text(data, len, "pixpipe", &json, &e), PX_OK);
+    assert_int_equal(px_image_meta_read(data, len, PX_META_PARAMETERS, &params, &e), PX_OK);
+    assert_int_equal(px_image_meta_read(data, len, PX_META_JSON, &json, &e), PX_OK);
     snprintf(seedtxt, sizeof seedtxt, "Seed: %lld,", (long long)img.seed);
     assert_non_null(strstr(params, seedtxt));
     assert_memory_equal(params, img.prompt, strlen(img.prompt));
@@ -653,7 +653,7 @@ static void test_pool_formats(void **state)
     assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(h);
     int renders = fake_img_renders(f);
-    s.o.format = PX_GEN_WEBP;
+    s.o.format = PX_FMT_WEBP;
     assert_int_equal(px_gen_run(&s.o, &sum, &e), PX_OK);
     assert_int_equal(fake_img_renders(f), renders);
     snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM images WHERE id=%lld AND sha256='%s' AND path "

@@ -15,9 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <libexif/exif-data.h>
-#include <webp/demux.h>
-
 #include "gen/gen_internal.h"
 #include "gen/px_gen.h"
 #include "manifest/px_manifest.h"
@@ -85,7 +82,7 @@ static void test_campaign_counts_and_errors(void **state)
     const char *fmt = "{\"total\":4,\"themes\":[\"A\"],\"defaults\":{\"format\":\"webp\","
                       "\"quality\":80}}";
     assert_int_equal(px_gen_campaign_parse(fmt, strlen(fmt), "t.json", &c, &e), PX_OK);
-    assert_int_equal(c.format, PX_GEN_WEBP);
+    assert_int_equal(c.format, PX_FMT_WEBP);
     assert_int_equal(c.quality, 80);
     px_gen_campaign_free(&c);
 
@@ -308,9 +305,10 @@ static void test_dedup(void **state)
     px_gen_dedup_destroy(d);
 }
 
-static px_gen_rgb make_img(int w, int h, int kind, uint64_t seed)
+static px_image make_img(int w, int h, int kind, uint64_t seed)
 {
-    px_gen_rgb im = {w, h, malloc((size_t)w * h * 3)};
+    px_image im;
+    assert_int_equal(px_image_alloc(&im, w, h, 3), PX_OK);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             uint8_t *p = im.px + ((size_t)y * w + x) * 3;
@@ -337,7 +335,7 @@ static void test_checks(void **state)
     px_gen_check_result r;
     const char *expect[4] = {"accepted", "near-uniform", "too dark", "blurry"};
     for (int k = 0; k < 4; k++) {
-        px_gen_rgb im = make_img(128, 96, k, 5);
+        px_image im = make_img(128, 96, k, 5);
         assert_int_equal(px_gen_check_image(&im, &o, &r, NULL), PX_OK);
         if (k == 0) {
             assert_string_equal(r.status, "accepted");
@@ -346,173 +344,58 @@ static void test_checks(void **state)
             if (!strstr(r.reason, expect[k]))
                 fail_msg("kind %d: reason '%s'", k, r.reason);
         }
-        px_gen_rgb_free(&im);
+        px_image_free(&im);
     }
     /* phash: stable under noise, far for a different picture */
-    px_gen_rgb a = make_img(128, 96, 0, 1), b = make_img(128, 96, 0, 2), c = make_img(128, 96, 3, 1);
+    px_image a = make_img(128, 96, 0, 1), b = make_img(128, 96, 0, 2), c = make_img(128, 96, 3, 1);
     int d_same = px_gen_hamming(px_gen_phash(&a), px_gen_phash(&b));
     int d_diff = px_gen_hamming(px_gen_phash(&a), px_gen_phash(&c));
     printf("phash distances: same %d diff %d\n", d_same, d_diff);
     assert_true(d_same <= 8);
     assert_true(d_diff >= 16);
-    px_gen_rgb_free(&a);
-    px_gen_rgb_free(&b);
-    px_gen_rgb_free(&c);
+    px_image_free(&a);
+    px_image_free(&b);
+    px_image_free(&c);
 }
 
-static void test_png_text_roundtrip(void **state)
+/* Payload decoding (the encoder and metadata are px_image's, tested in
+ * tests/unit/image/test_image_meta.c): a pool file decodes to the same RGB,
+ * truncated and non-image payloads are errors, not crashes. */
+static void test_payload_roundtrip(void **state)
 {
     (void)state;
-    px_gen_rgb im = make_img(40, 30, 0, 9);
+    px_image im = make_img(40, 30, 0, 9);
     px_buf png = {0};
     px_err e;
-    const char *params = "a room\nNegative prompt: text\nSteps: 30, Seed: 42";
-    const char *json = "{\"id\":7,\"prompt\":\"caf\xc3\xa9\"}";
-    assert_int_equal(px_gen_encode_png(&im, params, json, &png, &e), PX_OK);
+    px_image_meta meta = {.parameters = "a room\nSteps: 30, Seed: 42", .json = "{\"id\":7}"};
+    assert_int_equal(px_gen_encode(&im, PX_FMT_UNKNOWN, 0, &meta, &png, &e), PX_OK);
+    assert_int_equal(px_image_sniff(png.data, png.len), PX_FMT_PNG);
     char *v;
-    assert_int_equal(px_gen_png_text(png.data, png.len, "parameters", &v, &e), PX_OK);
-    assert_string_equal(v, params);
+    assert_int_equal(px_image_meta_read(png.data, png.len, PX_META_JSON, &v, &e), PX_OK);
+    assert_string_equal(v, "{\"id\":7}");
     free(v);
-    assert_int_equal(px_gen_png_text(png.data, png.len, "pixpipe", &v, &e), PX_OK);
-    assert_string_equal(v, json);
-    free(v);
-    assert_int_equal(px_gen_png_text(png.data, png.len, "nothere", &v, &e), PX_ENOTFOUND);
-    px_gen_rgb back;
+    px_image back;
     assert_int_equal(px_gen_decode(png.data, png.len, 0, &back, &e), PX_OK);
     assert_int_equal(back.w, 40);
+    assert_int_equal(back.channels, 3);
     assert_memory_equal(back.px, im.px, 40 * 30 * 3);
-    px_gen_rgb_free(&back);
-    /* truncated and non-image payloads are errors, not crashes */
+    px_image_free(&back);
     assert_int_equal(px_gen_decode(png.data, png.len / 2, 0, &back, &e), PX_ECORRUPT);
     assert_int_equal(px_gen_decode((const uint8_t *)"hello there", 11, 0, &back, &e),
                      PX_EUNSUPPORTED);
     px_buf_free(&png);
-    px_gen_rgb_free(&im);
-}
-
-/* What follows sig in the APP1 segment that starts with it, from a JPEG stream. */
-static const uint8_t *jpeg_app1(const px_buf *b, const char *sig, size_t siglen, size_t *n)
-{
-    for (size_t pos = 2; pos + 4 <= b->len && b->data[pos] == 0xFF;) {
-        size_t sl = (size_t)b->data[pos + 2] << 8 | b->data[pos + 3];
-        if (b->data[pos + 1] == 0xDA)
-            break;
-        if (b->data[pos + 1] == 0xE1 && sl - 2 >= siglen && !memcmp(b->data + pos + 4, sig, siglen)) {
-            *n = sl - 2 - siglen;
-            return b->data + pos + 4 + siglen;
-        }
-        pos += 2 + sl;
-    }
-    return NULL;
-}
-
-/* JPEG and WebP pool files: pixels survive (lossy, so close), both metadata
- * items read back exactly (non-ASCII, a character outside the BMP, XML
- * specials), and other readers find them where A1111 and XMP tools look:
- * libexif for UserComment, libwebp's demuxer for the EXIF and XMP chunks. */
-static void test_jpeg_webp_metadata(void **state)
-{
-    (void)state;
-    px_gen_rgb im = make_img(64, 48, 0, 9);
-    const char *params = "caf\xc3\xa9 on a rainy day \xf0\x9f\x98\x80\nNegative prompt: text, "
-                         "<logo> & watermark\nSteps: 30, Sampler: Euler a, Seed: 42, Size: 64x48";
-    const char *json = "{\"id\":7,\"prompt\":\"a <b> & c\",\"note\":\"\\u00e9\"}";
-    for (int fmt = PX_GEN_JPEG; fmt <= PX_GEN_WEBP; fmt++) {
-        px_buf b = {0};
-        px_err e;
-        assert_int_equal(px_gen_encode(&im, fmt, 90, params, json, &b, &e), PX_OK);
-        char *v;
-        assert_int_equal(px_gen_meta_text(b.data, b.len, "parameters", &v, &e), PX_OK);
-        assert_string_equal(v, params);
-        free(v);
-        assert_int_equal(px_gen_meta_text(b.data, b.len, "pixpipe", &v, &e), PX_OK);
-        assert_string_equal(v, json);
-        free(v);
-        px_gen_rgb back;
-        assert_int_equal(px_gen_decode(b.data, b.len, 0, &back, &e), PX_OK);
-        assert_int_equal(back.w, 64);
-        assert_int_equal(back.h, 48);
-        double diff = 0;
-        for (size_t i = 0; i < 64 * 48 * 3; i++)
-            diff += abs((int)back.px[i] - (int)im.px[i]);
-        printf("%s: %zu bytes, mean abs pixel error %.2f\n", px_gen_format_ext(fmt), b.len,
-               diff / (64 * 48 * 3));
-        assert_true(diff / (64 * 48 * 3) < 12);
-        px_gen_rgb_free(&back);
-
-        const uint8_t *exif = NULL, *xmp = NULL;
-        size_t exif_n = 0, xmp_n = 0;
-        WebPDemuxer *dmx = NULL;
-        WebPChunkIterator ce, cx;
-        if (fmt == PX_GEN_JPEG) {
-            assert_int_equal(b.data[0], 0xFF);
-            assert_int_equal(b.data[1], 0xD8);
-            exif = jpeg_app1(&b, "Exif\0\0", 6, &exif_n);
-            xmp = jpeg_app1(&b, "http://ns.adobe.com/xap/1.0/", 29, &xmp_n);
-        } else {
-            WebPData wd = {b.data, b.len};
-            dmx = WebPDemux(&wd);
-            assert_non_null(dmx);
-            assert_true(WebPDemuxGetI(dmx, WEBP_FF_FORMAT_FLAGS) & EXIF_FLAG);
-            assert_true(WebPDemuxGetI(dmx, WEBP_FF_FORMAT_FLAGS) & XMP_FLAG);
-            assert_true(WebPDemuxGetChunk(dmx, "EXIF", 1, &ce));
-            assert_true(WebPDemuxGetChunk(dmx, "XMP ", 1, &cx));
-            exif = ce.chunk.bytes;
-            exif_n = ce.chunk.size;
-            xmp = cx.chunk.bytes;
-            xmp_n = cx.chunk.size;
-        }
-        assert_non_null(exif);
-        assert_non_null(xmp);
-        char *x = strndup((const char *)xmp, xmp_n);
-        assert_non_null(strstr(x, "xmlns:pixpipe=\"urn:pixpipe:meta:1\""));
-        assert_non_null(strstr(x, "a &lt;b&gt; &amp; c"));
-        free(x);
-        /* libexif: the UserComment entry, UNICODE prefix, UTF-16BE "caf\u00e9" */
-        ExifData *ed = fmt == PX_GEN_JPEG ? exif_data_new_from_data(exif - 6, (unsigned)exif_n + 6)
-                                          : NULL;
-        if (!ed) { /* WebP's chunk has no "Exif\0\0" prefix; libexif wants one */
-            uint8_t *pre = malloc(exif_n + 6);
-            memcpy(pre, "Exif\0\0", 6);
-            memcpy(pre + 6, exif, exif_n);
-            ed = exif_data_new_from_data(pre, (unsigned)exif_n + 6);
-            free(pre);
-        }
-        assert_non_null(ed);
-        ExifEntry *uc = exif_content_get_entry(ed->ifd[EXIF_IFD_EXIF], EXIF_TAG_USER_COMMENT);
-        assert_non_null(uc);
-        assert_true(uc->size >= 16);
-        assert_memory_equal(uc->data, "UNICODE\0\0c\0a\0f\0\xe9", 16);
-        exif_data_unref(ed);
-        if (dmx) {
-            WebPDemuxReleaseChunkIterator(&ce);
-            WebPDemuxReleaseChunkIterator(&cx);
-            WebPDemuxDelete(dmx);
-        }
-        /* every truncation is an error or a shorter value, never a crash (ASan watches) */
-        for (size_t cut = 0; cut < b.len; cut += 1 + cut / 8) {
-            if (px_gen_meta_text(b.data, cut, "parameters", &v, NULL) == PX_OK)
-                free(v);
-            if (px_gen_meta_text(b.data, cut, "pixpipe", &v, NULL) == PX_OK)
-                free(v);
-        }
-        assert_int_equal(px_gen_meta_text(b.data, b.len, "other", &v, &e), PX_EINVAL);
-        px_buf_free(&b);
-    }
-    /* without metadata: ENOTFOUND; not an image: EUNSUPPORTED */
-    px_buf b = {0};
-    px_err e;
-    char *v;
-    assert_int_equal(px_gen_encode(&im, PX_GEN_JPEG, 80, NULL, NULL, &b, &e), PX_OK);
-    assert_int_equal(px_gen_meta_text(b.data, b.len, "parameters", &v, &e), PX_ENOTFOUND);
-    assert_int_equal(px_gen_meta_text((const uint8_t *)"hello there", 11, "pixpipe", &v, &e),
-                     PX_EUNSUPPORTED);
-    px_buf_free(&b);
-    assert_int_equal(px_gen_format_parse("jpeg"), PX_GEN_JPEG);
-    assert_int_equal(px_gen_format_parse("webp"), PX_GEN_WEBP);
-    assert_int_equal(px_gen_format_parse("gif"), -1);
-    assert_string_equal(px_gen_format_ext(PX_GEN_JPEG), "jpg");
-    px_gen_rgb_free(&im);
+    /* JPEG pool files: quality out of range falls back to 92, WebP stays lossy */
+    assert_int_equal(px_gen_encode(&im, PX_FMT_JPEG, 500, &meta, &png, &e), PX_OK);
+    assert_int_equal(px_gen_decode(png.data, png.len, 0, &back, &e), PX_OK);
+    assert_int_equal(back.h, 30);
+    px_image_free(&back);
+    px_buf_free(&png);
+    assert_int_equal(px_gen_encode(&im, PX_FMT_WEBP, 100, &meta, &png, &e), PX_OK);
+    assert_int_equal(px_image_sniff(png.data, png.len), PX_FMT_WEBP);
+    for (size_t i = 0; i + 4 <= png.len; i++) /* no lossless ("VP8L") bitstream chunk */
+        assert_false(memcmp(png.data + i, "VP8L", 4) == 0);
+    px_buf_free(&png);
+    px_image_free(&im);
 }
 
 static void test_base64(void **state)
@@ -562,8 +445,7 @@ int main(void)
         cmocka_unit_test(test_llm_parse),
         cmocka_unit_test(test_dedup),
         cmocka_unit_test(test_checks),
-        cmocka_unit_test(test_png_text_roundtrip),
-        cmocka_unit_test(test_jpeg_webp_metadata),
+        cmocka_unit_test(test_payload_roundtrip),
         cmocka_unit_test(test_base64),
         cmocka_unit_test(test_styles),
     };
