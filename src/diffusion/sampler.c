@@ -38,14 +38,14 @@ struct px_sd_sampler {
     int steps;
     int prediction_v;
     size_t n;
-    px_sd_rng *rng;      /* borrowed */
-    float init_sigma;    /* init_noise_sigma */
-    float *sigmas;       /* (steps + 1,), last 0 */
-    float *timesteps;    /* (steps,) as fed to the UNet */
-    float *alpha_cp;     /* (steps,) LCM: alphas_cumprod at each timestep */
-    float *x0_cur;       /* (n,) DPM++ 2M: data prediction of this step */
-    float *x0_prev;      /* (n,) DPM++ 2M: data prediction of the previous step */
-    float *noise;        /* (n,) Euler a / LCM: noise drawn by a step */
+    px_sd_rng *rng;   /* borrowed */
+    float init_sigma; /* init_noise_sigma */
+    float *sigmas;    /* (steps + 1,), last 0 */
+    float *timesteps; /* (steps,) as fed to the UNet */
+    float *alpha_cp;  /* (steps,) LCM: alphas_cumprod at each timestep */
+    float *x0_cur;    /* (n,) DPM++ 2M: data prediction of this step */
+    float *x0_prev;   /* (n,) DPM++ 2M: data prediction of the previous step */
+    float *noise;     /* (n,) Euler, Euler a, LCM: noise drawn by a step */
 };
 
 /* ---------------------------------------------------------------------- names */
@@ -70,12 +70,17 @@ int px_sd_sampler_parse(const char *name, px_sd_sampler_kind *out)
         const char *name;
         px_sd_sampler_kind kind;
     } k_alias[] = {
-        {"euler", PX_SD_EULER},        {"k_euler", PX_SD_EULER},
-        {"euler_a", PX_SD_EULER_A},    {"euler a", PX_SD_EULER_A},
-        {"euler_ancestral", PX_SD_EULER_A}, {"k_euler_a", PX_SD_EULER_A},
+        {"euler", PX_SD_EULER},
+        {"k_euler", PX_SD_EULER},
+        {"euler_a", PX_SD_EULER_A},
+        {"euler a", PX_SD_EULER_A},
+        {"euler_ancestral", PX_SD_EULER_A},
+        {"k_euler_a", PX_SD_EULER_A},
         {"k_euler_ancestral", PX_SD_EULER_A},
-        {"dpmpp_2m", PX_SD_DPMPP_2M},  {"dpm++ 2m", PX_SD_DPMPP_2M},
-        {"dpmpp2m", PX_SD_DPMPP_2M},   {"dpm++2m", PX_SD_DPMPP_2M},
+        {"dpmpp_2m", PX_SD_DPMPP_2M},
+        {"dpm++ 2m", PX_SD_DPMPP_2M},
+        {"dpmpp2m", PX_SD_DPMPP_2M},
+        {"dpm++2m", PX_SD_DPMPP_2M},
         {"k_dpmpp_2m", PX_SD_DPMPP_2M},
         {"lcm", PX_SD_LCM},
     };
@@ -191,8 +196,8 @@ static void karras(double smin, double smax, int steps, double *out)
 }
 
 /* Timesteps and sigmas for one scheduler. ac and sig_full are (T,). */
-static void make_schedule(px_sd_sampler *s, const px_sd_config *cfg, int karras_on,
-                          const float *ac, const float *sig_full, float *log_sig, double *tmp)
+static void make_schedule(px_sd_sampler *s, const px_sd_config *cfg, int karras_on, const float *ac,
+                          const float *sig_full, float *log_sig, double *tmp)
 {
     int T = cfg->train_timesteps, steps = s->steps, off = cfg->steps_offset;
     for (int i = 0; i < T; i++)
@@ -276,9 +281,8 @@ static int check_args(px_sd_sampler_kind kind, int steps, int karras_on, const p
     return PX_OK;
 }
 
-int px_sd_sampler_create(px_sd_sampler_kind kind, int steps, int karras_on,
-                         const px_sd_config *cfg, size_t n, px_sd_rng *rng,
-                         px_sd_sampler **out, px_err *err)
+int px_sd_sampler_create(px_sd_sampler_kind kind, int steps, int karras_on, const px_sd_config *cfg,
+                         size_t n, px_sd_rng *rng, px_sd_sampler **out, px_err *err)
 {
     *out = NULL;
     int rc = check_args(kind, steps, karras_on, cfg, n, rng, err);
@@ -303,12 +307,12 @@ int px_sd_sampler_create(px_sd_sampler_kind kind, int steps, int karras_on,
             s->x0_cur = px_malloc(n * sizeof(float));
             s->x0_prev = px_malloc(n * sizeof(float));
         }
-        if (kind == PX_SD_EULER_A || kind == PX_SD_LCM)
+        if (kind != PX_SD_DPMPP_2M)
             s->noise = px_malloc(n * sizeof(float));
     }
-    int dpm = kind == PX_SD_DPMPP_2M, noisy = kind == PX_SD_EULER_A || kind == PX_SD_LCM;
-    if (!s || !ac || !sig_full || !log_sig || !tmp || !s->sigmas || !s->timesteps ||
-        !s->alpha_cp || (dpm && (!s->x0_cur || !s->x0_prev)) || (noisy && !s->noise)) {
+    int dpm = kind == PX_SD_DPMPP_2M, noisy = !dpm;
+    if (!s || !ac || !sig_full || !log_sig || !tmp || !s->sigmas || !s->timesteps || !s->alpha_cp ||
+        (dpm && (!s->x0_cur || !s->x0_prev)) || (noisy && !s->noise)) {
         free(ac);
         free(sig_full);
         free(log_sig);
@@ -373,6 +377,18 @@ float px_sd_sampler_input_scale(const px_sd_sampler *s, int i)
     return 1.0f / sqrtf(sq_plus_1(sg));
 }
 
+void px_sd_sampler_scale_input(const px_sd_sampler *s, int i, const float *latent, float *x_in)
+{
+    if (s->kind == PX_SD_DPMPP_2M || s->kind == PX_SD_LCM || i < 0 || i >= s->steps) {
+        if (x_in != latent)
+            memcpy(x_in, latent, s->n * sizeof(float));
+        return;
+    }
+    float div = sqrtf(sq_plus_1(s->sigmas[i]));
+    for (size_t k = 0; k < s->n; k++)
+        x_in[k] = latent[k] / div;
+}
+
 const float *px_sd_sampler_sigmas(const px_sd_sampler *s)
 {
     return s->sigmas;
@@ -418,9 +434,11 @@ static void step_euler(px_sd_sampler *s, int i, const float *eps, float *x)
         float move = d * dt;
         x[k] = x[k] + move;
     }
+    /* diffusers draws noise on every step, the last one included, and plain
+     * Euler too (it would be used only with s_churn > 0): drawing it keeps
+     * the generator where diffusers leaves it, for whatever draws next */
+    px_sd_rng_randn(s->rng, s->noise, s->n);
     if (s->kind == PX_SD_EULER_A) {
-        /* diffusers draws the noise on every step, the last one included */
-        px_sd_rng_randn(s->rng, s->noise, s->n);
         for (size_t k = 0; k < s->n; k++) {
             float add = s->noise[k] * up;
             x[k] = x[k] + add;

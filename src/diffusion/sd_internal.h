@@ -309,6 +309,10 @@ void px_sd_sampler_init(px_sd_sampler *s, float *latent);
  * latent is multiplied by to make the UNet's input (scale_model_input). */
 float px_sd_sampler_timestep(const px_sd_sampler *s, int i);
 float px_sd_sampler_input_scale(const px_sd_sampler *s, int i);
+/* x_in[0..n) = the UNet input at step i, as diffusers' scale_model_input makes
+ * it: latent / sqrt(sigma^2 + 1) (Euler, Euler a), or a copy. Dividing (not
+ * multiplying by input_scale) keeps diffusers' bits. x_in may be latent. */
+void px_sd_sampler_scale_input(const px_sd_sampler *s, int i, const float *latent, float *x_in);
 /* One step: eps (n) is the guided noise prediction at step i; updates latent
  * (n) in place. Returns PX_OK or PX_ENOMEM. */
 int px_sd_sampler_step(px_sd_sampler *s, int i, const float *eps, float *latent);

@@ -163,7 +163,9 @@ static void test_rng_seed_and_tail(void **state)
 
 /* -------------------------------------------------------------- samplers */
 
-static void run_golden(px_sd_sampler_kind kind, const char *tag, int has_sigmas)
+/* draws: the randn tensors diffusers takes from the generator in the loop
+ * (init noise included), after which ours must be at the same place. */
+static void run_golden(px_sd_sampler_kind kind, const char *tag, int has_sigmas, int draws)
 {
     px_sd_config cfg = sd15_config();
     px_sd_rng rng;
@@ -231,30 +233,38 @@ static void run_golden(px_sd_sampler_kind kind, const char *tag, int has_sigmas)
     for (int i = 0; i < NLAT; i++)
         assert_true(fabs((double)x[i] - want[i]) <= LATENT_TOL * (1.0 + fabs(want[i])));
     px_sd_sampler_destroy(s);
+
+    px_sd_rng ref;
+    px_sd_rng_seed(&ref, 42);
+    for (int d = 0; d < draws; d++)
+        px_sd_rng_randn(&ref, want, NLAT);
+    px_sd_rng_randn(&ref, want, NLAT);
+    px_sd_rng_randn(&rng, x, NLAT);
+    assert_memory_equal(x, want, sizeof x);
 }
 
 static void test_euler_golden(void **state)
 {
     (void)state;
-    run_golden(PX_SD_EULER, "euler", 1);
+    run_golden(PX_SD_EULER, "euler", 1, 5);
 }
 
 static void test_euler_a_golden(void **state)
 {
     (void)state;
-    run_golden(PX_SD_EULER_A, "euler_a", 1);
+    run_golden(PX_SD_EULER_A, "euler_a", 1, 5);
 }
 
 static void test_dpmpp2m_golden(void **state)
 {
     (void)state;
-    run_golden(PX_SD_DPMPP_2M, "dpmpp2m", 1);
+    run_golden(PX_SD_DPMPP_2M, "dpmpp2m", 1, 1);
 }
 
 static void test_lcm_golden(void **state)
 {
     (void)state;
-    run_golden(PX_SD_LCM, "lcm", 0);
+    run_golden(PX_SD_LCM, "lcm", 0, 4);
 }
 
 /* alphas_cumprod of the SD schedule in double, for hand computations */
@@ -364,6 +374,40 @@ static void test_v_prediction(void **state)
     }
 }
 
+/* scale_model_input: Euler divides by sqrt(sigma^2 + 1), which the factor
+ * input_scale approximates; DPM++ and LCM feed the latent as it is. */
+static void test_scale_input(void **state)
+{
+    (void)state;
+    px_sd_config cfg = sd15_config();
+    px_sd_rng rng;
+    px_sd_rng_seed(&rng, 3);
+    for (int kind = 0; kind < 4; kind++) {
+        px_sd_sampler *s = NULL;
+        px_err err = {0};
+        assert_int_equal(px_sd_sampler_create(kind, 4, 0, &cfg, NLAT, &rng, &s, &err), PX_OK);
+        float x[NLAT], y[NLAT];
+        px_sd_sampler_init(s, x);
+        for (int st = 0; st < 4; st++) {
+            px_sd_sampler_scale_input(s, st, x, y);
+            float sg = px_sd_sampler_sigmas(s)[st];
+            float sg2 = sg * sg;
+            float div = kind <= PX_SD_EULER_A ? sqrtf(sg2 + 1.0f) : 1.0f;
+            float f = px_sd_sampler_input_scale(s, st);
+            assert_true(fabsf(f * div - 1.0f) < 1e-6f);
+            for (int i = 0; i < NLAT; i++) {
+                assert_true(y[i] == x[i] / div);
+                assert_true(fabsf(y[i] - x[i] * f) <= 2e-7f * fabsf(y[i]));
+            }
+            float z[NLAT];
+            memcpy(z, x, sizeof z);
+            px_sd_sampler_scale_input(s, st, z, z);
+            assert_memory_equal(z, y, sizeof z);
+        }
+        px_sd_sampler_destroy(s);
+    }
+}
+
 static void test_guidance_embedding(void **state)
 {
     (void)state;
@@ -445,12 +489,12 @@ static void test_names_and_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rng_golden_noise),  cmocka_unit_test(test_rng_scalar_path),
-        cmocka_unit_test(test_rng_seed_and_tail), cmocka_unit_test(test_euler_golden),
-        cmocka_unit_test(test_euler_a_golden),    cmocka_unit_test(test_dpmpp2m_golden),
-        cmocka_unit_test(test_lcm_golden),        cmocka_unit_test(test_karras_sigmas),
-        cmocka_unit_test(test_v_prediction),      cmocka_unit_test(test_guidance_embedding),
-        cmocka_unit_test(test_names_and_errors),
+        cmocka_unit_test(test_rng_golden_noise),   cmocka_unit_test(test_rng_scalar_path),
+        cmocka_unit_test(test_rng_seed_and_tail),  cmocka_unit_test(test_euler_golden),
+        cmocka_unit_test(test_euler_a_golden),     cmocka_unit_test(test_dpmpp2m_golden),
+        cmocka_unit_test(test_lcm_golden),         cmocka_unit_test(test_karras_sigmas),
+        cmocka_unit_test(test_v_prediction),       cmocka_unit_test(test_scale_input),
+        cmocka_unit_test(test_guidance_embedding), cmocka_unit_test(test_names_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
