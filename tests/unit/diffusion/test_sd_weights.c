@@ -560,50 +560,103 @@ static void test_full_size_sd15(void **state)
     px_sd_weights_close(w);
 }
 
-/* Writes the decoder tensors of golden TAESD as TAESD's own release names
- * them ("decoder.layers.N.x" -> "<N+1>.x") to <tmpdir>/taesd_decoder.safetensors. */
-static const char *write_raw_taesd(void)
+/* An extra tensor for copy_st: F32, zeros. */
+typedef struct extra_tensor {
+    const char *name;
+    int ndim;
+    int64_t shape[4];
+} extra_tensor;
+
+static void json_add(px_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void json_add(px_buf *b, const char *fmt, ...)
+{
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    assert_true(n > 0 && (size_t)n < sizeof tmp);
+    assert_int_equal(px_buf_append(b, tmp, (size_t)n), PX_OK);
+}
+
+static void json_entry(px_buf *b, int first, const char *name, const char *dtype, int ndim,
+                       const int64_t *shape, size_t off, size_t nbytes)
+{
+    json_add(b, "%s\"%s\":{\"dtype\":\"%s\",\"shape\":[", first ? "" : ",", name, dtype);
+    for (int d = 0; d < ndim; d++)
+        json_add(b, "%s%lld", d ? "," : "", (long long)shape[d]);
+    json_add(b, "],\"data_offsets\":[%zu,%zu]}", off, off + nbytes);
+}
+
+/* Copies safetensors file src to <tmpdir>/dst, keeping the tensors for which
+ * rename(name, out) returns 1 under the name it writes into out, then
+ * appending the extra tensors (zeros). Returns the path (static buffer). */
+static const char *copy_st(const char *src_path, const char *dst,
+                           int (*rename_fn)(const char *name, char *out, size_t len),
+                           const extra_tensor *extra, size_t nextra)
 {
     px_st_file *src;
     px_err err = {{0}};
-    assert_int_equal(px_st_open(GOLDEN "/taesd.safetensors", &src, &err), PX_OK);
+    assert_int_equal(px_st_open(src_path, &src, &err), PX_OK);
     static char path[512];
-    snprintf(path, sizeof path, "%s/taesd_decoder.safetensors", tmpdir);
-    char *json = malloc(1 << 16);
-    assert_non_null(json);
-    size_t pos = (size_t)snprintf(json, 1 << 16, "{"), off = 0;
+    snprintf(path, sizeof path, "%s/%s", tmpdir, dst);
+    px_buf json = {0};
+    json_add(&json, "{");
+    size_t off = 0, first = 1;
+    char name[256];
     for (size_t i = 0; i < px_st_count(src); i++) {
         const px_st_tensor *t = px_st_at(src, i);
-        int n;
-        char rest[128];
-        if (sscanf(t->name, "decoder.layers.%d%127s", &n, rest) != 2)
+        if (!rename_fn(t->name, name, sizeof name))
             continue;
-        pos += (size_t)snprintf(json + pos, (1 << 16) - pos,
-                                "%s\"%d%s\":{\"dtype\":\"%s\",\"shape\":[", off ? "," : "", n + 1,
-                                rest, t->dtype_name);
-        for (int d = 0; d < t->ndim; d++)
-            pos += (size_t)snprintf(json + pos, (1 << 16) - pos, "%s%lld", d ? "," : "",
-                                    (long long)t->shape[d]);
-        pos += (size_t)snprintf(json + pos, (1 << 16) - pos, "],\"data_offsets\":[%zu,%zu]}", off,
-                                off + t->nbytes);
+        json_entry(&json, (int)first, name, t->dtype_name, t->ndim, t->shape, off, t->nbytes);
         off += t->nbytes;
+        first = 0;
     }
-    snprintf(json + pos, (1 << 16) - pos, "}");
+    for (size_t i = 0; i < nextra; i++) {
+        size_t nb = 4;
+        for (int d = 0; d < extra[i].ndim; d++)
+            nb *= (size_t)extra[i].shape[d];
+        json_entry(&json, (int)first, extra[i].name, "F32", extra[i].ndim, extra[i].shape, off, nb);
+        off += nb;
+        first = 0;
+    }
+    json_add(&json, "}");
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
-    uint64_t hl = strlen(json);
     for (int i = 0; i < 8; i++)
-        fputc((int)((hl >> (8 * i)) & 0xff), f);
-    fputs(json, f);
+        fputc((int)(((uint64_t)json.len >> (8 * i)) & 0xff), f);
+    fwrite(json.data, 1, json.len, f);
+    size_t written = 0;
     for (size_t i = 0; i < px_st_count(src); i++) {
         const px_st_tensor *t = px_st_at(src, i);
-        if (strncmp(t->name, "decoder.layers.", 15) == 0)
+        if (rename_fn(t->name, name, sizeof name)) {
             fwrite(t->data, 1, t->nbytes, f);
+            written += t->nbytes;
+        }
     }
+    for (; written < off; written++)
+        fputc(0, f);
     fclose(f);
-    free(json);
+    px_buf_free(&json);
     px_st_close(src);
     return path;
+}
+
+/* TAESD's own release names: decoder.layers.N.x -> <N+1>.x, decoder only. */
+static int taesd_raw_name(const char *name, char *out, size_t len)
+{
+    int n;
+    char rest[128];
+    if (sscanf(name, "decoder.layers.%d%127s", &n, rest) != 2)
+        return 0;
+    snprintf(out, len, "%d%s", n + 1, rest);
+    return 1;
+}
+
+static int same_name(const char *name, char *out, size_t len)
+{
+    snprintf(out, len, "%s", name);
+    return 1;
 }
 
 static void test_taesd_forms(void **state)
@@ -613,7 +666,10 @@ static void test_taesd_forms(void **state)
     px_err err = {{0}};
     assert_int_equal(px_sd_weights_open(GOLDEN, GOLDEN "/taesd", &ref, &err), PX_OK);
     /* TAESD's own decoder file, no config: same config, same bytes */
-    int rc = px_sd_weights_open(GOLDEN, write_raw_taesd(), &w, &err);
+    int rc = px_sd_weights_open(
+        GOLDEN,
+        copy_st(GOLDEN "/taesd.safetensors", "taesd_decoder.safetensors", taesd_raw_name, NULL, 0),
+        &w, &err);
     if (rc != PX_OK)
         fail_msg("%s", err.msg);
     assert_memory_equal(&px_sd_weights_config(ref)->taesd, &px_sd_weights_config(w)->taesd,
@@ -665,15 +721,55 @@ static void test_clip_legacy_ids(void **state)
     px_sd_weights_close(w);
 }
 
+/* What real single files carry besides the model: EMA copies, the DDPM
+ * buffers, position_ids; and an LCM UNet's guidance projection. */
+static void test_ldm_extras(void **state)
+{
+    (void)state;
+    static const extra_tensor extra[] = {
+        {"model_ema.decay", 0, {0}},
+        {"model_ema.diffusion_modelinput_blocks00weight", 4, {32, 4, 3, 3}},
+        {"betas", 1, {1000}},
+        {"alphas_cumprod", 1, {1000}},
+        {"posterior_mean_coef2", 1, {1000}},
+        {"cond_stage_model.transformer.text_model.embeddings.position_ids", 2, {1, 77}},
+        {"model.diffusion_model.time_embedding.cond_proj.weight", 2, {128, 256}},
+    };
+    const char *p = copy_st(GOLDEN "/ldm/tiny-sd15.safetensors", "extras.safetensors", same_name,
+                            extra, sizeof extra / sizeof extra[0]);
+    px_sd_weights *w;
+    px_err err = {{0}};
+    int rc = px_sd_weights_open(p, NULL, &w, &err);
+    if (rc != PX_OK)
+        fail_msg("%s", err.msg);
+    assert_int_equal(px_sd_weights_config(w)->unet.time_cond_proj_dim, 256);
+    assert_true(px_sd_w_has(w, PX_SD_UNET, "time_embedding.cond_proj.weight"));
+    assert_true(px_sd_w_has(w, PX_SD_CLIP, "text_model.embeddings.position_ids"));
+    assert_false(px_sd_w_has(w, PX_SD_UNET, "betas"));
+    /* position_ids is known-unused; the others are real model tensors */
+    assert_int_equal(px_sd_weights_unused(w, PX_SD_CLIP, NULL, 0), 52);
+    assert_int_equal(px_sd_weights_unused(w, PX_SD_UNET, NULL, 0), 209);
+    assert_int_equal(px_sd_weights_unused(w, PX_SD_VAE, NULL, 0), 180);
+    px_sd_weights_close(w);
+}
+
 int main(void)
 {
+    /* clang-format off */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_st_valid),        cmocka_unit_test(test_st_corrupt),
-        cmocka_unit_test(test_folder_config),   cmocka_unit_test(test_mat_and_f32),
-        cmocka_unit_test(test_ldm_file),        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_folder_variants), cmocka_unit_test(test_hash),
-        cmocka_unit_test(test_taesd_forms),     cmocka_unit_test(test_clip_legacy_ids),
+        cmocka_unit_test(test_st_valid),
+        cmocka_unit_test(test_st_corrupt),
+        cmocka_unit_test(test_folder_config),
+        cmocka_unit_test(test_mat_and_f32),
+        cmocka_unit_test(test_ldm_file),
+        cmocka_unit_test(test_ldm_extras),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_folder_variants),
+        cmocka_unit_test(test_hash),
+        cmocka_unit_test(test_taesd_forms),
+        cmocka_unit_test(test_clip_legacy_ids),
         cmocka_unit_test(test_full_size_sd15),
     };
+    /* clang-format on */
     return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
 }
