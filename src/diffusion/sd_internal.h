@@ -216,7 +216,11 @@ void px_sd_clip_destroy(px_sd_clip *c);
  * layer's output after final_layer_norm (last_hidden_state); clip_skip = k >= 2:
  * the output of layer (layers - k + 1), i.e. hidden_states[-k], then
  * final_layer_norm (as diffusers and A1111 do). pooled (hidden,) or NULL: the
- * final-normed state at the first EOS token. */
+ * final-normed state at the first EOS token (position 0 if none) of the last
+ * layer, whatever clip_skip (transformers' pooler_output).
+ * PX_EINVAL for n outside 1..max_positions, an id outside the vocabulary or
+ * clip_skip > layers + 1; PX_ENOMEM. The encoder is read-only: concurrent
+ * calls need their own arena and pool. */
 int px_sd_clip_encode(px_sd_clip *c, const int32_t *ids, int n, int clip_skip, float *hidden,
                       float *pooled, px_nn_arena *arena, px_pool *pool, px_err *err);
 
@@ -246,12 +250,20 @@ void px_sd_vae_destroy(px_sd_vae *v);
 /* z (1, latent, h, w) = latents already divided by scaling_factor ->
  * img (1, 3, 8h, 8w), about [-1, 1]. tile: 0 decodes whole; > 0 decodes in
  * overlapping latent tiles of that size, blended (bounded memory for large
- * images). */
+ * images). Tiles are >= 4 latents and overlap by at least tile/4, blended
+ * linearly; a tile covering the whole latent is the whole decode, bitwise.
+ * Tiles see their own GroupNorm/attention statistics, so a tiled image is
+ * close to, not equal to, the whole one. PX_ELIMIT beyond 1024 latents a
+ * side, PX_EINVAL for a tile in 1..3, PX_ENOMEM. */
 int px_sd_vae_decode(px_sd_vae *v, const float *z, int h, int w, int tile, float *img,
                      px_nn_arena *arena, px_pool *pool, px_err *err);
-/* img (1, 3, H, W) in [-1, 1] -> mean, logvar (1, latent, H/8, W/8). */
+/* img (1, 3, H, W) in [-1, 1] -> mean, logvar (1, latent, H/8, W/8); logvar
+ * clamped to [-30, 20] as diffusers does. H, W multiples of 8 (PX_EINVAL);
+ * PX_EUNSUPPORTED when the VAE file has no encoder. */
 int px_sd_vae_encode(px_sd_vae *v, const float *img, int H, int W, float *mean, float *logvar,
                      px_nn_arena *arena, px_pool *pool, px_err *err);
+/* FLOPs of px_sd_vae_decode's convolutions and attention (2 per
+ * multiply-add) for a whole decode at latent h x w: what px_nn_flops counts. */
 double px_sd_vae_decode_flops(const px_sd_vae *v, int h, int w);
 
 typedef struct px_sd_taesd px_sd_taesd;
