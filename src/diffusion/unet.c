@@ -359,7 +359,7 @@ static int up_path(const px_sd_unet *u, unet_run *r, int *h, int *w, const float
             float *cat = unet_floats(r, (size_t)b * cin * hw);
             if (!cat)
                 return PX_ENOMEM;
-            double t0 = unet_prof_begin(r);
+            unet_tick t0 = unet_prof_begin(r);
             px_nn_concat_channels(buf[cur], ch, s->map[k], s->c[k], cat, b, hw, r->pool);
             unet_prof_end(r, UNET_OP_LAYOUT, t0, 0);
             rc = unet_resnet_forward(&u->up_res[l][j], r, cat, *h, *w, temb, buf[!cur]);
@@ -374,7 +374,7 @@ static int up_path(const px_sd_unet *u, unet_run *r, int *h, int *w, const float
             float *big = unet_floats(r, (size_t)b * ch * hw * 4);
             if (!big)
                 return PX_ENOMEM;
-            double t0 = unet_prof_begin(r);
+            unet_tick t0 = unet_prof_begin(r);
             px_nn_upsample2x(buf[cur], big, (int64_t)b * ch, *h, *w, r->pool);
             unet_prof_end(r, UNET_OP_LAYOUT, t0, 0);
             *h *= 2;
@@ -390,23 +390,31 @@ static int up_path(const px_sd_unet *u, unet_run *r, int *h, int *w, const float
     return rc;
 }
 
+/* One INFO line per op type: wall ms, share of the wall time, CPU ms (all
+ * threads), GEMM GFLOP, GFLOP/s of wall time and per CPU-second (the latter
+ * is what to hold against one core's sgemm peak on a busy machine). */
 static void prof_report(px_sd_unet *u, const unet_run *r, int h, int w, int nctx,
-                        double total_ms)
+                        double wall_ms, double cpu_ms)
 {
-    const int batch = r->batch;
     static const char *const names[UNET_OP_COUNT] = {
         "conv3x3", "conv1x1", "linear", "ff", "attn-self", "attn-cross",
         "groupnorm", "layernorm", "geglu", "layout", "elementwise"};
+    const unet_prof *p = &u->prof;
     px_log(PX_LOG_INFO,
-           "unet profile: batch %d, %dx%d latents, %.1f ms, %.2f GFLOP issued (%.2f counted), "
-           "%.1f GFLOP/s",
-           batch, h, w, total_ms, r->flops * 1e-9, px_sd_unet_flops(u, batch, h, w, nctx) * 1e-9,
-           total_ms > 0 ? r->flops * 1e-6 / total_ms : 0.0);
+           "unet profile: batch %d, %dx%d latents, %.0f ms wall, %.0f ms CPU, %.2f GFLOP "
+           "(%.2f counted), %.1f GFLOP/s, %.1f per CPU-s",
+           r->batch, h, w, wall_ms, cpu_ms, r->flops * 1e-9,
+           px_sd_unet_flops(u, r->batch, h, w, nctx) * 1e-9,
+           wall_ms > 0 ? r->flops * 1e-6 / wall_ms : 0.0,
+           cpu_ms > 0 ? r->flops * 1e-6 / cpu_ms : 0.0);
+    px_log(PX_LOG_INFO, "  %-11s %5s %9s %6s %9s %8s %8s %8s", "op", "calls", "wall ms", "wall%",
+           "CPU ms", "GFLOP", "GFLOP/s", "per CPU");
     for (int i = 0; i < UNET_OP_COUNT; i++) {
-        const double ms = u->prof.ms[i];
-        px_log(PX_LOG_INFO, "  %-11s %6lld calls %9.2f ms %5.1f%% %8.2f GFLOP %7.1f GFLOP/s",
-               names[i], (long long)u->prof.calls[i], ms, total_ms > 0 ? 100 * ms / total_ms : 0,
-               u->prof.flops[i] * 1e-9, ms > 0 ? u->prof.flops[i] * 1e-6 / ms : 0.0);
+        const double ms = p->ms[i], cms = p->cpu_ms[i];
+        px_log(PX_LOG_INFO, "  %-11s %5lld %9.1f %5.1f%% %9.1f %8.2f %8.1f %8.1f", names[i],
+               (long long)p->calls[i], ms, wall_ms > 0 ? 100 * ms / wall_ms : 0.0, cms,
+               p->flops[i] * 1e-9, ms > 0 ? p->flops[i] * 1e-6 / ms : 0.0,
+               cms > 0 ? p->flops[i] * 1e-6 / cms : 0.0);
     }
 }
 
@@ -435,7 +443,7 @@ int px_sd_unet_forward(px_sd_unet *u, const float *x, int batch, int h, int w, c
     if (rc != PX_OK)
         return rc;
     const px_sd_unet_config *c = &u->cfg;
-    const double t_start = u->prof.on ? px_now_ms() : 0;
+    const unet_tick t_start = {u->prof.on ? px_now_ms() : 0, u->prof.on ? unet_cpu_ms() : 0};
     if (u->prof.on)
         u->prof = (unet_prof){.on = 1};
     unet_run r = {.arena = arena, .pool = pool, .prof = &u->prof, .batch = batch};
@@ -473,7 +481,7 @@ int px_sd_unet_forward(px_sd_unet *u, const float *x, int batch, int h, int w, c
         return px_err_set(err, rc, "unet: %s during the forward pass (batch %d, %dx%d)",
                           px_strstatus(rc), batch, h, w);
     if (u->prof.on)
-        prof_report(u, &r, h, w, nctx, px_now_ms() - t_start);
+        prof_report(u, &r, h, w, nctx, px_now_ms() - t_start.wall, unet_cpu_ms() - t_start.cpu);
     return PX_OK;
 }
 

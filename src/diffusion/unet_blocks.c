@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Tokens per feed-forward chunk: big enough for full-speed GEMMs (the
  * inner dimension is the channel count), small enough that the (rows, 8c)
@@ -191,7 +192,7 @@ int unet_resnet_forward(const unet_resnet *rn, unet_run *r, const float *x, int 
     if (rc != PX_OK)
         goto done;
     px_nn_arena_release(r->arena, mark_t1); /* t1 is spent; conv2's scratch reuses it */
-    double t0 = unet_prof_begin(r);
+    unet_tick t0 = unet_prof_begin(r);
     px_nn_add_channel(t2, tp, b, rn->c_out, hw, r->pool);
     unet_prof_end(r, UNET_OP_ELEM, t0, 0);
     unet_group_norm(r, t2, t2, rn->c_out, hw, rn->groups, rn->norm2_w, rn->norm2_b, rn->eps, 1);
@@ -238,7 +239,7 @@ static int attention(unet_run *r, unet_op op, const float *q, int64_t ldq, const
                           .scale = 1.0f / sqrtf((float)(c / heads)),
                           .causal = 0};
     double fl = 4.0 * r->batch * (double)nq * nk * c;
-    double t0 = unet_prof_begin(r);
+    unet_tick t0 = unet_prof_begin(r);
     int rc = px_nn_attention(q, k, v, out, &s, r->arena, r->pool);
     unet_prof_end(r, op, t0, fl);
     return rc;
@@ -247,14 +248,14 @@ static int attention(unet_run *r, unet_op op, const float *q, int64_t ldq, const
 static void layer_norm(unet_run *r, const unet_xformer *tf, int i, const float *x, float *y,
                        int64_t n)
 {
-    double t0 = unet_prof_begin(r);
+    unet_tick t0 = unet_prof_begin(r);
     px_nn_layer_norm(x, tf->c, y, tf->c, n, tf->c, tf->ln_w[i], tf->ln_b[i], 1e-5f, r->pool);
     unet_prof_end(r, UNET_OP_LAYERNORM, t0, 0);
 }
 
 static void transpose(unet_run *r, const float *in, float *out, int64_t rows, int64_t cols)
 {
-    double t0 = unet_prof_begin(r);
+    unet_tick t0 = unet_prof_begin(r);
     px_nn_transpose(in, out, r->batch, rows, cols, r->pool);
     unet_prof_end(r, UNET_OP_LAYOUT, t0, 0);
 }
@@ -325,7 +326,7 @@ static int feed_forward(const unet_xformer *tf, unet_run *r, float *X, float *nb
         rc = unet_linear(r, UNET_OP_FF, nb + r0 * c, m, c, &tf->ff1, tf->ff1_b, hid, 2 * inner, 0);
         if (rc != PX_OK)
             break;
-        double t0 = unet_prof_begin(r);
+        unet_tick t0 = unet_prof_begin(r);
         px_nn_geglu(hid, 2 * inner, act, inner, m, inner, r->pool);
         unet_prof_end(r, UNET_OP_GEGLU, t0, 0);
         rc = unet_linear(r, UNET_OP_FF, act, m, inner, &tf->ff2, tf->ff2_b, X + r0 * c, c, 1);
@@ -389,17 +390,28 @@ float *unet_floats(unet_run *r, size_t n)
     return px_nn_arena_floats(r->arena, n);
 }
 
-double unet_prof_begin(const unet_run *r)
+double unet_cpu_ms(void)
 {
-    return r->prof->on ? px_now_ms() : 0.0;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-void unet_prof_end(unet_run *r, unet_op op, double t0, double flops)
+unet_tick unet_prof_begin(const unet_run *r)
+{
+    if (!r->prof->on)
+        return (unet_tick){0, 0};
+    return (unet_tick){px_now_ms(), unet_cpu_ms()};
+}
+
+void unet_prof_end(unet_run *r, unet_op op, unet_tick t0, double flops)
 {
     r->flops += flops;
     if (!r->prof->on)
         return;
-    r->prof->ms[op] += px_now_ms() - t0;
+    r->prof->ms[op] += px_now_ms() - t0.wall;
+    r->prof->cpu_ms[op] += unet_cpu_ms() - t0.cpu;
     r->prof->flops[op] += flops;
     r->prof->calls[op]++;
 }
@@ -418,7 +430,7 @@ int unet_conv(unet_run *r, unet_op op, const float *x, int c_in, int h, int w, c
     int oh, ow;
     px_nn_conv2d_out_size(&s, &oh, &ow);
     double fl = 2.0 * r->batch * (double)wt->rows * (double)wt->cols * oh * ow;
-    double t0 = unet_prof_begin(r);
+    unet_tick t0 = unet_prof_begin(r);
     int rc = px_nn_conv2d(x, &s, wt, bias, y, accumulate, r->arena, r->pool);
     unet_prof_end(r, op, t0, fl);
     return rc;
@@ -428,7 +440,7 @@ int unet_linear(unet_run *r, unet_op op, const float *x, int64_t n, int64_t ldx,
                 const px_nn_mat *wt, const float *bias, float *y, int64_t ldy, int accumulate)
 {
     double fl = 2.0 * (double)n * (double)wt->rows * (double)wt->cols;
-    double t0 = unet_prof_begin(r);
+    unet_tick t0 = unet_prof_begin(r);
     int rc = px_nn_linear(x, n, ldx, wt, bias, y, ldy, accumulate, r->arena, r->pool);
     unet_prof_end(r, op, t0, fl);
     return rc;
@@ -437,7 +449,7 @@ int unet_linear(unet_run *r, unet_op op, const float *x, int64_t n, int64_t ldx,
 void unet_group_norm(unet_run *r, const float *x, float *y, int c, int64_t hw, int groups,
                      const float *gamma, const float *beta, float eps, int silu)
 {
-    double t0 = unet_prof_begin(r);
+    unet_tick t0 = unet_prof_begin(r);
     px_nn_group_norm(x, y, r->batch, c, hw, groups, gamma, beta, eps, silu, r->pool);
     unet_prof_end(r, UNET_OP_GROUPNORM, t0, 0);
 }

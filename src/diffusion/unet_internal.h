@@ -33,6 +33,7 @@ typedef enum unet_op {
 typedef struct unet_prof {
     int on;                       /* PX_SD_PROFILE=1 at create time */
     double ms[UNET_OP_COUNT];     /* wall time per op type, this forward */
+    double cpu_ms[UNET_OP_COUNT]; /* CPU time of the whole process (all threads) per op type */
     double flops[UNET_OP_COUNT];  /* GEMM flops per op type (2 per multiply-add) */
     int64_t calls[UNET_OP_COUNT]; /* number of kernel calls */
 } unet_prof;
@@ -111,7 +112,15 @@ void unet_group_norm(unet_run *r, const float *x, float *y, int c, int64_t hw, i
                      const float *gamma, const float *beta, float eps, int silu);
 /* Arena floats; NULL when out of memory. */
 float *unet_floats(unet_run *r, size_t n);
-double unet_prof_begin(const unet_run *r);
-void unet_prof_end(unet_run *r, unet_op op, double t0, double flops);
+/* Clock readings around a kernel call (zero when not profiling). CPU time
+ * keeps the table meaningful on a shared machine, where wall time also
+ * counts other processes' turns. */
+typedef struct unet_tick {
+    double wall, cpu; /* ms */
+} unet_tick;
+unet_tick unet_prof_begin(const unet_run *r);
+void unet_prof_end(unet_run *r, unet_op op, unet_tick t0, double flops);
+/* Process CPU time in ms (CLOCK_PROCESS_CPUTIME_ID). */
+double unet_cpu_ms(void);
 
 #endif
