@@ -160,7 +160,10 @@ typedef struct px_sd_config {
 
 typedef struct px_sd_weights px_sd_weights;
 /* Opens a model (folder or file; taesd_path may be NULL). Refusals and
- * errors as described above, one line in err naming the file. */
+ * errors as described above, one line in err naming the file.
+ * A handle is not thread-safe: px_sd_w_mat/_f32 record use and convert once,
+ * so parts fetch their weights while being created, one at a time; what they
+ * get back stays valid and read-only until px_sd_weights_close. */
 int px_sd_weights_open(const char *path, const char *taesd_path, px_sd_weights **out, px_err *err);
 void px_sd_weights_close(px_sd_weights *w); /* NULL is a no-op; unmaps everything */
 const px_sd_config *px_sd_weights_config(const px_sd_weights *w);
