@@ -268,6 +268,13 @@ static int cpu_level(void)
 #endif
 }
 
+static atomic_int g_cap = PX_OPS_AVX512;
+
+void px_nn_ops_cap_level(int max_level)
+{
+    atomic_store(&g_cap, max_level);
+}
+
 int px_nn_ops_level(void)
 {
     /* px_nn_use_avx2 folds in px_nn_force_generic. */
@@ -277,6 +284,9 @@ int px_nn_ops_level(void)
         lvl = cpu_level();
         atomic_store_explicit(&cached, lvl, memory_order_relaxed);
     }
+    int cap = atomic_load_explicit(&g_cap, memory_order_relaxed);
+    if (lvl > cap)
+        lvl = cap;
     return px_nn_use_avx2() ? lvl : PX_OPS_GENERIC;
 }
 

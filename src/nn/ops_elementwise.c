@@ -10,7 +10,6 @@
  */
 #include "ops_internal.h"
 
-#include <math.h>
 #include <string.h>
 
 #define EW_BLOCK 16384
@@ -18,27 +17,6 @@
 static size_t ew_blocks(size_t n)
 {
     return (n + EW_BLOCK - 1) / EW_BLOCK;
-}
-
-static float act1(float x, px_nn_act act)
-{
-    switch (act) {
-    case PX_NN_SILU:
-        return x / (1.0f + expf(-x));
-    case PX_NN_GELU:
-        /* 1 + erf(x/sqrt2) == erfc(-x/sqrt2), without the cancellation for x << 0. */
-        return 0.5f * x * erfcf(x * -0.70710678118654752f);
-    case PX_NN_GELU_TANH:
-        /* (1 + tanh u) / 2 == sigmoid(2u): same value, no cancellation for x << 0. */
-        return x / (1.0f + expf(-1.5957691216057308f * (x + 0.044715f * x * x * x)));
-    case PX_NN_QUICK_GELU:
-        return x / (1.0f + expf(-1.702f * x));
-    case PX_NN_RELU:
-        return x > 0.0f ? x : 0.0f;
-    case PX_NN_TANH:
-        return tanhf(x);
-    }
-    return x;
 }
 
 typedef struct act_ctx {
@@ -54,8 +32,8 @@ static void act_task(void *ctx, int64_t begin, int64_t end, int worker)
     size_t i0 = (size_t)begin * EW_BLOCK, i1 = (size_t)end * EW_BLOCK;
     if (i1 > c->n)
         i1 = c->n;
-    for (size_t i = i0; i < i1; i++)
-        c->x[i] = act1(c->x[i], c->act);
+    if (i1 > i0)
+        px_nn_vec()->act(c->x + i0, (int64_t)(i1 - i0), c->act);
 }
 
 void px_nn_activate(float *x, size_t n, px_nn_act act, px_pool *pool)
@@ -74,11 +52,10 @@ static void geglu_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     (void)worker;
     const geglu_ctx *c = ctx;
+    const px_nn_vec_ops *v = px_nn_vec();
     for (int64_t r = begin; r < end; r++) {
         const float *in = c->in + (size_t)r * (size_t)c->ldi;
-        float *out = c->out + (size_t)r * (size_t)c->ldo;
-        for (int64_t j = 0; j < c->d; j++)
-            out[j] = in[j] * act1(in[c->d + j], PX_NN_GELU);
+        v->geglu(in, in + c->d, c->out + (size_t)r * (size_t)c->ldo, c->d);
     }
 }
 

@@ -23,7 +23,6 @@
 #include "ops_internal.h"
 
 #include <cblas.h>
-#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -176,8 +175,11 @@ int px_nn_linear(const float *x, int64_t n, int64_t ldx, const px_nn_mat *w, con
 
 /* ---- conv2d ---- */
 
-#define CONV_ROWS 128             /* output channels per task of the 1x1 path */
-#define CONV_TILE_BYTES (1 << 20) /* im2col tile budget (L2 is 1-2 MiB) */
+#define CONV_ROWS 128 /* output channels per task of the 1x1 path */
+/* im2col tile budget per worker. OpenBLAS packs the whole weight matrix
+ * again for every GEMM call, so a tile must be wide (hundreds of pixels) for
+ * that to be small next to the multiply; the tile then lives in L3. */
+#define CONV_TILE_FLOATS ((int64_t)2 << 20)
 
 void px_nn_conv2d_out_size(const px_nn_conv2d_shape *s, int *oh, int *ow)
 {
@@ -198,7 +200,37 @@ typedef struct conv_ctx {
     size_t scratch_per;
 } conv_ctx;
 
-/* col (kdim, cols) = the input patches of output pixels [p0, p0 + cols). */
+/* One output row's stretch [ox0, ox0 + len) of im2col row (ci, ky, kx):
+ * input row `in` (NULL when the tap falls in the padding rows). Stride 1 is
+ * a copy between two zero-filled borders. */
+static void im2col_run(const float *in, int w, int stride, int ix0, int len, float *dst)
+{
+    if (!in) {
+        memset(dst, 0, (size_t)len * sizeof(float));
+        return;
+    }
+    int j = 0;
+    /* Leading columns left of the image. */
+    for (; j < len && ix0 + j * stride < 0; j++)
+        dst[j] = 0.0f;
+    if (stride == 1) {
+        int n = len - j;
+        if (ix0 + j + n > w)
+            n = w - (ix0 + j);
+        if (n > 0) {
+            memcpy(dst + j, in + ix0 + j, (size_t)n * sizeof(float));
+            j += n;
+        }
+    } else {
+        for (; j < len && ix0 + j * stride < w; j++)
+            dst[j] = in[ix0 + j * stride];
+    }
+    for (; j < len; j++)
+        dst[j] = 0.0f;
+}
+
+/* col (kdim, cols) = the input patches of output pixels [p0, p0 + cols),
+ * built a stretch of one output row at a time. */
 static void im2col_tile(const conv_ctx *c, const float *xb, int64_t p0, int64_t cols, float *col)
 {
     const px_nn_conv2d_shape *s = c->s;
@@ -208,13 +240,16 @@ static void im2col_tile(const conv_ctx *c, const float *xb, int64_t p0, int64_t 
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
                 float *dst = col + (size_t)((ci * k + ky) * k + kx) * (size_t)cols;
-                int64_t p = p0;
-                for (int64_t j = 0; j < cols; j++, p++) {
+                int64_t p = p0, end = p0 + cols;
+                while (p < end) {
                     int oy = (int)(p / c->ow), ox = (int)(p % c->ow);
-                    int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
-                    dst[j] = (iy >= 0 && iy < s->h && ix >= 0 && ix < s->w)
-                                 ? plane[(size_t)iy * (size_t)s->w + (size_t)ix]
-                                 : 0.0f;
+                    int len = (int)min64(c->ow - ox, end - p);
+                    int iy = oy * s->stride - s->pad + ky;
+                    const float *in =
+                        iy >= 0 && iy < s->h ? plane + (size_t)iy * (size_t)s->w : NULL;
+                    im2col_run(in, s->w, s->stride, ox * s->stride - s->pad + kx, len, dst);
+                    dst += len;
+                    p += len;
                 }
             }
         }
@@ -295,7 +330,7 @@ int px_nn_conv2d(const float *x, const px_nn_conv2d_shape *s, const px_nn_mat *w
         c.nrb = ceil_div(s->c_out, CONV_ROWS);
         px_pool_for(pool, (int64_t)s->batch * c.nrb * c.ntiles, conv1x1_task, &c);
     } else {
-        int64_t tile = CONV_TILE_BYTES / (int64_t)sizeof(float) / (c.kdim > 0 ? c.kdim : 1);
+        int64_t tile = CONV_TILE_FLOATS / (c.kdim > 0 ? c.kdim : 1);
         tile = tile / 16 * 16;
         if (tile < 64)
             tile = 64;
@@ -317,7 +352,7 @@ int px_nn_conv2d(const float *x, const px_nn_conv2d_shape *s, const px_nn_mat *w
 
 /* ---- attention ---- */
 
-#define ATT_QTILE 64 /* queries per task */
+#define ATT_QTILE 128 /* queries per task */
 
 typedef struct att_ctx {
     const float *q, *k, *v;
@@ -332,17 +367,11 @@ typedef struct att_ctx {
  * rest of the row (causally masked keys) becomes 0. */
 static void softmax_rows(float *p, int64_t rows, int64_t ld, int64_t cols, int64_t q0, int causal)
 {
+    const px_nn_vec_ops *v = px_nn_vec();
     for (int64_t i = 0; i < rows; i++) {
         float *r = p + (size_t)i * (size_t)ld;
         int64_t len = causal ? min64(cols, q0 + i + 1) : cols;
-        float mx = -FLT_MAX;
-        for (int64_t j = 0; j < len; j++)
-            mx = r[j] > mx ? r[j] : mx;
-        float sum = 0.0f;
-        for (int64_t j = 0; j < len; j++) {
-            r[j] = expf(r[j] - mx);
-            sum += r[j];
-        }
+        float sum = v->expsum(r, len, v->max(r, len));
         float inv = 1.0f / sum;
         for (int64_t j = 0; j < len; j++)
             r[j] *= inv;

@@ -16,6 +16,9 @@
  * px_nn_force_generic, so tests can flip it between calls. */
 enum { PX_OPS_GENERIC = 0, PX_OPS_AVX2 = 1, PX_OPS_AVX512 = 2 };
 int px_nn_ops_level(void);
+/* Tests: caps the level (PX_OPS_AVX512 = no cap), to run the AVX2 code on an
+ * AVX-512 machine. */
+void px_nn_ops_cap_level(int max_level);
 
 /* Sets OpenBLAS to one thread, once per process (shared with kernels_conv.c):
  * we split the work ourselves over a fixed tiling so results do not depend on
@@ -35,5 +38,33 @@ void px_nn_f16_to_f32_avx2(const void *src, float *dst, size_t n);
 void px_nn_bf16_to_f32_avx2(const void *src, float *dst, size_t n);
 void px_nn_f16_to_f32_avx512(const void *src, float *dst, size_t n);
 void px_nn_bf16_to_f32_avx512(const void *src, float *dst, size_t n);
+
+/* Vector math the kernels call through a table chosen per call
+ * (px_nn_vec): AVX-512, AVX2 or portable C. Every function treats each
+ * element (or row) the same wherever it sits in the array, so results never
+ * depend on how callers split the work. */
+typedef struct px_nn_vec_ops {
+    /* max of x[0..n), n >= 1 */
+    float (*max)(const float *x, int64_t n);
+    /* x[i] = exp(x[i] - mx); returns the sum of the new x */
+    float (*expsum)(float *x, int64_t n, float mx);
+    /* x[i] = act(x[i]) */
+    void (*act)(float *x, int64_t n, px_nn_act act);
+    /* out[i] = val[i] * gelu(gate[i]) (exact GELU); out may equal val */
+    void (*geglu)(const float *val, const float *gate, float *out, int64_t n);
+    /* y[i] = ((x[i] - mhi) - mlo) * a + b, then SiLU if silu; y may equal x */
+    void (*norm_apply)(const float *x, float *y, int64_t n, float mhi, float mlo, float a, float b,
+                       int silu);
+    /* sum of x, and sum of (x - mean)^2, accumulated in double */
+    double (*sum)(const float *x, int64_t n);
+    double (*ssd)(const float *x, int64_t n, double mean);
+} px_nn_vec_ops;
+
+const px_nn_vec_ops *px_nn_vec(void);
+extern const px_nn_vec_ops px_nn_vec_generic, px_nn_vec_avx2, px_nn_vec_avx512;
+
+/* Scalar activation (the portable path, and the acts the vector tables do
+ * not vectorise). */
+float px_nn_act1(float x, px_nn_act act);
 
 #endif

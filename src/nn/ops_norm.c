@@ -28,38 +28,23 @@ static void gn_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     (void)worker;
     const gn_ctx *g = ctx;
+    const px_nn_vec_ops *v = px_nn_vec();
     int cpg = g->c / g->groups;
     size_t len = (size_t)cpg * (size_t)g->hw;
     for (int64_t t = begin; t < end; t++) {
         int grp = (int)(t % g->groups);
         size_t off = (size_t)t * len; /* groups are contiguous in NCHW */
         const float *x = g->x + off;
-        double sum = 0.0;
-        for (size_t i = 0; i < len; i++)
-            sum += x[i];
-        double mean = sum / (double)len;
-        double ss = 0.0;
-        for (size_t i = 0; i < len; i++) {
-            double d = x[i] - mean;
-            ss += d * d;
-        }
+        double mean = v->sum(x, (int64_t)len) / (double)len;
+        double ss = v->ssd(x, (int64_t)len, mean);
         double rstd = 1.0 / sqrt(ss / (double)len + (double)g->eps);
         float mhi = (float)mean, mlo = (float)(mean - (double)mhi);
         float *y = g->y + off;
         for (int cc = 0; cc < cpg; cc++) {
             int ch = grp * cpg + cc;
             float a = (float)(rstd * g->gamma[ch]), b = g->beta[ch];
-            const float *xr = x + (size_t)cc * (size_t)g->hw;
-            float *yr = y + (size_t)cc * (size_t)g->hw;
-            if (g->silu) {
-                for (int64_t i = 0; i < g->hw; i++) {
-                    float v = ((xr[i] - mhi) - mlo) * a + b;
-                    yr[i] = v / (1.0f + expf(-v));
-                }
-            } else {
-                for (int64_t i = 0; i < g->hw; i++)
-                    yr[i] = ((xr[i] - mhi) - mlo) * a + b;
-            }
+            v->norm_apply(x + (size_t)cc * (size_t)g->hw, y + (size_t)cc * (size_t)g->hw, g->hw,
+                          mhi, mlo, a, b, g->silu);
         }
     }
 }
@@ -93,18 +78,12 @@ static void ln_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     (void)worker;
     const ln_ctx *l = ctx;
+    const px_nn_vec_ops *v = px_nn_vec();
     for (int64_t r = begin; r < end; r++) {
         const float *x = l->x + (size_t)r * (size_t)l->ldx;
         float *y = l->y + (size_t)r * (size_t)l->ldy;
-        double sum = 0.0;
-        for (int64_t i = 0; i < l->d; i++)
-            sum += x[i];
-        double mean = sum / (double)l->d;
-        double ss = 0.0;
-        for (int64_t i = 0; i < l->d; i++) {
-            double dv = x[i] - mean;
-            ss += dv * dv;
-        }
+        double mean = v->sum(x, l->d) / (double)l->d;
+        double ss = v->ssd(x, l->d, mean);
         float rstd = (float)(1.0 / sqrt(ss / (double)l->d + (double)l->eps));
         float mhi = (float)mean, mlo = (float)(mean - (double)mhi);
         for (int64_t i = 0; i < l->d; i++)

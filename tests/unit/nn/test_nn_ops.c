@@ -8,8 +8,9 @@
  * accumulate, bias, causal masks and f16/bf16 weights. Tolerance for GEMM-like
  * outputs: |got - ref| <= 2e-5 * sum|terms| + 1e-6, i.e. a few float ulps of
  * the largest partial sums. Each case runs with 1, 2 and 3 threads and the
- * outputs must be bitwise identical; the whole suite runs twice, once on the
- * CPU's vector paths and once with px_nn_force_generic(1).
+ * outputs must be bitwise identical. The whole suite runs on each code path
+ * the CPU has: AVX-512, AVX2 (capped with px_nn_ops_cap_level) and the
+ * portable C (px_nn_force_generic).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -22,6 +23,7 @@
 
 #include <cmocka.h>
 
+#include "nn/ops_internal.h"
 #include "nn/px_nn.h"
 #include "nn/px_nn_ops.h"
 
@@ -827,6 +829,8 @@ static void test_isa(void **state)
     (void)state;
     const char *isa = px_nn_ops_isa();
     assert_true(!strcmp(isa, "avx512") || !strcmp(isa, "avx2+fma+f16c") || !strcmp(isa, "generic"));
+    static const char *const names[] = {"generic", "avx2+fma+f16c", "avx512"};
+    assert_string_equal(isa, names[px_nn_ops_level()]);
     px_nn_force_generic(1);
     assert_string_equal(px_nn_ops_isa(), "generic");
     px_nn_force_generic(g_generic);
@@ -861,7 +865,14 @@ int main(void)
         cmocka_unit_test(test_geglu),      cmocka_unit_test(test_add_axpby),
         cmocka_unit_test(test_layout),     cmocka_unit_test(test_isa),
     };
-    int fails = cmocka_run_group_tests_name("nn_ops (native ISA)", tests, setup, teardown);
+    int fails = 0;
+    if (px_nn_ops_level() == PX_OPS_AVX512) {
+        fails += cmocka_run_group_tests_name("nn_ops (avx512)", tests, setup, teardown);
+        px_nn_ops_cap_level(PX_OPS_AVX2);
+    }
+    if (px_nn_ops_level() == PX_OPS_AVX2)
+        fails += cmocka_run_group_tests_name("nn_ops (avx2)", tests, setup, teardown);
+    px_nn_ops_cap_level(PX_OPS_AVX512);
     g_generic = 1;
     px_nn_force_generic(1);
     fails += cmocka_run_group_tests_name("nn_ops (generic)", tests, setup, teardown);
