@@ -21,11 +21,11 @@
  *     made the reference (utf8proc 2.8 is Unicode 15).
  *  4. the pre-token regex
  *     <|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
- *     matched by hand, alternatives tried in order at each position. It is
- *     compiled with IGNORECASE, so a set matches a character when any case
- *     variant of it is a member (U+0345 is a letter because U+0399 is), and
- *     "'s" also matches "'\u017f". Combining marks are not letters: "cafe\u0301"
- *     is "cafe" then "\u0301".
+ *     matched by hand, alternatives tried in order at each position, with the
+ *     quirks of the regex module's IGNORECASE: "'s" also matches "'\u017f",
+ *     and the negated set excludes characters whose case variants are letters
+ *     (see tok_is_other). Combining marks are not letters: "cafe\u0301" is
+ *     "cafe" then "\u0301".
  *  5. each pre-token's UTF-8 bytes become the printable stand-ins of
  *     bytes_to_unicode, the last one carrying "</w>", and are merged by BPE
  *     exactly as the reference does: repeatedly take the adjacent pair with
@@ -611,12 +611,13 @@ int32_t px_sd_tokenizer_eos(const px_sd_tokenizer *t)
 
 typedef struct tok_entity {
     const char *name;
-    uint32_t cp;
-    int legacy; /* HTML5 also accepts it without ';' */
+    uint32_t cp, cp2; /* cp2: a second code point, or 0 */
+    int legacy;       /* HTML5 also accepts it without ';' */
 } tok_entity;
 
-/* The 106 legacy names (Latin-1 and the four markup characters) and the
- * common ';'-only ones. */
+/* Names of consecutive code points: Latin-1 (the 96 legacy names that, with
+ * the markup ones below, are all HTML5 accepts without ';') and Greek. An
+ * empty name is a hole. */
 static const char *const tok_latin1_names[96] = {
     "nbsp",   "iexcl",  "cent",   "pound",  "curren", "yen",    "brvbar", "sect",   "uml",
     "copy",   "ordf",   "laquo",  "not",    "shy",    "reg",    "macr",   "deg",    "plusmn",
@@ -629,40 +630,157 @@ static const char *const tok_latin1_names[96] = {
     "egrave", "eacute", "ecirc",  "euml",   "igrave", "iacute", "icirc",  "iuml",   "eth",
     "ntilde", "ograve", "oacute", "ocirc",  "otilde", "ouml",   "divide", "oslash", "ugrave",
     "uacute", "ucirc",  "uuml",   "yacute", "thorn",  "yuml"};
+static const char *const tok_greek_upper[25] = {
+    "Alpha", "Beta",   "Gamma",   "Delta", "Epsilon", "Zeta",    "Eta",  "Theta", "Iota",
+    "Kappa", "Lambda", "Mu",      "Nu",    "Xi",      "Omicron", "Pi",   "Rho",   "",
+    "Sigma", "Tau",    "Upsilon", "Phi",   "Chi",     "Psi",     "Omega"};
+static const char *const tok_greek_lower[25] = {
+    "alpha", "beta",   "gamma",   "delta", "epsilon", "zeta",    "eta",  "theta", "iota",
+    "kappa", "lambda", "mu",      "nu",    "xi",      "omicron", "pi",   "rho",   "sigmaf",
+    "sigma", "tau",    "upsilon", "phi",   "chi",     "psi",     "omega"};
+static const struct {
+    const char *const *names;
+    int count;
+    uint32_t first;
+    int legacy;
+} tok_entity_runs[3] = {{tok_latin1_names, 96, 0xa0, 1},
+                        {tok_greek_upper, 25, 0x391, 0},
+                        {tok_greek_lower, 25, 0x3b1, 0}};
 
+/* The other legacy names, common ';'-only ones, and every HTML5 name that
+ * begins with a legacy name (&notin; must not become "¬in;" by the prefix rule). */
 static const tok_entity tok_entities[] = {
-    {"amp", '&', 1},       {"AMP", '&', 1},       {"lt", '<', 1},        {"LT", '<', 1},
-    {"gt", '>', 1},        {"GT", '>', 1},        {"quot", '"', 1},      {"QUOT", '"', 1},
-    {"COPY", 0xa9, 1},     {"REG", 0xae, 1},      {"apos", '\'', 0},     {"euro", 0x20ac, 0},
-    {"hellip", 0x2026, 0}, {"mdash", 0x2014, 0},  {"ndash", 0x2013, 0},  {"lsquo", 0x2018, 0},
-    {"rsquo", 0x2019, 0},  {"sbquo", 0x201a, 0},  {"ldquo", 0x201c, 0},  {"rdquo", 0x201d, 0},
-    {"bdquo", 0x201e, 0},  {"bull", 0x2022, 0},   {"trade", 0x2122, 0},  {"dagger", 0x2020, 0},
-    {"Dagger", 0x2021, 0}, {"permil", 0x2030, 0}, {"lsaquo", 0x2039, 0}, {"rsaquo", 0x203a, 0},
-    {"prime", 0x2032, 0},  {"Prime", 0x2033, 0},  {"larr", 0x2190, 0},   {"uarr", 0x2191, 0},
-    {"rarr", 0x2192, 0},   {"darr", 0x2193, 0},   {"harr", 0x2194, 0},   {"hearts", 0x2665, 0},
-    {"spades", 0x2660, 0}, {"clubs", 0x2663, 0},  {"diams", 0x2666, 0},  {"infin", 0x221e, 0},
-    {"ne", 0x2260, 0},     {"le", 0x2264, 0},     {"ge", 0x2265, 0},     {"minus", 0x2212, 0},
-    {"asymp", 0x2248, 0},  {"ensp", 0x2002, 0},   {"emsp", 0x2003, 0},   {"thinsp", 0x2009, 0},
-    {"zwnj", 0x200c, 0},   {"zwj", 0x200d, 0},    {"lrm", 0x200e, 0},    {"rlm", 0x200f, 0},
-    {"OElig", 0x152, 0},   {"oelig", 0x153, 0},   {"Scaron", 0x160, 0},  {"scaron", 0x161, 0},
-    {"Yuml", 0x178, 0},    {"fnof", 0x192, 0},    {"circ", 0x2c6, 0},    {"tilde", 0x2dc, 0},
-    {"star", 0x2606, 0},   {"check", 0x2713, 0},  {"sim", 0x223c, 0},
+    {"amp", '&', 0, 1},
+    {"AMP", '&', 0, 1},
+    {"lt", '<', 0, 1},
+    {"LT", '<', 0, 1},
+    {"gt", '>', 0, 1},
+    {"GT", '>', 0, 1},
+    {"quot", '"', 0, 1},
+    {"QUOT", '"', 0, 1},
+    {"COPY", 0xa9, 0, 1},
+    {"REG", 0xae, 0, 1},
+    {"apos", '\'', 0, 0},
+    {"euro", 0x20ac, 0, 0},
+    {"hellip", 0x2026, 0, 0},
+    {"mdash", 0x2014, 0, 0},
+    {"ndash", 0x2013, 0, 0},
+    {"lsquo", 0x2018, 0, 0},
+    {"rsquo", 0x2019, 0, 0},
+    {"sbquo", 0x201a, 0, 0},
+    {"ldquo", 0x201c, 0, 0},
+    {"rdquo", 0x201d, 0, 0},
+    {"bdquo", 0x201e, 0, 0},
+    {"bull", 0x2022, 0, 0},
+    {"trade", 0x2122, 0, 0},
+    {"dagger", 0x2020, 0, 0},
+    {"Dagger", 0x2021, 0, 0},
+    {"permil", 0x2030, 0, 0},
+    {"lsaquo", 0x2039, 0, 0},
+    {"rsaquo", 0x203a, 0, 0},
+    {"prime", 0x2032, 0, 0},
+    {"Prime", 0x2033, 0, 0},
+    {"larr", 0x2190, 0, 0},
+    {"uarr", 0x2191, 0, 0},
+    {"rarr", 0x2192, 0, 0},
+    {"darr", 0x2193, 0, 0},
+    {"harr", 0x2194, 0, 0},
+    {"hearts", 0x2665, 0, 0},
+    {"spades", 0x2660, 0, 0},
+    {"clubs", 0x2663, 0, 0},
+    {"diams", 0x2666, 0, 0},
+    {"infin", 0x221e, 0, 0},
+    {"ne", 0x2260, 0, 0},
+    {"le", 0x2264, 0, 0},
+    {"ge", 0x2265, 0, 0},
+    {"minus", 0x2212, 0, 0},
+    {"asymp", 0x2248, 0, 0},
+    {"ensp", 0x2002, 0, 0},
+    {"emsp", 0x2003, 0, 0},
+    {"thinsp", 0x2009, 0, 0},
+    {"zwnj", 0x200c, 0, 0},
+    {"zwj", 0x200d, 0, 0},
+    {"lrm", 0x200e, 0, 0},
+    {"rlm", 0x200f, 0, 0},
+    {"OElig", 0x152, 0, 0},
+    {"oelig", 0x153, 0, 0},
+    {"Scaron", 0x160, 0, 0},
+    {"scaron", 0x161, 0, 0},
+    {"Yuml", 0x178, 0, 0},
+    {"fnof", 0x192, 0, 0},
+    {"circ", 0x2c6, 0, 0},
+    {"tilde", 0x2dc, 0, 0},
+    {"star", 0x2606, 0, 0},
+    {"check", 0x2713, 0, 0},
+    {"sim", 0x223c, 0, 0},
+    {"centerdot", 0xb7, 0, 0},
+    {"copysr", 0x2117, 0, 0},
+    {"divideontimes", 0x22c7, 0, 0},
+    {"gtcc", 0x2aa7, 0, 0},
+    {"gtcir", 0x2a7a, 0, 0},
+    {"gtdot", 0x22d7, 0, 0},
+    {"gtlPar", 0x2995, 0, 0},
+    {"gtquest", 0x2a7c, 0, 0},
+    {"gtrapprox", 0x2a86, 0, 0},
+    {"gtrarr", 0x2978, 0, 0},
+    {"gtrdot", 0x22d7, 0, 0},
+    {"gtreqless", 0x22db, 0, 0},
+    {"gtreqqless", 0x2a8c, 0, 0},
+    {"gtrless", 0x2277, 0, 0},
+    {"gtrsim", 0x2273, 0, 0},
+    {"ltcc", 0x2aa6, 0, 0},
+    {"ltcir", 0x2a79, 0, 0},
+    {"ltdot", 0x22d6, 0, 0},
+    {"lthree", 0x22cb, 0, 0},
+    {"ltimes", 0x22c9, 0, 0},
+    {"ltlarr", 0x2976, 0, 0},
+    {"ltquest", 0x2a7b, 0, 0},
+    {"ltrPar", 0x2996, 0, 0},
+    {"ltri", 0x25c3, 0, 0},
+    {"ltrie", 0x22b4, 0, 0},
+    {"ltrif", 0x25c2, 0, 0},
+    {"notin", 0x2209, 0, 0},
+    {"notinE", 0x22f9, 0x338, 0},
+    {"notindot", 0x22f5, 0x338, 0},
+    {"notinva", 0x2209, 0, 0},
+    {"notinvb", 0x22f7, 0, 0},
+    {"notinvc", 0x22f6, 0, 0},
+    {"notni", 0x220c, 0, 0},
+    {"notniva", 0x220c, 0, 0},
+    {"notnivb", 0x22fe, 0, 0},
+    {"notnivc", 0x22fd, 0, 0},
+    {"parallel", 0x2225, 0, 0},
+    {"timesb", 0x22a0, 0, 0},
+    {"timesbar", 0x2a31, 0, 0},
+    {"timesd", 0x2a30, 0, 0},
 };
 
-/* Entity whose name is exactly s[0..n) (code points), or NULL. */
-static int tok_entity_find(const uint32_t *s, size_t n, uint32_t *cp, int *legacy)
+static int tok_name_is(const char *name, const uint32_t *s, size_t n)
 {
-    for (int i = 0; i < 96 + (int)(sizeof tok_entities / sizeof tok_entities[0]); i++) {
-        const char *name = i < 96 ? tok_latin1_names[i] : tok_entities[i - 96].name;
-        size_t k = 0;
-        while (k < n && name[k] && (uint32_t)(uint8_t)name[k] == s[k])
-            k++;
-        if (k == n && !name[k]) {
-            *cp = i < 96 ? 0xa0u + (uint32_t)i : tok_entities[i - 96].cp;
-            *legacy = i < 96 ? 1 : tok_entities[i - 96].legacy;
+    size_t k = 0;
+    while (k < n && name[k] && (uint32_t)(uint8_t)name[k] == s[k])
+        k++;
+    return k == n && !name[k];
+}
+
+/* The entity named exactly s[0..n) (code points): 1 and *e filled, or 0. */
+static int tok_entity_find(const uint32_t *s, size_t n, tok_entity *e)
+{
+    if (n == 0)
+        return 0;
+    for (int r = 0; r < 3; r++)
+        for (int i = 0; i < tok_entity_runs[r].count; i++)
+            if (tok_name_is(tok_entity_runs[r].names[i], s, n)) {
+                *e = (tok_entity){tok_entity_runs[r].names[i],
+                                  tok_entity_runs[r].first + (uint32_t)i, 0,
+                                  tok_entity_runs[r].legacy};
+                return 1;
+            }
+    for (size_t i = 0; i < sizeof tok_entities / sizeof tok_entities[0]; i++)
+        if (tok_name_is(tok_entities[i].name, s, n)) {
+            *e = tok_entities[i];
             return 1;
         }
-    }
     return 0;
 }
 
@@ -713,7 +831,7 @@ static int tok_hexval(uint32_t c)
 
 /* A character reference at s (just after '&'): returns the code points of s
  * it consumes (0: none, the '&' stays) and writes its replacement to out
- * (*nout code points, at most 1). */
+ * (*nout code points, at most 2, never more than were consumed). */
 static size_t tok_charref(const uint32_t *s, size_t n, uint32_t *out, size_t *nout)
 {
     *nout = 0;
@@ -746,17 +864,17 @@ static size_t tok_charref(const uint32_t *s, size_t n, uint32_t *out, size_t *no
     if (k == 0)
         return 0;
     int semi = k < n && s[k] == ';';
-    uint32_t cp;
-    int legacy;
-    if (tok_entity_find(s, k, &cp, &legacy) && (semi || legacy)) {
-        out[0] = cp;
-        *nout = 1;
+    tok_entity e;
+    if (tok_entity_find(s, k, &e) && (semi || e.legacy)) {
+        out[0] = e.cp;
+        out[1] = e.cp2;
+        *nout = e.cp2 ? 2 : 1;
         return k + (size_t)semi;
     }
     /* Python's fallback: the longest legacy name that is a prefix, keeping the rest. */
     for (size_t x = k + (size_t)semi - 1; x >= 2; x--) {
-        if (tok_entity_find(s, x, &cp, &legacy) && legacy) {
-            out[0] = cp;
+        if (tok_entity_find(s, x, &e) && e.legacy) {
+            out[0] = e.cp;
             *nout = 1;
             return x;
         }
@@ -902,25 +1020,38 @@ static int tok_cat_number(utf8proc_int32_t c)
     return k >= UTF8PROC_CATEGORY_ND && k <= UTF8PROC_CATEGORY_NO;
 }
 
-/* Set membership under IGNORECASE: the character or one of its case variants. */
-static int tok_any_case(uint32_t c, int (*is)(utf8proc_int32_t))
-{
-    utf8proc_int32_t x = (utf8proc_int32_t)c;
-    return is(x) || is(utf8proc_toupper(x)) || is(utf8proc_tolower(x)) || is(utf8proc_totitle(x));
-}
-
 static int tok_is_letter(uint32_t c)
 {
     if (c < 0x80)
         return (c | 0x20) >= 'a' && (c | 0x20) <= 'z';
-    return tok_any_case(c, tok_cat_letter);
+    return tok_cat_letter((utf8proc_int32_t)c);
 }
 
 static int tok_is_number(uint32_t c)
 {
     if (c < 0x80)
         return c >= '0' && c <= '9';
-    return tok_any_case(c, tok_cat_number);
+    return tok_cat_number((utf8proc_int32_t)c);
+}
+
+/* [^\s\p{L}\p{N}] under IGNORECASE: the set matches when any case variant
+ * of c is a member, so c is excluded when a variant is a letter or number.
+ * ([\p{L}] and [\p{N}] alone are compiled to a plain property test, which
+ * looks at c only; a character such as U+0345, whose uppercase U+0399 is a
+ * letter, matches none of the alternatives and is dropped like a space.) */
+static int tok_is_other(uint32_t c)
+{
+    if (c < 0x80)
+        return !tok_is_ws(c) && !tok_is_letter(c) && !tok_is_number(c);
+    if (tok_is_ws(c))
+        return 0;
+    utf8proc_int32_t v[4] = {(utf8proc_int32_t)c, utf8proc_toupper((utf8proc_int32_t)c),
+                             utf8proc_tolower((utf8proc_int32_t)c),
+                             utf8proc_totitle((utf8proc_int32_t)c)};
+    for (int i = 0; i < 4; i++)
+        if (tok_cat_letter(v[i]) || tok_cat_number(v[i]))
+            return 0;
+    return 1;
 }
 
 /* A literal under IGNORECASE on already lower-cased text: only U+017F (long
@@ -972,52 +1103,124 @@ static size_t tok_match(const uint32_t *s, size_t n, int *special)
     }
     if (tok_is_number(s[0]))
         return 1;
-    if (tok_is_ws(s[0]))
+    if (!tok_is_other(s[0]))
         return 0;
-    for (m = 1; m < n && !tok_is_ws(s[m]) && !tok_is_letter(s[m]) && !tok_is_number(s[m]); m++)
+    for (m = 1; m < n && tok_is_other(s[m]); m++)
         ;
     return m;
 }
 
 /* ---- BPE ---------------------------------------------------------------- */
 
-/* BPE of one pre-token's bytes; w is scratch for nb symbols. Appends ids. */
-static void tok_bpe(const px_sd_tokenizer *t, const uint8_t *bytes, size_t nb, uint32_t *w,
-                    int32_t *ids, size_t *nids)
+/* Scratch for one pre-token of up to cap bytes: a linked list of symbols
+ * (nodes keep their byte position; a merge keeps the left node) and a
+ * min-heap of candidate merges keyed rank << 32 | node. */
+typedef struct tok_scratch {
+    size_t cap;
+    uint8_t *bytes;              /* cap */
+    uint32_t *sym, *next, *prev; /* cap each; sym TOK_EMPTY: merged away */
+    uint64_t *heap, *pending;    /* 3 cap, 2 cap */
+    size_t nheap, npending;
+} tok_scratch;
+
+static void tok_heap_push(tok_scratch *sc, uint64_t v)
 {
-    size_t m = nb;
-    for (size_t k = 0; k + 1 < nb; k++)
-        w[k] = t->byte_sym[bytes[k]];
-    w[nb - 1] = t->byte_end_sym[bytes[nb - 1]];
-    while (m > 1) {
-        const tok_pair *best = NULL;
-        for (size_t k = 0; k + 1 < m; k++) {
-            const tok_pair *p = tok_pair_find(t, w[k], w[k + 1]);
-            if (p && (!best || p->rank < best->rank))
-                best = p;
-        }
-        if (!best)
-            break;
-        size_t j = 0;
-        for (size_t k = 0; k < m;) {
-            if (k + 1 < m && w[k] == best->a && w[k + 1] == best->b) {
-                w[j++] = best->merged;
-                k += 2;
-            } else {
-                w[j++] = w[k++];
-            }
-        }
-        m = j;
+    size_t i = sc->nheap++;
+    while (i > 0 && sc->heap[(i - 1) / 2] > v) {
+        sc->heap[i] = sc->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
     }
-    for (size_t k = 0; k < m; k++) {
-        int32_t id = t->syms[w[k]].id;
+    sc->heap[i] = v;
+}
+
+static uint64_t tok_heap_pop(tok_scratch *sc)
+{
+    uint64_t top = sc->heap[0], v = sc->heap[--sc->nheap];
+    size_t i = 0, n = sc->nheap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && sc->heap[c + 1] < sc->heap[c])
+            c++;
+        if (sc->heap[c] >= v)
+            break;
+        sc->heap[i] = sc->heap[c];
+        i = c;
+    }
+    if (n > 0)
+        sc->heap[i] = v;
+    return top;
+}
+
+/* Queues the pair starting at node k (if it is a merge) for after this pass. */
+static void tok_queue_pair(const px_sd_tokenizer *t, tok_scratch *sc, uint32_t k, int to_heap)
+{
+    if (k == TOK_EMPTY || sc->next[k] == TOK_EMPTY)
+        return;
+    const tok_pair *p = tok_pair_find(t, sc->sym[k], sc->sym[sc->next[k]]);
+    if (!p)
+        return;
+    uint64_t v = (uint64_t)p->rank << 32 | k;
+    if (to_heap)
+        tok_heap_push(sc, v);
+    else
+        sc->pending[sc->npending++] = v;
+}
+
+/* BPE of sc->bytes[0..nb), appending ids. The reference repeatedly takes the
+ * pair of lowest rank and merges all its occurrences left to right, then
+ * rescans; rescanning is quadratic in the word (seconds for a 64 KiB word), so
+ * this pops the same merges from a heap instead, in (rank, position) order.
+ * Pairs created by a pass wait in `pending` until the pass is over, so even a
+ * merge list whose new pairs have lower ranks gives the reference's result;
+ * stale heap entries are recognised by looking the pair up again. */
+static void tok_bpe(const px_sd_tokenizer *t, tok_scratch *sc, size_t nb, int32_t *ids,
+                    size_t *nids)
+{
+    for (size_t k = 0; k < nb; k++) {
+        sc->sym[k] = k + 1 < nb ? t->byte_sym[sc->bytes[k]] : t->byte_end_sym[sc->bytes[k]];
+        sc->next[k] = k + 1 < nb ? (uint32_t)(k + 1) : TOK_EMPTY;
+        sc->prev[k] = k > 0 ? (uint32_t)(k - 1) : TOK_EMPTY;
+    }
+    sc->nheap = sc->npending = 0;
+    for (size_t k = 0; k + 1 < nb; k++)
+        tok_queue_pair(t, sc, (uint32_t)k, 1);
+    int64_t rank = -1; /* of the pass under way */
+    for (;;) {
+        if (sc->nheap > 0 && (int64_t)(sc->heap[0] >> 32) == rank) {
+            uint32_t k = (uint32_t)tok_heap_pop(sc);
+            uint32_t j = sc->sym[k] == TOK_EMPTY ? TOK_EMPTY : sc->next[k];
+            if (j == TOK_EMPTY)
+                continue;
+            const tok_pair *p = tok_pair_find(t, sc->sym[k], sc->sym[j]);
+            if (!p || p->rank != rank)
+                continue; /* this pair changed since it was queued */
+            sc->sym[k] = p->merged;
+            sc->sym[j] = TOK_EMPTY;
+            sc->next[k] = sc->next[j];
+            if (sc->next[k] != TOK_EMPTY)
+                sc->prev[sc->next[k]] = k;
+            tok_queue_pair(t, sc, sc->prev[k], 0);
+            tok_queue_pair(t, sc, k, 0);
+            continue;
+        }
+        for (size_t i = 0; i < sc->npending; i++)
+            tok_heap_push(sc, sc->pending[i]);
+        sc->npending = 0;
+        if (sc->nheap == 0)
+            break;
+        rank = (int64_t)(sc->heap[0] >> 32);
+    }
+    for (uint32_t k = 0; k != TOK_EMPTY; k = sc->next[k]) {
+        int32_t id = t->syms[sc->sym[k]].id;
         ids[(*nids)++] = id >= 0 ? id : t->unk;
     }
 }
 
 /* Pre-tokenizes the cleaned, lower-cased text s and appends BPE ids. */
-static void tok_encode(const px_sd_tokenizer *t, const uint32_t *s, size_t n, uint8_t *bytes,
-                       uint32_t *w, int32_t *ids, size_t *nids)
+static void tok_encode(const px_sd_tokenizer *t, const uint32_t *s, size_t n, tok_scratch *sc,
+                       int32_t *ids, size_t *nids)
 {
     for (size_t i = 0; i < n;) {
         int special;
@@ -1032,11 +1235,69 @@ static void tok_encode(const px_sd_tokenizer *t, const uint32_t *s, size_t n, ui
         } else {
             size_t nb = 0;
             for (size_t k = 0; k < m; k++)
-                nb += (size_t)utf8proc_encode_char((utf8proc_int32_t)s[i + k], bytes + nb);
-            tok_bpe(t, bytes, nb, w, ids, nids);
+                nb += (size_t)utf8proc_encode_char((utf8proc_int32_t)s[i + k], sc->bytes + nb);
+            tok_bpe(t, sc, nb, ids, nids);
         }
         i += m;
     }
+}
+
+static int tok_scratch_init(tok_scratch *sc, size_t cap)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->cap = cap;
+    sc->bytes = px_malloc(cap);
+    sc->sym = px_malloc(cap * sizeof *sc->sym);
+    sc->next = px_malloc(cap * sizeof *sc->next);
+    sc->prev = px_malloc(cap * sizeof *sc->prev);
+    sc->heap = px_malloc(3 * cap * sizeof *sc->heap);
+    sc->pending = px_malloc(2 * cap * sizeof *sc->pending);
+    return sc->bytes && sc->sym && sc->next && sc->prev && sc->heap && sc->pending ? PX_OK
+                                                                                   : PX_ENOMEM;
+}
+
+static void tok_scratch_free(tok_scratch *sc)
+{
+    free(sc->bytes);
+    free(sc->sym);
+    free(sc->next);
+    free(sc->prev);
+    free(sc->heap);
+    free(sc->pending);
+}
+
+/* Text -> cleaned, lower-cased code points in *out (malloc'd, *n of them). */
+static int tok_normalize(const char *text, size_t len, uint32_t **out, size_t *n, px_err *err)
+{
+    /* lower-casing at most doubles the code points (U+0130 -> i U+0307) */
+    uint32_t *a = px_malloc((2 * len + 1) * sizeof *a);
+    uint32_t *b = px_malloc((2 * len + 1) * sizeof *b);
+    if (!a || !b) {
+        free(a);
+        free(b);
+        return px_err_set(err, PX_ENOMEM, "tokenizer: no memory for a %zu-byte prompt", len);
+    }
+    size_t na = 0;
+    for (size_t i = 0; i < len;) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t r =
+            utf8proc_iterate((const utf8proc_uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &c);
+        if (r <= 0) {
+            free(a);
+            free(b);
+            return px_err_set(err, PX_EINVAL,
+                              "tokenizer: prompt is not valid UTF-8 at byte offset %zu", i);
+        }
+        a[na++] = (uint32_t)c;
+        i += (size_t)r;
+    }
+    size_t nb = tok_unescape(a, na, b);
+    na = tok_unescape(b, nb, a);
+    na = tok_clean(a, na, a);
+    *n = tok_lower(a, na, b);
+    free(a);
+    *out = b;
+    return PX_OK;
 }
 
 int px_sd_tokenize(const px_sd_tokenizer *t, const char *text, int32_t **ids, size_t *n,
@@ -1050,46 +1311,30 @@ int px_sd_tokenize(const px_sd_tokenizer *t, const char *text, int32_t **ids, si
     if (len > TOK_MAX_TEXT)
         return px_err_set(err, PX_ELIMIT, "tokenizer: prompt is longer than %d bytes",
                           TOK_MAX_TEXT);
-    /* a, b: code points (lower-casing at most doubles them); bytes/w: one pre-token */
-    uint32_t *a = px_malloc((2 * len + 1) * sizeof *a);
-    uint32_t *b = px_malloc((2 * len + 1) * sizeof *b);
-    uint8_t *bytes = px_malloc(8 * len + 8);
-    uint32_t *w = px_malloc((8 * len + 8) * sizeof *w);
-    int32_t *out = px_malloc((8 * len + 8) * sizeof *out);
-    int rc = PX_OK;
-    if (!a || !b || !bytes || !w || !out) {
+    uint32_t *s = NULL;
+    size_t ns = 0;
+    int rc = tok_normalize(text, len, &s, &ns, err);
+    if (rc)
+        return rc;
+    /* every id covers at least one byte of the UTF-8 text */
+    size_t nbytes = 0;
+    for (size_t i = 0; i < ns; i++)
+        nbytes += s[i] < 0x80 ? 1 : s[i] < 0x800 ? 2 : s[i] < 0x10000 ? 3 : 4;
+    tok_scratch sc;
+    int32_t *out = px_malloc((nbytes + 2) * sizeof *out);
+    if (tok_scratch_init(&sc, nbytes + 1) || !out) {
         rc = px_err_set(err, PX_ENOMEM, "tokenizer: no memory for a %zu-byte prompt", len);
-        goto done;
+    } else {
+        size_t nids = 0;
+        out[nids++] = t->bos;
+        tok_encode(t, s, ns, &sc, out, &nids);
+        out[nids++] = t->eos;
+        *ids = out;
+        *n = nids;
+        out = NULL;
     }
-    size_t na = 0;
-    for (size_t i = 0; i < len;) {
-        utf8proc_int32_t c;
-        utf8proc_ssize_t r =
-            utf8proc_iterate((const utf8proc_uint8_t *)text + i, (utf8proc_ssize_t)(len - i), &c);
-        if (r <= 0) {
-            rc = px_err_set(err, PX_EINVAL,
-                            "tokenizer: prompt is not valid UTF-8 at byte offset %zu", i);
-            goto done;
-        }
-        a[na++] = (uint32_t)c;
-        i += (size_t)r;
-    }
-    size_t nb = tok_unescape(a, na, b);
-    na = tok_unescape(b, nb, a);
-    na = tok_clean(a, na, a);
-    nb = tok_lower(a, na, b);
-    size_t nids = 0;
-    out[nids++] = t->bos;
-    tok_encode(t, b, nb, bytes, w, out, &nids);
-    out[nids++] = t->eos;
-    *ids = out;
-    *n = nids;
-    out = NULL;
-done:
-    free(a);
-    free(b);
-    free(bytes);
-    free(w);
+    tok_scratch_free(&sc);
     free(out);
+    free(s);
     return rc;
 }

@@ -6,7 +6,8 @@
  * every one must match exactly, and cases_sd77.jsonl must match after the
  * pipeline's truncation (keeping EOS) and padding with 49407 to 77. The tiny
  * transformers tokenizer folder of the golden model must give the golden
- * prompt/negative ids (padded with its EOS 526 to 77, see index.json). The
+ * prompt/negative ids (padded with its EOS 526 to 77, see index.json), and a
+ * made-up folder checks BPE on a merge list out of learning order. The
  * pipeline details (html entities, whitespace, lower-casing, the pre-token
  * regex) are checked as equalities between tokenizations, which hold for the
  * reference too; invalid UTF-8 and oversize prompts must be refused, and
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "diffusion/sd_internal.h"
 
@@ -197,6 +199,51 @@ static void test_hf_folder(void **state)
         free(ids);
     }
     px_sd_tokenizer_destroy(t);
+}
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A made-up folder whose merge list is not in learning order: the pair made by
+ * rank 1 ("b c") has rank 0 ("bc b"). The reference finishes the rank-1 pass
+ * before it looks again, so "bcbcd" is bc bc d, not bcb c d. Tokens missing
+ * from the vocabulary become the unknown token (EOS here). */
+static void test_merge_order(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/px_tok_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    write_text(dir, "vocab.json",
+               "{\"b\": 0, \"c\": 1, \"d</w>\": 2, \"bc\": 3, \"bcb\": 4, \"c</w>\": 5,"
+               " \"<|startoftext|>\": 6, \"<|endoftext|>\": 7}");
+    write_text(dir, "merges.txt", "#version: 0.2\nbc b\nb c\n");
+    px_sd_tokenizer *t = NULL;
+    px_err err = {{0}};
+    int rc = px_sd_tokenizer_load(dir, &t, &err);
+    if (rc)
+        print_error("%s\n", err.msg);
+    assert_int_equal(rc, PX_OK);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    assert_int_equal(px_sd_tokenize(t, "BCBCD bcbc z", &ids, &n, &err), PX_OK);
+    static const int32_t want[] = {6, 3, 3, 2, 4, 5, 7, 7};
+    assert_int_equal(n, sizeof want / sizeof want[0]);
+    assert_memory_equal(ids, want, sizeof want);
+    free(ids);
+    px_sd_tokenizer_destroy(t);
+    char path[512];
+    snprintf(path, sizeof path, "%s/vocab.json", dir);
+    remove(path);
+    snprintf(path, sizeof path, "%s/merges.txt", dir);
+    remove(path);
+    rmdir(dir);
 }
 
 /* Tokenizes, asserting success; caller frees. */
@@ -488,10 +535,15 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reference_cases), cmocka_unit_test(test_reference_cases_77),
-        cmocka_unit_test(test_hf_folder),       cmocka_unit_test(test_empty_and_specials),
-        cmocka_unit_test(test_pipeline),        cmocka_unit_test(test_invalid_utf8),
-        cmocka_unit_test(test_limit),           cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_reference_cases),
+        cmocka_unit_test(test_reference_cases_77),
+        cmocka_unit_test(test_hf_folder),
+        cmocka_unit_test(test_merge_order),
+        cmocka_unit_test(test_empty_and_specials),
+        cmocka_unit_test(test_pipeline),
+        cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_limit),
+        cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
