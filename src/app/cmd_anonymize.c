@@ -121,26 +121,28 @@ static int bad_usage(const char *fmt, const char *arg)
     return PX_EXIT_USAGE;
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
+/* Option numbers: core's parsers (one wording for every command), printed here. */
+static int opt_long(const char *opt, const char *s, long lo, long hi, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
+    px_err e;
+    if (px_parse_long(opt, s, lo, hi, out, &e) == PX_OK)
+        return 0;
+    fprintf(stderr, "pixpipe anonymize: %s\nrun 'pixpipe anonymize --help' for the options\n",
+            e.msg);
+    return -1;
 }
 
-static int parse_float(const char *s, float lo, float hi, float *out)
+static int opt_float(const char *opt, const char *s, float lo, float hi, float *out)
 {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
+    px_err e;
+    double v = 0;
+    if (px_parse_double(opt, s, lo, hi, &v, &e) == PX_OK) {
+        *out = (float)v;
+        return 0;
+    }
+    fprintf(stderr, "pixpipe anonymize: %s\nrun 'pixpipe anonymize --help' for the options\n",
+            e.msg);
+    return -1;
 }
 
 static int parse_pixels(const char *s, uint64_t *out)
@@ -344,15 +346,11 @@ static int make_parents(const char *path, px_err *err)
     if (strlen(path) >= sizeof buf)
         return px_err_set(err, PX_ELIMIT, "output path too long");
     strcpy(buf, path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return px_err_set(err, PX_EIO, "cannot create directory %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    return PX_OK;
+    char *slash = strrchr(buf, '/');
+    if (!slash || slash == buf)
+        return PX_OK;
+    *slash = '\0';
+    return px_mkdir_p(buf, err);
 }
 
 /* Output path for a job, once the output format is known. "-" for stdout. */
@@ -627,8 +625,8 @@ int px_cmd_anonymize(int argc, char **argv)
                 rc = bad_usage("--format: '%s' is not jpeg, png or webp", optarg);
             break;
         case OPT_QUALITY:
-            if (parse_long(optarg, 1, 100, &lv))
-                rc = bad_usage("--quality: '%s' is not a number in 1..100", optarg);
+            if (opt_long("--quality", optarg, 1, 100, &lv))
+                rc = PX_EXIT_USAGE;
             c.aopts.jpeg_quality = (int)lv;
             break;
         case OPT_MODE:
@@ -637,30 +635,30 @@ int px_cmd_anonymize(int argc, char **argv)
             break;
         case OPT_BOXES: c.aopts.mask.shape = PX_MASK_BOX; break;
         case OPT_MASK_SCALE:
-            if (parse_float(optarg, 1.0f, 8.0f, &fv))
-                rc = bad_usage("--mask-scale: '%s' is not a number in 1..8", optarg);
+            if (opt_float("--mask-scale", optarg, 1.0f, 8.0f, &fv))
+                rc = PX_EXIT_USAGE;
             c.aopts.mask.scale = fv;
             mask_scale_set = 1;
             break;
         case OPT_SEED:
-            if (parse_long(optarg, 1, LONG_MAX, &lv))
-                rc = bad_usage("--seed: '%s' is not a positive number", optarg);
+            if (opt_long("--seed", optarg, 1, LONG_MAX, &lv))
+                rc = PX_EXIT_USAGE;
             c.aopts.seed = (uint64_t)lv;
             break;
         case OPT_MODEL: model = optarg; break;
         case OPT_THRESHOLD:
-            if (parse_float(optarg, 0.0f, 1.0f, &fv))
-                rc = bad_usage("--threshold: '%s' is not a number in 0..1", optarg);
+            if (opt_float("--threshold", optarg, 0.0f, 1.0f, &fv))
+                rc = PX_EXIT_USAGE;
             c.aopts.detect.score_threshold = fv;
             break;
         case OPT_MIN_FACE:
-            if (parse_long(optarg, 4, 100000, &lv))
-                rc = bad_usage("--min-face: '%s' is not a pixel count in 4..100000", optarg);
+            if (opt_long("--min-face", optarg, 4, 100000, &lv))
+                rc = PX_EXIT_USAGE;
             c.aopts.detect.min_face = (int)lv;
             break;
         case OPT_MAX_PASSES:
-            if (parse_long(optarg, 1, 100000, &lv))
-                rc = bad_usage("--max-passes: '%s' is not a number >= 1", optarg);
+            if (opt_long("--max-passes", optarg, 1, 100000, &lv))
+                rc = PX_EXIT_USAGE;
             c.aopts.detect.max_passes = (int)lv;
             break;
         case OPT_MAX_PIXELS:
@@ -668,8 +666,8 @@ int px_cmd_anonymize(int argc, char **argv)
                 rc = bad_usage("--max-pixels: '%s' is not a pixel count (e.g. 50M)", optarg);
             break;
         case OPT_THREADS:
-            if (parse_long(optarg, 1, 1024, &lv))
-                rc = bad_usage("--threads: '%s' is not a number in 1..1024", optarg);
+            if (opt_long("--threads", optarg, 1, 1024, &lv))
+                rc = PX_EXIT_USAGE;
             threads = (int)lv;
             break;
         case OPT_JSON: c.json = 1; break;

@@ -78,17 +78,14 @@ static int read_token(const char *path, char *out, size_t cap)
     return 0;
 }
 
+/* Option numbers: core's parser (one wording for every command), printed here. */
 static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) {
-        fprintf(stderr, "pixpipe bot: %s expects a number from %d to %d, got '%s'\n", opt, lo, hi,
-                s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
+    px_err e;
+    if (px_parse_int(opt, s, lo, hi, out, &e) == PX_OK)
+        return 0;
+    fprintf(stderr, "pixpipe bot: %s\n", e.msg);
+    return -1;
 }
 
 int px_cmd_bot(int argc, char **argv)

@@ -190,30 +190,23 @@ static void print_summary(const char *pool, const px_gen_summary *sum, FILE *f)
     px_manifest_close(s);
 }
 
+/* Option numbers: core's parsers (one wording for every command), printed here. */
 static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
 {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
-        fprintf(stderr, "pixpipe generate: %s '%s': expected an integer in %d..%d\n", opt, v, lo,
-                hi);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
+    px_err e;
+    if (px_parse_int(opt, v, lo, hi, out, &e) == PX_OK)
+        return 0;
+    fprintf(stderr, "pixpipe generate: %s\n", e.msg);
+    return -1;
 }
 
 static int parse_double(const char *opt, const char *v, double lo, double hi, double *out)
 {
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "pixpipe generate: %s '%s': expected a number in %g..%g\n", opt, v, lo,
-                hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    px_err e;
+    if (px_parse_double(opt, v, lo, hi, out, &e) == PX_OK)
+        return 0;
+    fprintf(stderr, "pixpipe generate: %s\n", e.msg);
+    return -1;
 }
 
 int px_cmd_generate(int argc, char **argv)

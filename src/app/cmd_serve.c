@@ -66,18 +66,14 @@ static void on_signal(int sig)
     errno = saved;
 }
 
+/* Option numbers: core's parser (one wording for every command), printed here. */
 static int int_arg(const char *opt, const char *v, long lo, long hi, long *out)
 {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || !*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "pixpipe serve: %s expects a number in %ld..%ld, got '%s'\n", opt, lo, hi,
-                v ? v : "");
-        return -1;
-    }
-    *out = x;
-    return 0;
+    px_err e;
+    if (px_parse_long(opt, v, lo, hi, out, &e) == PX_OK)
+        return 0;
+    fprintf(stderr, "pixpipe serve: %s\n", e.msg);
+    return -1;
 }
 
 int px_cmd_serve(int argc, char **argv)

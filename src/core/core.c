@@ -4,7 +4,10 @@
  */
 #include "px_core.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
@@ -105,18 +108,87 @@ void px_log(px_log_level lvl, const char *fmt, ...)
     (void)w;
 }
 
+/* Fault injection: one counter of allocations for the process. The target
+ * (the allocation number that fails) comes from PIXPIPE_FAIL_ALLOC at the
+ * first allocation or from px_alloc_fail_after. Atomics, not a mutex: the
+ * wrappers are called from every thread. */
+#ifdef PX_FAULT_INJECTION
+#include <stdatomic.h>
+static atomic_long g_alloc_count, g_alloc_fail_at = -1; /* -1: not read from the env yet */
+
+static int alloc_should_fail(void)
+{
+    long at = atomic_load(&g_alloc_fail_at);
+    if (at == -1) {
+        const char *e = getenv("PIXPIPE_FAIL_ALLOC");
+        long v = e ? strtol(e, NULL, 10) : 0;
+        long expect = -1;
+        atomic_compare_exchange_strong(&g_alloc_fail_at, &expect, v > 0 ? v : 0);
+        at = atomic_load(&g_alloc_fail_at);
+    }
+    long n = atomic_fetch_add(&g_alloc_count, 1) + 1;
+    return at > 0 && n == at;
+}
+
+long px_alloc_fail_after(long n)
+{
+    long made = atomic_exchange(&g_alloc_count, 0);
+    atomic_store(&g_alloc_fail_at, n > 0 ? n : 0);
+    return made;
+}
+#define PX_ALLOC_FAILS() alloc_should_fail()
+#else
+long px_alloc_fail_after(long n)
+{
+    (void)n;
+    return 0;
+}
+#define PX_ALLOC_FAILS() 0
+#endif
+
 void *px_malloc(size_t n)
 {
+    if (PX_ALLOC_FAILS())
+        return NULL;
     return malloc(n ? n : 1);
 }
 
 void *px_calloc(size_t n, size_t size)
 {
+    if (PX_ALLOC_FAILS())
+        return NULL;
     return calloc(n ? n : 1, size ? size : 1);
+}
+
+void *px_realloc(void *p, size_t n)
+{
+    if (PX_ALLOC_FAILS())
+        return NULL;
+    return realloc(p, n ? n : 1);
+}
+
+char *px_strndup(const char *s, size_t n)
+{
+    if (!s)
+        return NULL;
+    size_t len = strnlen(s, n);
+    char *d = px_malloc(len + 1);
+    if (!d)
+        return NULL;
+    memcpy(d, s, len);
+    d[len] = '\0';
+    return d;
+}
+
+char *px_strdup(const char *s)
+{
+    return s ? px_strndup(s, SIZE_MAX) : NULL;
 }
 
 void *px_aligned_alloc(size_t n)
 {
+    if (PX_ALLOC_FAILS())
+        return NULL;
     void *p = NULL;
     if (posix_memalign(&p, 64, n ? n : 64) != 0)
         return NULL;
@@ -195,6 +267,15 @@ int px_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len
 
 int px_write_file_atomic(const char *path, const void *data, size_t len, px_err *err)
 {
+    return px_write_file_atomic_opts(path, data, len, NULL, err);
+}
+
+int px_write_file_atomic_opts(const char *path, const void *data, size_t len,
+                              const px_write_opts *o, px_err *err)
+{
+    px_write_opts def = {.mode = 0, .fsync = 1};
+    if (!o)
+        o = &def;
     size_t plen = strlen(path);
     char *tmp = px_malloc(plen + 16);
     if (!tmp)
@@ -223,10 +304,15 @@ int px_write_file_atomic(const char *path, const void *data, size_t len, px_err 
         p += w;
         left -= (size_t)w;
     }
-    /* mkostemp creates 0600; give the file the usual umask-derived mode */
-    mode_t um = umask(0);
-    umask(um);
-    if (fchmod(fd, 0666 & ~um) != 0 || fsync(fd) != 0 || close(fd) != 0) {
+    /* mkstemp creates 0600; give the file the asked mode, or the usual umask-derived one.
+     * umask() can only be read by setting it, so that needs no other thread doing the same. */
+    mode_t mode = (mode_t)o->mode;
+    if (!mode) {
+        mode_t um = umask(0);
+        umask(um);
+        mode = 0666 & ~um;
+    }
+    if (fchmod(fd, mode) != 0 || (o->fsync && fsync(fd) != 0) || close(fd) != 0) {
         int e = errno;
         unlink(tmp);
         free(tmp);
@@ -239,6 +325,67 @@ int px_write_file_atomic(const char *path, const void *data, size_t len, px_err 
         return px_err_set(err, PX_EIO, "%s: cannot rename into place: %s", path, strerror(e));
     }
     free(tmp);
+    return PX_OK;
+}
+
+int px_mkdir_p(const char *path, px_err *err)
+{
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0)
+        return px_err_set(err, PX_EINVAL, "cannot create a folder with an empty name");
+    if (n >= sizeof buf)
+        return px_err_set(err, PX_ELIMIT, "%.80s...: path longer than %d bytes", path, PATH_MAX);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        struct stat sb;
+        /* stat first: mkdir on an existing folder of a read-only parent is EACCES, not EEXIST */
+        if (stat(buf, &sb) != 0 && mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return px_err_set(err, PX_EIO, "%s: cannot create folder: %s", buf, strerror(errno));
+        buf[i] = c;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return px_err_set(err, PX_EIO, "%s: exists and is not a folder", path);
+    return PX_OK;
+}
+
+int px_parse_long(const char *name, const char *s, long lo, long hi, long *out, px_err *err)
+{
+    char *end;
+    errno = 0;
+    /* strtol would skip leading blanks; a value with blanks is a typo, not a number */
+    long v = s && !isspace((unsigned char)*s) ? strtol(s, &end, 10) : 0;
+    if (!s || !*s || isspace((unsigned char)*s) || *end || errno || v < lo || v > hi)
+        return px_err_set(err, PX_EINVAL, "%s '%s': expected an integer in %ld..%ld", name,
+                          s ? s : "", lo, hi);
+    *out = v;
+    return PX_OK;
+}
+
+int px_parse_int(const char *name, const char *s, int lo, int hi, int *out, px_err *err)
+{
+    long v = 0;
+    int st = px_parse_long(name, s, lo, hi, &v, err);
+    if (st == PX_OK)
+        *out = (int)v;
+    return st;
+}
+
+int px_parse_double(const char *name, const char *s, double lo, double hi, double *out,
+                    px_err *err)
+{
+    char *end;
+    errno = 0;
+    double v = s && !isspace((unsigned char)*s) ? strtod(s, &end) : 0;
+    if (!s || !*s || isspace((unsigned char)*s) || *end || errno || !isfinite(v) || !(v >= lo && v <= hi))
+        return px_err_set(err, PX_EINVAL, "%s '%s': expected a number in %g..%g", name,
+                          s ? s : "", lo, hi);
+    *out = v;
     return PX_OK;
 }
 
@@ -255,7 +402,7 @@ int px_buf_append(px_buf *b, const void *data, size_t n)
                 return PX_ENOMEM;
             cap *= 2;
         }
-        uint8_t *d = realloc(b->data, cap);
+        uint8_t *d = px_realloc(b->data, cap);
         if (!d)
             return PX_ENOMEM;
         b->data = d;

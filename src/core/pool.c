@@ -82,7 +82,7 @@ int px_pool_create(int threads, px_pool **out)
             return PX_ENOMEM;
         }
         for (int i = 1; i < threads; i++) {
-            worker_arg *wa = malloc(sizeof *wa);
+            worker_arg *wa = px_malloc(sizeof *wa);
             if (wa) {
                 wa->pool = p;
                 wa->index = i;

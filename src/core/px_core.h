@@ -67,12 +67,26 @@ void px_log_set_level(px_log_level lvl);
 px_log_level px_log_get_level(void);
 void px_log(px_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Allocation. px_malloc/px_calloc return NULL on failure (never abort).
- * px_aligned_alloc returns 64-byte aligned memory, freed with px_aligned_free. */
+/* Allocation: every allocation outside src/nn and src/diffusion goes through
+ * these, so a build with -DPX_FAULT_INJECTION=ON can make any one of them
+ * fail (see px_alloc_fail_after) and the out-of-memory paths get run.
+ * They return NULL on failure (never abort); free with free(), except
+ * px_aligned_alloc's memory (64-byte aligned), freed with px_aligned_free.
+ * px_realloc leaves p untouched on failure, like realloc. px_strdup(NULL)
+ * and px_strndup(NULL, n) return NULL. Thread-safe. */
 void *px_malloc(size_t n);
 void *px_calloc(size_t n, size_t size);
+void *px_realloc(void *p, size_t n);
+char *px_strdup(const char *s);
+char *px_strndup(const char *s, size_t n); /* at most n bytes of s, NUL-terminated */
 void *px_aligned_alloc(size_t n);
 void px_aligned_free(void *p);
+/* Fault injection (only in a PX_FAULT_INJECTION build; elsewhere a no-op
+ * that returns 0): the n-th allocation from now (1 = the next) and only that
+ * one fails; n <= 0 turns it off. At start-up the environment variable
+ * PIXPIPE_FAIL_ALLOC=N does the same. Returns how many allocations were made
+ * since the last call, so a test can count a run's allocations. */
+long px_alloc_fail_after(long n);
 /* a*b without overflow: returns 0 and stores the product, or PX_ELIMIT. */
 int px_mul_size(size_t a, size_t b, size_t *out);
 
@@ -120,8 +134,30 @@ size_t px_queue_length(px_queue *q);
  * than max_bytes (PX_ELIMIT). Caller frees *data. */
 int px_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len, px_err *err);
 /* Writes data atomically: to "<path>.tmp.XXXXXX" in the same directory, fsync,
- * then rename over path. On failure nothing is left behind. */
+ * then rename over path, mode 0666 less the umask. On failure nothing is left
+ * behind. Same as px_write_file_atomic_opts with {.mode = 0, .fsync = 1}. */
 int px_write_file_atomic(const char *path, const void *data, size_t len, px_err *err);
+typedef struct px_write_opts {
+    unsigned mode; /* permission bits; 0: 0666 less the umask */
+    int fsync;     /* 1: fsync before the rename (power-cut safe), 0: kill -9 safe only */
+} px_write_opts;
+/* px_write_file_atomic with a mode and a choice of fsync (o NULL: defaults). */
+int px_write_file_atomic_opts(const char *path, const void *data, size_t len,
+                              const px_write_opts *o, px_err *err);
+/* mkdir -p: creates path and its missing parents (mode 0777 less the umask).
+ * PX_OK when it exists already; PX_EIO naming the folder that could not be
+ * made, PX_ELIMIT for a path over PATH_MAX. */
+int px_mkdir_p(const char *path, px_err *err);
+
+/* ---- Option numbers -------------------------------------------------------
+ * Parse a whole option value (from the command line or the environment) as a
+ * base-10 integer / a finite number within lo..hi. On failure *out is
+ * unchanged and PX_EINVAL comes with one wording for every command:
+ * "<name> '<value>': expected an integer in lo..hi" (or "a number"). */
+int px_parse_int(const char *name, const char *s, int lo, int hi, int *out, px_err *err);
+int px_parse_long(const char *name, const char *s, long lo, long hi, long *out, px_err *err);
+int px_parse_double(const char *name, const char *s, double lo, double hi, double *out,
+                    px_err *err);
 
 /* ---- Growable byte buffer (for encoders, HTTP bodies) -------------------- */
 typedef struct px_buf {

@@ -60,58 +60,13 @@ void px_gen_opts_default(px_gen_opts *o)
 
 /* ---- small file helpers ------------------------------------------------------ */
 
-static int mkdirs(const char *path, px_err *err)
-{
-    char buf[1024];
-    size_t n = strlen(path);
-    if (n >= sizeof buf)
-        return px_err_set(err, PX_ELIMIT, "%s: path too long", path);
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == '\0') {
-            char c = buf[i];
-            buf[i] = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return px_err_set(err, PX_EIO, "%s: cannot create folder: %s", buf,
-                                  strerror(errno));
-            buf[i] = c;
-        }
-    }
-    return PX_OK;
-}
-
-/* Writes data to path through a temporary file in the same folder. */
+/* Writes a pool file through a temporary file in the same folder (mode from
+ * the umask, like every file pixpipe writes); fsync only when asked (--fsync):
+ * a kill -9 cannot leave half a file either way, only a power cut can. */
 static int write_atomic(const char *path, const void *data, size_t len, int do_fsync, px_err *err)
 {
-    if (do_fsync)
-        return px_write_file_atomic(path, data, len, err);
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return px_err_set(err, PX_EIO, "%s: cannot create temporary file: %s", path,
-                          strerror(errno));
-    const uint8_t *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return px_err_set(err, PX_EIO, "%s: write failed: %s", path, strerror(e));
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (fchmod(fd, 0644) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return px_err_set(err, PX_EIO, "%s: cannot finish writing: %s", path, strerror(e));
-    }
-    return PX_OK;
+    px_write_opts wo = {.mode = 0, .fsync = do_fsync};
+    return px_write_file_atomic_opts(path, data, len, &wo, err);
 }
 
 /* Removes "*.tmp.*" files a killed run left in dir (not recursive). */
@@ -362,7 +317,7 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
         *strrchr(dir, '/') = '\0';
         struct stat sb;
         if (stat(dir, &sb) != 0) /* mkdir -p only the first time a slot folder is needed */
-            st = mkdirs(dir, &it->err);
+            st = px_mkdir_p(dir, &it->err);
     }
     if (st == PX_OK && rejected) {
         /* the reason beside the file, for people browsing rejected/ */
@@ -706,7 +661,7 @@ static int check_opts(const px_gen_opts *o, px_err *err)
 
 static int open_pool(const px_gen_opts *o, px_manifest **st_out, px_err *err)
 {
-    int st = mkdirs(o->pool, err);
+    int st = px_mkdir_p(o->pool, err);
     if (st != PX_OK)
         return st;
     char db[1100];

@@ -19,27 +19,6 @@
 
 #define EXPORT_MAX_FILE (256u << 20)
 
-static int mkdir_p(const char *path, px_err *err)
-{
-    char tmp[PATH_MAX];
-    if (strlen(path) >= sizeof tmp)
-        return px_err_set(err, PX_EINVAL, "%s: path too long", path);
-    strcpy(tmp, path);
-    for (char *p = tmp + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
-                return px_err_set(err, PX_EIO, "%s: cannot create directory: %s", tmp,
-                                  strerror(errno));
-            *p = c;
-            if (!c)
-                break;
-        }
-    }
-    return PX_OK;
-}
-
 /* Slugs and types become folder names: accept only [a-z0-9-]. */
 static int safe_name(const char *s)
 {
@@ -93,7 +72,7 @@ static int export_one(px_manifest *s, const char *pool, const char *out, const p
     snprintf(dir, sizeof dir, "%s/%s/%s", out, m->theme_slug, m->type);
     snprintf(rel, sizeof rel, "%s/%s/%lld%s", m->theme_slug, m->type, (long long)m->id, ext);
     snprintf(dst, sizeof dst, "%s/%s", out, rel);
-    int st = mkdir_p(dir, err);
+    int st = px_mkdir_p(dir, err);
     uint8_t *data = NULL;
     size_t len = 0;
     if (!st)
@@ -155,7 +134,7 @@ int px_manifest_export_approved(const char *pool_dir, const char *out_dir, size_
     struct stat sb;
     if (stat(db, &sb) != 0)
         return px_err_set(err, PX_ENOTFOUND, "pool '%s': no %s in it", pool_dir, PX_MANIFEST_FILE);
-    int st = mkdir_p(out_dir, err);
+    int st = px_mkdir_p(out_dir, err);
     if (st)
         return st;
     px_manifest *s = NULL;

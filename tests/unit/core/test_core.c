@@ -140,6 +140,104 @@ static void test_atomic_write_and_read(void **state)
     assert_int_equal(rmdir(dir), 0); /* empty: no temporary left over */
 }
 
+/* px_write_file_atomic_opts: the asked mode whatever the umask, with and without fsync. */
+static void test_atomic_write_mode(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/px_core_mode_XXXXXX", path[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/f.bin", dir);
+    px_err e;
+    px_write_opts o = {.mode = 0640, .fsync = 0};
+    assert_int_equal(px_write_file_atomic_opts(path, "abc", 3, &o, &e), PX_OK);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0640);
+    assert_int_equal(sb.st_size, 3);
+    o.mode = 0604;
+    o.fsync = 1;
+    assert_int_equal(px_write_file_atomic_opts(path, "abcd", 4, &o, &e), PX_OK);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0604);
+    assert_int_equal(sb.st_size, 4);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_mkdir_p(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/px_core_mkdir_XXXXXX", path[256], file[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/a/b/c", dir);
+    px_err e;
+    assert_int_equal(px_mkdir_p(path, &e), PX_OK);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(S_ISDIR(sb.st_mode));
+    assert_int_equal(px_mkdir_p(path, &e), PX_OK); /* exists already: fine */
+    snprintf(file, sizeof file, "%s/a/f", dir);
+    assert_int_equal(px_write_file_atomic(file, "x", 1, &e), PX_OK);
+    char under[300];
+    snprintf(under, sizeof under, "%s/g", file);
+    assert_int_equal(px_mkdir_p(under, &e), PX_EIO); /* a file in the way */
+    assert_non_null(strstr(e.msg, "/a/f"));
+    assert_int_equal(px_mkdir_p(file, &e), PX_EIO);
+    assert_int_equal(px_mkdir_p("", &e), PX_EINVAL);
+    unlink(file);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/a/b", dir);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/a", dir);
+    rmdir(path);
+    rmdir(dir);
+}
+
+/* One wording for every option number; bad values leave *out alone. */
+static void test_parse_numbers(void **state)
+{
+    (void)state;
+    px_err e;
+    int i = 7;
+    assert_int_equal(px_parse_int("--n", "42", 1, 100, &i, &e), PX_OK);
+    assert_int_equal(i, 42);
+    const char *bad[] = {"", "4x", "x", "101", "0", "1e2", " 5", "99999999999999999999"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        assert_int_equal(px_parse_int("--n", bad[k], 1, 100, &i, &e), PX_EINVAL);
+        assert_int_equal(i, 42);
+    }
+    assert_string_equal(e.msg, "--n '99999999999999999999': expected an integer in 1..100");
+    assert_int_equal(px_parse_int("--n", NULL, 1, 100, &i, &e), PX_EINVAL);
+    long l = 0;
+    assert_int_equal(px_parse_long("--big", "-5000000000", -6000000000L, 0, &l, &e), PX_OK);
+    assert_true(l == -5000000000L);
+    double d = 0;
+    assert_int_equal(px_parse_double("--cfg", "7.5", 0.1, 50, &d, &e), PX_OK);
+    assert_true(d == 7.5);
+    assert_int_equal(px_parse_double("--cfg", "nan", 0.1, 50, &d, &e), PX_EINVAL);
+    assert_int_equal(px_parse_double("--cfg", "inf", 0, 1e308, &d, &e), PX_EINVAL);
+    assert_int_equal(px_parse_double("--cfg", "51", 0.1, 50, &d, &e), PX_EINVAL);
+    assert_string_equal(e.msg, "--cfg '51': expected a number in 0.1..50");
+    assert_true(d == 7.5);
+}
+
+static void test_alloc_wrappers(void **state)
+{
+    (void)state;
+    char *s = px_strdup("hello");
+    assert_string_equal(s, "hello");
+    free(s);
+    s = px_strndup("hello", 3);
+    assert_string_equal(s, "hel");
+    free(s);
+    assert_null(px_strdup(NULL));
+    void *p = px_realloc(NULL, 10);
+    assert_non_null(p);
+    p = px_realloc(p, 100);
+    assert_non_null(p);
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -148,6 +246,10 @@ int main(void)
         cmocka_unit_test(test_queue_bounded),
         cmocka_unit_test(test_queue_many_producers),
         cmocka_unit_test(test_atomic_write_and_read),
+        cmocka_unit_test(test_atomic_write_mode),
+        cmocka_unit_test(test_mkdir_p),
+        cmocka_unit_test(test_parse_numbers),
+        cmocka_unit_test(test_alloc_wrappers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
