@@ -410,6 +410,14 @@ static void test_bad_input(void **state)
     assert_non_null(strstr(err.msg, "multiples of 8"));
     assert_int_equal(px_sd_taesd_decode(f->taesd, z, 8, 2000, img, f->arena, f->pool1, &err),
                      PX_ELIMIT);
+    /* a model opened without TAESD has none to create */
+    px_sd_weights *w = NULL;
+    px_sd_taesd *t = NULL;
+    assert_int_equal(px_sd_weights_open(GOLDEN, NULL, &w, &err), PX_OK);
+    assert_int_equal(px_sd_taesd_create(w, &t, &err), PX_ENOTFOUND);
+    assert_null(t);
+    assert_non_null(strstr(err.msg, "taesd"));
+    px_sd_weights_close(w);
 }
 
 /* Every tensor of the VAE and TAESD is used (none silently ignored). */
