@@ -6,36 +6,45 @@
  * off by one changes the image. The steps, in the reference's order:
  *  1. html.unescape, twice: numeric references with Python's rules (C1
  *     controls read as windows-1252, surrogates and > U+10FFFF become U+FFFD,
- *     noncharacters vanish), and named references from a table of the common
- *     ones, including the 106 that HTML5 allows without ';' ("&amp", "&eacute")
- *     and Python's longest-prefix rule for those ("&ampx" -> "&x"). Rarer named
- *     references (&alefsym; ...) are left as written: Python would replace them.
+ *     noncharacters vanish), and named references from a table: the 106 that
+ *     HTML5 allows without ';' ("&amp", "&eacute") with Python's longest-prefix
+ *     rule for them ("&ampx" -> "&x"), every name that begins with one of
+ *     those (so the rule never misreads "&notin;"), Greek letters and the
+ *     common typographic ones. The other ~2000 HTML5 names (&alefsym; ...)
+ *     are left as written, where Python would replace them.
  *  2. strip, collapse every run of regex \s (Unicode White_Space) into one
  *     space, strip again (Python's strip also removes U+001C..U+001F).
  *  3. Python's str.lower(): utf8proc_tolower per code point, plus the two
  *     places where Python's full lowercasing differs from the simple mapping:
  *     U+0130 becomes "i" + U+0307, and U+03A3 becomes final sigma U+03C2 at the
  *     end of a word (Cased and Case_Ignorable are approximated from utf8proc's
- *     categories and case mappings, so a few exotic neighbours may decide
- *     differently). Unicode versions may differ a little from the Python that
- *     made the reference (utf8proc 2.8 is Unicode 15).
+ *     categories and case mappings, so an exotic neighbour may decide
+ *     differently).
  *  4. the pre-token regex
  *     <|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
  *     matched by hand, alternatives tried in order at each position, with the
  *     quirks of the regex module's IGNORECASE: "'s" also matches "'\u017f",
  *     and the negated set excludes characters whose case variants are letters
  *     (see tok_is_other). Combining marks are not letters: "cafe\u0301" is
- *     "cafe" then "\u0301".
+ *     "cafe" then "\u0301". Categories come from utf8proc 2.8 (Unicode 15): a
+ *     code point assigned later is punctuation here, where a newer regex
+ *     module may call it a letter.
  *  5. each pre-token's UTF-8 bytes become the printable stand-ins of
  *     bytes_to_unicode, the last one carrying "</w>", and are merged by BPE
- *     exactly as the reference does: repeatedly take the adjacent pair with
- *     the lowest merge rank and merge all its occurrences left to right.
+ *     with the reference's result: repeatedly take the adjacent pair with the
+ *     lowest merge rank and merge all its occurrences left to right (done
+ *     with a heap, see tok_bpe).
+ * Besides the 150 golden prompts, this was compared with the Python reference
+ * (regex module 2026.5.9, Python 3.11) on ~17000 random strings built to hit
+ * entities, sigma contexts, case quirks and long words: the only differences
+ * were code points unassigned in Unicode 15.
  *
  * Tokens are interned strings (symbols) with a hash map; merge ranks live in
  * a second hash map keyed by symbol pairs, so a merge is two integer
  * compares. Nothing is cached between calls and the tokenizer is read-only
- * after loading, so px_sd_tokenize is thread-safe without locks; a prompt's
- * words are short and BPE on them costs microseconds.
+ * after loading, so px_sd_tokenize is thread-safe without locks. Prompts over
+ * 64 KiB (PX_ELIMIT) and invalid UTF-8 (PX_EINVAL, with the byte offset) are
+ * refused.
  */
 #include "sd_internal.h"
 

@@ -23,6 +23,7 @@
 /* clang-format on */
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -508,6 +509,60 @@ static void test_fuzz(void **state)
     assert_true(valid > runs / 4 && valid < runs);
 }
 
+/* Many threads on one tokenizer give the same ids as one thread (the
+ * contract says thread-safe; the TSan build checks for races). */
+typedef struct thread_job {
+    const char *text;
+    int32_t want[64];
+    size_t nwant;
+    int ok;
+} thread_job;
+
+static void *tokenize_many(void *arg)
+{
+    thread_job *jobs = arg;
+    int ok = 1;
+    for (int round = 0; round < 200; round++) {
+        thread_job *j = &jobs[round % 4];
+        int32_t *ids = NULL;
+        size_t n = 0;
+        px_err err;
+        if (px_sd_tokenize(clip_tok(), j->text, &ids, &n, &err) != PX_OK || n != j->nwant ||
+            memcmp(ids, j->want, n * sizeof *ids) != 0)
+            ok = 0;
+        free(ids);
+    }
+    jobs[0].ok = ok; /* each thread has its own copy of the jobs */
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    static const char *const texts[4] = {"a portrait of an old fisherman, golden hour",
+                                         "Café &amp; crème brûlée",
+                                         "1990s film photo; kodak portra 400", "ΟΔΟΣ it's 3am"};
+    thread_job jobs[4][4];
+    for (int k = 0; k < 4; k++) {
+        thread_job *j = &jobs[0][k];
+        j->text = texts[k];
+        int32_t *ids = tok(texts[k], &j->nwant);
+        assert_true(j->nwant <= 64);
+        memcpy(j->want, ids, j->nwant * sizeof *ids);
+        free(ids);
+    }
+    jobs[0][0].ok = 1;
+    for (int t = 1; t < 4; t++)
+        memcpy(jobs[t], jobs[0], sizeof jobs[0]);
+    pthread_t th[4];
+    for (int t = 0; t < 4; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, tokenize_many, jobs[t]), 0);
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(jobs[t][0].ok, 1);
+    }
+}
+
 static void test_load_errors(void **state)
 {
     (void)state;
@@ -544,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_limit),
         cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_load_errors),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
