@@ -5,8 +5,11 @@
  * one at batch 2 (t = 500, the guidance layout: uncond context, then cond),
  * each within 1e-4 max abs. Also: 1 and 2 threads give bitwise the same
  * output, a second forward allocates nothing new from the arena, the FLOP
- * count matches a count by hand (and what the kernels report), and bad
- * sizes are refused.
+ * count matches a count by hand (and what the kernels report), bad sizes
+ * are refused, the single-file (original layout) checkpoint gives the same
+ * output as the folder, and an LCM-style UNet (time_cond_proj_dim, made
+ * here from the golden one plus an identity cond_proj) adds cond_proj(tcond)
+ * to the timestep embedding as diffusers does.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -18,6 +21,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
+#include <unistd.h>
 
 #include "sd_internal.h"
 
@@ -52,12 +57,17 @@ static int setup(void **state)
 {
     fixture *fx = calloc(1, sizeof *fx);
     px_err err = {{0}};
-    if (!fx || px_sd_weights_open(GOLDEN, GOLDEN "/taesd", &fx->w, &err) != PX_OK) {
+    if (!fx || px_sd_weights_open(GOLDEN, NULL, &fx->w, &err) != PX_OK) {
         fprintf(stderr, "weights: %s\n", err.msg);
         return -1;
     }
     if (px_sd_unet_create(fx->w, &fx->u, &err) != PX_OK) {
         fprintf(stderr, "unet: %s\n", err.msg);
+        return -1;
+    }
+    char first[256] = "";
+    if (px_sd_weights_unused(fx->w, PX_SD_UNET, first, sizeof first) != 0) {
+        fprintf(stderr, "unet: tensor %s was never read\n", first);
         return -1;
     }
     if (px_nn_arena_create(1 << 20, &fx->arena) != PX_OK)
@@ -219,12 +229,139 @@ static void test_unet_bad_sizes(void **state)
     assert_int_equal(px_nn_arena_mark(fx->arena), 0);
 }
 
+/* Batch 1 of the golden sample and context at timestep t, tcond as given. */
+static void forward1(px_sd_unet *u, fixture *fx, float t, const float *tcond, float *out)
+{
+    px_err err = {{0}};
+    int rc = px_sd_unet_forward(u, fx->sample, 1, 8, 8, &t, fx->ctx, 77, tcond, out, fx->arena,
+                                NULL, &err);
+    if (rc != PX_OK)
+        fail_msg("forward: %s", err.msg);
+}
+
+static void test_unet_single_file(void **state)
+{
+    fixture *fx = *state;
+    px_sd_weights *w;
+    px_sd_unet *u;
+    px_err err = {{0}};
+    if (px_sd_weights_open(GOLDEN "/ldm/tiny-sd15.safetensors", NULL, &w, &err) != PX_OK)
+        fail_msg("open: %s", err.msg);
+    if (px_sd_unet_create(w, &u, &err) != PX_OK)
+        fail_msg("create: %s", err.msg);
+    float a[256], b[256];
+    forward1(fx->u, fx, 999, NULL, a);
+    forward1(u, fx, 999, NULL, b);
+    assert_memory_equal(a, b, sizeof a);
+    px_sd_unet_destroy(u);
+    px_sd_weights_close(w);
+}
+
+/* Writes dir/unet/: the golden UNet with time_cond_proj_dim 32 and an
+ * identity time_embedding.cond_proj.weight (32, 32) appended to its
+ * safetensors; vae/ and text_encoder/ link to the golden ones. */
+static void make_lcm_folder(const char *dir)
+{
+    char path[512], cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s/unet' && ln -s '%s/vae' '%s/text_encoder' '%s/' && "
+             "sed 's/\"time_cond_proj_dim\": null/\"time_cond_proj_dim\": 32/' "
+             "'%s/unet/config.json' > '%s/unet/config.json'",
+             dir, GOLDEN, GOLDEN, dir, GOLDEN, dir);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(GOLDEN "/unet/diffusion_pytorch_model.safetensors", "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    size_t len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc(len);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, len, f), len);
+    fclose(f);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | buf[i];
+    json_error_t jerr;
+    json_t *h = json_loadb((const char *)buf + 8, hlen, 0, &jerr);
+    assert_non_null(h);
+    size_t data = len - 8 - hlen;
+    json_object_set_new(h, "time_embedding.cond_proj.weight",
+                        json_pack("{s:s, s:[i,i], s:[I,I]}", "dtype", "F32", "shape", 32, 32,
+                                  "data_offsets", (json_int_t)data, (json_int_t)data + 4096));
+    char *hdr = json_dumps(h, JSON_COMPACT);
+    assert_non_null(hdr);
+    float eye[32 * 32] = {0};
+    for (int i = 0; i < 32; i++)
+        eye[i * 32 + i] = 1.0f;
+    snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", dir);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    uint64_t n = strlen(hdr);
+    for (int i = 0; i < 8; i++)
+        fputc((int)(n >> (8 * i) & 0xff), f);
+    fwrite(hdr, 1, n, f);
+    fwrite(buf + 8 + hlen, 1, data, f);
+    fwrite(eye, sizeof eye, 1, f);
+    assert_int_equal(fclose(f), 0);
+    free(hdr);
+    json_decref(h);
+    free(buf);
+}
+
+/* diffusers' get_timestep_embedding(t, 32, flip_sin_to_cos=True, shift 0), by hand. */
+static void sinusoid(double t, float *e)
+{
+    for (int i = 0; i < 16; i++) {
+        double arg = t * exp(-log(10000.0) * i / 16.0);
+        e[i] = (float)cos(arg);
+        e[16 + i] = (float)sin(arg);
+    }
+}
+
+static void test_unet_lcm_cond_proj(void **state)
+{
+    fixture *fx = *state;
+    char dir[] = "/tmp/px_sd_unet_XXXXXX", cmd[600];
+    assert_non_null(mkdtemp(dir));
+    make_lcm_folder(dir);
+    px_sd_weights *w;
+    px_sd_unet *u;
+    px_err err = {{0}};
+    if (px_sd_weights_open(dir, NULL, &w, &err) != PX_OK)
+        fail_msg("open: %s", err.msg);
+    assert_int_equal(px_sd_weights_config(w)->unet.time_cond_proj_dim, 32);
+    if (px_sd_unet_create(w, &u, &err) != PX_OK)
+        fail_msg("create: %s", err.msg);
+    assert_int_equal(px_sd_weights_unused(w, PX_SD_UNET, NULL, 0), 0);
+
+    /* with the identity cond_proj, t = 3 plus tcond = emb(7) - emb(3) is t = 7
+     * (small timesteps, so float rounding of t * freq stays ~1e-7) */
+    float e3[32], e7[32], tcond[32], want[256], got[256], plain[256];
+    sinusoid(3, e3);
+    sinusoid(7, e7);
+    for (int i = 0; i < 32; i++)
+        tcond[i] = e7[i] - e3[i];
+    forward1(fx->u, fx, 7, NULL, want);
+    forward1(u, fx, 3, tcond, got);
+    expect_close(got, want, 256, "lcm: t=3 + cond_proj(emb(7) - emb(3)) vs t=7");
+    /* no tcond: cond_proj is skipped, as diffusers does for condition None */
+    forward1(fx->u, fx, 3, NULL, want);
+    forward1(u, fx, 3, NULL, plain);
+    assert_memory_equal(plain, want, sizeof want);
+    px_sd_unet_destroy(u);
+    px_sd_weights_close(w);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unet_batch1),          cmocka_unit_test(test_unet_batch2),
         cmocka_unit_test(test_unet_threads_bitwise), cmocka_unit_test(test_unet_flops),
         cmocka_unit_test(test_unet_bad_sizes),
+        cmocka_unit_test(test_unet_single_file),
+        cmocka_unit_test(test_unet_lcm_cond_proj),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
