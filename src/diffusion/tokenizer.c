@@ -284,7 +284,7 @@ static int tok_parse_merges(const char *buf, size_t len, int strip, const char *
     if (!*m)
         return px_err_set(err, PX_ENOMEM, "tokenizer: no memory for merges of %s", path);
     size_t n = 0, line = 0, p = b;
-    while (p <= e && n < TOK_MAX_MERGES) {
+    while (p < e && n < TOK_MAX_MERGES) { /* a final newline ends the last line */
         const char *nl = memchr(buf + p, '\n', e - p);
         size_t q = nl ? (size_t)(nl - buf) : e;
         if (line > 0) {

@@ -563,6 +563,34 @@ static void test_threads(void **state)
     }
 }
 
+/* The openai format with a short merge list: ids are bytes, bytes + "</w>",
+ * merges, then the specials, and a final newline is not a merge. */
+static void test_small_openai_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/px_tok_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    write_text(dir, "vocab.txt", "#version: 0.2\nh i\n");
+    char path[512];
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    px_sd_tokenizer *t = NULL;
+    px_err err = {{0}};
+    assert_int_equal(px_sd_tokenizer_load(path, &t, &err), PX_OK);
+    assert_int_equal(px_sd_tokenizer_bos(t), 513);
+    assert_int_equal(px_sd_tokenizer_eos(t), 514);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    assert_int_equal(px_sd_tokenize(t, "hix hi", &ids, &n, &err), PX_OK);
+    /* 'h' is byte id 'h' - '!' = 71; "hi" is merge 0 = 512; "x</w>" 256 + 87; "i</w>" 256 + 72 */
+    static const int32_t want[] = {513, 512, 343, 71, 328, 514};
+    assert_int_equal(n, 6);
+    assert_memory_equal(ids, want, sizeof want);
+    free(ids);
+    px_sd_tokenizer_destroy(t);
+    remove(path);
+    rmdir(dir);
+}
+
 static void test_load_errors(void **state)
 {
     (void)state;
@@ -601,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_fuzz),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_small_openai_file),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
