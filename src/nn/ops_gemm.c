@@ -8,8 +8,10 @@
  * parallel loop (one slice per worker) and released before returning.
  *
  * Weights stored as f16/bf16 are converted to f32 a row block at a time into
- * the worker's slice (linear), or whole layer at a time (conv), never the
- * whole model.
+ * the worker's slice (linear), or a layer at a time (conv), never the whole
+ * model. OpenBLAS packs both operands again at every call, so every tiling
+ * here aims at wide GEMMs (hundreds of rows and columns): that, not the
+ * microkernel, is what decides how close to the sgemm peak a layer runs.
  *  - linear: tasks are (block of output features, block of tokens), ordered
  *    feature-block-major so that a worker converts each weight block once and
  *    runs all its token blocks against it.
@@ -78,8 +80,32 @@ static int64_t ceil_div(int64_t a, int64_t b)
 
 /* ---- linear ---- */
 
-#define LIN_ROWS 64    /* output features per task */
-#define LIN_TOKENS 512 /* tokens per task */
+/* Tile of a linear: LIN_TOKENS tokens x up to LIN_BUDGET / cols output
+ * features. OpenBLAS packs both operands again at every call, so tiles must be
+ * large for the packing to vanish next to the multiply (measured on SD
+ * shapes: 64 x 512 tiles ran at ~75% of the sgemm peak, 512-1024 x 1024 at
+ * 85-100%). A weight tile converted from f16 (rows x cols f32) stays below
+ * 4 MiB per worker. */
+#define LIN_TOKENS 1024
+#define LIN_BUDGET ((int64_t)1 << 20) /* floats */
+
+static int64_t round_up16(int64_t v)
+{
+    return (v + 15) / 16 * 16;
+}
+
+/* Output features per task: the widest tile in the budget, spread evenly
+ * over the blocks, and an even task count where that is cheap (2 cores). A
+ * function of the shape only, never of the thread count. */
+static int64_t lin_rows(int64_t rows, int64_t cols, int64_t ntok)
+{
+    int64_t rmax = LIN_BUDGET / (cols > 0 ? cols : 1) / 16 * 16;
+    rmax = rmax < 64 ? 64 : rmax > 1024 ? 1024 : rmax;
+    int64_t nb = (rows + rmax - 1) / rmax;
+    if ((nb * ntok) % 2 == 1 && rows >= 128)
+        nb++;
+    return round_up16((rows + nb - 1) / nb);
+}
 
 typedef struct lin_ctx {
     const float *x;
@@ -89,7 +115,8 @@ typedef struct lin_ctx {
     float *y;
     int64_t ldy;
     int accumulate;
-    int64_t ntok; /* token blocks */
+    int64_t ntok;       /* token blocks */
+    int64_t rows, toks; /* tile: output features x tokens */
     float *scratch;
     size_t scratch_per;
     int64_t *last_rb; /* per worker: row block its scratch holds, -1 none */
@@ -102,8 +129,8 @@ static void lin_task(void *ctx, int64_t begin, int64_t end, int worker)
     int64_t k = w->cols;
     for (int64_t t = begin; t < end; t++) {
         int64_t rb = t / c->ntok, tb = t % c->ntok;
-        int64_t r0 = rb * LIN_ROWS, r1 = min64(r0 + LIN_ROWS, w->rows);
-        int64_t t0 = tb * LIN_TOKENS, t1 = min64(t0 + LIN_TOKENS, c->n);
+        int64_t r0 = rb * c->rows, r1 = min64(r0 + c->rows, w->rows);
+        int64_t t0 = tb * c->toks, t1 = min64(t0 + c->toks, c->n);
         const float *wr;
         if (w->dtype == PX_NN_F32) {
             wr = (const float *)w->data + (size_t)r0 * (size_t)k;
@@ -146,14 +173,16 @@ int px_nn_linear(const float *x, int64_t n, int64_t ldx, const px_nn_mat *w, con
                  .y = y,
                  .ldy = ldy,
                  .accumulate = accumulate,
-                 .ntok = ceil_div(n, LIN_TOKENS)};
+                 .toks = LIN_TOKENS};
+    c.ntok = ceil_div(n, c.toks);
+    c.rows = lin_rows(w->rows, w->cols, c.ntok);
     c.last_rb = px_nn_arena_alloc(arena, (size_t)nthr * sizeof(int64_t));
     if (!c.last_rb)
         return PX_ENOMEM;
     for (int i = 0; i < nthr; i++)
         c.last_rb[i] = -1;
     if (w->dtype != PX_NN_F32) {
-        c.scratch_per = ((size_t)LIN_ROWS * (size_t)w->cols + 15) / 16 * 16;
+        c.scratch_per = ((size_t)c.rows * (size_t)w->cols + 15) / 16 * 16;
         c.scratch = px_nn_arena_floats(arena, c.scratch_per * (size_t)nthr);
         if (!c.scratch) {
             px_nn_arena_release(arena, mark);
@@ -166,7 +195,7 @@ int px_nn_linear(const float *x, int64_t n, int64_t ldx, const px_nn_mat *w, con
             for (int64_t j = 0; j < w->rows; j++)
                 y[i * ldy + j] = (accumulate ? y[i * ldy + j] : 0.0f) + (bias ? bias[j] : 0.0f);
     } else {
-        px_pool_for(pool, ceil_div(w->rows, LIN_ROWS) * c.ntok, lin_task, &c);
+        px_pool_for(pool, ceil_div(w->rows, c.rows) * c.ntok, lin_task, &c);
     }
     px_nn_ops_count((uint64_t)2 * (uint64_t)n * (uint64_t)w->rows * (uint64_t)w->cols);
     px_nn_arena_release(arena, mark);
