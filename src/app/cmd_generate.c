@@ -142,9 +142,10 @@ static char *read_text(const char *path, px_err *err)
     size_t n;
     if (px_read_file(path, 8u << 20, &d, &n, err) != PX_OK)
         return NULL;
-    char *s = realloc(d, n + 1);
+    char *s = px_realloc(d, n + 1);
     if (!s) {
         free(d);
+        px_err_set(err, PX_ENOMEM, "%s: out of memory", path);
         return NULL;
     }
     s[n] = '\0';
@@ -209,343 +210,420 @@ static int parse_double(const char *opt, const char *v, double lo, double hi, do
     return -1;
 }
 
-int px_cmd_generate(int argc, char **argv)
-{
-    enum {
-        O_THEME = 256, O_TYPE, O_COUNT, O_CAMPAIGN, O_OUT, O_SERVER, O_BACKEND, O_WORKFLOW,
-        O_PERSERVER, O_LLM, O_LLMMODEL, O_LLMTEMP, O_LLMSEED, O_LLMBATCH, O_VOCAB, O_STYLE,
-        O_DEDUP, O_TIMEOUT, O_ATTEMPTS, O_SFAIL, O_SEED, O_FACES, O_FACEMODEL, O_MINBLUR,
-        O_MINCONTRAST, O_PHASH, O_RERENDER, O_FSYNC, O_PROGRESS, O_PEOPLE, O_WIDTH, O_HEIGHT,
-        O_STEPS, O_CFG, O_SAMPLER, O_MODEL, O_BACKOFF, O_LLMRETRIES, O_FORMAT, O_QUALITY
-    };
-    static const struct option longopts[] = {
-        {"theme", required_argument, 0, O_THEME},       {"type", required_argument, 0, O_TYPE},
-        {"count", required_argument, 0, O_COUNT},       {"campaign", required_argument, 0, O_CAMPAIGN},
-        {"out", required_argument, 0, O_OUT},           {"server", required_argument, 0, O_SERVER},
-        {"backend", required_argument, 0, O_BACKEND},   {"workflow", required_argument, 0, O_WORKFLOW},
-        {"per-server", required_argument, 0, O_PERSERVER}, {"llm", required_argument, 0, O_LLM},
-        {"llm-model", required_argument, 0, O_LLMMODEL}, {"llm-temperature", required_argument, 0, O_LLMTEMP},
-        {"llm-seed", required_argument, 0, O_LLMSEED},  {"llm-batch", required_argument, 0, O_LLMBATCH},
-        {"vocab", required_argument, 0, O_VOCAB},       {"style", required_argument, 0, O_STYLE},
-        {"dedup", required_argument, 0, O_DEDUP},       {"timeout", required_argument, 0, O_TIMEOUT},
-        {"max-attempts", required_argument, 0, O_ATTEMPTS}, {"server-failures", required_argument, 0, O_SFAIL},
-        {"seed", required_argument, 0, O_SEED},         {"faces", required_argument, 0, O_FACES},
-        {"face-model", required_argument, 0, O_FACEMODEL}, {"min-blur", required_argument, 0, O_MINBLUR},
-        {"min-contrast", required_argument, 0, O_MINCONTRAST}, {"phash-distance", required_argument, 0, O_PHASH},
-        {"rerender", required_argument, 0, O_RERENDER}, {"fsync", no_argument, 0, O_FSYNC},
-        {"progress", required_argument, 0, O_PROGRESS}, {"allow-people", no_argument, 0, O_PEOPLE},
-        {"width", required_argument, 0, O_WIDTH},       {"height", required_argument, 0, O_HEIGHT},
-        {"steps", required_argument, 0, O_STEPS},       {"cfg", required_argument, 0, O_CFG},
-        {"sampler", required_argument, 0, O_SAMPLER},   {"model", required_argument, 0, O_MODEL},
-        {"backoff-ms", required_argument, 0, O_BACKOFF}, {"llm-retries", required_argument, 0, O_LLMRETRIES},
-        {"format", required_argument, 0, O_FORMAT},     {"quality", required_argument, 0, O_QUALITY},
-        {"quiet", no_argument, 0, 'q'},                 {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+/* Everything the command line says, before any of it is acted on. */
+typedef struct gen_args {
     px_gen_opts o;
-    px_gen_opts_default(&o);
-    o.checks.faces = PX_GEN_FACES_REJECT; /* stock images must not carry generated faces */
-    px_gen_llm_opts lo = px_gen_llm_opts_default();
-    const char *theme = NULL, *type_s = NULL, *campaign = NULL, *workflow_path = NULL;
-    char vocab_def[PATH_MAX + 16], style_def[PATH_MAX + 32], camp_path[PATH_MAX + 32];
-    snprintf(vocab_def, sizeof vocab_def, "%s/vocab", data_dir());
-    snprintf(style_def, sizeof style_def, "%s/styles/styles.json", data_dir());
-    const char *llm = NULL, *vocab = vocab_def, *style = style_def, *face_model = NULL;
-    const char *progress = "auto", *out_file = NULL, *sampler = NULL, *model = NULL;
+    px_gen_llm_opts lo;
+    const char *theme, *type_s, *campaign, *workflow_path, *llm, *vocab, *style, *face_model;
+    const char *progress, *out_file, *sampler, *model;
     const char *servers[MAX_SERVERS];
-    int nservers = 0, count = -1, quiet = 0, people = 0, width = 0, height = 0, steps = 0;
-    int rerender = 0, timeout_s = 300, seed_set = 0, seed = 0, quality = 0;
-    px_format format = PX_FMT_UNKNOWN; /* not given */
-    double cfg = 0;
+    int nservers, count, quiet, people, width, height, steps, rerender, timeout_s, seed_set, seed,
+        quality;
+    px_format format; /* PX_FMT_UNKNOWN: not given */
+    double cfg;
+    char vocab_def[PATH_MAX + 16], style_def[PATH_MAX + 32], camp_path[PATH_MAX + 32];
+} gen_args;
+
+enum {
+    O_THEME = 256, O_TYPE, O_COUNT, O_CAMPAIGN, O_OUT, O_SERVER, O_BACKEND, O_WORKFLOW,
+    O_PERSERVER, O_LLM, O_LLMMODEL, O_LLMTEMP, O_LLMSEED, O_LLMBATCH, O_VOCAB, O_STYLE,
+    O_DEDUP, O_TIMEOUT, O_ATTEMPTS, O_SFAIL, O_SEED, O_FACES, O_FACEMODEL, O_MINBLUR,
+    O_MINCONTRAST, O_PHASH, O_RERENDER, O_FSYNC, O_PROGRESS, O_PEOPLE, O_WIDTH, O_HEIGHT,
+    O_STEPS, O_CFG, O_SAMPLER, O_MODEL, O_BACKOFF, O_LLMRETRIES, O_FORMAT, O_QUALITY
+};
+
+static const struct option k_longopts[] = {
+    {"theme", required_argument, 0, O_THEME},       {"type", required_argument, 0, O_TYPE},
+    {"count", required_argument, 0, O_COUNT},       {"campaign", required_argument, 0, O_CAMPAIGN},
+    {"out", required_argument, 0, O_OUT},           {"server", required_argument, 0, O_SERVER},
+    {"backend", required_argument, 0, O_BACKEND},   {"workflow", required_argument, 0, O_WORKFLOW},
+    {"per-server", required_argument, 0, O_PERSERVER}, {"llm", required_argument, 0, O_LLM},
+    {"llm-model", required_argument, 0, O_LLMMODEL}, {"llm-temperature", required_argument, 0, O_LLMTEMP},
+    {"llm-seed", required_argument, 0, O_LLMSEED},  {"llm-batch", required_argument, 0, O_LLMBATCH},
+    {"vocab", required_argument, 0, O_VOCAB},       {"style", required_argument, 0, O_STYLE},
+    {"dedup", required_argument, 0, O_DEDUP},       {"timeout", required_argument, 0, O_TIMEOUT},
+    {"max-attempts", required_argument, 0, O_ATTEMPTS}, {"server-failures", required_argument, 0, O_SFAIL},
+    {"seed", required_argument, 0, O_SEED},         {"faces", required_argument, 0, O_FACES},
+    {"face-model", required_argument, 0, O_FACEMODEL}, {"min-blur", required_argument, 0, O_MINBLUR},
+    {"min-contrast", required_argument, 0, O_MINCONTRAST}, {"phash-distance", required_argument, 0, O_PHASH},
+    {"rerender", required_argument, 0, O_RERENDER}, {"fsync", no_argument, 0, O_FSYNC},
+    {"progress", required_argument, 0, O_PROGRESS}, {"allow-people", no_argument, 0, O_PEOPLE},
+    {"width", required_argument, 0, O_WIDTH},       {"height", required_argument, 0, O_HEIGHT},
+    {"steps", required_argument, 0, O_STEPS},       {"cfg", required_argument, 0, O_CFG},
+    {"sampler", required_argument, 0, O_SAMPLER},   {"model", required_argument, 0, O_MODEL},
+    {"backoff-ms", required_argument, 0, O_BACKOFF}, {"llm-retries", required_argument, 0, O_LLMRETRIES},
+    {"format", required_argument, 0, O_FORMAT},     {"quality", required_argument, 0, O_QUALITY},
+    {"quiet", no_argument, 0, 'q'},                 {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0}};
+
+/* The options that are words, not numbers: -1 when handled, else an exit code. */
+static int parse_word_option(gen_args *a, int c, const char *arg)
+{
     px_err err;
+    switch (c) {
+    case O_SERVER:
+        if (a->nservers == MAX_SERVERS) {
+            fprintf(stderr, "pixpipe generate: at most %d --server\n", MAX_SERVERS);
+            return PX_EXIT_USAGE;
+        }
+        a->servers[a->nservers++] = arg;
+        return -1;
+    case O_BACKEND:
+        if (px_gen_backend_parse(arg, &a->o.backend, &err) != PX_OK) {
+            fprintf(stderr, "pixpipe generate: --backend: %s\n", err.msg);
+            return PX_EXIT_USAGE;
+        }
+        return -1;
+    case O_FACES:
+        if (!strcmp(arg, "reject"))
+            a->o.checks.faces = PX_GEN_FACES_REJECT;
+        else if (!strcmp(arg, "flag"))
+            a->o.checks.faces = PX_GEN_FACES_FLAG;
+        else if (!strcmp(arg, "off"))
+            a->o.checks.faces = PX_GEN_FACES_OFF;
+        else {
+            fprintf(stderr, "pixpipe generate: --faces '%s': expected reject, flag or off\n", arg);
+            return PX_EXIT_USAGE;
+        }
+        return -1;
+    case O_FORMAT:
+        if ((a->format = px_format_parse(arg)) == PX_FMT_UNKNOWN) {
+            fprintf(stderr, "pixpipe generate: --format '%s': expected png, jpg or webp\n", arg);
+            return PX_EXIT_USAGE;
+        }
+        return -1;
+    default: usage(stderr); return PX_EXIT_USAGE;
+    }
+}
+
+/* One option: -1 when it was fine, else the exit code. */
+static int parse_option(gen_args *a, int c, const char *arg)
+{
+    px_gen_opts *o = &a->o;
+    int bad = 0, v = 0;
+    switch (c) {
+    case O_THEME: a->theme = arg; break;
+    case O_TYPE: a->type_s = arg; break;
+    case O_COUNT: bad = parse_int("--count", arg, 0, 10000000, &a->count); break;
+    case O_CAMPAIGN: a->campaign = arg; break;
+    case O_OUT: o->pool = arg; break;
+    case O_WORKFLOW: a->workflow_path = arg; break;
+    case O_PERSERVER: bad = parse_int("--per-server", arg, 1, 16, &o->per_server); break;
+    case O_LLM: a->llm = arg; break;
+    case O_LLMMODEL: a->lo.model = arg; break;
+    case O_LLMTEMP: bad = parse_double("--llm-temperature", arg, 0.01, 2, &a->lo.temperature); break;
+    case O_LLMSEED: bad = parse_int("--llm-seed", arg, 0, 2000000000, &v); a->lo.seed = v; break;
+    case O_LLMRETRIES: bad = parse_int("--llm-retries", arg, 0, 20, &a->lo.retries); break;
+    case O_LLMBATCH: bad = parse_int("--llm-batch", arg, 1, 50, &a->lo.batch); break;
+    case O_VOCAB: a->vocab = arg; break;
+    case O_STYLE: a->style = arg; break;
+    case O_DEDUP: bad = parse_double("--dedup", arg, 0.05, 1, &o->dedup_threshold); break;
+    case O_TIMEOUT: bad = parse_int("--timeout", arg, 1, 86400, &a->timeout_s); break;
+    case O_ATTEMPTS: bad = parse_int("--max-attempts", arg, 1, 100, &o->max_attempts); break;
+    case O_SFAIL: bad = parse_int("--server-failures", arg, 1, 1000, &o->server_failures); break;
+    case O_BACKOFF: bad = parse_int("--backoff-ms", arg, 0, 60000, &v); o->backoff_ms = v; break;
+    case O_SEED: bad = parse_int("--seed", arg, 0, 2000000000, &a->seed); a->seed_set = 1; break;
+    case O_FACEMODEL: a->face_model = arg; break;
+    case O_MINBLUR: bad = parse_double("--min-blur", arg, 0, 1e9, &o->checks.min_blur); break;
+    case O_MINCONTRAST: bad = parse_double("--min-contrast", arg, 0, 255, &o->checks.min_stddev); break;
+    case O_PHASH: bad = parse_int("--phash-distance", arg, -1, 64, &o->checks.phash_distance); break;
+    case O_RERENDER: bad = parse_int("--rerender", arg, 1, 2000000000, &a->rerender); break;
+    case O_FSYNC: o->fsync = 1; break;
+    case O_PROGRESS: a->progress = arg; break;
+    case O_PEOPLE: a->people = 1; break;
+    case O_WIDTH: bad = parse_int("--width", arg, 64, 4096, &a->width); break;
+    case O_HEIGHT: bad = parse_int("--height", arg, 64, 4096, &a->height); break;
+    case O_STEPS: bad = parse_int("--steps", arg, 1, 500, &a->steps); break;
+    case O_CFG: bad = parse_double("--cfg", arg, 0.1, 50, &a->cfg); break;
+    case O_SAMPLER: a->sampler = arg; break;
+    case O_MODEL: a->model = arg; break;
+    case O_QUALITY: bad = parse_int("--quality", arg, 1, 100, &a->quality); break;
+    case 'o': a->out_file = arg; break;
+    case 'q': a->quiet = 1; break;
+    case 'h': usage(stdout); return PX_EXIT_OK;
+    default: return parse_word_option(a, c, arg);
+    }
+    return bad ? PX_EXIT_USAGE : -1;
+}
+
+/* Parses argv into *a with the defaults filled in: -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, gen_args *a)
+{
+    memset(a, 0, sizeof *a);
+    px_gen_opts_default(&a->o);
+    a->o.checks.faces = PX_GEN_FACES_REJECT; /* stock images must not carry generated faces */
+    a->lo = px_gen_llm_opts_default();
+    snprintf(a->vocab_def, sizeof a->vocab_def, "%s/vocab", data_dir());
+    snprintf(a->style_def, sizeof a->style_def, "%s/styles/styles.json", data_dir());
+    a->vocab = a->vocab_def;
+    a->style = a->style_def;
+    a->progress = "auto";
+    a->count = -1;
+    a->timeout_s = 300;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "qho:", longopts, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case O_THEME: theme = optarg; break;
-        case O_TYPE: type_s = optarg; break;
-        case O_COUNT: bad = parse_int("--count", optarg, 0, 10000000, &count); break;
-        case O_CAMPAIGN: campaign = optarg; break;
-        case O_OUT: o.pool = optarg; break;
-        case O_SERVER:
-            if (nservers == MAX_SERVERS) {
-                fprintf(stderr, "pixpipe generate: at most %d --server\n", MAX_SERVERS);
-                return PX_EXIT_USAGE;
-            }
-            servers[nservers++] = optarg;
-            break;
-        case O_BACKEND:
-            if (px_gen_backend_parse(optarg, &o.backend, &err) != PX_OK) {
-                fprintf(stderr, "pixpipe generate: --backend: %s\n", err.msg);
-                return PX_EXIT_USAGE;
-            }
-            break;
-        case O_WORKFLOW: workflow_path = optarg; break;
-        case O_PERSERVER: bad = parse_int("--per-server", optarg, 1, 16, &o.per_server); break;
-        case O_LLM: llm = optarg; break;
-        case O_LLMMODEL: lo.model = optarg; break;
-        case O_LLMTEMP: bad = parse_double("--llm-temperature", optarg, 0.01, 2, &lo.temperature); break;
-        case O_LLMSEED: {
-            int v = 0;
-            bad = parse_int("--llm-seed", optarg, 0, 2000000000, &v);
-            lo.seed = v;
-            break;
-        }
-        case O_LLMRETRIES: bad = parse_int("--llm-retries", optarg, 0, 20, &lo.retries); break;
-        case O_LLMBATCH: bad = parse_int("--llm-batch", optarg, 1, 50, &lo.batch); break;
-        case O_VOCAB: vocab = optarg; break;
-        case O_STYLE: style = optarg; break;
-        case O_DEDUP: bad = parse_double("--dedup", optarg, 0.05, 1, &o.dedup_threshold); break;
-        case O_TIMEOUT: bad = parse_int("--timeout", optarg, 1, 86400, &timeout_s); break;
-        case O_ATTEMPTS: bad = parse_int("--max-attempts", optarg, 1, 100, &o.max_attempts); break;
-        case O_SFAIL: bad = parse_int("--server-failures", optarg, 1, 1000, &o.server_failures); break;
-        case O_BACKOFF: {
-            int v = 0;
-            bad = parse_int("--backoff-ms", optarg, 0, 60000, &v);
-            o.backoff_ms = v;
-            break;
-        }
-        case O_SEED: bad = parse_int("--seed", optarg, 0, 2000000000, &seed); seed_set = 1; break;
-        case O_FACES:
-            if (!strcmp(optarg, "reject"))
-                o.checks.faces = PX_GEN_FACES_REJECT;
-            else if (!strcmp(optarg, "flag"))
-                o.checks.faces = PX_GEN_FACES_FLAG;
-            else if (!strcmp(optarg, "off"))
-                o.checks.faces = PX_GEN_FACES_OFF;
-            else {
-                fprintf(stderr, "pixpipe generate: --faces '%s': expected reject, flag or off\n", optarg);
-                return PX_EXIT_USAGE;
-            }
-            break;
-        case O_FACEMODEL: face_model = optarg; break;
-        case O_MINBLUR: bad = parse_double("--min-blur", optarg, 0, 1e9, &o.checks.min_blur); break;
-        case O_MINCONTRAST: bad = parse_double("--min-contrast", optarg, 0, 255, &o.checks.min_stddev); break;
-        case O_PHASH: bad = parse_int("--phash-distance", optarg, -1, 64, &o.checks.phash_distance); break;
-        case O_RERENDER: bad = parse_int("--rerender", optarg, 1, 2000000000, &rerender); break;
-        case O_FSYNC: o.fsync = 1; break;
-        case O_PROGRESS: progress = optarg; break;
-        case O_PEOPLE: people = 1; break;
-        case O_WIDTH: bad = parse_int("--width", optarg, 64, 4096, &width); break;
-        case O_HEIGHT: bad = parse_int("--height", optarg, 64, 4096, &height); break;
-        case O_STEPS: bad = parse_int("--steps", optarg, 1, 500, &steps); break;
-        case O_CFG: bad = parse_double("--cfg", optarg, 0.1, 50, &cfg); break;
-        case O_SAMPLER: sampler = optarg; break;
-        case O_MODEL: model = optarg; break;
-        case O_FORMAT:
-            if ((format = px_format_parse(optarg)) == PX_FMT_UNKNOWN) {
-                fprintf(stderr, "pixpipe generate: --format '%s': expected png, jpg or webp\n", optarg);
-                return PX_EXIT_USAGE;
-            }
-            break;
-        case O_QUALITY: bad = parse_int("--quality", optarg, 1, 100, &quality); break;
-        case 'o': out_file = optarg; break;
-        case 'q': quiet = 1; break;
-        case 'h': usage(stdout); return PX_EXIT_OK;
-        default: usage(stderr); return PX_EXIT_USAGE;
-        }
-        if (bad)
-            return PX_EXIT_USAGE;
+    while ((c = getopt_long(argc, argv, "qho:", k_longopts, NULL)) != -1) {
+        int rc = parse_option(a, c, optarg);
+        if (rc >= 0)
+            return rc;
     }
     if (optind < argc) {
         fprintf(stderr, "pixpipe generate: unexpected argument '%s'\n", argv[optind]);
         return PX_EXIT_USAGE;
     }
-    if (!o.pool) {
+    if (!a->o.pool) {
         fprintf(stderr, "pixpipe generate: --out POOL is required\n");
         return PX_EXIT_USAGE;
     }
-    if (seed_set)
-        o.seed = seed;
-    if (nservers == 0)
-        servers[nservers++] = "http://127.0.0.1:7860";
-    o.servers = servers;
-    o.nservers = nservers;
-    o.timeout_ms = (long)timeout_s * 1000;
-    char *workflow = NULL;
-    if (workflow_path && !(workflow = read_text(workflow_path, &err))) {
-        fprintf(stderr, "pixpipe generate: --workflow: %s\n", err.msg);
-        return PX_EXIT_SETUP;
-    }
-    o.workflow = workflow;
+    if (a->seed_set)
+        a->o.seed = a->seed;
+    if (a->nservers == 0)
+        a->servers[a->nservers++] = "http://127.0.0.1:7860";
+    a->o.servers = a->servers;
+    a->o.nservers = a->nservers;
+    a->o.timeout_ms = (long)a->timeout_s * 1000;
+    if (a->quality)
+        a->o.quality = a->quality;
+    return -1;
+}
 
-    if (quality)
-        o.quality = quality;
-    if (rerender) {
-        char def[1100];
-        if (!out_file) { /* in the stored image's format, else --format's */
-            const char *ext = px_format_extension(format ? format : PX_FMT_PNG) + 1;
-            char db[1100], stored_ext[8] = "";
-            snprintf(db, sizeof db, "%s/%s", o.pool, PX_MANIFEST_FILE);
-            px_manifest *s = NULL;
-            px_manifest_image im;
-            if (!format && px_manifest_open(db, 1, &s, NULL) == PX_OK &&
-                px_manifest_get_image(s, rerender, &im, NULL) == PX_OK) {
-                const char *dot = strrchr(im.path, '.');
-                if (dot && strlen(dot) < sizeof stored_ext)
-                    snprintf(stored_ext, sizeof stored_ext, "%s", dot + 1);
-                px_manifest_image_clear(&im);
-            }
-            px_manifest_close(s);
-            snprintf(def, sizeof def, "%s/rerender-%d.%s", o.pool, rerender,
-                     stored_ext[0] ? stored_ext : ext);
-            out_file = def;
+/* --rerender ID: one recorded job again, into --out-file or beside the pool. */
+static int run_rerender(gen_args *a)
+{
+    px_gen_opts *o = &a->o;
+    char def[1100];
+    const char *out_file = a->out_file;
+    if (!out_file) { /* in the stored image's format, else --format's */
+        const char *ext = px_format_extension(a->format ? a->format : PX_FMT_PNG) + 1;
+        char db[1100], stored_ext[8] = "";
+        snprintf(db, sizeof db, "%s/%s", o->pool, PX_MANIFEST_FILE);
+        px_manifest *s = NULL;
+        px_manifest_image im;
+        if (!a->format && px_manifest_open(db, 1, &s, NULL) == PX_OK &&
+            px_manifest_get_image(s, a->rerender, &im, NULL) == PX_OK) {
+            const char *dot = strrchr(im.path, '.');
+            if (dot && strlen(dot) < sizeof stored_ext)
+                snprintf(stored_ext, sizeof stored_ext, "%s", dot + 1);
+            px_manifest_image_clear(&im);
         }
-        if (format)
-            o.format = format;
-        o.checks.faces = PX_GEN_FACES_OFF;
-        int same = 0;
-        int st = px_gen_rerender(&o, rerender, out_file, &same, &err);
-        free(workflow);
-        if (st != PX_OK) {
-            fprintf(stderr, "pixpipe generate: rerender %d: %s\n", rerender, err.msg);
-            return st == PX_ENOTFOUND ? PX_EXIT_USAGE : PX_EXIT_FAILED;
-        }
-        printf("%s: %s\n", out_file,
-               same ? "identical to the stored image" : "differs from the stored image (or none stored)");
-        return PX_EXIT_OK;
+        px_manifest_close(s);
+        snprintf(def, sizeof def, "%s/rerender-%d.%s", o->pool, a->rerender,
+                 stored_ext[0] ? stored_ext : ext);
+        out_file = def;
     }
+    if (a->format)
+        o->format = a->format;
+    o->checks.faces = PX_GEN_FACES_OFF;
+    int same = 0;
+    px_err err;
+    int st = px_gen_rerender(o, a->rerender, out_file, &same, &err);
+    if (st != PX_OK) {
+        fprintf(stderr, "pixpipe generate: rerender %d: %s\n", a->rerender, err.msg);
+        return st == PX_ENOTFOUND ? PX_EXIT_USAGE : PX_EXIT_FAILED;
+    }
+    printf("%s: %s\n", out_file,
+           same ? "identical to the stored image" : "differs from the stored image (or none stored)");
+    return PX_EXIT_OK;
+}
 
-    px_gen_campaign camp;
-    memset(&camp, 0, sizeof camp);
+/* The campaign file (a path or a shipped name) or the one-batch campaign of
+ * --theme/--type/--count, with the render options of the command line on top. */
+static int load_campaign(gen_args *a, px_gen_campaign *camp)
+{
+    px_err err;
     int st;
+    const char *campaign = a->campaign;
     if (campaign) {
-        if (theme || type_s || count >= 0) {
+        if (a->theme || a->type_s || a->count >= 0) {
             fprintf(stderr, "pixpipe generate: give either --campaign or --theme/--type/--count\n");
-            free(workflow);
             return PX_EXIT_USAGE;
         }
         if (!strchr(campaign, '/') && access(campaign, F_OK) != 0) { /* a shipped one by name */
-            snprintf(camp_path, sizeof camp_path, "%s/campaigns/%s%s", data_dir(), campaign,
+            snprintf(a->camp_path, sizeof a->camp_path, "%s/campaigns/%s%s", data_dir(), campaign,
                      strstr(campaign, ".json") ? "" : ".json");
-            campaign = camp_path;
+            campaign = a->camp_path;
         }
-        st = px_gen_campaign_load(campaign, &camp, &err);
+        st = px_gen_campaign_load(campaign, camp, &err);
     } else {
-        if (!theme || !type_s || count < 0) {
+        if (!a->theme || !a->type_s || a->count < 0) {
             fprintf(stderr, "pixpipe generate: --theme, --type and --count are needed (or --campaign)\n");
-            free(workflow);
             return PX_EXIT_USAGE;
         }
         int type;
-        st = px_gen_type_parse(type_s, &type, &err);
+        st = px_gen_type_parse(a->type_s, &type, &err);
         if (st == PX_OK)
-            st = px_gen_campaign_single(theme, type, count, &camp, &err);
+            st = px_gen_campaign_single(a->theme, type, a->count, camp, &err);
     }
     if (st != PX_OK) {
         fprintf(stderr, "pixpipe generate: %s\n", err.msg);
-        free(workflow);
         return PX_EXIT_USAGE;
     }
-    if (people)
-        camp.allow_people = 1;
-    if (width)
-        camp.render.width = width;
-    if (height)
-        camp.render.height = height;
-    if (steps)
-        camp.render.steps = steps;
-    if (cfg > 0)
-        camp.render.cfg = cfg;
-    if (sampler)
-        snprintf(camp.render.sampler, sizeof camp.render.sampler, "%s", sampler);
-    if (model)
-        snprintf(camp.render.model, sizeof camp.render.model, "%s", model);
-    o.format = format ? format : camp.format;
-    if (!quality && camp.quality)
-        o.quality = camp.quality;
-    o.campaign = &camp;
-    o.style_path = style;
+    if (a->people)
+        camp->allow_people = 1;
+    if (a->width)
+        camp->render.width = a->width;
+    if (a->height)
+        camp->render.height = a->height;
+    if (a->steps)
+        camp->render.steps = a->steps;
+    if (a->cfg > 0)
+        camp->render.cfg = a->cfg;
+    if (a->sampler)
+        snprintf(camp->render.sampler, sizeof camp->render.sampler, "%s", a->sampler);
+    if (a->model)
+        snprintf(camp->render.model, sizeof camp->render.model, "%s", a->model);
+    a->o.format = a->format ? a->format : camp->format;
+    if (!a->quality && camp->quality)
+        a->o.quality = camp->quality;
+    a->o.campaign = camp;
+    a->o.style_path = a->style;
+    return -1;
+}
 
-    int rc = PX_EXIT_OK;
-    px_gen_writer *writer = NULL;
-    px_face_detector *det = NULL;
-    if (llm) {
-        lo.url = llm;
-        lo.vocab_dir = vocab;
-        lo.api_key = getenv("PIXPIPE_LLM_API_KEY");
-        if (!lo.api_key)
-            lo.api_key = getenv("OPENAI_API_KEY");
-        st = px_gen_writer_llm_create(&lo, &writer, &err);
+/* The prompt writer: the LLM, or the offline one checked against every theme
+ * of the campaign before any job exists. -1 when made, else the exit code. */
+static int make_writer(gen_args *a, const px_gen_campaign *camp, px_gen_writer **writer)
+{
+    px_err err;
+    int st;
+    if (a->llm) {
+        a->lo.url = a->llm;
+        a->lo.vocab_dir = a->vocab;
+        a->lo.api_key = getenv("PIXPIPE_LLM_API_KEY");
+        if (!a->lo.api_key)
+            a->lo.api_key = getenv("OPENAI_API_KEY");
+        st = px_gen_writer_llm_create(&a->lo, writer, &err);
     } else {
         /* without --seed, a fresh sequence each run: a resumed run would otherwise propose
          * the scenes it already has, only to drop them as duplicates */
-        uint64_t wseed = seed_set ? (uint64_t)seed : (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid();
-        st = px_gen_writer_offline_create(vocab, wseed, &writer, &err);
+        uint64_t wseed = a->seed_set ? (uint64_t)a->seed
+                                     : (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid();
+        st = px_gen_writer_offline_create(a->vocab, wseed, writer, &err);
     }
     if (st != PX_OK) {
         fprintf(stderr, "pixpipe generate: %s\n", err.msg);
-        rc = PX_EXIT_SETUP;
-        goto out;
+        return PX_EXIT_SETUP;
     }
-    if (!llm) {
-        /* fail early, before any job exists, when a theme has no vocabulary */
-        for (int i = 0; i < camp.nthemes; i++) {
-            char **v;
-            size_t n;
-            px_gen_writer *probe;
-            if (px_gen_writer_offline_create(vocab, 1, &probe, &err) != PX_OK ||
-                px_gen_writer_write(probe, camp.themes[i].name, camp.themes[i].slug, 0, 1, &v, &n,
-                                    NULL, 0, &err) != PX_OK) {
-                fprintf(stderr, "pixpipe generate: %s\n", err.msg);
-                px_gen_writer_destroy(probe);
-                rc = PX_EXIT_SETUP;
-                goto out;
-            }
-            px_manifest_strings_free(v, n);
+    for (int i = 0; !a->llm && i < camp->nthemes; i++) {
+        char **v;
+        size_t n;
+        px_gen_writer *probe;
+        if (px_gen_writer_offline_create(a->vocab, 1, &probe, &err) != PX_OK ||
+            px_gen_writer_write(probe, camp->themes[i].name, camp->themes[i].slug, 0, 1, &v, &n,
+                                NULL, 0, &err) != PX_OK) {
+            fprintf(stderr, "pixpipe generate: %s\n", err.msg);
             px_gen_writer_destroy(probe);
+            return PX_EXIT_SETUP;
         }
+        px_manifest_strings_free(v, n);
+        px_gen_writer_destroy(probe);
     }
-    o.writer = writer;
-    if (o.checks.faces != PX_GEN_FACES_OFF) {
-        px_face_detector_opts fo = {.kind = PX_FACE_MODEL_AUTO, .threads = 1,
-                                    .max_sessions = nservers * o.per_server};
-        char model_path[PATH_MAX];
-        if (px_anon_find_model(face_model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
-            px_face_detector_create(model_path, &fo, &det, &err) != PX_OK) {
-            fprintf(stderr, "pixpipe generate: face check: %s (use --face-model FILE, or --faces off)\n",
-                    err.msg);
-            rc = PX_EXIT_SETUP;
-            goto out;
-        }
-        o.checks.face_detector = det;
+    a->o.writer = *writer;
+    return -1;
+}
+
+/* The face detector of the face check, one session per request in flight. */
+static int make_detector(gen_args *a, px_face_detector **det)
+{
+    if (a->o.checks.faces == PX_GEN_FACES_OFF)
+        return -1;
+    px_err err;
+    px_face_detector_opts fo = {.kind = PX_FACE_MODEL_AUTO, .threads = 1,
+                                .max_sessions = a->nservers * a->o.per_server};
+    char model_path[PATH_MAX];
+    if (px_anon_find_model(a->face_model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
+        px_face_detector_create(model_path, &fo, det, &err) != PX_OK) {
+        fprintf(stderr, "pixpipe generate: face check: %s (use --face-model FILE, or --faces off)\n",
+                err.msg);
+        return PX_EXIT_SETUP;
     }
-    progress_ctx pc = {.tty = isatty(2)};
-    if (quiet || !strcmp(progress, "none"))
-        pc.mode = 0;
-    else if (!strcmp(progress, "bar") || (!strcmp(progress, "auto") && pc.tty))
-        pc.mode = 1;
-    else if (!strcmp(progress, "plain") || !strcmp(progress, "auto"))
-        pc.mode = 2;
+    a->o.checks.face_detector = *det;
+    return -1;
+}
+
+/* --progress: -1 when pc is set, else the exit code. */
+static int setup_progress(const gen_args *a, progress_ctx *pc)
+{
+    pc->tty = isatty(2);
+    if (a->quiet || !strcmp(a->progress, "none"))
+        pc->mode = 0;
+    else if (!strcmp(a->progress, "bar") || (!strcmp(a->progress, "auto") && pc->tty))
+        pc->mode = 1;
+    else if (!strcmp(a->progress, "plain") || !strcmp(a->progress, "auto"))
+        pc->mode = 2;
     else {
-        fprintf(stderr, "pixpipe generate: --progress '%s': expected auto, bar, plain or none\n", progress);
-        rc = PX_EXIT_USAGE;
-        goto out;
+        fprintf(stderr, "pixpipe generate: --progress '%s': expected auto, bar, plain or none\n",
+                a->progress);
+        return PX_EXIT_USAGE;
     }
-    o.progress = on_progress;
-    o.progress_ctx = &pc;
-    o.progress_interval_ms = pc.mode == 1 ? 250 : 10000;
-    o.stop = &g_stop;
+    return -1;
+}
+
+/* The run itself, Ctrl-C stopping it between images, then the summary. */
+static int run_and_report(gen_args *a, progress_ctx *pc)
+{
+    px_gen_opts *o = &a->o;
+    o->progress = on_progress;
+    o->progress_ctx = pc;
+    o->progress_interval_ms = pc->mode == 1 ? 250 : 10000;
+    o->stop = &g_stop;
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     px_gen_summary sum;
-    st = px_gen_run(&o, &sum, &err);
+    px_err err;
+    int st = px_gen_run(o, &sum, &err);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    int rc = PX_EXIT_OK;
     if (st != PX_OK) {
         fprintf(stderr, "pixpipe generate: %s\n", err.msg);
         rc = sum.rendered || sum.prompts_written ? PX_EXIT_FAILED : PX_EXIT_SETUP;
     } else if (!sum.complete) {
         rc = PX_EXIT_FAILED;
     }
-    if (!quiet)
-        print_summary(o.pool, &sum, stdout);
-    if (g_stop && !quiet)
+    if (!a->quiet)
+        print_summary(o->pool, &sum, stdout);
+    if (g_stop && !a->quiet)
         fprintf(stderr, "pixpipe generate: stopped; run the same command again to resume\n");
-out:
+    return rc;
+}
+
+int px_cmd_generate(int argc, char **argv)
+{
+    gen_args *a = px_calloc(1, sizeof *a); /* ~20 KB of paths: not on the stack */
+    if (!a) {
+        fprintf(stderr, "pixpipe generate: out of memory\n");
+        return PX_EXIT_SETUP;
+    }
+    int rc = parse_args(argc, argv, a);
+    char *workflow = NULL;
+    px_err err;
+    if (rc < 0 && a->workflow_path && !(workflow = read_text(a->workflow_path, &err))) {
+        fprintf(stderr, "pixpipe generate: --workflow: %s\n", err.msg);
+        rc = PX_EXIT_SETUP;
+    }
+    a->o.workflow = workflow;
+    if (rc < 0 && a->rerender)
+        rc = run_rerender(a);
+    px_gen_campaign camp;
+    memset(&camp, 0, sizeof camp);
+    px_gen_writer *writer = NULL;
+    px_face_detector *det = NULL;
+    progress_ctx pc = {0};
+    if (rc < 0)
+        rc = load_campaign(a, &camp);
+    if (rc < 0)
+        rc = make_writer(a, &camp, &writer);
+    if (rc < 0)
+        rc = make_detector(a, &det);
+    if (rc < 0)
+        rc = setup_progress(a, &pc);
+    if (rc < 0)
+        rc = run_and_report(a, &pc);
     px_face_detector_destroy(det);
     px_gen_writer_destroy(writer);
     px_gen_campaign_free(&camp);
     free(workflow);
+    free(a);
     return rc;
 }

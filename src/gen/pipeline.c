@@ -669,280 +669,361 @@ static int open_pool(const px_gen_opts *o, px_manifest **st_out, px_err *err)
     return px_manifest_open(db, 0, st_out, err);
 }
 
-int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
+/* The controller's state for one run (px_gen_run): the local backlog of
+ * jobs, the prompt filter and the counters of the loop. */
+typedef struct controller {
+    run *r;
+    fifo f;             /* jobs made or taken back, not yet given to a worker */
+    px_gen_dedup *dd;   /* near-duplicate filter over every prompt of the pool */
+    int64_t next_seed;  /* next job's seed when o->seed >= 0 */
+    int started;        /* worker threads running */
+    int inflight;       /* jobs given to workers and not yet back */
+    int done0;          /* good images at the start (for the rate) */
+    int fatal;          /* a worker hit a local error: stop */
+    int writer_failed;  /* the prompt writer failed (writer_st): stop making jobs, report it */
+    int writer_st;
+    int rr;             /* round-robin start over the slots */
+    double t0, last_report;
+    px_gen_summary *sum;
+    px_err *err;
+} controller;
+
+/* One slot per theme and type with a quota: quotas recorded, counts read,
+ * temporary files of a killed run removed. */
+static int setup_slots(run *r, int64_t cid, px_err *err)
 {
-    memset(sum, 0, sizeof *sum);
-    int st = check_opts(o, err);
-    if (st != PX_OK)
-        return st;
-    double t0 = px_now_ms();
+    const px_gen_opts *o = r->o;
     const px_gen_campaign *c = o->campaign;
-    run r = {.o = o};
-    pthread_mutex_init(&r.phash_mu, NULL);
-    px_gen_dedup *dd = NULL;
-    fifo f = {0};
-    char **prompts = NULL;
-    size_t nprompts = 0;
-    if ((st = px_gen_style_load(o->style_path, &r.style, err)) != PX_OK ||
-        (st = open_pool(o, &r.store, err)) != PX_OK)
-        goto out;
-    int64_t cid = 0;
-    if ((st = px_manifest_add_campaign(r.store, c->name, c->json ? c->json : "{}", &cid, err)))
-        goto out;
-    r.slots = calloc((size_t)c->nthemes * PX_GEN_NTYPES, sizeof *r.slots);
-    if (!r.slots) {
-        st = px_err_set(err, PX_ENOMEM, "out of memory");
-        goto out;
-    }
+    r->slots = px_calloc((size_t)c->nthemes * PX_GEN_NTYPES, sizeof *r->slots);
+    if (!r->slots)
+        return px_err_set(err, PX_ENOMEM, "out of memory");
     for (int t = 0; t < c->nthemes; t++)
         for (int k = 0; k < PX_GEN_NTYPES; k++) {
             if (c->themes[t].quota[k] <= 0)
                 continue;
-            slot *s = &r.slots[r.nslots++];
+            slot *s = &r->slots[r->nslots++];
             s->theme = c->themes[t].name;
             s->slug = c->themes[t].slug;
             s->type = k;
             s->quota = c->themes[t].quota[k];
-            if ((st = px_manifest_set_quota(r.store, cid, s->theme, s->slug, px_gen_type_name(k),
-                                         s->quota, err)) ||
-                (st = px_manifest_count(r.store, s->slug, px_gen_type_name(k), &s->good, NULL, NULL,
-                                     &s->rejected, err)))
-                goto out;
+            int st;
+            if ((st = px_manifest_set_quota(r->store, cid, s->theme, s->slug, px_gen_type_name(k),
+                                            s->quota, err)) ||
+                (st = px_manifest_count(r->store, s->slug, px_gen_type_name(k), &s->good, NULL,
+                                        NULL, &s->rejected, err)))
+                return st;
             char dir[1200];
             snprintf(dir, sizeof dir, "%s/%s/%s", o->pool, s->slug, px_gen_type_name(k));
             remove_temps(dir);
             snprintf(dir, sizeof dir, "%s/rejected/%s/%s", o->pool, s->slug, px_gen_type_name(k));
             remove_temps(dir);
         }
-    /* resume: what was running when the last run died goes back in line */
-    int reset = 0;
-    if ((st = px_manifest_reset_running(r.store, &reset, err)))
-        goto out;
+    return PX_OK;
+}
+
+/* Resume: what was running when the last run died goes back in line, with
+ * the pending jobs of this campaign's slots. */
+static int queue_pending(controller *c)
+{
+    run *r = c->r;
+    int reset = 0, st;
+    if ((st = px_manifest_reset_running(r->store, &reset, c->err)))
+        return st;
     px_manifest_job *pend = NULL;
     size_t npend = 0;
-    if ((st = px_manifest_list_jobs(r.store, "pending", 0, &pend, &npend, err)))
-        goto out;
-    for (size_t i = 0; i < npend; i++) {
-        int si = find_slot(&r, pend[i].theme_slug, pend[i].type);
+    if ((st = px_manifest_list_jobs(r->store, "pending", 0, &pend, &npend, c->err)))
+        return st;
+    for (size_t i = 0; i < npend && st == PX_OK; i++) {
+        int si = find_slot(r, pend[i].theme_slug, pend[i].type);
         if (si < 0 || pend[i].rerender_of)
             continue; /* not part of this campaign: left pending for its own */
-        job_item *it = calloc(1, sizeof *it);
-        if (!it || fifo_push(&f, it) != PX_OK) {
+        job_item *it = px_calloc(1, sizeof *it);
+        if (!it || fifo_push(&c->f, it) != PX_OK) {
             free(it);
-            px_manifest_jobs_free(pend, npend);
-            st = px_err_set(err, PX_ENOMEM, "out of memory");
-            goto out;
+            st = px_err_set(c->err, PX_ENOMEM, "out of memory");
+            break;
         }
         it->job = pend[i];
         memset(&pend[i], 0, sizeof pend[i]);
         it->slot = si;
-        r.slots[si].open++;
+        r->slots[si].open++;
     }
     px_manifest_jobs_free(pend, npend);
-    /* near-duplicate filter over every prompt of the pool */
-    if ((st = px_gen_dedup_create(o->dedup_threshold, &dd, err)) ||
-        (st = px_manifest_all_prompts(r.store, &prompts, &nprompts, err)))
-        goto out;
-    for (size_t i = 0; i < nprompts; i++)
-        if (px_gen_dedup_add(dd, prompts[i]) < 0) {
-            st = px_err_set(err, PX_ENOMEM, "dedup: out of memory");
-            goto out;
-        }
-    px_manifest_strings_free(prompts, nprompts);
-    prompts = NULL;
-    if ((st = px_manifest_all_phashes(r.store, &r.ph_ids, &r.ph, &r.nph, err)))
-        goto out;
-    r.phcap = r.nph;
-    int64_t next_seed = 0;
-    if (o->seed >= 0) {
-        if ((st = px_manifest_max_job_id(r.store, &next_seed, err)))
-            goto out;
-        next_seed += o->seed + 1;
-    }
+    return st;
+}
 
-    /* workers */
-    r.nworkers = o->nservers * o->per_server;
-    r.servers = calloc((size_t)o->nservers, sizeof *r.servers);
-    r.workers = calloc((size_t)r.nworkers, sizeof *r.workers);
-    if (!r.servers || !r.workers) {
-        st = px_err_set(err, PX_ENOMEM, "out of memory");
-        goto out;
+/* The pool's prompts into the near-duplicate filter, its phashes into the
+ * duplicate index, and the seed sequence after the highest job id. */
+static int load_pool_index(controller *c)
+{
+    run *r = c->r;
+    char **prompts = NULL;
+    size_t nprompts = 0;
+    int st;
+    if ((st = px_gen_dedup_create(r->o->dedup_threshold, &c->dd, c->err)) ||
+        (st = px_manifest_all_prompts(r->store, &prompts, &nprompts, c->err)))
+        return st;
+    for (size_t i = 0; i < nprompts && st == PX_OK; i++)
+        if (px_gen_dedup_add(c->dd, prompts[i]) < 0)
+            st = px_err_set(c->err, PX_ENOMEM, "dedup: out of memory");
+    px_manifest_strings_free(prompts, nprompts);
+    if (st || (st = px_manifest_all_phashes(r->store, &r->ph_ids, &r->ph, &r->nph, c->err)))
+        return st;
+    r->phcap = r->nph;
+    if (r->o->seed >= 0) {
+        if ((st = px_manifest_max_job_id(r->store, &c->next_seed, c->err)))
+            return st;
+        c->next_seed += r->o->seed + 1;
     }
+    return PX_OK;
+}
+
+/* Servers, the two queues and nservers x per_server worker threads. */
+static int start_workers(controller *c)
+{
+    run *r = c->r;
+    const px_gen_opts *o = r->o;
+    r->nworkers = o->nservers * o->per_server;
+    r->servers = px_calloc((size_t)o->nservers, sizeof *r->servers);
+    r->workers = px_calloc((size_t)r->nworkers, sizeof *r->workers);
+    if (!r->servers || !r->workers)
+        return px_err_set(c->err, PX_ENOMEM, "out of memory");
     for (int i = 0; i < o->nservers; i++) {
-        r.servers[i].url = o->servers[i];
-        pthread_mutex_init(&r.servers[i].mu, NULL);
+        r->servers[i].url = o->servers[i];
+        pthread_mutex_init(&r->servers[i].mu, NULL);
     }
-    if ((st = px_queue_create((size_t)r.nworkers, &r.jobs)) ||
-        (st = px_queue_create((size_t)r.nworkers * 2 + 8, &r.results))) {
-        px_err_set(err, st, "out of memory");
-        goto out;
+    int st;
+    if ((st = px_queue_create((size_t)r->nworkers, &r->jobs)) ||
+        (st = px_queue_create((size_t)r->nworkers * 2 + 8, &r->results)))
+        return px_err_set(c->err, st, "out of memory");
+    for (; c->started < r->nworkers; c->started++) {
+        worker *w = &r->workers[c->started];
+        w->r = r;
+        w->server = c->started % o->nservers;
+        if (pthread_create(&w->th, NULL, worker_main, w) != 0)
+            return px_err_set(c->err, PX_EIO, "cannot start worker threads");
     }
-    int started = 0;
-    for (; started < r.nworkers; started++) {
-        worker *w = &r.workers[started];
-        w->r = &r;
-        w->server = started % o->nservers;
-        if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
-            st = px_err_set(err, PX_EIO, "cannot start worker threads");
-            break;
-        }
-    }
-    int inflight = 0, done0 = 0, fatal = 0, writer_failed = 0, rr = 0;
-    for (int i = 0; i < r.nslots; i++)
-        done0 += r.slots[i].good < r.slots[i].quota ? r.slots[i].good : r.slots[i].quota;
-    double last_report = 0;
-    while (st == PX_OK) {
-        int stop = (o->stop && *o->stop) || fatal;
-        /* plan: top up every slot that is short, within its job budget */
-        int budget_left = 0;
-        /* start one slot further each time, so every theme/type advances together and a run
-         * stopped half-way has some of everything rather than all of the first themes */
-        int first = rr++ % r.nslots;
-        for (int k = 0; k < r.nslots && !stop && !writer_failed; k++) {
-            int i = (first + k) % r.nslots;
-            slot *s = &r.slots[i];
-            int need = s->quota - s->good - s->open;
-            int cap = o->max_jobs_factor * s->quota - s->made;
-            if (s->dry >= MAX_DRY)
-                cap = 0;
-            if (need > 0 && cap > 0)
-                budget_left = 1;
-            /* keep the local backlog small so prompts are written as they are needed */
-            if (need > 0 && cap > 0 && f.len < (size_t)r.nworkers * 2) {
-                int want = need < cap ? need : cap;
-                st = make_jobs(&r, i, want, o->writer, dd, &next_seed, &f, sum, err);
-                if (st != PX_OK) {
-                    writer_failed = 1; /* finish what is in flight, then report it */
-                    break;
-                }
-                if (s->dry == MAX_DRY)
-                    px_log(PX_LOG_WARN,
-                           "%s/%s: the prompt writer gave only near-duplicates %d times in a "
-                           "row; no more jobs for it this run",
-                           s->slug, px_gen_type_name(s->type), MAX_DRY);
+    return PX_OK;
+}
+
+/* Tops up every slot that is short, within its job budget. Returns whether
+ * any slot still has budget; a writer failure sets c->writer_failed and
+ * c->writer_st (err holds its message). */
+static int plan_jobs(controller *c, int stop)
+{
+    run *r = c->r;
+    const px_gen_opts *o = r->o;
+    int budget_left = 0;
+    /* start one slot further each time, so every theme/type advances together and a run
+     * stopped half-way has some of everything rather than all of the first themes */
+    int first = c->rr++ % r->nslots;
+    for (int k = 0; k < r->nslots && !stop && !c->writer_failed; k++) {
+        int i = (first + k) % r->nslots;
+        slot *s = &r->slots[i];
+        int need = s->quota - s->good - s->open;
+        int cap = o->max_jobs_factor * s->quota - s->made;
+        if (s->dry >= MAX_DRY)
+            cap = 0;
+        if (need > 0 && cap > 0)
+            budget_left = 1;
+        /* keep the local backlog small so prompts are written as they are needed */
+        if (need > 0 && cap > 0 && c->f.len < (size_t)r->nworkers * 2) {
+            int want = need < cap ? need : cap;
+            c->writer_st = make_jobs(r, i, want, o->writer, c->dd, &c->next_seed, &c->f, c->sum,
+                                     c->err);
+            if (c->writer_st != PX_OK) {
+                c->writer_failed = 1;
+                break;
             }
+            if (s->dry == MAX_DRY)
+                px_log(PX_LOG_WARN,
+                       "%s/%s: the prompt writer gave only near-duplicates %d times in a "
+                       "row; no more jobs for it this run",
+                       s->slug, px_gen_type_name(s->type), MAX_DRY);
         }
-        int alive = 0;
-        for (int i = 0; i < o->nservers; i++) {
-            pthread_mutex_lock(&r.servers[i].mu);
-            alive += !r.servers[i].dead;
-            pthread_mutex_unlock(&r.servers[i].mu);
+    }
+    return budget_left;
+}
+
+/* Counts one finished job into the summary (and its slot, when s is given). */
+static void count_done(px_gen_summary *sum, slot *s, const job_item *it)
+{
+    sum->rendered++;
+    if (s)
+        s->open--;
+    if (!strcmp(it->status, "rejected")) {
+        sum->rejected++;
+        if (s)
+            s->rejected++;
+        return;
+    }
+    if (s)
+        s->good++;
+    if (!strcmp(it->status, "flagged"))
+        sum->flagged++;
+    else
+        sum->accepted++;
+}
+
+/* One result from a worker: counted, retried or reported. */
+static void take_result(controller *c, job_item *it)
+{
+    slot *s = &c->r->slots[it->slot];
+    c->inflight--;
+    switch (it->kind) {
+    case R_DONE:
+        count_done(c->sum, s, it);
+        item_free(it);
+        break;
+    case R_RETRY:
+    case R_UNRUN:
+        if (fifo_push(&c->f, it) != PX_OK) {
+            s->open--;
+            item_free(it);
         }
+        break;
+    case R_FAILED:
+        px_log(PX_LOG_WARN, "job %lld failed after %d attempts: %s", (long long)it->job.id,
+               it->job.attempts, it->err.msg);
+        c->sum->jobs_failed++;
+        s->open--;
+        s->failed++;
+        item_free(it);
+        break;
+    default: /* R_FATAL */
+        if (!c->fatal)
+            px_err_set(c->err, PX_EIO, "%s", it->err.msg);
+        c->fatal = 1;
+        s->open--;
+        item_free(it);
+        break;
+    }
+}
+
+static int servers_alive(run *r)
+{
+    int alive = 0;
+    for (int i = 0; i < r->o->nservers; i++) {
+        pthread_mutex_lock(&r->servers[i].mu);
+        alive += !r->servers[i].dead;
+        pthread_mutex_unlock(&r->servers[i].mu);
+    }
+    return alive;
+}
+
+/* The controller loop: make jobs, feed the workers, take results, report,
+ * until the quotas are met, the budget is spent, Ctrl-C, or a fatal error. */
+static int control(controller *c)
+{
+    run *r = c->r;
+    const px_gen_opts *o = r->o;
+    for (int i = 0; i < r->nslots; i++)
+        c->done0 += r->slots[i].good < r->slots[i].quota ? r->slots[i].good : r->slots[i].quota;
+    int st = PX_OK;
+    while (st == PX_OK) {
+        int stop = (o->stop && *o->stop) || c->fatal;
+        int budget_left = plan_jobs(c, stop);
+        st = c->writer_st; /* a writer failure ends the loop after this round */
+        int alive = servers_alive(r);
         /* feed the workers */
-        while (!stop && alive && f.len && px_queue_try_push(r.jobs, fifo_peek(&f)) == PX_OK) {
-            fifo_drop(&f);
-            inflight++;
+        while (!stop && alive && c->f.len && px_queue_try_push(r->jobs, fifo_peek(&c->f)) == PX_OK) {
+            fifo_drop(&c->f);
+            c->inflight++;
         }
-        if (inflight == 0) {
+        if (c->inflight == 0) {
             int open = 0;
-            for (int i = 0; i < r.nslots; i++)
-                open += r.slots[i].open;
-            if (stop || writer_failed || alive == 0 || (open == 0 && !budget_left))
+            for (int i = 0; i < r->nslots; i++)
+                open += r->slots[i].open;
+            if (stop || c->writer_failed || alive == 0 || (open == 0 && !budget_left))
                 break;
         }
-        if (alive == 0 && inflight > 0 && px_queue_length(r.jobs) == (size_t)inflight) {
+        void *p;
+        if (alive == 0 && c->inflight > 0 && px_queue_length(r->jobs) == (size_t)c->inflight) {
             /* nobody will take what is queued: take it back */
-            void *p;
-            while (px_queue_pop(r.jobs, &p, 0) == PX_OK) {
-                fifo_push(&f, p);
-                inflight--;
+            while (px_queue_pop(r->jobs, &p, 0) == PX_OK) {
+                fifo_push(&c->f, p);
+                c->inflight--;
             }
             continue;
         }
-        void *p;
-        int wait = (f.len && !stop) ? 20 : 100;
-        if (px_queue_pop(r.results, &p, wait) == PX_OK) {
-            job_item *it = p;
-            inflight--;
-            slot *s = &r.slots[it->slot];
-            switch (it->kind) {
-            case R_DONE:
-                sum->rendered++;
-                s->open--;
-                if (!strcmp(it->status, "rejected")) {
-                    sum->rejected++;
-                    s->rejected++;
-                } else {
-                    s->good++;
-                    if (!strcmp(it->status, "flagged"))
-                        sum->flagged++;
-                    else
-                        sum->accepted++;
-                }
-                item_free(it);
-                break;
-            case R_RETRY:
-            case R_UNRUN:
-                if (fifo_push(&f, it) != PX_OK) {
-                    s->open--;
-                    item_free(it);
-                }
-                break;
-            case R_FAILED:
-                px_log(PX_LOG_WARN, "job %lld failed after %d attempts: %s",
-                       (long long)it->job.id, it->job.attempts, it->err.msg);
-                sum->jobs_failed++;
-                s->open--;
-                s->failed++;
-                item_free(it);
-                break;
-            default: /* R_FATAL */
-                if (!fatal)
-                    px_err_set(err, PX_EIO, "%s", it->err.msg);
-                fatal = 1;
-                s->open--;
-                item_free(it);
-                break;
-            }
-        }
-        if (px_now_ms() - last_report >= o->progress_interval_ms) {
-            last_report = px_now_ms();
-            report(&r, sum, t0, done0, 0);
+        if (px_queue_pop(r->results, &p, (c->f.len && !stop) ? 20 : 100) == PX_OK)
+            take_result(c, p);
+        if (px_now_ms() - c->last_report >= o->progress_interval_ms) {
+            c->last_report = px_now_ms();
+            report(r, c->sum, c->t0, c->done0, 0);
         }
     }
-    __atomic_store_n(&r.stopping, 1, __ATOMIC_RELEASE);
-    px_queue_close(r.jobs);
-    for (int i = 0; i < started; i++)
-        pthread_join(r.workers[i].th, NULL);
-    /* results of jobs a worker took after the loop ended */
+    return st;
+}
+
+/* Stops the workers, counts what they finished after the loop, and decides
+ * whether the campaign is complete. */
+static int finish(controller *c, int st)
+{
+    run *r = c->r;
+    const px_gen_opts *o = r->o;
+    px_gen_summary *sum = c->sum;
+    __atomic_store_n(&r->stopping, 1, __ATOMIC_RELEASE);
+    if (r->jobs)
+        px_queue_close(r->jobs);
+    for (int i = 0; i < c->started; i++)
+        pthread_join(r->workers[i].th, NULL);
     void *p;
-    while (px_queue_pop(r.results, &p, 0) == PX_OK) {
+    while (r->results && px_queue_pop(r->results, &p, 0) == PX_OK) {
         job_item *it = p;
-        if (it->kind == R_DONE) {
-            sum->rendered++;
-            if (!strcmp(it->status, "rejected"))
-                sum->rejected++;
-            else if (!strcmp(it->status, "flagged"))
-                sum->flagged++;
-            else
-                sum->accepted++;
-        }
+        if (it->kind == R_DONE)
+            count_done(sum, NULL, it);
         item_free(it);
     }
-    while (px_queue_pop(r.jobs, &p, 0) == PX_OK)
+    while (r->jobs && px_queue_pop(r->jobs, &p, 0) == PX_OK)
         item_free(p);
-    report(&r, sum, t0, done0, 1);
+    if (!c->started)
+        return st;
+    report(r, sum, c->t0, c->done0, 1);
     for (int i = 0; i < o->nservers; i++)
-        sum->servers_set_aside += r.servers[i].dead;
+        sum->servers_set_aside += r->servers[i].dead;
     sum->complete = 1;
-    for (int i = 0; i < r.nslots; i++) {
+    for (int i = 0; i < r->nslots; i++) {
         int good = 0;
-        px_manifest_count(r.store, r.slots[i].slug, px_gen_type_name(r.slots[i].type), &good, NULL,
-                       NULL, NULL, NULL);
-        if (good < r.slots[i].quota)
+        px_manifest_count(r->store, r->slots[i].slug, px_gen_type_name(r->slots[i].type), &good,
+                          NULL, NULL, NULL, NULL);
+        if (good < r->slots[i].quota)
             sum->complete = 0;
     }
-    if (fatal)
-        st = PX_EIO;
-    else if (st == PX_OK && !sum->complete && sum->servers_set_aside == o->nservers)
-        st = px_err_set(err, PX_ENET, "every render server was set aside after repeated "
-                        "failures; the run can be resumed");
-out:
-    while (f.len) {
-        item_free(fifo_peek(&f));
-        fifo_drop(&f);
+    if (c->fatal)
+        return PX_EIO;
+    if (st == PX_OK && !sum->complete && sum->servers_set_aside == o->nservers)
+        return px_err_set(c->err, PX_ENET, "every render server was set aside after repeated "
+                                           "failures; the run can be resumed");
+    return st;
+}
+
+int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
+{
+    memset(sum, 0, sizeof *sum);
+    int st = check_opts(o, err);
+    if (st != PX_OK)
+        return st;
+    run r = {.o = o};
+    controller c = {.r = &r, .t0 = px_now_ms(), .sum = sum, .err = err};
+    pthread_mutex_init(&r.phash_mu, NULL);
+    int64_t cid = 0;
+    const px_gen_campaign *camp = o->campaign;
+    if ((st = px_gen_style_load(o->style_path, &r.style, err)) == PX_OK &&
+        (st = open_pool(o, &r.store, err)) == PX_OK &&
+        (st = px_manifest_add_campaign(r.store, camp->name, camp->json ? camp->json : "{}", &cid,
+                                       err)) == PX_OK &&
+        (st = setup_slots(&r, cid, err)) == PX_OK && (st = queue_pending(&c)) == PX_OK &&
+        (st = load_pool_index(&c)) == PX_OK)
+        st = start_workers(&c);
+    if (st == PX_OK)
+        st = control(&c);
+    st = finish(&c, st);
+    while (c.f.len) {
+        item_free(fifo_peek(&c.f));
+        fifo_drop(&c.f);
     }
-    free(f.v);
+    free(c.f.v);
     px_queue_destroy(r.jobs);
     px_queue_destroy(r.results);
     if (r.servers)
@@ -953,11 +1034,10 @@ out:
     free(r.slots);
     free(r.ph_ids);
     free(r.ph);
-    px_manifest_strings_free(prompts, nprompts);
-    px_gen_dedup_destroy(dd);
+    px_gen_dedup_destroy(c.dd);
     px_manifest_close(r.store);
     pthread_mutex_destroy(&r.phash_mu);
-    sum->seconds = (px_now_ms() - t0) / 1000;
+    sum->seconds = (px_now_ms() - c.t0) / 1000;
     return st;
 }
 
