@@ -181,7 +181,7 @@ static int num_opt(int c, const char *arg, render_opts *o)
         o->quality = (int)v;
         break;
     case OPT_VAE_TILE:
-        ok = !parse_long(arg, 0, 512, &v);
+        ok = !parse_long(arg, 0, 512, &v) && (v == 0 || v >= 4);
         o->p.vae_tile = v ? (int)v : -1;
         break;
     }
@@ -439,9 +439,9 @@ static void print_summary(const render_opts *o, const px_sd_result *r)
                               : "VAE",
                 r->ms_total / 1000.0);
     if (!o->quiet)
-        fprintf(stderr, "wrote %s: %dx%d, %s, %d steps, cfg %g, seed %lld, %.1f s\n", o->out,
-                r->width, r->height, r->sampler_a1111, r->steps, (double)r->cfg, (long long)r->seed,
-                r->ms_total / 1000.0);
+        fprintf(stderr, "wrote %s: %dx%d, %s, %d step%s, cfg %g, seed %lld, %.1f s\n", o->out,
+                r->width, r->height, r->sampler_a1111, r->steps, r->steps > 1 ? "s" : "",
+                (double)r->cfg, (long long)r->seed, r->ms_total / 1000.0);
 }
 
 /* Size rounding and the memory estimate, said before the long part starts. */

@@ -69,7 +69,8 @@ typedef struct px_sd_model_info {
     int clip_layers;        /* text encoder layers (the largest useful clip skip) */
     int threads;            /* compute threads */
     uint64_t weights_bytes; /* bytes of the model files, as counted by the memory estimate */
-    size_t unused_tensors;  /* tensors in the files no part asked for (0 for a clean SD 1.x file) */
+    size_t unused_tensors;  /* checkpoint tensors no part asked for (0 for a clean SD 1.x file;
+                             * a TAESD file's encoder is not counted) */
     char first_unused[128]; /* the first of them, "part: name", or "" */
 } px_sd_model_info;
 /* Facts about a loaded model (for messages, --help text and benchmarks). */
@@ -172,8 +173,9 @@ typedef struct px_sd_result {
      * counts it) per stage. */
     double ms_text, ms_sample, ms_decode, ms_total;
     double gflop_text, gflop_sample, gflop_decode;
-    px_sd_memory memory; /* the estimate that was checked */
-    uint64_t arena_peak; /* scratch bytes the render actually used at once */
+    double gflop_unet_forward; /* the UNet's own count for one forward at this size and batch */
+    px_sd_memory memory;       /* the estimate that was checked */
+    uint64_t arena_peak;       /* scratch bytes the render actually used at once */
 } px_sd_result;
 
 /* The size a render with p would use and its memory estimate, without

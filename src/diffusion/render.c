@@ -242,7 +242,7 @@ void px_sd_model_describe(const px_sd_model *m, px_sd_model_info *out)
     out->threads = m->threads;
     out->weights_bytes = m->weights_bytes;
     char first[128] = "";
-    for (int p = 0; p < PX_SD_NPARTS; p++) {
+    for (int p = 0; p < PX_SD_TAESD; p++) { /* TAESD files carry an encoder we never run */
         char name[112] = "";
         size_t n = px_sd_weights_unused(m->w, (px_sd_part)p, name, sizeof name);
         if (n && !first[0])
@@ -334,6 +334,8 @@ static int make_plan(const px_sd_model *m, const px_sd_params *p, sd_plan *s, px
     s->tile = p->vae_tile > 0                                         ? p->vae_tile
               : p->vae_tile == 0 && s->lw * s->lh > SD_AUTO_TILE_AREA ? SD_AUTO_TILE
                                                                       : 0;
+    if (s->tile > 0 && s->tile < 4)
+        return px_err_set(err, PX_EINVAL, "VAE tile of %d latents: expected 4 or more", s->tile);
     if (s->tile >= s->lw && s->tile >= s->lh)
         s->tile = 0;
     if (p->latent_out && p->latent_out_len < s->n)
@@ -654,11 +656,11 @@ static int run_step(sd_run *x, px_sd_sampler *smp, int i, px_err *err)
     px_sd_model *m = x->m;
     const size_t n = x->s.n;
     const int b = x->s.batch;
-    const float scale = px_sd_sampler_input_scale(smp, i), t = px_sd_sampler_timestep(smp, i);
+    const float t = px_sd_sampler_timestep(smp, i);
+    px_sd_sampler_scale_input(smp, i, x->latent, x->x_in);
     for (int k = 0; k < b; k++) {
-        float *dst = x->x_in + (size_t)k * n;
-        for (size_t j = 0; j < n; j++)
-            dst[j] = x->latent[j] * scale;
+        if (k)
+            memcpy(x->x_in + (size_t)k * n, x->x_in, n * sizeof *x->x_in);
         x->tvec[k] = t;
     }
     int rc = px_sd_unet_forward(m->unet, x->x_in, b, x->s.lh, x->s.lw, x->tvec, x->ctx, x->nctx,
@@ -796,6 +798,9 @@ static int render_locked(sd_run *x, px_image *out, px_err *err)
         rc = run_text(x, err);
     r->ms_text = (t1 = px_now_ms()) - x->t0;
     r->gflop_text = flops_g() - g0;
+    if (rc == PX_OK)
+        r->gflop_unet_forward =
+            px_sd_unet_flops(m->unet, x->s.batch, x->s.lh, x->s.lw, x->nctx) * 1e-9;
     if (rc == PX_OK)
         rc = alloc_run(x, err);
     if (rc == PX_OK)
