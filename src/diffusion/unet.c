@@ -32,7 +32,7 @@
 
 struct px_sd_unet {
     px_sd_unet_config cfg;
-    int temb_dim; /* 4 * block_out[0] */
+    int temb_dim;                        /* 4 * block_out[0] */
     px_nn_mat time_1, time_2, time_cond; /* linear_1 (T, C0), linear_2 (T, T), cond_proj (C0, P) */
     const float *time_1_b, *time_2_b;
     px_nn_mat conv_in; /* (C0, in*9) */
@@ -76,8 +76,9 @@ static int check_config(const px_sd_unet_config *c, px_err *err)
                               "norm_num_groups %d",
                               l, ch, c->norm_groups);
         if (c->cross_attn[l] && (c->heads[l] < 1 || ch % c->heads[l]))
-            return px_err_set(err, PX_EINVAL, "unet: %d heads do not divide %d channels at level %d",
-                              c->heads[l], ch, l);
+            return px_err_set(err, PX_EINVAL,
+                              "unet: %d heads do not divide %d channels at level %d", c->heads[l],
+                              ch, l);
     }
     int top = c->block_out[c->levels - 1], hl = c->heads[c->levels - 1];
     if (hl < 1 || top % hl)
@@ -143,6 +144,8 @@ static int load_mid_up(px_sd_unet *u, px_sd_weights *w, px_err *err)
     for (int i = 0; i < L && rc == PX_OK; i++) {
         int l = L - 1 - i, co = c->block_out[l];
         for (int j = 0; j <= c->layers_per_block && rc == PX_OK; j++) {
+            if (ns == 0) /* cannot happen: as many pops as pushes */
+                return px_err_set(err, PX_EINVAL, "unet: skip connections do not add up");
             int cin = ch + skip_c[--ns];
             snprintf(p, sizeof p, "up_blocks.%d.resnets.%d", i, j);
             rc = unet_resnet_load(w, p, cin, co, u->temb_dim, c->norm_groups, c->norm_eps,
@@ -305,8 +308,8 @@ static int down_path(const px_sd_unet *u, unet_run *r, const float *x, int *h, i
     float *cur = skip_push(r, s, ch, (int64_t)*h * *w);
     if (!cur)
         return PX_ENOMEM;
-    int rc = unet_conv(r, UNET_OP_CONV3, x, c->in_channels, *h, *w, &u->conv_in, u->conv_in_b, 3,
-                       1, cur, 0);
+    int rc = unet_conv(r, UNET_OP_CONV3, x, c->in_channels, *h, *w, &u->conv_in, u->conv_in_b, 3, 1,
+                       cur, 0);
     for (int l = 0; l < c->levels && rc == PX_OK; l++) {
         const int64_t hw = (int64_t)*h * *w;
         for (int j = 0; j < c->layers_per_block && rc == PX_OK; j++) {
@@ -393,12 +396,12 @@ static int up_path(const px_sd_unet *u, unet_run *r, int *h, int *w, const float
 /* One INFO line per op type: wall ms, share of the wall time, CPU ms (all
  * threads), GEMM GFLOP, GFLOP/s of wall time and per CPU-second (the latter
  * is what to hold against one core's sgemm peak on a busy machine). */
-static void prof_report(px_sd_unet *u, const unet_run *r, int h, int w, int nctx,
-                        double wall_ms, double cpu_ms)
+static void prof_report(px_sd_unet *u, const unet_run *r, int h, int w, int nctx, double wall_ms,
+                        double cpu_ms)
 {
     static const char *const names[UNET_OP_COUNT] = {
-        "conv3x3", "conv1x1", "linear", "ff", "attn-self", "attn-cross",
-        "groupnorm", "layernorm", "geglu", "layout", "elementwise"};
+        "conv3x3",   "conv1x1",   "linear", "ff",     "attn-self",  "attn-cross",
+        "groupnorm", "layernorm", "geglu",  "layout", "elementwise"};
     const unet_prof *p = &u->prof;
     px_log(PX_LOG_INFO,
            "unet profile: batch %d, %dx%d latents, %.0f ms wall, %.0f ms CPU, %.2f GFLOP "
@@ -418,8 +421,8 @@ static void prof_report(px_sd_unet *u, const unet_run *r, int h, int w, int nctx
     }
 }
 
-static int check_args(const px_sd_unet *u, const float *x, int batch, int h, int w,
-                      const float *t, const float *context, int nctx, const float *out, px_err *err)
+static int check_args(const px_sd_unet *u, const float *x, int batch, int h, int w, const float *t,
+                      const float *context, int nctx, const float *out, px_err *err)
 {
     const int mult = 1 << (u->cfg.levels - 1);
     if (!x || !t || !context || !out)
@@ -473,8 +476,8 @@ int px_sd_unet_forward(px_sd_unet *u, const float *x, int batch, int h, int w, c
         float *other = res == buf[0] ? buf[1] : buf[0];
         unet_group_norm(&r, res, other, c->block_out[0], (int64_t)h * w, c->norm_groups,
                         u->norm_out_w, u->norm_out_b, c->norm_eps, 1);
-        rc = unet_conv(&r, UNET_OP_CONV3, other, c->block_out[0], h, w, &u->conv_out,
-                       u->conv_out_b, 3, 1, out, 0);
+        rc = unet_conv(&r, UNET_OP_CONV3, other, c->block_out[0], h, w, &u->conv_out, u->conv_out_b,
+                       3, 1, out, 0);
     }
     px_nn_arena_release(arena, mark0);
     if (rc != PX_OK)
@@ -507,13 +510,14 @@ double px_sd_unet_flops(const px_sd_unet *u, int batch, int h, int w, int nctx)
                 f += unet_xformer_flops(&u->up_attn[l][j], batch, hw, nctx);
         }
         if (l < c->levels - 1) /* stride-2 conv to level l+1 */
-            f += 2 * b * (double)(hw / 4) * co * co * 9;
+            f += 2 * b * ((double)hw / 4) * co * co * 9;
         if (l > 0) /* conv after upsampling to level l-1's size */
             f += 2 * b * (double)(hw * 4) * co * co * 9;
     }
     const int L = c->levels;
     const int64_t hwb = (int64_t)(h >> (L - 1)) * (w >> (L - 1));
-    f += unet_resnet_flops(&u->mid_res[0], batch, hwb) + unet_resnet_flops(&u->mid_res[1], batch, hwb);
+    f += unet_resnet_flops(&u->mid_res[0], batch, hwb) +
+         unet_resnet_flops(&u->mid_res[1], batch, hwb);
     f += unet_xformer_flops(&u->mid_attn, batch, hwb, nctx);
     return f;
 }

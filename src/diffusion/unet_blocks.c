@@ -114,8 +114,9 @@ int unet_xformer_load(px_sd_weights *w, const char *prefix, int c, int heads, in
     int n = snprintf(blk, sizeof blk, "%s.transformer_blocks.0", prefix);
     if (n < 0 || (size_t)n >= sizeof blk)
         return px_err_set(err, PX_EINVAL, "unet: tensor prefix %s is too long", prefix);
-    static const char *const ln_names[3][2] = {
-        {"norm1.weight", "norm1.bias"}, {"norm2.weight", "norm2.bias"}, {"norm3.weight", "norm3.bias"}};
+    static const char *const ln_names[3][2] = {{"norm1.weight", "norm1.bias"},
+                                               {"norm2.weight", "norm2.bias"},
+                                               {"norm3.weight", "norm3.bias"}};
     int rc = unet_load_vec(w, prefix, "norm.weight", c, &tf->norm_w, err);
     if (rc == PX_OK)
         rc = unet_load_vec(w, prefix, "norm.bias", c, &tf->norm_b, err);
@@ -181,8 +182,8 @@ int unet_resnet_forward(const unet_resnet *rn, unet_run *r, const float *x, int 
 
     unet_group_norm(r, x, t1, rn->c_in, hw, rn->groups, rn->norm1_w, rn->norm1_b, rn->eps, 1);
     /* time_emb_proj plus conv1's bias: one bias per (item, channel), added once */
-    rc = unet_linear(r, UNET_OP_LINEAR, temb, b, rn->temb_dim, &rn->temb, rn->temb_b, tp,
-                     rn->c_out, 0);
+    rc = unet_linear(r, UNET_OP_LINEAR, temb, b, rn->temb_dim, &rn->temb, rn->temb_b, tp, rn->c_out,
+                     0);
     if (rc != PX_OK)
         goto done;
     for (int i = 0; i < b; i++)
@@ -198,8 +199,8 @@ int unet_resnet_forward(const unet_resnet *rn, unet_run *r, const float *x, int 
     unet_group_norm(r, t2, t2, rn->c_out, hw, rn->groups, rn->norm2_w, rn->norm2_b, rn->eps, 1);
 
     if (rn->shortcut.data) {
-        rc = unet_conv(r, UNET_OP_CONV1, x, rn->c_in, h, w, &rn->shortcut, rn->shortcut_b, 1, 1,
-                       y, 0);
+        rc = unet_conv(r, UNET_OP_CONV1, x, rn->c_in, h, w, &rn->shortcut, rn->shortcut_b, 1, 1, y,
+                       0);
         if (rc != PX_OK)
             goto done;
     } else if (y != x) {
@@ -227,16 +228,17 @@ static int attention(unet_run *r, unet_op op, const float *q, int64_t ldq, const
                      const float *v, int64_t ldkv, float *out, int64_t ldo, int64_t nq, int nk,
                      int heads, int c)
 {
+    const int dh = c / heads; /* heads divide c (checked at create) */
     px_nn_attn_shape s = {.batch = r->batch,
                           .nq = (int)nq,
                           .nk = nk,
                           .heads = heads,
-                          .dh = c / heads,
+                          .dh = dh,
                           .ldq = ldq,
                           .ldk = ldkv,
                           .ldv = ldkv,
                           .ldo = ldo,
-                          .scale = 1.0f / sqrtf((float)(c / heads)),
+                          .scale = 1.0f / sqrtf((float)dh),
                           .causal = 0};
     double fl = 4.0 * r->batch * (double)nq * nk * c;
     unet_tick t0 = unet_prof_begin(r);
@@ -264,7 +266,7 @@ static void transpose(unet_run *r, const float *in, float *out, int64_t rows, in
 static int attention_blocks(const unet_xformer *tf, unet_run *r, float *X, float *nb, int64_t hw,
                             const float *context, int nctx)
 {
-    const int c = tf->c;
+    const int64_t c = tf->c;
     const int64_t n = (int64_t)r->batch * hw;
     const int64_t nk2 = (int64_t)r->batch * nctx;
     const size_t mark = px_nn_arena_mark(r->arena);
@@ -283,7 +285,7 @@ static int attention_blocks(const unet_xformer *tf, unet_run *r, float *X, float
         rc = unet_linear(r, UNET_OP_LINEAR, nb, n, c, &tf->v1, NULL, qkv + 2 * c, 3 * c, 0);
     if (rc == PX_OK)
         rc = attention(r, UNET_OP_ATTN_SELF, qkv, 3 * c, qkv + c, qkv + 2 * c, 3 * c, ao, c, hw,
-                       (int)hw, tf->heads, c);
+                       (int)hw, tf->heads, tf->c);
     if (rc == PX_OK)
         rc = unet_linear(r, UNET_OP_LINEAR, ao, n, c, &tf->o1, tf->o1_b, X, c, 1);
     if (rc != PX_OK)
@@ -292,14 +294,14 @@ static int attention_blocks(const unet_xformer *tf, unet_run *r, float *X, float
     layer_norm(r, tf, 1, X, nb, n);
     rc = unet_linear(r, UNET_OP_LINEAR, nb, n, c, &tf->q2, NULL, qkv, c, 0);
     if (rc == PX_OK)
-        rc = unet_linear(r, UNET_OP_LINEAR, context, nk2, tf->cross_dim, &tf->k2, NULL, kv2,
-                         2 * c, 0);
+        rc = unet_linear(r, UNET_OP_LINEAR, context, nk2, tf->cross_dim, &tf->k2, NULL, kv2, 2 * c,
+                         0);
     if (rc == PX_OK)
         rc = unet_linear(r, UNET_OP_LINEAR, context, nk2, tf->cross_dim, &tf->v2, NULL, kv2 + c,
                          2 * c, 0);
     if (rc == PX_OK)
         rc = attention(r, UNET_OP_ATTN_CROSS, qkv, c, kv2, kv2 + c, 2 * c, ao, c, hw, nctx,
-                       tf->heads, c);
+                       tf->heads, tf->c);
     if (rc == PX_OK)
         rc = unet_linear(r, UNET_OP_LINEAR, ao, n, c, &tf->o2, tf->o2_b, X, c, 1);
 done:
@@ -373,13 +375,13 @@ double unet_xformer_flops(const unet_xformer *tf, int batch, int64_t hw, int nct
 {
     const double c = tf->c, n = (double)batch * (double)hw;
     double f = 0;
-    f += 2 * n * c * c * 2;                     /* proj_in, proj_out */
-    f += 2 * n * c * c * 4;                     /* q1 k1 v1 o1 */
-    f += 4 * n * (double)hw * c;                /* self-attention: q.k and p.v */
-    f += 2 * n * c * c * 2;                     /* q2 o2 */
+    f += 2 * n * c * c * 2;                                /* proj_in, proj_out */
+    f += 2 * n * c * c * 4;                                /* q1 k1 v1 o1 */
+    f += 4 * n * (double)hw * c;                           /* self-attention: q.k and p.v */
+    f += 2 * n * c * c * 2;                                /* q2 o2 */
     f += 2 * (double)batch * nctx * tf->cross_dim * c * 2; /* k2 v2 */
-    f += 4 * n * (double)nctx * c;              /* cross-attention */
-    f += 2 * n * c * (8 * c) + 2 * n * (4 * c) * c; /* GEGLU proj, ff.net.2 */
+    f += 4 * n * (double)nctx * c;                         /* cross-attention */
+    f += 2 * n * c * (8 * c) + 2 * n * (4 * c) * c;        /* GEGLU proj, ff.net.2 */
     return f;
 }
 

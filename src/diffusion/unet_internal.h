@@ -52,26 +52,26 @@ typedef struct unet_resnet {
     int c_in, c_out, temb_dim, groups;
     float eps;
     const float *norm1_w, *norm1_b, *norm2_w, *norm2_b; /* (c_in,), (c_out,) */
-    px_nn_mat conv1;        /* (c_out, c_in*9) */
-    px_nn_mat conv2;        /* (c_out, c_out*9) */
-    px_nn_mat temb;         /* time_emb_proj (c_out, temb_dim) */
-    px_nn_mat shortcut;     /* conv_shortcut (c_out, c_in); data NULL when c_in == c_out */
+    px_nn_mat conv1;                                    /* (c_out, c_in*9) */
+    px_nn_mat conv2;                                    /* (c_out, c_out*9) */
+    px_nn_mat temb;                                     /* time_emb_proj (c_out, temb_dim) */
+    px_nn_mat shortcut; /* conv_shortcut (c_out, c_in); data NULL when c_in == c_out */
     const float *conv1_b, *conv2_b, *temb_b, *shortcut_b;
 } unet_resnet;
 
 /* Transformer2DModel with one BasicTransformerBlock (SD 1.x). */
 typedef struct unet_xformer {
     int c, heads, cross_dim, groups;
-    const float *norm_w, *norm_b;         /* GroupNorm (c,), eps 1e-6 */
-    px_nn_mat proj_in, proj_out;          /* (c, c): 1x1 conv or linear, same arithmetic */
-    const float *proj_in_b, *proj_out_b;  /* (c,) */
-    const float *ln_w[3], *ln_b[3];       /* norm1..3 (c,) */
-    px_nn_mat q1, k1, v1, o1;             /* self-attention (c, c) */
+    const float *norm_w, *norm_b;        /* GroupNorm (c,), eps 1e-6 */
+    px_nn_mat proj_in, proj_out;         /* (c, c): 1x1 conv or linear, same arithmetic */
+    const float *proj_in_b, *proj_out_b; /* (c,) */
+    const float *ln_w[3], *ln_b[3];      /* norm1..3 (c,) */
+    px_nn_mat q1, k1, v1, o1;            /* self-attention (c, c) */
     const float *o1_b;
-    px_nn_mat q2, k2, v2, o2;             /* cross: q2, o2 (c, c); k2, v2 (c, cross_dim) */
+    px_nn_mat q2, k2, v2, o2; /* cross: q2, o2 (c, c); k2, v2 (c, cross_dim) */
     const float *o2_b;
-    px_nn_mat ff1, ff2;                   /* ff.net.0.proj (8c, c), ff.net.2 (c, 4c) */
-    const float *ff1_b, *ff2_b;           /* (8c,), (c,) */
+    px_nn_mat ff1, ff2;         /* ff.net.0.proj (8c, c), ff.net.2 (c, 4c) */
+    const float *ff1_b, *ff2_b; /* (8c,), (c,) */
 } unet_xformer;
 
 /* Tensor "<prefix>.<suffix>" as a matrix: (rows, cols) when k is 1 (a

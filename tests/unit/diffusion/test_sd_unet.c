@@ -359,8 +359,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unet_batch1),          cmocka_unit_test(test_unet_batch2),
         cmocka_unit_test(test_unet_threads_bitwise), cmocka_unit_test(test_unet_flops),
-        cmocka_unit_test(test_unet_bad_sizes),
-        cmocka_unit_test(test_unet_single_file),
+        cmocka_unit_test(test_unet_bad_sizes),       cmocka_unit_test(test_unet_single_file),
         cmocka_unit_test(test_unet_lcm_cond_proj),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
