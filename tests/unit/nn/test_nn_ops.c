@@ -506,6 +506,9 @@ static void test_attention(void **state)
     attention_case(2, 33, 77, 3, 8, 0, 0);  /* cross-attention to 77 tokens */
     attention_case(1, 130, 9, 1, 40, 0, 0); /* more queries than keys */
     attention_case(2, 150, 20, 2, 4, 1, 0); /* causal with nk < nq */
+    /* Past the 512-query tiles and 512-key blocks: the online softmax. */
+    attention_case(1, 600, 600, 1, 8, 1, 1);
+    attention_case(2, 530, 1100, 2, 4, 0, 0);
 }
 
 /* ---- normalisation ---- */
