@@ -578,108 +578,103 @@ static void free_ctx(run_ctx *c)
     pthread_mutex_destroy(&c->out_mu);
 }
 
-int px_cmd_anonymize(int argc, char **argv)
+static const struct option k_longopts[] = {
+    {"output", required_argument, NULL, 'o'},
+    {"outdir", required_argument, NULL, OPT_OUTDIR},
+    {"in-place", no_argument, NULL, OPT_IN_PLACE},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"quality", required_argument, NULL, OPT_QUALITY},
+    {"mode", required_argument, NULL, OPT_MODE},
+    {"boxes", no_argument, NULL, OPT_BOXES},
+    {"mask-scale", required_argument, NULL, OPT_MASK_SCALE},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"threshold", required_argument, NULL, OPT_THRESHOLD},
+    {"min-face", required_argument, NULL, OPT_MIN_FACE},
+    {"max-passes", required_argument, NULL, OPT_MAX_PASSES},
+    {"max-pixels", required_argument, NULL, OPT_MAX_PIXELS},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"quiet", no_argument, NULL, 'q'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The options (not the inputs): -1 to go on, else the exit code. *model and
+ * *threads receive --model and --threads. */
+static int parse_options(int argc, char **argv, run_ctx *c, const char **model, int *threads)
 {
-    static const struct option longopts[] = {
-        {"output", required_argument, NULL, 'o'},
-        {"outdir", required_argument, NULL, OPT_OUTDIR},
-        {"in-place", no_argument, NULL, OPT_IN_PLACE},
-        {"format", required_argument, NULL, OPT_FORMAT},
-        {"quality", required_argument, NULL, OPT_QUALITY},
-        {"mode", required_argument, NULL, OPT_MODE},
-        {"boxes", no_argument, NULL, OPT_BOXES},
-        {"mask-scale", required_argument, NULL, OPT_MASK_SCALE},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"model", required_argument, NULL, OPT_MODEL},
-        {"threshold", required_argument, NULL, OPT_THRESHOLD},
-        {"min-face", required_argument, NULL, OPT_MIN_FACE},
-        {"max-passes", required_argument, NULL, OPT_MAX_PASSES},
-        {"max-pixels", required_argument, NULL, OPT_MAX_PIXELS},
-        {"threads", required_argument, NULL, OPT_THREADS},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"quiet", no_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    run_ctx c;
-    memset(&c, 0, sizeof c);
-    pthread_mutex_init(&c.out_mu, NULL);
-    c.aopts = px_anon_opts_default();
-    const char *model = NULL;
-    int threads = 0, mask_scale_set = 0, ch;
+    int mask_scale_set = 0, ch;
     long lv = 0;
     float fv = 0.0f;
-
     optind = 1; /* argv here starts at the subcommand name */
     opterr = 0;
     int rc = PX_EXIT_OK;
-    while ((ch = getopt_long(argc, argv, ":o:qvhV", longopts, NULL)) != -1 && rc == PX_EXIT_OK) {
+    while ((ch = getopt_long(argc, argv, ":o:qvhV", k_longopts, NULL)) != -1 && rc == PX_EXIT_OK) {
         switch (ch) {
-        case 'o': c.out_file = optarg; break;
-        case OPT_OUTDIR: c.outdir = optarg; break;
-        case OPT_IN_PLACE: c.in_place = 1; break;
+        case 'o': c->out_file = optarg; break;
+        case OPT_OUTDIR: c->outdir = optarg; break;
+        case OPT_IN_PLACE: c->in_place = 1; break;
         case OPT_FORMAT:
-            if (parse_format(optarg, &c.format))
+            if (parse_format(optarg, &c->format))
                 rc = bad_usage("--format: '%s' is not jpeg, png or webp", optarg);
             break;
         case OPT_QUALITY:
             if (opt_long("--quality", optarg, 1, 100, &lv))
                 rc = PX_EXIT_USAGE;
-            c.aopts.jpeg_quality = (int)lv;
+            c->aopts.jpeg_quality = (int)lv;
             break;
         case OPT_MODE:
-            if (px_anon_mode_parse(optarg, &c.aopts.mode))
+            if (px_anon_mode_parse(optarg, &c->aopts.mode))
                 rc = bad_usage("--mode: '%s' is not noise, blur, pixelate or solid", optarg);
             break;
-        case OPT_BOXES: c.aopts.mask.shape = PX_MASK_BOX; break;
+        case OPT_BOXES: c->aopts.mask.shape = PX_MASK_BOX; break;
         case OPT_MASK_SCALE:
             if (opt_float("--mask-scale", optarg, 1.0f, 8.0f, &fv))
                 rc = PX_EXIT_USAGE;
-            c.aopts.mask.scale = fv;
+            c->aopts.mask.scale = fv;
             mask_scale_set = 1;
             break;
         case OPT_SEED:
             if (opt_long("--seed", optarg, 1, LONG_MAX, &lv))
                 rc = PX_EXIT_USAGE;
-            c.aopts.seed = (uint64_t)lv;
+            c->aopts.seed = (uint64_t)lv;
             break;
-        case OPT_MODEL: model = optarg; break;
+        case OPT_MODEL: *model = optarg; break;
         case OPT_THRESHOLD:
             if (opt_float("--threshold", optarg, 0.0f, 1.0f, &fv))
                 rc = PX_EXIT_USAGE;
-            c.aopts.detect.score_threshold = fv;
+            c->aopts.detect.score_threshold = fv;
             break;
         case OPT_MIN_FACE:
             if (opt_long("--min-face", optarg, 4, 100000, &lv))
                 rc = PX_EXIT_USAGE;
-            c.aopts.detect.min_face = (int)lv;
+            c->aopts.detect.min_face = (int)lv;
             break;
         case OPT_MAX_PASSES:
             if (opt_long("--max-passes", optarg, 1, 100000, &lv))
                 rc = PX_EXIT_USAGE;
-            c.aopts.detect.max_passes = (int)lv;
+            c->aopts.detect.max_passes = (int)lv;
             break;
         case OPT_MAX_PIXELS:
-            if (parse_pixels(optarg, &c.aopts.max_pixels))
+            if (parse_pixels(optarg, &c->aopts.max_pixels))
                 rc = bad_usage("--max-pixels: '%s' is not a pixel count (e.g. 50M)", optarg);
             break;
         case OPT_THREADS:
             if (opt_long("--threads", optarg, 1, 1024, &lv))
                 rc = PX_EXIT_USAGE;
-            threads = (int)lv;
+            *threads = (int)lv;
             break;
-        case OPT_JSON: c.json = 1; break;
-        case 'q': c.quiet = 1; break;
-        case 'v': c.verbose = 1; break;
+        case OPT_JSON: c->json = 1; break;
+        case 'q': c->quiet = 1; break;
+        case 'v': c->verbose = 1; break;
         case 'h':
             usage(stdout);
-            free_ctx(&c);
             return PX_EXIT_OK;
         case 'V':
             printf("pixpipe %s\n", PX_VERSION);
-            free_ctx(&c);
             return PX_EXIT_OK;
         case ':':
             rc = bad_usage("option '%s' needs a value", argv[optind - 1]);
@@ -690,65 +685,67 @@ int px_cmd_anonymize(int argc, char **argv)
         }
     }
     if (rc != PX_EXIT_OK)
-        goto out;
+        return rc;
     if (!mask_scale_set)
-        c.aopts.mask.scale = px_mask_default_scale(c.aopts.mask.shape);
-    if (c.quiet)
-        c.verbose = 0;
+        c->aopts.mask.scale = px_mask_default_scale(c->aopts.mask.shape);
+    if (c->quiet)
+        c->verbose = 0;
+    return -1;
+}
 
-    /* consistency of the output options */
+/* -o / --outdir / --in-place / stdin agree with each other and the inputs:
+ * -1 to go on, else the exit code. */
+static int check_outputs(int argc, char **argv, run_ctx *c)
+{
     const int n_args = argc - optind;
     int n_stdin = 0;
     for (int i = optind; i < argc; i++)
         n_stdin += !strcmp(argv[i], "-");
     if (n_args == 0)
-        rc = bad_usage("%s", "no INPUT given (a file, a directory or -)");
-    else if (n_stdin > 1)
-        rc = bad_usage("%s", "- (stdin) can be given only once");
-    else if (c.out_file && c.outdir)
-        rc = bad_usage("%s", "-o and --outdir exclude each other");
-    else if (c.in_place && (c.out_file || c.outdir))
-        rc = bad_usage("%s", "--in-place excludes -o and --outdir");
-    else if (c.in_place && c.format != PX_FMT_UNKNOWN)
-        rc = bad_usage("%s", "--in-place keeps each file's format; drop --format");
-    else if (c.in_place && n_stdin)
-        rc = bad_usage("%s", "--in-place cannot apply to - (stdin)");
-    if (rc != PX_EXIT_OK)
-        goto out;
-    if (c.out_file) {
+        return bad_usage("%s", "no INPUT given (a file, a directory or -)");
+    if (n_stdin > 1)
+        return bad_usage("%s", "- (stdin) can be given only once");
+    if (c->out_file && c->outdir)
+        return bad_usage("%s", "-o and --outdir exclude each other");
+    if (c->in_place && (c->out_file || c->outdir))
+        return bad_usage("%s", "--in-place excludes -o and --outdir");
+    if (c->in_place && c->format != PX_FMT_UNKNOWN)
+        return bad_usage("%s", "--in-place keeps each file's format; drop --format");
+    if (c->in_place && n_stdin)
+        return bad_usage("%s", "--in-place cannot apply to - (stdin)");
+    if (c->out_file) {
         struct stat st;
         if (n_args != 1 || (strcmp(argv[optind], "-") && stat(argv[optind], &st) == 0 &&
-                            S_ISDIR(st.st_mode))) {
-            rc = bad_usage("%s", "-o takes exactly one input file; use --outdir for several");
-            goto out;
-        }
-        if (c.format == PX_FMT_UNKNOWN && strcmp(c.out_file, "-")) {
-            c.format = px_format_from_path(c.out_file);
-            if (c.format == PX_FMT_UNKNOWN) {
-                rc = bad_usage("-o %s: extension is not .jpg, .jpeg, .png or .webp (or use --format)",
-                               c.out_file);
-                goto out;
-            }
+                            S_ISDIR(st.st_mode)))
+            return bad_usage("%s", "-o takes exactly one input file; use --outdir for several");
+        if (c->format == PX_FMT_UNKNOWN && strcmp(c->out_file, "-")) {
+            c->format = px_format_from_path(c->out_file);
+            if (c->format == PX_FMT_UNKNOWN)
+                return bad_usage(
+                    "-o %s: extension is not .jpg, .jpeg, .png or .webp (or use --format)",
+                    c->out_file);
         }
     }
     const int image_to_stdout =
-        (c.out_file && !strcmp(c.out_file, "-")) || (n_stdin && !c.out_file && !c.outdir);
-    if (image_to_stdout && c.json) {
-        rc = bad_usage("%s", "--json and an image on stdout exclude each other (add -o FILE)");
-        goto out;
-    }
-    if (image_to_stdout && isatty(STDOUT_FILENO)) {
-        rc = bad_usage("%s", "refusing to write an image to a terminal (redirect stdout or use -o)");
-        goto out;
-    }
-    c.aopts.out_format = c.format;
+        (c->out_file && !strcmp(c->out_file, "-")) || (n_stdin && !c->out_file && !c->outdir);
+    if (image_to_stdout && c->json)
+        return bad_usage("%s", "--json and an image on stdout exclude each other (add -o FILE)");
+    if (image_to_stdout && isatty(STDOUT_FILENO))
+        return bad_usage("%s", "refusing to write an image to a terminal (redirect stdout or use -o)");
+    c->aopts.out_format = c->format;
+    return -1;
+}
 
-    /* inputs */
-    for (int i = optind; i < argc && rc == PX_EXIT_OK; i++) {
+/* The jobs: stdin, every image under a directory, or a named file; then the
+ * output folder. -1 to go on, else the exit code. */
+static int collect_inputs(int argc, char **argv, run_ctx *c)
+{
+    int rc = -1;
+    for (int i = optind; i < argc && rc < 0; i++) {
         const char *a = argv[i];
         struct stat st;
         if (!strcmp(a, "-")) {
-            if (job_add(&c.jobs, "-", "stdin") != PX_OK)
+            if (job_add(&c->jobs, "-", "stdin") != PX_OK)
                 rc = PX_EXIT_SETUP;
             continue;
         }
@@ -758,76 +755,94 @@ int px_cmd_anonymize(int argc, char **argv)
             snprintf(dir, sizeof dir, "%s", a);
             for (size_t l = strlen(dir); l > 1 && dir[l - 1] == '/'; l--)
                 dir[l - 1] = '\0';
-            int before = c.jobs.n;
-            if (walk_dir(&c, dir, "", 0) == PX_ENOMEM)
+            int before = c->jobs.n;
+            if (walk_dir(c, dir, "", 0) == PX_ENOMEM)
                 rc = PX_EXIT_SETUP;
-            if (c.jobs.n == before && !c.quiet)
+            if (c->jobs.n == before && !c->quiet)
                 fprintf(stderr, "pixpipe: %s: no images found in this directory\n", a);
             continue;
         }
         /* a named file: processed even if it does not look like an image,
          * so the user hears why it was not anonymized */
         const char *slash = strrchr(a, '/');
-        if (job_add(&c.jobs, a, slash ? slash + 1 : a) != PX_OK)
+        if (job_add(&c->jobs, a, slash ? slash + 1 : a) != PX_OK)
             rc = PX_EXIT_SETUP;
     }
-    if (rc != PX_EXIT_OK || collect_ids(&c) != PX_OK ||
-        (c.outdir && mark_duplicates(&c.jobs) != PX_OK)) {
+    if (rc >= 0 || collect_ids(c) != PX_OK ||
+        (c->outdir && mark_duplicates(&c->jobs) != PX_OK)) {
         fprintf(stderr, "pixpipe: out of memory while listing inputs\n");
-        rc = PX_EXIT_SETUP;
-        goto out;
+        return PX_EXIT_SETUP;
     }
-    if (c.outdir && mkdir(c.outdir, 0777) != 0 && errno != EEXIST) {
-        fprintf(stderr, "pixpipe: %s: cannot create output directory: %s\n", c.outdir,
+    if (c->outdir && mkdir(c->outdir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "pixpipe: %s: cannot create output directory: %s\n", c->outdir,
                 strerror(errno));
-        rc = PX_EXIT_SETUP;
-        goto out;
+        return PX_EXIT_SETUP;
     }
+    return -1;
+}
 
-    /* detector: one single-threaded session per thread. Several files run in
-     * parallel, one per worker; a large image's tiling passes are spread over
-     * whatever sessions are idle (all of them when there is one file), which
-     * uses the cores better than splitting each network run across threads. */
+/* The detector: one single-threaded session per thread. Several files run in
+ * parallel, one per worker; a large image's tiling passes are spread over
+ * whatever sessions are idle (all of them when there is one file), which
+ * uses the cores better than splitting each network run across threads.
+ * Then the run and its one-line report. Returns the exit code. */
+static int run_jobs(run_ctx *c, const char *model, int threads)
+{
     if (threads <= 0)
         threads = px_cpu_count();
-    const int workers = c.jobs.n > 1 ? (threads < c.jobs.n ? threads : c.jobs.n) : 1;
+    const int workers = c->jobs.n > 1 ? (threads < c->jobs.n ? threads : c->jobs.n) : 1;
     px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, threads, 1};
     char model_path[PATH_MAX];
     px_err err;
     px_err_clear(&err);
     if (px_anon_find_model(model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
-        px_face_detector_create(model_path, &dopts, &c.det, &err) != PX_OK) {
+        px_face_detector_create(model_path, &dopts, &c->det, &err) != PX_OK) {
         fprintf(stderr, "pixpipe: %s\n", err.msg);
-        rc = PX_EXIT_SETUP;
-        goto out;
+        return PX_EXIT_SETUP;
     }
-    if (c.verbose)
+    if (c->verbose)
         fprintf(stderr, "pixpipe: model %s, %d image%s, %d worker%s, %d detector session%s\n",
-                model_path, c.jobs.n, c.jobs.n == 1 ? "" : "s", workers, workers == 1 ? "" : "s",
-                threads, threads == 1 ? "" : "s");
-    c.progress = c.jobs.n >= 4 && !c.quiet && !c.verbose && isatty(STDERR_FILENO);
+                model_path, c->jobs.n, c->jobs.n == 1 ? "" : "s", workers,
+                workers == 1 ? "" : "s", threads, threads == 1 ? "" : "s");
+    c->progress = c->jobs.n >= 4 && !c->quiet && !c->verbose && isatty(STDERR_FILENO);
 
     const double t0 = px_now_ms();
-    pthread_t *tids = calloc((size_t)workers, sizeof *tids);
+    pthread_t *tids = px_calloc((size_t)workers, sizeof *tids);
     int started = 0;
     for (int i = 1; tids && i < workers; i++) {
-        if (pthread_create(&tids[i], NULL, worker, &c) != 0)
+        if (pthread_create(&tids[i], NULL, worker, c) != 0)
             break;
         started = i;
     }
-    worker(&c); /* the main thread works too (and finishes the queue alone if no thread started) */
+    worker(c); /* the main thread works too (and finishes the queue alone if no thread started) */
     for (int i = 1; i <= started; i++)
         pthread_join(tids[i], NULL);
     free(tids);
-    const int failed = atomic_load(&c.failed);
-    if (c.progress)
+    const int failed = atomic_load(&c->failed);
+    if (c->progress)
         fputs("\n", stderr);
-    if (!c.quiet && !c.json && (c.jobs.n > 1 || c.verbose))
+    if (!c->quiet && !c->json && (c->jobs.n > 1 || c->verbose))
         fprintf(stderr, "pixpipe: %d image%s, %d face%s concealed, %d failed, %.1f s\n",
-                c.jobs.n - failed, c.jobs.n - failed == 1 ? "" : "s", c.total_faces,
-                c.total_faces == 1 ? "" : "s", failed, (px_now_ms() - t0) / 1000.0);
-    rc = failed || c.jobs.n == 0 ? PX_EXIT_FAILED : PX_EXIT_OK;
-out:
+                c->jobs.n - failed, c->jobs.n - failed == 1 ? "" : "s", c->total_faces,
+                c->total_faces == 1 ? "" : "s", failed, (px_now_ms() - t0) / 1000.0);
+    return failed || c->jobs.n == 0 ? PX_EXIT_FAILED : PX_EXIT_OK;
+}
+
+int px_cmd_anonymize(int argc, char **argv)
+{
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    pthread_mutex_init(&c.out_mu, NULL);
+    c.aopts = px_anon_opts_default();
+    const char *model = NULL;
+    int threads = 0;
+    int rc = parse_options(argc, argv, &c, &model, &threads);
+    if (rc < 0)
+        rc = check_outputs(argc, argv, &c);
+    if (rc < 0)
+        rc = collect_inputs(argc, argv, &c);
+    if (rc < 0)
+        rc = run_jobs(&c, model, threads);
     free_ctx(&c);
     return rc;
 }

@@ -88,184 +88,171 @@ static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
     return -1;
 }
 
-int px_cmd_bot(int argc, char **argv)
+enum {
+    O_TOKEN_FILE = 256,
+    O_API,
+    O_DB,
+    O_MODEL,
+    O_MODE,
+    O_WORKERS,
+    O_THREADS,
+    O_QUEUE,
+    O_POLL,
+    O_RATE,
+    O_MAXMB,
+    O_BACKOFF,
+    O_TOKEN
+};
+
+static const struct option k_longopts[] = {
+    {"token-file", required_argument, NULL, O_TOKEN_FILE},
+    {"api-url", required_argument, NULL, O_API},
+    {"db", required_argument, NULL, O_DB},
+    {"model", required_argument, NULL, O_MODEL},
+    {"mode", required_argument, NULL, O_MODE},
+    {"workers", required_argument, NULL, O_WORKERS},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"queue", required_argument, NULL, O_QUEUE},
+    {"poll-timeout", required_argument, NULL, O_POLL},
+    {"rate", required_argument, NULL, O_RATE},
+    {"max-file-mb", required_argument, NULL, O_MAXMB},
+    {"backoff-ms", required_argument, NULL, O_BACKOFF},
+    {"token", required_argument, NULL, O_TOKEN},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* What the command line says, before any of it is acted on. */
+typedef struct bot_args {
+    px_bot_config cfg;
+    const char *token_file, *model, *db;
+    int workers, threads, maxmb;
+} bot_args;
+
+/* One option: -1 when it was fine, else the exit code. */
+static int parse_option(bot_args *a, int c, const char *arg)
 {
-    enum {
-        O_TOKEN_FILE = 256,
-        O_API,
-        O_DB,
-        O_MODEL,
-        O_MODE,
-        O_WORKERS,
-        O_THREADS,
-        O_QUEUE,
-        O_POLL,
-        O_RATE,
-        O_MAXMB,
-        O_BACKOFF,
-        O_TOKEN
-    };
-    static const struct option longopts[] = {
-        {"token-file", required_argument, NULL, O_TOKEN_FILE},
-        {"api-url", required_argument, NULL, O_API},
-        {"db", required_argument, NULL, O_DB},
-        {"model", required_argument, NULL, O_MODEL},
-        {"mode", required_argument, NULL, O_MODE},
-        {"workers", required_argument, NULL, O_WORKERS},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"queue", required_argument, NULL, O_QUEUE},
-        {"poll-timeout", required_argument, NULL, O_POLL},
-        {"rate", required_argument, NULL, O_RATE},
-        {"max-file-mb", required_argument, NULL, O_MAXMB},
-        {"backoff-ms", required_argument, NULL, O_BACKOFF},
-        {"token", required_argument, NULL, O_TOKEN},
-        {"verbose", no_argument, NULL, 'v'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    px_bot_config cfg = px_bot_config_default();
-    const char *token_file = NULL, *model = NULL;
-    const char *db = "pixpipe-bot.db";
-    int workers = 0, threads = 0, maxmb = 20;
+    int bad = 0;
+    switch (c) {
+    case O_TOKEN_FILE: a->token_file = arg; break;
+    case O_API: a->cfg.api_url = arg; break;
+    case O_DB: a->db = arg; break;
+    case O_MODEL: a->model = arg; break;
+    case O_MODE:
+        if (px_anon_mode_parse(arg, &a->cfg.anon.mode) != PX_OK) {
+            fprintf(stderr, "pixpipe bot: --mode '%s': expected blur, pixelate, noise or solid\n",
+                    arg);
+            bad = 1;
+        }
+        break;
+    case O_WORKERS: bad = parse_int("--workers", arg, 1, 64, &a->workers); break;
+    case O_THREADS: bad = parse_int("--threads", arg, 1, 256, &a->threads); break;
+    case O_QUEUE: bad = parse_int("--queue", arg, 1, 100000, &a->cfg.queue_capacity); break;
+    case O_POLL: bad = parse_int("--poll-timeout", arg, 0, 60, &a->cfg.poll_timeout_s); break;
+    case O_RATE: bad = parse_int("--rate", arg, 1, 100000, &a->cfg.rate_per_minute); break;
+    case O_MAXMB: bad = parse_int("--max-file-mb", arg, 1, 2000, &a->maxmb); break;
+    case O_BACKOFF: bad = parse_int("--backoff-ms", arg, 1, 600000, &a->cfg.backoff_ms); break;
+    case O_TOKEN:
+        fprintf(stderr, "pixpipe bot: the token is never taken on the command line (other "
+                        "users can read it there); use PIXPIPE_TELEGRAM_TOKEN or --token-file\n");
+        return PX_EXIT_USAGE;
+    case 'v': px_log_set_level(PX_LOG_DEBUG); break;
+    case 'q': px_log_set_level(PX_LOG_WARN); break;
+    case 'h': usage(stdout); return PX_EXIT_OK;
+    default: usage(stderr); return PX_EXIT_USAGE;
+    }
+    return bad ? PX_EXIT_USAGE : -1;
+}
+
+/* Parses argv into *a: -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, bot_args *a)
+{
+    a->cfg = px_bot_config_default();
+    a->db = "pixpipe-bot.db";
+    a->maxmb = 20;
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "vqh", longopts, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case O_TOKEN_FILE:
-            token_file = optarg;
-            break;
-        case O_API:
-            cfg.api_url = optarg;
-            break;
-        case O_DB:
-            db = optarg;
-            break;
-        case O_MODEL:
-            model = optarg;
-            break;
-        case O_MODE:
-            if (px_anon_mode_parse(optarg, &cfg.anon.mode) != PX_OK) {
-                fprintf(stderr, "pixpipe bot: --mode expects blur, pixelate, noise or solid\n");
-                bad = 1;
-            }
-            break;
-        case O_WORKERS:
-            bad = parse_int("--workers", optarg, 1, 64, &workers);
-            break;
-        case O_THREADS:
-            bad = parse_int("--threads", optarg, 1, 256, &threads);
-            break;
-        case O_QUEUE:
-            bad = parse_int("--queue", optarg, 1, 100000, &cfg.queue_capacity);
-            break;
-        case O_POLL:
-            bad = parse_int("--poll-timeout", optarg, 0, 60, &cfg.poll_timeout_s);
-            break;
-        case O_RATE:
-            bad = parse_int("--rate", optarg, 1, 100000, &cfg.rate_per_minute);
-            break;
-        case O_MAXMB:
-            bad = parse_int("--max-file-mb", optarg, 1, 2000, &maxmb);
-            break;
-        case O_BACKOFF:
-            bad = parse_int("--backoff-ms", optarg, 1, 600000, &cfg.backoff_ms);
-            break;
-        case O_TOKEN:
-            fprintf(stderr,
-                    "pixpipe bot: the token is never taken on the command line (other "
-                    "users can read it there); use PIXPIPE_TELEGRAM_TOKEN or --token-file\n");
-            return PX_EXIT_USAGE;
-        case 'v':
-            px_log_set_level(PX_LOG_DEBUG);
-            break;
-        case 'q':
-            px_log_set_level(PX_LOG_WARN);
-            break;
-        case 'h':
-            usage(stdout);
-            return PX_EXIT_OK;
-        default:
-            usage(stderr);
-            return PX_EXIT_USAGE;
-        }
-        if (bad)
-            return PX_EXIT_USAGE;
+    while ((c = getopt_long(argc, argv, "vqh", k_longopts, NULL)) != -1) {
+        int rc = parse_option(a, c, optarg);
+        if (rc >= 0)
+            return rc;
     }
     if (optind < argc) {
         fprintf(stderr, "pixpipe bot: unexpected argument '%s'\n", argv[optind]);
         return PX_EXIT_USAGE;
     }
-    if (cfg.poll_timeout_s == 0)
-        cfg.poll_timeout_s = 1; /* 0 would mean the default; keep "--poll-timeout 0" short */
-
-    char token[256];
-    const char *env = getenv("PIXPIPE_TELEGRAM_TOKEN");
-    if (token_file) {
-        if (read_token(token_file, token, sizeof token))
-            return PX_EXIT_SETUP;
-    } else if (env && env[0] && strlen(env) < sizeof token) {
-        snprintf(token, sizeof token, "%s", env);
-    } else {
-        fprintf(stderr, "pixpipe bot: no token: set PIXPIPE_TELEGRAM_TOKEN or pass --token-file "
-                        "(get one from @BotFather; see docs/bot.md)\n");
-        return PX_EXIT_USAGE;
-    }
-
+    if (a->cfg.poll_timeout_s == 0)
+        a->cfg.poll_timeout_s = 1; /* 0 would mean the default; keep "--poll-timeout 0" short */
     int cores = px_cpu_count();
-    if (workers <= 0)
-        workers = cores;
+    if (a->workers <= 0)
+        a->workers = cores;
     /* all cores per photo even with several workers: a photo alone then
      * gets the whole machine, and two at once still beat one thread each
      * (bench_bot: p95 0.75 s against 1.3 s on 2 cores, docs/bot.md) */
-    if (threads <= 0)
-        threads = cores;
-    cfg.workers = workers;
-    cfg.max_file_bytes = (size_t)maxmb << 20;
-    cfg.db_path = db;
-    cfg.token = token;
+    if (a->threads <= 0)
+        a->threads = cores;
+    a->cfg.workers = a->workers;
+    a->cfg.max_file_bytes = (size_t)a->maxmb << 20;
+    a->cfg.db_path = a->db;
+    return -1;
+}
 
+/* The token from --token-file or PIXPIPE_TELEGRAM_TOKEN: -1 when found, else the exit code. */
+static int get_token(const bot_args *a, char *token, size_t cap)
+{
+    const char *env = getenv("PIXPIPE_TELEGRAM_TOKEN");
+    if (a->token_file)
+        return read_token(a->token_file, token, cap) ? PX_EXIT_SETUP : -1;
+    if (env && env[0] && strlen(env) < cap) {
+        snprintf(token, cap, "%s", env);
+        return -1;
+    }
+    fprintf(stderr, "pixpipe bot: no token: set PIXPIPE_TELEGRAM_TOKEN or pass --token-file "
+                    "(get one from @BotFather; see docs/bot.md)\n");
+    return PX_EXIT_USAGE;
+}
+
+/* Runs the bot until SIGTERM/SIGINT. cfg->det is made here; curl is set up
+ * once, before any thread exists (curl's rule). token is wiped as soon as the
+ * bot holds its copy. Returns the exit code. */
+static int run_bot(bot_args *a, char *token)
+{
+    a->cfg.token = token;
     px_err e = {{0}};
     char model_path[4096];
-    if (px_anon_find_model(model, NULL, model_path, sizeof model_path, &e) != PX_OK) {
+    if (px_anon_find_model(a->model, NULL, model_path, sizeof model_path, &e) != PX_OK) {
         fprintf(stderr, "pixpipe bot: %s\n", e.msg);
         return PX_EXIT_SETUP;
     }
-    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, threads, workers, 0};
+    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, a->threads, a->workers, 0};
     px_face_detector *det = NULL;
     if (px_face_detector_create(model_path, &dopts, &det, &e) != PX_OK) {
         fprintf(stderr, "pixpipe bot: %s\n", e.msg);
         return PX_EXIT_SETUP;
     }
-    cfg.det = det;
-
-    /* once, before any thread exists (curl's rule) */
+    a->cfg.det = det;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "pixpipe bot: curl_global_init failed\n");
         px_face_detector_destroy(det);
         return PX_EXIT_SETUP;
     }
     px_bot *bot = NULL;
-    int st = px_bot_create(&cfg, &bot, &e);
-    memset(token, 0, sizeof token);
-    if (st != PX_OK) {
-        fprintf(stderr, "pixpipe bot: %s\n", e.msg);
-        px_face_detector_destroy(det);
-        curl_global_cleanup();
-        return PX_EXIT_SETUP;
+    int st = px_bot_create(&a->cfg, &bot, &e);
+    memset(token, 0, strlen(token));
+    if (st == PX_OK) {
+        g_bot = bot;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        st = px_bot_run(bot, &e);
+        g_bot = NULL;
     }
-    g_bot = bot;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    st = px_bot_run(bot, &e);
-    g_bot = NULL;
     px_bot_destroy(bot);
     px_face_detector_destroy(det);
     curl_global_cleanup();
@@ -274,4 +261,18 @@ int px_cmd_bot(int argc, char **argv)
         return PX_EXIT_SETUP;
     }
     return PX_EXIT_OK;
+}
+
+int px_cmd_bot(int argc, char **argv)
+{
+    bot_args a;
+    memset(&a, 0, sizeof a);
+    int rc = parse_args(argc, argv, &a);
+    char token[256] = "";
+    if (rc < 0)
+        rc = get_token(&a, token, sizeof token);
+    if (rc < 0)
+        rc = run_bot(&a, token);
+    memset(token, 0, sizeof token); /* also when run_bot was never reached */
+    return rc;
 }

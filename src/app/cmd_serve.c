@@ -76,13 +76,22 @@ static int int_arg(const char *opt, const char *v, long lo, long hi, long *out)
     return -1;
 }
 
-int px_cmd_serve(int argc, char **argv)
+/* What the command line says, before any of it is acted on. */
+typedef struct serve_args {
+    px_serve_opts o;
+    char addr[64];
+    const char *model;
+    int no_anon, verbose;
+    long threads, grace;
+} serve_args;
+
+/* Parses argv into *a: -1 to go on, else the exit code. */
+static int parse_args(int argc, char **argv, serve_args *args)
 {
-    px_serve_opts o = px_serve_opts_default();
-    char addr[64] = "127.0.0.1";
-    const char *model = NULL;
-    int no_anon = 0, verbose = 0;
-    long threads = 0, grace = 10, v;
+    args->o = px_serve_opts_default();
+    snprintf(args->addr, sizeof args->addr, "127.0.0.1");
+    args->grace = 10;
+    long v;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -94,19 +103,19 @@ int px_cmd_serve(int argc, char **argv)
         } else if (!strcmp(a, "--listen") && val) {
             px_err err;
             px_err_clear(&err);
-            if (px_serve_parse_listen(val, addr, sizeof addr, &o.port, &err) != PX_OK) {
+            if (px_serve_parse_listen(val, args->addr, sizeof args->addr, &args->o.port, &err) != PX_OK) {
                 fprintf(stderr, "pixpipe serve: %s\n", err.msg);
                 return PX_EXIT_USAGE;
             }
             i++;
         } else if (!strcmp(a, "--pool") && val) {
-            o.pool_dir = argv[++i];
+            args->o.pool_dir = argv[++i];
         } else if (!strcmp(a, "--model") && val) {
-            model = argv[++i];
+            args->model = argv[++i];
         } else if (!strcmp(a, "--no-anonymize")) {
-            no_anon = 1;
+            args->no_anon = 1;
         } else if (!strcmp(a, "--mode") && val) {
-            if (px_anon_mode_parse(val, &o.anon.mode) != PX_OK) {
+            if (px_anon_mode_parse(val, &args->o.anon.mode) != PX_OK) {
                 fprintf(stderr, "pixpipe serve: --mode '%s': expected blur, pixelate, noise or "
                                 "solid\n", val);
                 return PX_EXIT_USAGE;
@@ -115,52 +124,58 @@ int px_cmd_serve(int argc, char **argv)
         } else if (NUM("--workers", 1, 64)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            o.workers = (int)v;
+            args->o.workers = (int)v;
         } else if (NUM("--threads", 1, 256)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            threads = v;
+            args->threads = v;
         } else if (NUM("--queue", 1, 10000)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            o.queue_capacity = (int)v;
+            args->o.queue_capacity = (int)v;
         } else if (NUM("--io-threads", 1, 64)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            o.io_threads = (int)v;
+            args->o.io_threads = (int)v;
         } else if (NUM("--max-body", 1, 1024)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            o.max_body_bytes = (size_t)v << 20;
+            args->o.max_body_bytes = (size_t)v << 20;
         } else if (NUM("--max-inflight", 1, 100000)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            o.max_inflight = (int)v;
+            args->o.max_inflight = (int)v;
         } else if (NUM("--timeout-ms", 1, 3600000)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            o.process_timeout_ms = (int)v;
+            args->o.process_timeout_ms = (int)v;
         } else if (NUM("--read-timeout", 1, 3600)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            o.read_timeout_s = (int)v;
+            args->o.read_timeout_s = (int)v;
         } else if (NUM("--grace", 0, 3600)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
-            grace = v;
+            args->grace = v;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-            verbose = 1;
+            args->verbose = 1;
         } else {
             fprintf(stderr, "pixpipe serve: unknown or incomplete option '%s'; see --help\n", a);
             return PX_EXIT_USAGE;
         }
 #undef NUM
     }
-    o.listen_addr = addr;
-    o.log_requests = verbose;
+    args->o.listen_addr = args->addr;
+    args->o.log_requests = args->verbose;
     const char *tok = getenv("PIXPIPE_API_TOKEN");
-    o.api_token = tok && *tok ? tok : NULL;
+    args->o.api_token = tok && *tok ? tok : NULL;
+    return -1;
+}
 
+/* Signals into a pipe, the detector, the server; then waits for SIGTERM or
+ * SIGINT and stops within the grace period. Returns the exit code. */
+static int run_server(serve_args *a)
+{
     if (pipe(g_sigpipe) != 0) {
         fprintf(stderr, "pixpipe serve: cannot create the signal pipe: %s\n", strerror(errno));
         return PX_EXIT_SETUP;
@@ -178,36 +193,36 @@ int px_cmd_serve(int argc, char **argv)
     px_err_clear(&err);
     px_face_detector *det = NULL;
     char model_path[PATH_MAX];
-    if (!no_anon) {
-        if (threads <= 0) {
-            threads = px_cpu_count() / o.workers;
-            if (threads < 1)
-                threads = 1;
+    if (!a->no_anon) {
+        if (a->threads <= 0) {
+            a->threads = px_cpu_count() / a->o.workers;
+            if (a->threads < 1)
+                a->threads = 1;
         }
         /* no pass spreading: under load it made no difference to throughput
          * (wrk, 10.4-10.6 against 10.9 req/s), and requests come in parallel */
-        px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, (int)threads, o.workers, 0};
-        if (px_anon_find_model(model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
+        px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, (int)a->threads, a->o.workers, 0};
+        if (px_anon_find_model(a->model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
             px_face_detector_create(model_path, &dopts, &det, &err) != PX_OK) {
             fprintf(stderr, "pixpipe serve: %s (or run with --no-anonymize)\n", err.msg);
             return PX_EXIT_SETUP;
         }
     }
-    o.detector = det;
+    a->o.detector = det;
     px_server *srv = NULL;
-    if (px_server_create(&o, &srv, &err) != PX_OK) {
+    if (px_server_create(&a->o, &srv, &err) != PX_OK) {
         fprintf(stderr, "pixpipe serve: %s\n", err.msg);
         px_face_detector_destroy(det);
         return PX_EXIT_SETUP;
     }
-    int v6 = strchr(addr, ':') != NULL;
-    printf("pixpipe serve: listening on http://%s%s%s:%d/\n", v6 ? "[" : "", addr, v6 ? "]" : "",
+    int v6 = strchr(a->addr, ':') != NULL;
+    printf("pixpipe serve: listening on http://%s%s%s:%d/\n", v6 ? "[" : "", a->addr, v6 ? "]" : "",
            px_server_port(srv));
     fflush(stdout);
-    if (verbose)
+    if (a->verbose)
         fprintf(stderr, "pixpipe serve: %s, pool %s, %d workers, token %s\n",
-                det ? model_path : "no face model", o.pool_dir ? o.pool_dir : "none", o.workers,
-                o.api_token ? "required for writes" : "not set");
+                det ? model_path : "no face model", a->o.pool_dir ? a->o.pool_dir : "none", a->o.workers,
+                a->o.api_token ? "required for writes" : "not set");
 
     unsigned char b = 0;
     ssize_t got;
@@ -216,8 +231,8 @@ int px_cmd_serve(int argc, char **argv)
     while (got < 0 && errno == EINTR);
     int sig = b;
     fprintf(stderr, "pixpipe serve: %s, stopping (grace %ld s)\n",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT", grace);
-    px_server_stop(srv, (int)grace * 1000);
+            sig == SIGTERM ? "SIGTERM" : "SIGINT", a->grace);
+    px_server_stop(srv, (int)a->grace * 1000);
     px_server_destroy(srv);
     px_face_detector_destroy(det);
     signal(SIGTERM, SIG_DFL);
@@ -225,4 +240,12 @@ int px_cmd_serve(int argc, char **argv)
     close(g_sigpipe[0]);
     close(g_sigpipe[1]);
     return PX_EXIT_OK;
+}
+
+int px_cmd_serve(int argc, char **argv)
+{
+    serve_args a;
+    memset(&a, 0, sizeof a);
+    int rc = parse_args(argc, argv, &a);
+    return rc >= 0 ? rc : run_server(&a);
 }
