@@ -11,9 +11,9 @@
 #ifndef PX_ANON_H
 #define PX_ANON_H
 
-#include "../core/px_core.h"
-#include "../face/px_face.h"
-#include "../image/px_image.h"
+#include "core/px_core.h"
+#include "face/px_face.h"
+#include "image/px_image.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -26,7 +26,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "../net/px_telegram.h"
+#include "net/px_telegram.h"
 #include "px_bot.h"
 
 typedef enum { JOB_MESSAGE = 0, JOB_RATE_LIMITED } job_kind;

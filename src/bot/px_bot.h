@@ -23,9 +23,9 @@
 #ifndef PX_BOT_H
 #define PX_BOT_H
 
-#include "../anon/px_anon.h"
-#include "../core/px_core.h"
-#include "../face/px_face.h"
+#include "anon/px_anon.h"
+#include "core/px_core.h"
+#include "face/px_face.h"
 
 #ifdef __cplusplus
 extern "C" {

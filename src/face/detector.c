@@ -34,7 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../nn/px_nn.h"
+#include "nn/px_nn.h"
 
 /* Face side (network pixels) the plan brings min_face up to, per model.
  * bench_anonymize's sweep finds every YuNet face from 12 px at scale 1, but

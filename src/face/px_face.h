@@ -15,8 +15,8 @@
 #ifndef PX_FACE_H
 #define PX_FACE_H
 
-#include "../core/px_core.h"
-#include "../image/px_image.h"
+#include "core/px_core.h"
+#include "image/px_image.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../face/px_face.h"
+#include "face/px_face.h"
 
 px_gen_check_opts px_gen_check_opts_default(void)
 {

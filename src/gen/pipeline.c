@@ -38,8 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../face/px_face.h"
-#include "../image/px_image.h"
+#include "face/px_face.h"
+#include "image/px_image.h"
 
 void px_gen_opts_default(px_gen_opts *o)
 {

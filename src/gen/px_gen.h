@@ -19,9 +19,9 @@
 #ifndef PX_GEN_H
 #define PX_GEN_H
 
-#include "../core/px_core.h"
-#include "../image/px_image.h"
-#include "../manifest/px_manifest.h"
+#include "core/px_core.h"
+#include "image/px_image.h"
+#include "manifest/px_manifest.h"
 
 #ifdef __cplusplus
 extern "C" {

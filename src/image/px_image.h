@@ -18,7 +18,7 @@
 #ifndef PX_IMAGE_H
 #define PX_IMAGE_H
 
-#include "../core/px_core.h"
+#include "core/px_core.h"
 
 #ifdef __cplusplus
 extern "C" {

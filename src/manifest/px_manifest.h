@@ -45,7 +45,7 @@
 #ifndef PX_MANIFEST_H
 #define PX_MANIFEST_H
 
-#include "../core/px_core.h"
+#include "core/px_core.h"
 
 #ifdef __cplusplus
 extern "C" {

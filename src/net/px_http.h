@@ -21,7 +21,7 @@
 
 #include <stdatomic.h>
 
-#include "../core/px_core.h"
+#include "core/px_core.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -20,7 +20,7 @@
 
 #include <stdatomic.h>
 
-#include "../core/px_core.h"
+#include "core/px_core.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -26,8 +26,8 @@
 #ifndef PX_SERVE_H
 #define PX_SERVE_H
 
-#include "../anon/px_anon.h"
-#include "../core/px_core.h"
+#include "anon/px_anon.h"
+#include "core/px_core.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "px_http.h"
+#include "net/px_http.h"
 
 struct px_gen_client {
     px_http *h;
