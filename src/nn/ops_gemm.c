@@ -206,7 +206,6 @@ int px_nn_linear(const float *x, int64_t n, int64_t ldx, const px_nn_mat *w, con
 
 /* ---- conv2d ---- */
 
-#define CONV_ROWS 128 /* output channels per task of the 1x1 path */
 /* im2col tile budget per worker. OpenBLAS packs the whole weight matrix
  * again for every GEMM call, so a tile must be wide (hundreds of pixels) for
  * that to be small next to the multiply; the tile then lives in L3. */
@@ -226,7 +225,12 @@ typedef struct conv_ctx {
     float *y;
     int accumulate;
     int oh, ow;
-    int64_t kdim, ohw, tile, ntiles, nrb;
+    int64_t kdim, ohw, tile, ntiles, nrb, rows;
+    /* Few-pixel path: all images unrolled side by side (col, kdim x ncols),
+     * results in ytmp (c_out x ncols) before they go to y. */
+    const px_nn_mat *wm;
+    float *col, *ytmp;
+    int64_t ncols;
     float *scratch;
     size_t scratch_per;
 } conv_ctx;
@@ -262,7 +266,8 @@ static void im2col_run(const float *in, int w, int stride, int ix0, int len, flo
 
 /* col (kdim, cols) = the input patches of output pixels [p0, p0 + cols),
  * built a stretch of one output row at a time. */
-static void im2col_tile(const conv_ctx *c, const float *xb, int64_t p0, int64_t cols, float *col)
+static void im2col_tile(const conv_ctx *c, const float *xb, int64_t p0, int64_t cols, float *col,
+                        int64_t ld)
 {
     const px_nn_conv2d_shape *s = c->s;
     int k = s->k;
@@ -270,7 +275,7 @@ static void im2col_tile(const conv_ctx *c, const float *xb, int64_t p0, int64_t 
         const float *plane = xb + (size_t)ci * (size_t)s->h * (size_t)s->w;
         for (int ky = 0; ky < k; ky++) {
             for (int kx = 0; kx < k; kx++) {
-                float *dst = col + (size_t)((ci * k + ky) * k + kx) * (size_t)cols;
+                float *dst = col + (size_t)((ci * k + ky) * k + kx) * (size_t)ld;
                 int64_t p = p0, end = p0 + cols;
                 while (p < end) {
                     int oy = (int)(p / c->ow), ox = (int)(p % c->ow);
@@ -309,7 +314,7 @@ static void conv1x1_task(void *ctx, int64_t begin, int64_t end, int worker)
     const px_nn_conv2d_shape *s = c->s;
     for (int64_t t = begin; t < end; t++) {
         int64_t b = t / (c->nrb * c->ntiles), rem = t % (c->nrb * c->ntiles);
-        int64_t r0 = rem / c->ntiles * CONV_ROWS, r1 = min64(r0 + CONV_ROWS, s->c_out);
+        int64_t r0 = rem / c->ntiles * c->rows, r1 = min64(r0 + c->rows, s->c_out);
         int64_t p0 = rem % c->ntiles * c->tile, cols = min64(c->tile, c->ohw - p0);
         const float *xb = c->x + (size_t)b * (size_t)s->c_in * (size_t)c->ohw;
         float *yb = c->y + (size_t)b * (size_t)s->c_out * (size_t)c->ohw;
@@ -332,12 +337,90 @@ static void conv_im2col_task(void *ctx, int64_t begin, int64_t end, int worker)
         int64_t p0 = t % c->ntiles * c->tile, cols = min64(c->tile, c->ohw - p0);
         const float *xb = c->x + (size_t)b * (size_t)s->c_in * (size_t)s->h * (size_t)s->w;
         float *yb = c->y + (size_t)b * (size_t)s->c_out * (size_t)c->ohw;
-        im2col_tile(c, xb, p0, cols, col);
+        im2col_tile(c, xb, p0, cols, col, cols);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->c_out, (int)cols, (int)c->kdim,
                     1.0f, c->w, (int)c->kdim, col, (int)cols, c->accumulate ? 1.0f : 0.0f, yb + p0,
                     (int)c->ohw);
         conv_bias(c, yb, 0, s->c_out, p0, cols);
     }
+}
+
+/* Few-pixel convs (SD's 16x16 and 8x8 levels) unroll every image once,
+ * side by side, so each GEMM spans all of them (batch x pixels columns) and
+ * tasks split the output channels instead: a task converts its block of
+ * weight rows (f16/bf16) straight into its scratch and uses it at once. With
+ * per-image tiles of 64-256 pixels OpenBLAS spent a third of the time
+ * repacking the weights, and converting the whole layer first cost as much
+ * again. */
+#define CONV_SMALL_COLS 1024                 /* batch x pixels at most */
+#define CONV_SMALL_FLOATS ((int64_t)8 << 20) /* unrolled images at most */
+#define CONV_SMALL_ROWS ((int64_t)4 << 20)   /* converted weight rows per worker */
+
+static void conv_small_im2col_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    const conv_ctx *c = ctx;
+    const px_nn_conv2d_shape *s = c->s;
+    for (int64_t b = begin; b < end; b++)
+        im2col_tile(c, c->x + (size_t)b * (size_t)s->c_in * (size_t)s->h * (size_t)s->w, 0, c->ohw,
+                    c->col + (size_t)b * (size_t)c->ohw, c->ncols);
+}
+
+static void conv_small_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    const conv_ctx *c = ctx;
+    const px_nn_conv2d_shape *s = c->s;
+    for (int64_t rb = begin; rb < end; rb++) {
+        int64_t r0 = rb * c->rows, r1 = min64(r0 + c->rows, s->c_out);
+        const float *a;
+        if (c->wm->dtype == PX_NN_F32) {
+            a = (const float *)c->wm->data + (size_t)r0 * (size_t)c->kdim;
+        } else {
+            float *sc = c->scratch + (size_t)worker * c->scratch_per;
+            mat_rows_f32(c->wm, r0, r1, sc);
+            a = sc;
+        }
+        float *yt = c->ytmp + (size_t)r0 * (size_t)c->ncols;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)c->ncols,
+                    (int)c->kdim, 1.0f, a, (int)c->kdim, c->col, (int)c->ncols, 0.0f, yt,
+                    (int)c->ncols);
+        for (int64_t r = r0; r < r1; r++) {
+            float bias = c->bias ? c->bias[r] : 0.0f;
+            const float *src = c->ytmp + (size_t)r * (size_t)c->ncols;
+            for (int b = 0; b < s->batch; b++, src += c->ohw) {
+                float *dst = c->y + ((size_t)b * (size_t)s->c_out + (size_t)r) * (size_t)c->ohw;
+                if (c->accumulate)
+                    for (int64_t j = 0; j < c->ohw; j++)
+                        dst[j] += src[j] + bias;
+                else
+                    for (int64_t j = 0; j < c->ohw; j++)
+                        dst[j] = src[j] + bias;
+            }
+        }
+    }
+}
+
+static int conv_small(conv_ctx *c, const px_nn_mat *w, px_nn_arena *arena, px_pool *pool)
+{
+    const px_nn_conv2d_shape *s = c->s;
+    c->wm = w;
+    c->ncols = (int64_t)s->batch * c->ohw;
+    c->col = px_nn_arena_floats(arena, (size_t)(c->kdim * c->ncols));
+    c->ytmp = px_nn_arena_floats(arena, (size_t)s->c_out * (size_t)c->ncols);
+    /* An even number of row blocks (2 cores), each within the scratch budget. */
+    int64_t nb = ceil_div((int64_t)s->c_out * c->kdim, CONV_SMALL_ROWS);
+    nb = nb < 2 ? 2 : nb + (nb & 1);
+    c->rows = round_up16(ceil_div(s->c_out, nb));
+    c->nrb = ceil_div(s->c_out, c->rows);
+    if (w->dtype != PX_NN_F32) {
+        c->scratch_per = (size_t)round_up16(c->rows * c->kdim);
+        c->scratch = px_nn_arena_floats(arena, c->scratch_per * (size_t)px_pool_threads(pool));
+    }
+    if (!c->col || !c->ytmp || (w->dtype != PX_NN_F32 && !c->scratch))
+        return PX_ENOMEM;
+    px_pool_for(pool, s->batch, conv_small_im2col_task, c);
+    px_pool_for(pool, c->nrb, conv_small_task, c);
+    return PX_OK;
 }
 
 int px_nn_conv2d(const float *x, const px_nn_conv2d_shape *s, const px_nn_mat *w, const float *bias,
@@ -351,21 +434,31 @@ int px_nn_conv2d(const float *x, const px_nn_conv2d_shape *s, const px_nn_mat *w
         return PX_OK;
     px_nn_blas_single_thread();
     size_t mark = px_nn_arena_mark(arena);
+    int64_t ncols = (int64_t)s->batch * c.ohw;
+    if (ncols <= CONV_SMALL_COLS && c.kdim * ncols <= CONV_SMALL_FLOATS) {
+        int rc = conv_small(&c, w, arena, pool);
+        px_nn_arena_release(arena, mark);
+        if (rc == PX_OK)
+            px_nn_ops_count((uint64_t)2 * (uint64_t)ncols * (uint64_t)s->c_out * (uint64_t)c.kdim);
+        return rc;
+    }
     c.w = mat_f32(w, arena, pool);
     if (!c.w)
         return PX_ENOMEM;
     int nthr = px_pool_threads(pool);
     if (s->k == 1 && s->stride == 1 && s->pad == 0) {
-        c.tile = 1024;
+        /* Same tiling as a linear, pixels for tokens. */
+        c.ntiles = ceil_div(c.ohw, LIN_TOKENS);
+        c.tile = round_up16(ceil_div(c.ohw, c.ntiles));
         c.ntiles = ceil_div(c.ohw, c.tile);
-        c.nrb = ceil_div(s->c_out, CONV_ROWS);
+        c.rows = lin_rows(s->c_out, c.kdim, s->batch * c.ntiles);
+        c.nrb = ceil_div(s->c_out, c.rows);
         px_pool_for(pool, (int64_t)s->batch * c.nrb * c.ntiles, conv1x1_task, &c);
     } else {
-        int64_t tile = CONV_TILE_FLOATS / (c.kdim > 0 ? c.kdim : 1);
-        tile = tile / 16 * 16;
-        if (tile < 64)
-            tile = 64;
-        c.tile = min64(tile, c.ohw);
+        /* The widest tile in the budget, then evened out over the tiles. */
+        int64_t tile = CONV_TILE_FLOATS / (c.kdim > 0 ? c.kdim : 1) / 16 * 16;
+        c.ntiles = ceil_div(c.ohw, tile < 64 ? 64 : tile);
+        c.tile = round_up16(ceil_div(c.ohw, c.ntiles));
         c.ntiles = ceil_div(c.ohw, c.tile);
         c.scratch_per = ((size_t)c.kdim * (size_t)c.tile + 15) / 16 * 16;
         c.scratch = px_nn_arena_floats(arena, c.scratch_per * (size_t)nthr);

@@ -385,7 +385,10 @@ static void test_conv2d(void **state)
     conv_case(2, 7, 5, 9, 4, 1, 1, 0, 1, 1, PX_NN_F32);      /* 1x1: plain GEMM */
     conv_case(2, 6, 41, 40, 130, 1, 1, 0, 1, 0, PX_NN_BF16); /* 1x1, several tiles and row blocks */
     conv_case(2, 3, 7, 7, 4, 1, 2, 0, 1, 0, PX_NN_F32);      /* 1x1 stride 2 goes through im2col */
-    conv_case(2, 600, 20, 21, 3, 3, 1, 1, 1, 1, PX_NN_F16);  /* several im2col tiles */
+    /* Over 1024 batch x pixels: per-image tiles; below: all images in one GEMM. */
+    conv_case(2, 600, 24, 24, 3, 3, 1, 1, 1, 1, PX_NN_F16); /* several im2col tiles */
+    conv_case(2, 3, 50, 47, 5, 3, 2, 1, 1, 0, PX_NN_F32);   /* tiled, stride 2 */
+    conv_case(2, 5, 6, 7, 40, 3, 1, 1, 1, 1, PX_NN_BF16);   /* few pixels, two row blocks */
 }
 
 /* ---- attention ---- */
