@@ -151,6 +151,30 @@ static void test_unet_batch2(void **state)
     free(want);
 }
 
+/* Items of a batch are independent, each with its own timestep and context:
+ * [t=999 cond, t=500 uncond] gives unet.out and the first item of
+ * unet.batch2.out (the same timestep in both items would hide a mix-up). */
+static void test_unet_batch_items(void **state)
+{
+    fixture *fx = *state;
+    float x[512], t[2] = {999.0f, 500.0f}, out[512], *ctx = malloc(2 * 77 * 32 * sizeof *ctx);
+    float *want1 = golden("unet.out", 256), *want2 = golden("unet.batch2.out", 512);
+    assert_non_null(ctx);
+    memcpy(x, fx->sample, 256 * sizeof *x);
+    memcpy(x + 256, fx->sample, 256 * sizeof *x);
+    memcpy(ctx, fx->ctx, 77 * 32 * sizeof *ctx);
+    memcpy(ctx + 77 * 32, fx->uncond, 77 * 32 * sizeof *ctx);
+    px_err err = {{0}};
+    int rc = px_sd_unet_forward(fx->u, x, 2, 8, 8, t, ctx, 77, NULL, out, fx->arena, NULL, &err);
+    if (rc != PX_OK)
+        fail_msg("forward: %s", err.msg);
+    expect_close(out, want1, 256, "batch item 0 (t=999, cond)");
+    expect_close(out + 256, want2, 256, "batch item 1 (t=500, uncond)");
+    free(ctx);
+    free(want1);
+    free(want2);
+}
+
 static void test_unet_threads_bitwise(void **state)
 {
     fixture *fx = *state;
@@ -357,10 +381,10 @@ static void test_unet_lcm_cond_proj(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unet_batch1),          cmocka_unit_test(test_unet_batch2),
-        cmocka_unit_test(test_unet_threads_bitwise), cmocka_unit_test(test_unet_flops),
-        cmocka_unit_test(test_unet_bad_sizes),       cmocka_unit_test(test_unet_single_file),
-        cmocka_unit_test(test_unet_lcm_cond_proj),
+        cmocka_unit_test(test_unet_batch1),      cmocka_unit_test(test_unet_batch2),
+        cmocka_unit_test(test_unet_batch_items), cmocka_unit_test(test_unet_threads_bitwise),
+        cmocka_unit_test(test_unet_flops),       cmocka_unit_test(test_unet_bad_sizes),
+        cmocka_unit_test(test_unet_single_file), cmocka_unit_test(test_unet_lcm_cond_proj),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
