@@ -17,8 +17,12 @@
  * ping-pongs between two buffers allocated below them. Peak use is the
  * skips, two full maps and one block's scratch.
  *
+ * A forward keeps no state in the handle, so threads may run forwards at
+ * once, each with its own arena and pool; the one exception is profiling:
  * PX_SD_PROFILE=1 in the environment when the UNet is created makes every
- * forward log (INFO) a table of time and GFLOP/s per op type.
+ * forward log (INFO) a table of time and GFLOP/s per op type, gathered in
+ * the handle. tcond is ignored by a UNet without time_cond_proj_dim, and a
+ * NULL tcond skips cond_proj, as diffusers does without timestep_cond.
  */
 #include "unet_internal.h"
 
