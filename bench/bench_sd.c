@@ -424,8 +424,8 @@ int main(int argc, char **argv)
            "%zu tensors unused\n",
            o.model, info.arch, info.dtype, (double)info.weights_bytes / 1048576.0, hash,
            (t1 - t0) / 1000.0, (px_now_ms() - t1) / 1000.0, info.unused_tensors);
-    printf("settings: euler, cfg %g, %d steps, seed 42, %d threads\n\n", (double)o.cfg, o.steps,
-           o.threads);
+    printf("settings: euler, cfg %g, %d step%s, seed 42, %d threads\n\n", (double)o.cfg, o.steps,
+           o.steps > 1 ? "s" : "", o.threads);
     int rc = 0;
     for (int i = 0; i < o.nsizes && !rc; i++) {
         stage_times ours = {0}, peer = {0};

@@ -496,7 +496,9 @@ int px_cmd_render(int argc, char **argv)
     if (st != PX_OK) {
         fprintf(stderr, "pixpipe render: %s\n", err.msg);
         px_sd_model_free(m);
-        return st == PX_ELIMIT && strstr(err.msg, "MiB") ? PX_EXIT_SETUP : PX_EXIT_FAILED;
+        if (st == PX_ELIMIT) /* memory for the size, or a prompt beyond 8 chunks */
+            return strstr(err.msg, "MiB") ? PX_EXIT_SETUP : PX_EXIT_USAGE;
+        return st == PX_EINVAL ? PX_EXIT_USAGE : PX_EXIT_FAILED;
     }
     st = write_output(&o, &img, &r);
     if (st == PX_OK)

@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +59,8 @@ struct px_sd_model {
     pthread_mutex_t mu; /* one render (or hash) at a time: pool and arena are shared */
     int threads;
     uint64_t weights_bytes;
-    char hash[11]; /* "" until first asked */
+    _Atomic uint64_t held; /* the arena's reserved bytes after the last render (for px_sd_plan) */
+    char hash[11];         /* "" until first asked */
 };
 
 /* ---- loading ------------------------------------------------------------- */
@@ -426,8 +428,7 @@ static uint64_t memory_available(void)
     return avail;
 }
 
-static void estimate(const px_sd_model *m, const px_sd_params *p, const sd_plan *s,
-                     px_sd_memory *mem)
+static void estimate(px_sd_model *m, const px_sd_params *p, const sd_plan *s, px_sd_memory *mem)
 {
     const px_sd_config *c = m->cfg;
     int nctx = SD_MAX_CHUNKS * c->clip.max_positions; /* the worst case: prompt not read yet */
@@ -444,7 +445,7 @@ static void estimate(const px_sd_model *m, const px_sd_params *p, const sd_plan 
     double peak = own + fmax(fmax(unet, text), img + dec);
     mem->weights = m->weights_bytes;
     mem->activations = (uint64_t)(peak * 4.0 * 1.15); /* 15%: im2col and attention tiles */
-    mem->held = px_nn_arena_reserved(m->arena);
+    mem->held = atomic_load(&m->held);
     mem->total = mem->weights + mem->activations + SD_OVERHEAD;
     mem->available = p->mem_limit ? p->mem_limit : memory_available();
 }
@@ -515,8 +516,8 @@ static int tokenize_chunks(const px_sd_model *m, const char *text, int32_t **ids
     size_t chunks = tokens ? (tokens + (size_t)body - 1) / (size_t)body : 1;
     if (chunks > SD_MAX_CHUNKS) {
         free(raw);
-        return px_err_set(err, PX_ELIMIT, "prompt of %zu tokens: at most %d (%d chunks of %d)",
-                          tokens, SD_MAX_CHUNKS * body, SD_MAX_CHUNKS, body);
+        return px_err_set(err, PX_ELIMIT, "%zu tokens, at most %d (%d chunks of %d)", tokens,
+                          SD_MAX_CHUNKS * body, SD_MAX_CHUNKS, body);
     }
     int32_t *out = px_malloc(chunks * (size_t)len * sizeof *out);
     if (!out) {
@@ -841,6 +842,7 @@ int px_sd_render(px_sd_model *m, const px_sd_params *p, px_image *out, px_sd_res
         rc = render_locked(&x, out, err);
     px_nn_arena_release(m->arena, mark);
     x.r->arena_peak = px_nn_arena_peak(m->arena);
+    atomic_store(&m->held, px_nn_arena_reserved(m->arena));
     pthread_mutex_unlock(&m->mu);
     if (rc != PX_OK)
         px_image_free(out);
