@@ -123,7 +123,7 @@ typedef struct px_sd_params {
     int clip_skip; /* 0 or 1: the text encoder's last layer; k >= 2: layer
                     * (layers - k + 1), as A1111's "Clip skip: k" */
     int use_taesd; /* decode with TAESD (needs opts.taesd at load) instead of the VAE */
-    /* VAE decode in overlapping latent tiles of this side: 0: automatic (tiles
+    /* VAE decode in overlapping latent tiles of this side (>= 4): 0: automatic (tiles
      * of 64 when the image is larger than 768x768 pixels of area), < 0: never. */
     int vae_tile;
     /* Refuse (PX_ELIMIT, before any work) when the memory estimate exceeds
@@ -148,7 +148,8 @@ typedef struct px_sd_memory {
     uint64_t weights;     /* model files (mapped; resident once touched) */
     uint64_t activations; /* scratch for the largest stage at this size */
     uint64_t total;       /* weights + activations + fixed overhead */
-    uint64_t available;   /* what the render may use (see px_sd_params.mem_limit) */
+    uint64_t available;   /* what the render may use (see px_sd_params.mem_limit); 0:
+                           * unknown (no /proc/meminfo), not checked */
     uint64_t held;        /* scratch this model holds already from earlier renders */
 } px_sd_memory;
 
@@ -175,7 +176,7 @@ typedef struct px_sd_result {
     double gflop_text, gflop_sample, gflop_decode;
     double gflop_unet_forward; /* the UNet's own count for one forward at this size and batch */
     px_sd_memory memory;       /* the estimate that was checked */
-    uint64_t arena_peak;       /* scratch bytes the render actually used at once */
+    uint64_t arena_peak;       /* most scratch bytes in use at once in any render of this model */
 } px_sd_result;
 
 /* The size a render with p would use and its memory estimate, without

@@ -488,7 +488,7 @@ static int check_memory(const px_sd_memory *mem, int w, int h, px_err *err)
 {
     uint64_t extra = mem->activations > mem->held ? mem->activations - mem->held : 0;
     uint64_t need = mem->weights + extra + SD_OVERHEAD;
-    if (need <= mem->available)
+    if (need <= mem->available || mem->available == 0) /* 0: the OS did not say */
         return PX_OK;
     return px_err_set(err, PX_ELIMIT,
                       "%dx%d needs about %llu MiB (weights %llu MiB + working memory %llu MiB), "
