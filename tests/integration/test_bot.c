@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "bot_harness.h"
+#include "px_test.h"
 #include "fakes/fake_telegram.h"
 #include "image/px_image.h"
 
@@ -142,7 +143,7 @@ static int teardown_fx(void **state)
 {
     fx *x = *state;
     if (x->bot.pid > 0)
-        bot_term(&x->bot, 10000);
+        bot_term(&x->bot, px_test_ms(10000));
     /* the token never reaches the log */
     int leaked = bot_log_contains(&x->bot, BOT_TEST_TOKEN);
     fake_tg_stop(x->f);
@@ -153,7 +154,7 @@ static int teardown_fx(void **state)
 /* Waits for the n-th reply in chat and copies it out. */
 static void reply(fx *x, int64_t chat, const char *method, int idx, fake_tg_sent *s)
 {
-    int got = fake_tg_wait_sent(x->f, chat, method, idx + 1, 30000);
+    int got = fake_tg_wait_sent(x->f, chat, method, idx + 1, px_test_ms(30000));
     if (got < idx + 1) {
         size_t ln = 0;
         uint8_t *log = bot_read_file(x->log, &ln);
@@ -364,7 +365,7 @@ static void test_busy_and_rate_limit(void **state)
     static const char *const small_queue[] = {
         "--poll-timeout", "2", "--backoff-ms", "50", "--workers", "1", "--queue", "2", NULL};
     start_bot(x, small_queue);
-    assert_int_equal(fake_tg_wait_sent(x->f, 0, NULL, 5, 30000), 5);
+    assert_int_equal(fake_tg_wait_sent(x->f, 0, NULL, 5, px_test_ms(30000)), 5);
     assert_int_equal(fake_tg_sent_count(x->f, 0, "sendPhoto"), 2);
     int busy = 0;
     for (int i = 0; i < 5; i++) {
@@ -374,7 +375,7 @@ static void test_busy_and_rate_limit(void **state)
         fake_tg_sent_free(&s);
     }
     assert_int_equal(busy, 3);
-    assert_int_equal(bot_term(&x->bot, 20000), 0);
+    assert_int_equal(bot_term(&x->bot, px_test_ms(20000)), 0);
 
     /* one person, four photos, three a minute allowed */
     for (int i = 0; i < 4; i++)
@@ -382,7 +383,7 @@ static void test_busy_and_rate_limit(void **state)
     static const char *const rate3[] = {
         "--poll-timeout", "2", "--backoff-ms", "50", "--rate", "3", NULL};
     start_bot(x, rate3);
-    assert_int_equal(fake_tg_wait_sent(x->f, 1200, NULL, 4, 30000), 4);
+    assert_int_equal(fake_tg_wait_sent(x->f, 1200, NULL, 4, px_test_ms(30000)), 4);
     assert_int_equal(fake_tg_sent_count(x->f, 1200, "sendPhoto"), 3);
     fake_tg_sent s;
     assert_int_equal(fake_tg_sent_get(x->f, 1200, "sendMessage", 0, &s), 0);
@@ -401,14 +402,14 @@ static void test_sigterm_restart(void **state)
         mids[i] = fake_tg_message_id(
             x->f, fake_tg_add_photo(x->f, 2001 + i % 2, 2001 + i % 2, in, n, NULL));
     start_bot(x, NULL);
-    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 2, 30000) >= 2);
-    assert_int_equal(bot_term(&x->bot, 20000), 0); /* in-flight jobs finished, exit 0 */
+    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 2, px_test_ms(30000)) >= 2);
+    assert_int_equal(bot_term(&x->bot, px_test_ms(20000)), 0); /* in-flight jobs finished, exit 0 */
     int answered = fake_tg_sent_count(x->f, 0, NULL);
     assert_true(answered >= 2 && answered <= 8);
     /* the confirmations are lost: Telegram delivers everything again */
     fake_tg_unconfirm_all(x->f);
     start_bot(x, NULL);
-    assert_int_equal(fake_tg_wait_sent(x->f, 0, NULL, 8, 30000), 8);
+    assert_int_equal(fake_tg_wait_sent(x->f, 0, NULL, 8, px_test_ms(30000)), 8);
     usleep(1500 * 1000); /* time for any duplicate to show up */
     assert_int_equal(fake_tg_sent_count(x->f, 0, NULL), 8);
     for (int i = 0; i < 8; i++) {
@@ -432,10 +433,10 @@ static void test_kill_restart(void **state)
     for (int i = 0; i < 6; i++)
         fake_tg_add_photo(x->f, 2101, 2101, in, n, NULL);
     start_bot(x, NULL);
-    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 1, 30000) >= 1);
+    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 1, px_test_ms(30000)) >= 1);
     bot_kill(&x->bot); /* a crash: no clean shutdown */
     start_bot(x, NULL);
-    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 6, 30000) >= 6);
+    assert_true(fake_tg_wait_sent(x->f, 0, NULL, 6, px_test_ms(30000)) >= 6);
     usleep(1000 * 1000);
     int total = fake_tg_sent_count(x->f, 0, NULL);
     /* none lost; a repeat is possible only for a job killed between its
@@ -449,17 +450,18 @@ static void test_conflict(void **state)
     fx *x = *state;
     fake_tg_inject(x->f, "getUpdates", 1000, 409, 0, 0);
     start_bot(x, NULL);
-    int st = bot_wait_exit(&x->bot, 20000);
+    int st = bot_wait_exit(&x->bot, px_test_ms(20000));
     assert_int_not_equal(st, 0);
     assert_true(st > 0 && st < 128); /* an exit, not a crash */
     assert_true(bot_log_contains(&x->bot, "409 Conflict"));
 }
 
-/* ---- load: 10 users x 10 photos at once ---- */
+/* ---- load: 10 users x 10 photos at once (fewer under a sanitizer) ---- */
 
 enum { USERS = 10 };
-/* photos per user in test_load: 10, or PX_BOT_LOAD_PER_USER (the thread
- * sanitizer run uses 1 so that ten users still overlap but it ends in time) */
+/* photos per user in test_load: 10 (3 under a sanitizer), or
+ * PX_BOT_LOAD_PER_USER (the thread sanitizer run uses 1 so that ten users
+ * still overlap); set in main */
 static int g_per_user = 10;
 
 typedef struct {
@@ -532,7 +534,7 @@ static void test_load(void **state)
     for (int k = 0; k < g_per_user; k++)
         for (int u = 0; u < USERS; u++)
             fake_tg_add_photo(x->f, 3000 + u, 3000 + u, sent[u].data, sent[u].len, NULL);
-    int got = fake_tg_wait_sent(x->f, 0, "sendPhoto", USERS * g_per_user, 80000);
+    int got = fake_tg_wait_sent(x->f, 0, "sendPhoto", USERS * g_per_user, px_test_ms(80000));
     double secs = (px_now_ms() - t0) / 1000;
     print_message("load: %d replies in %.1f s\n", got, secs);
     assert_int_equal(got, USERS * g_per_user);
@@ -588,6 +590,7 @@ int main(void)
         fprintf(stderr, "test_bot: %s not built\n", PX_PIXPIPE_BIN);
         return 1;
     }
+    g_per_user = px_test_load(10, 3);
     const char *per = getenv("PX_BOT_LOAD_PER_USER");
     if (per && atoi(per) > 0)
         g_per_user = atoi(per);

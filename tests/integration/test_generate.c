@@ -32,6 +32,7 @@
 #include "gen/gen_internal.h"
 #include "gen/px_gen.h"
 #include "manifest/px_manifest.h"
+#include "px_test.h"
 
 static char g_tmp[64];
 
@@ -78,7 +79,7 @@ static long long q1(const char *pool, const char *sql)
     sqlite3 *h;
     long long v = -1;
     if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
-        sqlite3_busy_timeout(h, 3000);
+        sqlite3_busy_timeout(h, px_test_ms(3000));
         sqlite3_stmt *st;
         if (sqlite3_prepare_v2(h, sql, -1, &st, NULL) == SQLITE_OK) {
             if (sqlite3_step(st) == SQLITE_ROW)
@@ -115,7 +116,7 @@ static void setup_init(setup *s, const char *name, const char *theme, int type, 
     s->o.writer = s->w;
     s->o.style_path = PX_SOURCE_DIR "/styles/styles.json";
     s->o.servers = s->servers;
-    s->o.timeout_ms = 5000;
+    s->o.timeout_ms = px_test_ms(5000);
     s->o.backoff_ms = 20;
 }
 
@@ -862,12 +863,9 @@ static void test_resume_after_kill9(void **state)
     pid_t pid = spawn_generate(pool, fake_img_url(f), N, log);
     assert_true(pid > 0);
     /* let it record some images, then kill it without warning */
-    double waited = 0;
-    while (q1(pool, "SELECT COUNT(*) FROM images") < 15 && waited < 20000) {
-        struct timespec ts = {0, 20000000};
-        nanosleep(&ts, NULL);
-        waited += 20;
-    }
+    const double end = px_test_now_ms() + px_test_ms(20000);
+    while (q1(pool, "SELECT COUNT(*) FROM images") < 15 && px_test_now_ms() < end)
+        px_test_sleep_ms(20);
     kill(pid, SIGKILL);
     int ws;
     waitpid(pid, &ws, 0);

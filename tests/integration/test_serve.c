@@ -24,6 +24,7 @@
 
 #include "image/px_image.h"
 #include "integration/test_serve_fixture.h"
+#include "px_test.h"
 
 #define PHOTO PX_SHARED_DIR "/testdata/faces/deface_city.jpg"
 
@@ -92,7 +93,8 @@ static int stop(server *s)
     kill(s->pid, SIGTERM);
     live_set(s->pid, 0);
     int st = 0;
-    for (int i = 0; i < 2000; i++) {
+    const double end = px_test_now_ms() + px_test_ms(20000);
+    while (px_test_now_ms() < end) {
         pid_t r = waitpid(s->pid, &st, WNOHANG);
         if (r == s->pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -295,7 +297,8 @@ static void test_graceful_stop(void **state)
     char u[256];
     snprintf(u, sizeof u, "%s/healthz", s.base);
     long long in = 0;
-    for (int i = 0; i < 1000 && in < 2; i++) {
+    const double end = px_test_now_ms() + px_test_ms(10000);
+    while (in < 2 && px_test_now_ms() < end) {
         fx_resp r;
         assert_int_equal(fx_http("GET", u, NULL, 0, NULL, &r), 0);
         json_t *h = json_loads((const char *)r.body.data, 0, NULL);

@@ -340,7 +340,9 @@ static void test_cancel(void **state)
     int n = 0;
     double t0 = px_now_ms();
     assert_int_equal(px_tg_get_updates(tg, 0, 30, 100, &u, &n, NULL, &e), PX_ECLOSED);
-    assert_true(px_now_ms() - t0 < 5000);
+    /* cancelled, not the 30 s long poll run out (no bound tighter than that: a busy
+     * machine must not fail this) */
+    assert_true(px_now_ms() - t0 < 29000);
     px_tg_destroy(tg);
 }
 

@@ -25,6 +25,7 @@
 #include "manifest/px_manifest.h"
 #include "integration/test_serve_fixture.h"
 #include "serve/px_serve.h"
+#include "px_test.h"
 
 static char g_pool[256];
 static int64_t g_first;
@@ -87,7 +88,8 @@ static fx_resp metrics_with(px_server *srv, const char *const *needles)
     char u[128];
     url(u, sizeof u, srv, "/metrics");
     fx_resp r;
-    for (int i = 0; i < 100; i++) {
+    const double end = px_test_now_ms() + px_test_ms(5000); /* metrics land after the reply */
+    for (;;) {
         assert_int_equal(fx_http("GET", u, NULL, 0, NULL, &r), 0);
         assert_int_equal(r.code, 200);
         int all = 1;
@@ -95,7 +97,7 @@ static fx_resp metrics_with(px_server *srv, const char *const *needles)
             all = all && strstr((char *)r.body.data, needles[k]) != NULL;
         if (all)
             return r;
-        if (i == 99) {
+        if (px_test_now_ms() > end) {
             for (int k = 0; needles[k]; k++)
                 if (!strstr((char *)r.body.data, needles[k]))
                     fprintf(stderr, "metrics lack: %s", needles[k]);
@@ -291,8 +293,9 @@ static void test_concurrency_limit(void **state)
     url(u, sizeof u, srv, "/v1/pool/stats");
     fx_resp r;
     int got503 = 0;
-    /* the slow request may take a moment to be counted: retry briefly */
-    for (int i = 0; i < 50 && !got503; i++) {
+    /* the slow request may take a moment to be counted: retry until a deadline */
+    const double end = px_test_now_ms() + px_test_ms(5000);
+    while (!got503 && px_test_now_ms() < end) {
         assert_int_equal(fx_http("GET", u, NULL, 0, NULL, &r), 0);
         got503 = r.code == 503;
         if (got503) {
@@ -309,14 +312,16 @@ static void test_concurrency_limit(void **state)
     assert_int_equal(json_integer_value(json_object_get(h, "inflight")), 1);
     json_decref(h);
     close(fd);
-    for (int i = 0; i < 100; i++) { /* the slot comes back once the server sees the close */
+    /* the slot comes back once the server sees the close */
+    const double end2 = px_test_now_ms() + px_test_ms(5000);
+    for (;;) {
         assert_int_equal(fx_http("GET", u, NULL, 0, NULL, &r), 0);
         long code = r.code;
         fx_resp_free(&r);
         if (code == 404)
             break;
+        assert_true(px_test_now_ms() < end2);
         usleep(20000);
-        assert_true(i < 99);
     }
     px_server_destroy(srv);
 }
