@@ -171,7 +171,8 @@ typedef struct px_sd_result {
     int vae_tile;                       /* latent tile side used by the VAE, 0: whole */
     char model_hash[11];                /* see px_sd_model_hash */
     /* Wall-clock milliseconds per stage, and GEMM work (GFLOP, as px_nn_flops
-     * counts it) per stage. */
+     * counts it) per stage: the counter is process-wide, so the GFLOP figures
+     * hold only when no other model computes at the same time. */
     double ms_text, ms_sample, ms_decode, ms_total;
     double gflop_text, gflop_sample, gflop_decode;
     double gflop_unet_forward; /* the UNet's own count for one forward at this size and batch */
