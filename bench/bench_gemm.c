@@ -16,7 +16,7 @@
  * jobs take turns on the cores. It prints figures only and never fails on
  * time.
  *
- * usage: bench_gemm [--threads T] [--reps N] [--image 512|256] [--only linear|conv|attn]
+ * usage: bench_gemm [--threads T] [--reps N] [--image 512|256] [--only linear|conv|attn|misc]
  */
 #include "core/px_core.h"
 #include "nn/px_nn.h"
@@ -246,6 +246,65 @@ static double run_case(const bench_case *c, px_nn_dtype dt, const bench_env *e, 
     return gf;
 }
 
+/* Memory-bound ops at SD's largest activation (2 x 320 x 64x64): best ms and
+ * GB/s of the bytes each must read and write once. */
+static void bench_misc(px_pool *pool, int div)
+{
+    const int batch = 2, c = 320;
+    const int64_t hw = 4096 / div, n = (int64_t)batch * c * hw;
+    float *x = rand_floats((size_t)n * 4, 1.0f), *y = rand_floats((size_t)n * 4, 1.0f);
+    float *g = rand_floats(1280, 1.0f), *b = rand_floats(1280, 1.0f);
+    const char *names[] = {"group_norm+silu 2x320x4096",
+                           "layer_norm 8192x320",
+                           "geglu 8192x(2x1280)",
+                           "transpose 2x320x4096",
+                           "add 2.6M",
+                           "activate gelu 2.6M",
+                           "concat 2x(320+320)x4096",
+                           "upsample2x 640x32x32"};
+    double bytes[] = {8.0 * n, 8.0 * n,  4.0 * 3 * batch * hw * 1280, 8.0 * n, 12.0 * n,
+                      8.0 * n, 16.0 * n, 4.0 * 5 * 640 * 1024 / div};
+    for (int op = 0; op < 8; op++) {
+        double best = 1e30;
+        for (int r = 0; r < g_reps + 1; r++) {
+            double t0 = px_now_ms();
+            switch (op) {
+            case 0:
+                px_nn_group_norm(x, y, batch, c, hw, 32, g, b, 1e-5f, 1, pool);
+                break;
+            case 1:
+                px_nn_layer_norm(x, c, y, c, batch * hw, c, g, b, 1e-5f, pool);
+                break;
+            case 2:
+                px_nn_geglu(x, 2560, y, 1280, batch * hw, 1280, pool);
+                break;
+            case 3:
+                px_nn_transpose(x, y, batch, c, hw, pool);
+                break;
+            case 4:
+                px_nn_add(x, y, y, (size_t)n, pool);
+                break;
+            case 5:
+                px_nn_activate(y, (size_t)n, PX_NN_GELU, pool);
+                break;
+            case 6:
+                px_nn_concat_channels(x, c, x + n, c, y, batch, hw, pool);
+                break;
+            default:
+                px_nn_upsample2x(x, y, 640, 32 / (div == 1 ? 1 : 2), 32 / (div == 1 ? 1 : 2), pool);
+            }
+            double t = px_now_ms() - t0;
+            if (r > 0 && t < best)
+                best = t;
+        }
+        printf("misc   %-40s %9.3f ms %6.1f GB/s\n", names[op], best, bytes[op] / (best * 1e6));
+    }
+    px_aligned_free(x);
+    px_aligned_free(y);
+    px_aligned_free(g);
+    px_aligned_free(b);
+}
+
 static const bench_case g_cases[] = {
     {"linear", "attn proj 4096tok 320->320", 4096, 320, 320, 0, 0, 0, 0, 0},
     {"linear", "geglu proj 4096tok 320->2560", 4096, 320, 2560, 0, 0, 0, 0, 0},
@@ -285,7 +344,7 @@ int main(int argc, char **argv)
             only = argv[++i];
         else {
             fprintf(stderr, "usage: bench_gemm [--threads T] [--reps N] [--image 512|256] "
-                            "[--only linear|conv|attn]\n");
+                            "[--only linear|conv|attn|misc]\n");
             return 2;
         }
     }
@@ -319,6 +378,8 @@ int main(int argc, char **argv)
             run_case(c, PX_NN_F32, &e, div);
         }
     }
+    if (!only || !strcmp(only, "misc"))
+        bench_misc(pn, div);
     printf("arena peak: %.1f MiB\n", (double)px_nn_arena_peak(arena) / (1 << 20));
     px_nn_arena_destroy(arena);
     px_pool_destroy(p1);

@@ -253,6 +253,30 @@ static double v_ssd(const float *x, int64_t n, double mean)
     return s;
 }
 
+void px_nn_transpose8_avx2(const float *in, int64_t ldi, float *out, int64_t ldo)
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = _mm256_loadu_ps(in + (size_t)i * (size_t)ldi);
+    /* Interleave pairs, then quads, then swap 128-bit halves. */
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+        t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+    }
+    for (int i = 0; i < 8; i++)
+        _mm256_storeu_ps(out + (size_t)i * (size_t)ldo, t[i]);
+}
+
 const px_nn_vec_ops px_nn_vec_avx2 = {
     .max = v_max,
     .expsum = v_expsum,
@@ -261,4 +285,5 @@ const px_nn_vec_ops px_nn_vec_avx2 = {
     .norm_apply = v_norm_apply,
     .sum = v_sum,
     .ssd = v_ssd,
+    .transpose8 = px_nn_transpose8_avx2,
 };

@@ -216,4 +216,5 @@ const px_nn_vec_ops px_nn_vec_avx512 = {
     .norm_apply = v_norm_apply,
     .sum = v_sum,
     .ssd = v_ssd,
+    .transpose8 = px_nn_transpose8_avx2,
 };

@@ -129,6 +129,9 @@ void px_nn_add_channel(float *x, const float *v, int batch, int c, int64_t hw, p
 
 /* ---- layout ---- */
 
+/* Rows of the input per task. Blocks are 8 x 8 (in registers where the CPU
+ * has AVX2): with 32-row tiles, input rows 16 KiB apart (a 64x64 NCHW plane)
+ * all fell in one L1 set and the transpose ran at 1.5 GB/s. */
 #define TR_BLOCK 32
 
 typedef struct tr_ctx {
@@ -137,23 +140,26 @@ typedef struct tr_ctx {
     int64_t rows, cols, nrb;
 } tr_ctx;
 
-/* Tasks (batch, block of TR_BLOCK input rows), transposed in 32x32 tiles so
- * both sides stream through cache lines. */
 static void transpose_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     (void)worker;
     const tr_ctx *c = ctx;
+    const px_nn_vec_ops *v = px_nn_vec();
+    size_t rows = (size_t)c->rows, cols = (size_t)c->cols;
     for (int64_t t = begin; t < end; t++) {
-        int64_t b = t / c->nrb, r0 = t % c->nrb * TR_BLOCK;
-        int64_t r1 = r0 + TR_BLOCK < c->rows ? r0 + TR_BLOCK : c->rows;
-        const float *in = c->in + (size_t)b * (size_t)c->rows * (size_t)c->cols;
-        float *out = c->out + (size_t)b * (size_t)c->rows * (size_t)c->cols;
-        for (int64_t c0 = 0; c0 < c->cols; c0 += TR_BLOCK) {
-            int64_t c1 = c0 + TR_BLOCK < c->cols ? c0 + TR_BLOCK : c->cols;
-            for (int64_t j = c0; j < c1; j++)
-                for (int64_t i = r0; i < r1; i++)
-                    out[(size_t)j * (size_t)c->rows + (size_t)i] =
-                        in[(size_t)i * (size_t)c->cols + (size_t)j];
+        size_t b = (size_t)(t / c->nrb), r0 = (size_t)(t % c->nrb) * TR_BLOCK;
+        size_t r1 = r0 + TR_BLOCK < rows ? r0 + TR_BLOCK : rows;
+        const float *in = c->in + b * rows * cols;
+        float *out = c->out + b * rows * cols;
+        for (size_t i0 = r0; i0 < r1; i0 += 8) {
+            size_t i1 = i0 + 8 < r1 ? i0 + 8 : r1, j = 0;
+            if (i1 - i0 == 8)
+                for (; j + 8 <= cols; j += 8)
+                    v->transpose8(in + i0 * cols + j, (int64_t)cols, out + j * rows + i0,
+                                  (int64_t)rows);
+            for (; j < cols; j++)
+                for (size_t i = i0; i < i1; i++)
+                    out[j * rows + i] = in[i * cols + j];
         }
     }
 }

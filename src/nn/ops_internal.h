@@ -58,10 +58,14 @@ typedef struct px_nn_vec_ops {
     /* sum of x, and sum of (x - mean)^2, accumulated in double */
     double (*sum)(const float *x, int64_t n);
     double (*ssd)(const float *x, int64_t n, double mean);
+    /* out[j * ldo + i] = in[i * ldi + j] for an 8 x 8 block */
+    void (*transpose8)(const float *in, int64_t ldi, float *out, int64_t ldo);
 } px_nn_vec_ops;
 
 const px_nn_vec_ops *px_nn_vec(void);
 extern const px_nn_vec_ops px_nn_vec_generic, px_nn_vec_avx2, px_nn_vec_avx512;
+/* The AVX2 8 x 8 transpose, shared by the AVX-512 table. */
+void px_nn_transpose8_avx2(const float *in, int64_t ldi, float *out, int64_t ldo);
 
 /* Scalar activation (the portable path, and the acts the vector tables do
  * not vectorise). */

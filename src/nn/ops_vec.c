@@ -92,6 +92,13 @@ static double g_ssd(const float *x, int64_t n, double mean)
     return s;
 }
 
+static void g_transpose8(const float *in, int64_t ldi, float *out, int64_t ldo)
+{
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 8; i++)
+            out[(size_t)j * (size_t)ldo + (size_t)i] = in[(size_t)i * (size_t)ldi + (size_t)j];
+}
+
 const px_nn_vec_ops px_nn_vec_generic = {
     .max = g_max,
     .expsum = g_expsum,
@@ -100,6 +107,7 @@ const px_nn_vec_ops px_nn_vec_generic = {
     .norm_apply = g_norm_apply,
     .sum = g_sum,
     .ssd = g_ssd,
+    .transpose8 = g_transpose8,
 };
 
 const px_nn_vec_ops *px_nn_vec(void)
