@@ -184,15 +184,15 @@ static int job_add(job_list *l, const char *in, const char *rel)
 {
     if (l->n == l->cap) {
         int ncap = l->cap ? l->cap * 2 : 16;
-        job *nv = realloc(l->v, sizeof *nv * (size_t)ncap);
+        job *nv = px_realloc(l->v, sizeof *nv * (size_t)ncap);
         if (!nv)
             return PX_ENOMEM;
         l->v = nv;
         l->cap = ncap;
     }
     job *j = &l->v[l->n];
-    j->in = strdup(in);
-    j->rel = strdup(rel);
+    j->in = px_strdup(in);
+    j->rel = px_strdup(rel);
     j->status = PX_OK;
     j->dup_of = -1;
     if (!j->in || !j->rel) {
@@ -281,7 +281,7 @@ static int cmp_id(const void *pa, const void *pb)
 
 static int collect_ids(run_ctx *c)
 {
-    c->inputs = calloc((size_t)(c->jobs.n > 0 ? c->jobs.n : 1), sizeof *c->inputs);
+    c->inputs = px_calloc((size_t)(c->jobs.n > 0 ? c->jobs.n : 1), sizeof *c->inputs);
     if (!c->inputs)
         return PX_ENOMEM;
     for (int i = 0; i < c->jobs.n; i++) {
@@ -311,7 +311,7 @@ static int mark_duplicates(job_list *l)
 {
     if (l->n < 2)
         return PX_OK;
-    int *idx = malloc(sizeof *idx * (size_t)l->n);
+    int *idx = px_malloc(sizeof *idx * (size_t)l->n);
     if (!idx)
         return PX_ENOMEM;
     for (int i = 0; i < l->n; i++)

@@ -130,7 +130,7 @@ int px_face_detector_create(const char *model_path, const px_face_detector_opts 
     px_face_detector_opts def = {PX_FACE_MODEL_AUTO, 0, 1, 0};
     const px_face_detector_opts *o = opts ? opts : &def;
 
-    px_face_detector *d = calloc(1, sizeof *d);
+    px_face_detector *d = px_calloc(1, sizeof *d);
     if (!d)
         return px_err_set(err, PX_ENOMEM, "face detector");
     pthread_mutex_init(&d->mu, NULL);
@@ -172,8 +172,8 @@ int px_face_detector_create(const char *model_path, const px_face_detector_opts 
 
     d->spread_passes = o->spread_passes;
     d->n_slots = o->max_sessions > 0 ? o->max_sessions : 1;
-    d->slots = calloc((size_t)d->n_slots, sizeof *d->slots);
-    d->free_list = calloc((size_t)d->n_slots, sizeof *d->free_list);
+    d->slots = px_calloc((size_t)d->n_slots, sizeof *d->slots);
+    d->free_list = px_calloc((size_t)d->n_slots, sizeof *d->free_list);
     if (!d->slots || !d->free_list) {
         st = px_err_set(err, PX_ENOMEM, "face detector: %d sessions", d->n_slots);
         goto fail;
@@ -184,7 +184,7 @@ int px_face_detector_create(const char *model_path, const px_face_detector_opts 
             px_err_prefix(err, st, "%s", model_path);
             goto fail;
         }
-        d->slots[i].scratch = malloc(sizeof(px_face) * PX_PASS_CAP);
+        d->slots[i].scratch = px_malloc(sizeof(px_face) * PX_PASS_CAP);
         if (!d->slots[i].scratch) {
             st = px_err_set(err, PX_ENOMEM, "face detector: candidate buffer");
             goto fail;
@@ -334,7 +334,7 @@ static int cand_push(cand_list *l, const px_face *f, int cut)
 {
     if (l->n == l->cap) {
         const int ncap = l->cap ? l->cap * 2 : 64;
-        cand *nv = realloc(l->v, sizeof *nv * (size_t)ncap);
+        cand *nv = px_realloc(l->v, sizeof *nv * (size_t)ncap);
         if (!nv)
             return PX_ENOMEM;
         l->v = nv;
@@ -508,11 +508,11 @@ static int run_spread(px_face_detector *d, slot **sl, int n_sl, const px_image *
                       const px_face_pass *plan, int n_pass, const px_face_detect_opts *o,
                       cand_list *out, px_face_stats *st, px_err *err)
 {
-    cand_list *lists = calloc((size_t)n_pass, sizeof *lists);
-    int *rcs = calloc((size_t)n_pass, sizeof *rcs);
-    px_err *errs = calloc((size_t)n_pass, sizeof *errs);
-    spread_worker *w = calloc((size_t)n_sl, sizeof *w);
-    pthread_t *tid = calloc((size_t)n_sl, sizeof *tid);
+    cand_list *lists = px_calloc((size_t)n_pass, sizeof *lists);
+    int *rcs = px_calloc((size_t)n_pass, sizeof *rcs);
+    px_err *errs = px_calloc((size_t)n_pass, sizeof *errs);
+    spread_worker *w = px_calloc((size_t)n_sl, sizeof *w);
+    pthread_t *tid = px_calloc((size_t)n_sl, sizeof *tid);
     int rc = PX_OK;
     if (!lists || !rcs || !errs || !w || !tid) {
         rc = px_err_set(err, PX_ENOMEM, "face detector: %d passes", n_pass);
@@ -564,7 +564,7 @@ static int merge(cand_list *c, const px_image *img, const px_face_detect_opts *o
                  px_face **faces, int *n_out, px_err *err)
 {
     int n = 0;
-    px_face *v = malloc(sizeof *v * (size_t)(c->n > 0 ? c->n : 1));
+    px_face *v = px_malloc(sizeof *v * (size_t)(c->n > 0 ? c->n : 1));
     if (!v)
         return px_err_set(err, PX_ENOMEM, "face detector: %d candidates", c->n);
     for (int i = 0; i < c->n; i++) {
@@ -640,7 +640,7 @@ int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detec
 
     const int n_pass = px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face,
                                     o.min_face, o.max_passes, NULL, 0);
-    px_face_pass *plan = malloc(sizeof *plan * (size_t)n_pass);
+    px_face_pass *plan = px_malloc(sizeof *plan * (size_t)n_pass);
     if (!plan)
         return px_err_set(err, PX_ENOMEM, "face detect: plan of %d passes", n_pass);
     px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face, o.max_passes,

@@ -98,7 +98,7 @@ int px_face_mask(const px_face *f, int img_w, int img_h, const px_mask_opts *o, 
     if (fx1 <= fx0 || fy1 <= fy0)
         return PX_OK; /* face entirely outside the image: nothing to cover */
     const int x0 = (int)fx0, y0 = (int)fy0, mw = (int)(fx1 - fx0), mh = (int)(fy1 - fy0);
-    uint8_t *alpha = malloc((size_t)mw * (size_t)mh);
+    uint8_t *alpha = px_malloc((size_t)mw * (size_t)mh);
     if (!alpha)
         return px_err_set(err, PX_ENOMEM, "face mask: %d x %d alpha", mw, mh);
 

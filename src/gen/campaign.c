@@ -81,7 +81,7 @@ int px_gen_apportion(int total, const double *w, int n, int *out, px_err *err)
     if (!(sum > 0))
         return px_err_set(err, PX_EINVAL, "apportion: all weights are zero");
     int given = 0;
-    double *rem = malloc((size_t)n * sizeof *rem);
+    double *rem = px_malloc((size_t)n * sizeof *rem);
     if (!rem)
         return px_err_set(err, PX_ENOMEM, "apportion: out of memory");
     for (int i = 0; i < n; i++) {
@@ -148,14 +148,14 @@ int px_gen_campaign_quotas(px_gen_campaign *c, px_err *err)
     int nt = c->nthemes;
     if (nt <= 0)
         return px_err_set(err, PX_EINVAL, "campaign '%s': no themes", c->name);
-    int *tot = calloc((size_t)nt, sizeof *tot);
-    double *w = calloc((size_t)nt, sizeof *w);
-    double *frac = calloc((size_t)nt * 3, sizeof *frac);
+    int *tot = px_calloc((size_t)nt, sizeof *tot);
+    double *w = px_calloc((size_t)nt, sizeof *w);
+    double *frac = px_calloc((size_t)nt * 3, sizeof *frac);
     rounding g = {.nt = nt};
-    g.cap = calloc((size_t)nt * 3, sizeof *g.cap);
-    g.flow = calloc((size_t)nt * 3, sizeof *g.flow);
-    g.row_left = calloc((size_t)nt, sizeof *g.row_left);
-    g.seen_row = calloc((size_t)nt, sizeof *g.seen_row);
+    g.cap = px_calloc((size_t)nt * 3, sizeof *g.cap);
+    g.flow = px_calloc((size_t)nt * 3, sizeof *g.flow);
+    g.row_left = px_calloc((size_t)nt, sizeof *g.row_left);
+    g.seen_row = px_calloc((size_t)nt, sizeof *g.seen_row);
     int st = PX_OK;
     if (!tot || !w || !frac || !g.cap || !g.flow || !g.row_left || !g.seen_row) {
         st = px_err_set(err, PX_ENOMEM, "campaign: out of memory");
@@ -191,7 +191,7 @@ int px_gen_campaign_quotas(px_gen_campaign *c, px_err *err)
                             c->name, c->total, fixed);
             goto out;
         }
-        int *share = calloc((size_t)nt, sizeof *share);
+        int *share = px_calloc((size_t)nt, sizeof *share);
         if (!share) {
             st = px_err_set(err, PX_ENOMEM, "campaign: out of memory");
             goto out;
@@ -482,7 +482,7 @@ int px_gen_campaign_parse(const char *json, size_t len, const char *origin, px_g
         goto out;
     }
     c->nthemes = (int)json_array_size(themes);
-    c->themes = calloc((size_t)c->nthemes, sizeof *c->themes);
+    c->themes = px_calloc((size_t)c->nthemes, sizeof *c->themes);
     if (!c->themes) {
         st = px_err_set(err, PX_ENOMEM, "%s: out of memory", origin);
         goto out;
@@ -527,7 +527,7 @@ int px_gen_campaign_single(const char *theme, int type, int count, px_gen_campai
         return px_err_set(err, PX_EINVAL, "--count %d: expected 0..10000000", count);
     if (!theme || strlen(theme) >= sizeof c->themes->name)
         return px_err_set(err, PX_EINVAL, "--theme: expected 1..127 bytes");
-    c->themes = calloc(1, sizeof *c->themes);
+    c->themes = px_calloc(1, sizeof *c->themes);
     if (!c->themes)
         return px_err_set(err, PX_ENOMEM, "campaign: out of memory");
     c->nthemes = 1;

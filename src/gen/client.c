@@ -34,7 +34,7 @@ int px_gen_client_create(px_gen_client **out, px_err *err)
 {
     pthread_once(&g_curl_once, curl_init_once);
     *out = NULL;
-    px_gen_client *c = calloc(1, sizeof *c);
+    px_gen_client *c = px_calloc(1, sizeof *c);
     if (!c)
         return px_err_set(err, PX_ENOMEM, "http: out of memory");
     int st = px_http_create(&c->h, err);
@@ -107,7 +107,7 @@ int px_gen_b64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen)
 {
     *out = NULL;
     *outlen = 0;
-    uint8_t *d = malloc(n / 4 * 3 + 3);
+    uint8_t *d = px_malloc(n / 4 * 3 + 3);
     if (!d)
         return PX_ENOMEM;
     size_t k = 0;

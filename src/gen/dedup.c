@@ -136,12 +136,12 @@ double px_gen_jaccard(const char *a, const char *b)
 int px_gen_dedup_create(double threshold, px_gen_dedup **out, px_err *err)
 {
     *out = NULL;
-    px_gen_dedup *d = calloc(1, sizeof *d);
+    px_gen_dedup *d = px_calloc(1, sizeof *d);
     if (!d)
         return px_err_set(err, PX_ENOMEM, "dedup: out of memory");
     d->threshold = threshold > 0 ? threshold : 0.7;
     d->nbuckets = 1024;
-    d->heads = calloc(d->nbuckets, sizeof *d->heads);
+    d->heads = px_calloc(d->nbuckets, sizeof *d->heads);
     if (!d->heads) {
         free(d);
         return px_err_set(err, PX_ENOMEM, "dedup: out of memory");
@@ -176,7 +176,7 @@ static uint64_t band_key(const uint64_t *sig, int b)
 static int rehash(px_gen_dedup *d)
 {
     size_t nb = d->nbuckets * 2;
-    uint32_t *h = calloc(nb, sizeof *h);
+    uint32_t *h = px_calloc(nb, sizeof *h);
     if (!h)
         return PX_ENOMEM;
     for (size_t i = 0; i < d->nnodes; i++) {
@@ -220,7 +220,7 @@ int px_gen_dedup_add(px_gen_dedup *d, const char *text)
     }
     if (d->ndocs == d->cap) {
         size_t nc = d->cap ? d->cap * 2 : 256;
-        uint64_t *ns2 = realloc(d->sigs, nc * NHASH * sizeof *ns2);
+        uint64_t *ns2 = px_realloc(d->sigs, nc * NHASH * sizeof *ns2);
         if (!ns2)
             return PX_ENOMEM;
         d->sigs = ns2;
@@ -228,7 +228,7 @@ int px_gen_dedup_add(px_gen_dedup *d, const char *text)
     }
     if (d->nnodes + BANDS > d->nodecap) {
         size_t nc = d->nodecap ? d->nodecap * 2 : 4096;
-        node *nn = realloc(d->nodes, nc * sizeof *nn);
+        node *nn = px_realloc(d->nodes, nc * sizeof *nn);
         if (!nn)
             return PX_ENOMEM;
         d->nodes = nn;

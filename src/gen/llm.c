@@ -108,7 +108,7 @@ static int trim_into(const char *s, size_t n, char **out)
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] < 0x20 && s[i] != '\t' && s[i] != '\n')
             return 0;
-    char *d = malloc(n + 1);
+    char *d = px_malloc(n + 1);
     if (!d)
         return -1;
     for (size_t i = 0; i < n; i++)
@@ -165,7 +165,7 @@ int px_gen_llm_parse(const char *body, size_t len, char ***out, size_t *nout, px
     size_t na = json_array_size(arr);
     if (na > 200)
         na = 200;
-    char **v = calloc(na ? na : 1, sizeof *v);
+    char **v = px_calloc(na ? na : 1, sizeof *v);
     if (!v) {
         st = px_err_set(err, PX_ENOMEM, "LLM answer: out of memory");
         goto out;
@@ -298,13 +298,13 @@ int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_e
     if (!o || !o->url || strncmp(o->url, "http", 4))
         return px_err_set(err, PX_EINVAL, "LLM: URL '%s' must start with http:// or https://",
                           o && o->url ? o->url : "");
-    llm_state *s = calloc(1, sizeof *s);
+    llm_state *s = px_calloc(1, sizeof *s);
     if (!s)
         return px_err_set(err, PX_ENOMEM, "LLM: out of memory");
-    s->url = strdup(o->url);
-    s->model = strdup(o->model ? o->model : "");
-    s->key = o->api_key ? strdup(o->api_key) : NULL;
-    s->vocab = o->vocab_dir ? strdup(o->vocab_dir) : NULL;
+    s->url = px_strdup(o->url);
+    s->model = px_strdup(o->model ? o->model : "");
+    s->key = o->api_key ? px_strdup(o->api_key) : NULL;
+    s->vocab = o->vocab_dir ? px_strdup(o->vocab_dir) : NULL;
     s->temperature = o->temperature > 0 ? o->temperature : 0.9;
     s->seed = o->seed;
     s->batch = o->batch > 0 ? (o->batch > 50 ? 50 : o->batch) : 8;

@@ -248,10 +248,10 @@ static int phash_decide(run *r, int64_t id, px_gen_check_result *cr)
     if (strcmp(cr->status, "rejected")) {
         if (r->nph == r->phcap) {
             size_t nc = r->phcap ? r->phcap * 2 : 1024;
-            int64_t *ni = realloc(r->ph_ids, nc * sizeof *ni);
+            int64_t *ni = px_realloc(r->ph_ids, nc * sizeof *ni);
             if (ni)
                 r->ph_ids = ni;
-            uint64_t *nh = ni ? realloc(r->ph, nc * sizeof *nh) : NULL;
+            uint64_t *nh = ni ? px_realloc(r->ph, nc * sizeof *nh) : NULL;
             if (nh) {
                 r->ph = nh;
                 r->phcap = nc;
@@ -483,7 +483,7 @@ static int fifo_push(fifo *f, job_item *it)
 {
     if (f->len == f->cap) {
         size_t nc = f->cap ? f->cap * 2 : 64;
-        job_item **nv = malloc(nc * sizeof *nv);
+        job_item **nv = px_malloc(nc * sizeof *nv);
         if (!nv)
             return PX_ENOMEM;
         for (size_t i = 0; i < f->len; i++)
@@ -572,7 +572,7 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
         st = px_manifest_add_job(r->store, &j, px_gen_writer_name(wr), sub, &id, NULL, err);
         if (st != PX_OK)
             break;
-        job_item *it = calloc(1, sizeof *it);
+        job_item *it = px_calloc(1, sizeof *it);
         if (!it) {
             st = px_err_set(err, PX_ENOMEM, "out of memory");
             break;

@@ -52,7 +52,7 @@ px_gen_writer *px_gen_writer_new(const char *name,
                                               char ***, size_t *, char *, size_t, px_err *),
                                  void (*destroy)(px_gen_writer *), void *state)
 {
-    px_gen_writer *w = calloc(1, sizeof *w);
+    px_gen_writer *w = px_calloc(1, sizeof *w);
     if (!w)
         return NULL;
     w->name = name;
@@ -168,7 +168,7 @@ static int offline_vocab(offline_state *o, const char *theme, const char *slug, 
     int st = load_json_file(path, &root, err);
     if (st != PX_OK)
         return st;
-    vocab_entry *nc = realloc(o->cache, (size_t)(o->ncache + 1) * sizeof *nc);
+    vocab_entry *nc = px_realloc(o->cache, (size_t)(o->ncache + 1) * sizeof *nc);
     if (!nc) {
         json_decref(root);
         return px_err_set(err, PX_ENOMEM, "%s: out of memory", path);
@@ -277,7 +277,7 @@ static int offline_write(px_gen_writer *w, const char *theme, const char *slug, 
     if (!json_is_object(typeobj) || !json_is_array(templates) || json_array_size(templates) == 0)
         return px_err_set(err, PX_EINVAL, "vocab %s: \"%s.templates\": expected a non-empty array",
                           slug, tname);
-    char **v = calloc((size_t)n, sizeof *v);
+    char **v = px_calloc((size_t)n, sizeof *v);
     if (!v)
         return px_err_set(err, PX_ENOMEM, "writer: out of memory");
     expander x = {.o = o, .typeobj = typeobj, .themeobj = root, .slug = slug, .tname = tname,
@@ -297,7 +297,7 @@ static int offline_write(px_gen_writer *w, const char *theme, const char *slug, 
             px_err_set(err, st, "writer: out of memory");
             break;
         }
-        if (!(v[k] = strdup((const char *)x.out.data))) {
+        if (!(v[k] = px_strdup((const char *)x.out.data))) {
             st = px_err_set(err, PX_ENOMEM, "writer: out of memory");
             break;
         }
@@ -319,8 +319,8 @@ int px_gen_writer_offline_create(const char *vocab_dir, uint64_t seed, px_gen_wr
                                  px_err *err)
 {
     *out = NULL;
-    offline_state *o = calloc(1, sizeof *o);
-    if (!o || !(o->dir = strdup(vocab_dir ? vocab_dir : "vocab"))) {
+    offline_state *o = px_calloc(1, sizeof *o);
+    if (!o || !(o->dir = px_strdup(vocab_dir ? vocab_dir : "vocab"))) {
         free(o);
         return px_err_set(err, PX_ENOMEM, "writer: out of memory");
     }

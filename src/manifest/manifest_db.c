@@ -84,7 +84,7 @@ static char *dupstr(const char *p)
     if (!p)
         p = "";
     size_t n = strlen(p);
-    char *d = malloc(n + 1);
+    char *d = px_malloc(n + 1);
     if (d)
         memcpy(d, p, n + 1);
     return d;
@@ -100,7 +100,7 @@ int px_manifest_open(const char *db_path, int readonly, px_manifest **out, px_er
     *out = NULL;
     if (!db_path || !*db_path)
         return px_err_set(err, PX_EINVAL, "manifest: empty database path");
-    px_manifest *s = calloc(1, sizeof *s);
+    px_manifest *s = px_calloc(1, sizeof *s);
     if (!s || !(s->path = dupstr(db_path))) {
         free(s);
         return px_err_set(err, PX_ENOMEM, "%s: out of memory", db_path);
@@ -357,7 +357,7 @@ int px_manifest_list_images(px_manifest *s, const px_manifest_filter *f, px_mani
         if (f->status)
             bind_text(st, 4, f->status);
         sqlite3_bind_int(st, 5, limit);
-        px_manifest_image *v = calloc((size_t)limit, sizeof *v);
+        px_manifest_image *v = px_calloc((size_t)limit, sizeof *v);
         size_t k = 0;
         if (!v)
             r = px_err_set(err, PX_ENOMEM, "%s: out of memory listing images", s->path);
@@ -476,7 +476,7 @@ int px_manifest_list_verdicts(px_manifest *s, int64_t image_id, px_manifest_verd
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (k == cap) {
                 size_t nc = cap ? cap * 2 : 16;
-                px_manifest_verdict *nv = realloc(v, nc * sizeof *nv);
+                px_manifest_verdict *nv = px_realloc(v, nc * sizeof *nv);
                 if (!nv) {
                     r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                     break;
@@ -560,7 +560,7 @@ int px_manifest_stats(px_manifest *s, px_manifest_stat **out, size_t *n, px_err 
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (k == cap) {
                 size_t nc = cap ? cap * 2 : 64;
-                px_manifest_stat *nv = realloc(v, nc * sizeof *nv);
+                px_manifest_stat *nv = px_realloc(v, nc * sizeof *nv);
                 if (!nv) {
                     r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                     break;
@@ -672,7 +672,7 @@ int px_manifest_all_prompts(px_manifest *s, char ***texts, size_t *n, px_err *er
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (k == cap) {
                 size_t nc = cap ? cap * 2 : 256;
-                char **nv = realloc(v, nc * sizeof *nv);
+                char **nv = px_realloc(v, nc * sizeof *nv);
                 if (!nv) {
                     r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                     break;
@@ -853,7 +853,7 @@ int px_manifest_list_jobs(px_manifest *s, const char *status, int limit, px_mani
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (k == cap) {
                 size_t nc = cap ? cap * 2 : 64;
-                px_manifest_job *nv = realloc(v, nc * sizeof *nv);
+                px_manifest_job *nv = px_realloc(v, nc * sizeof *nv);
                 if (!nv) {
                     r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                     break;
@@ -1012,10 +1012,10 @@ int px_manifest_all_phashes(px_manifest *s, int64_t **ids, uint64_t **hashes, si
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
             if (k == cap) {
                 size_t nc = cap ? cap * 2 : 256;
-                int64_t *ni = realloc(vi, nc * sizeof *ni);
+                int64_t *ni = px_realloc(vi, nc * sizeof *ni);
                 if (ni)
                     vi = ni;
-                uint64_t *nh = ni ? realloc(vh, nc * sizeof *nh) : NULL;
+                uint64_t *nh = ni ? px_realloc(vh, nc * sizeof *nh) : NULL;
                 if (!ni || !nh) {
                     r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                     break;

@@ -142,7 +142,7 @@ static int perform(px_http *h, const char *url, const char *header,
     }
     if (all && opts->bearer && *opts->bearer) {
         size_t n = strlen(opts->bearer) + 32;
-        char *auth = malloc(n);
+        char *auth = px_malloc(n);
         if (auth) {
             snprintf(auth, n, "Authorization: Bearer %s", opts->bearer);
             t = curl_slist_append(all, auth);

@@ -71,7 +71,7 @@ static int bprintf(px_buf *b, const char *fmt, ...)
     /* room for the text and vsnprintf's NUL, which is then not counted */
     while (b->cap - b->len < (size_t)n + 1) {
         size_t cap = b->cap ? 2 * b->cap : 4096;
-        uint8_t *d = realloc(b->data, cap);
+        uint8_t *d = px_realloc(b->data, cap);
         if (!d)
             return PX_ENOMEM;
         b->data = d;

@@ -116,7 +116,7 @@ enum MHD_Result px_anon_submit(struct MHD_Connection *c, px_req *r)
     if (!srv->o.detector)
         return px_reply_error(c, r, 503, "anonymize is not available: the server has no face "
                                          "model loaded");
-    anon_job *job = calloc(1, sizeof *job);
+    anon_job *job = px_calloc(1, sizeof *job);
     if (!job)
         return px_reply_error(c, r, 500, "out of memory");
     atomic_init(&job->refs, 2);

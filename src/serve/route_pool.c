@@ -42,7 +42,7 @@ struct px_pool_ctx {
 
 int px_pool_open(px_server *srv, const char *pool_dir, px_err *err)
 {
-    px_pool_ctx *p = calloc(1, sizeof *p);
+    px_pool_ctx *p = px_calloc(1, sizeof *p);
     if (!p)
         return px_err_set(err, PX_ENOMEM, "pool: out of memory");
     if (!realpath(pool_dir, p->dir)) {

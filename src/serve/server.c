@@ -148,7 +148,7 @@ static struct MHD_Response *json_response(json_t *v)
         return NULL;
     size_t n = strlen(s);
     /* one trailing newline makes curl output readable */
-    char *t = realloc(s, n + 2);
+    char *t = px_realloc(s, n + 2);
     if (!t) {
         free(s);
         return NULL;
@@ -379,7 +379,7 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, px_req *r, const cha
          * that idle clients announcing big bodies cannot reserve much memory */
         size_t pre = n < (8u << 20) ? (size_t)n : (8u << 20);
         if (pre > 0 && !strcmp(method, "POST") && !r->body.data) {
-            r->body.data = malloc(pre);
+            r->body.data = px_malloc(pre);
             r->body.cap = r->body.data ? pre : 0;
         }
     }
@@ -405,7 +405,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     px_server *srv = cls;
     px_req *r = *con_cls;
     if (!r) {
-        r = calloc(1, sizeof *r);
+        r = px_calloc(1, sizeof *r);
         if (!r)
             return MHD_NO;
         r->srv = srv;
@@ -629,7 +629,7 @@ static int check_opts(px_serve_opts *o, px_err *err)
 int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
 {
     *out = NULL;
-    px_server *srv = calloc(1, sizeof *srv);
+    px_server *srv = px_calloc(1, sizeof *srv);
     if (!srv)
         return px_err_set(err, PX_ENOMEM, "serve: out of memory");
     srv->o = opts ? *opts : px_serve_opts_default();
@@ -644,7 +644,7 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
     strcpy(srv->addr, srv->o.listen_addr);
     srv->o.listen_addr = srv->addr;
     if (srv->o.api_token && *srv->o.api_token) {
-        srv->token = strdup(srv->o.api_token);
+        srv->token = px_strdup(srv->o.api_token);
         if (!srv->token) {
             st = px_err_set(err, PX_ENOMEM, "serve: out of memory");
             goto fail_early;
@@ -687,7 +687,7 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
         px_err_set(err, st, "serve: cannot create the job queue");
         goto fail;
     }
-    srv->workers = calloc((size_t)srv->o.workers, sizeof *srv->workers);
+    srv->workers = px_calloc((size_t)srv->o.workers, sizeof *srv->workers);
     if (!srv->workers) {
         st = px_err_set(err, PX_ENOMEM, "serve: out of memory");
         goto fail;
