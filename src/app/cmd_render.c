@@ -500,6 +500,12 @@ int px_cmd_render(int argc, char **argv)
             return strstr(err.msg, "MiB") ? PX_EXIT_SETUP : PX_EXIT_USAGE;
         return st == PX_EINVAL ? PX_EXIT_USAGE : PX_EXIT_FAILED;
     }
+    if (g_interrupted) { /* Ctrl-C during the decode: keep the promise of writing nothing */
+        fprintf(stderr, "pixpipe render: interrupted; nothing written\n");
+        px_image_free(&img);
+        px_sd_model_free(m);
+        return PX_EXIT_FAILED;
+    }
     st = write_output(&o, &img, &r);
     if (st == PX_OK)
         print_summary(&o, &r);
