@@ -162,7 +162,7 @@ static int num_opt(int c, const char *arg, render_opts *o)
         break;
     case OPT_CFG:
         ok = !parse_float(arg, 0.0f, 50.0f, &f);
-        o->p.cfg = f == 0.0f ? 1e-6f : f; /* 0 in params means "default" */
+        o->p.cfg = f;
         break;
     case OPT_SEED:
         ok = !parse_long(arg, 0, LONG_MAX, &v);

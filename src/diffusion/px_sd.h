@@ -110,7 +110,7 @@ typedef struct px_sd_params {
      * one multiple; px_sd_result says what was used. At most 4096. */
     int width, height;
     int steps; /* 1..500; 0: 20 (LCM: 4) */
-    float cfg; /* guidance scale, 0..50; 0: 7 (LCM: 8). <= 1 (or LCM): no
+    float cfg; /* guidance scale, 0..50; < 0: 7 (LCM: 8). <= 1 (or LCM): no
                 * unconditional pass, one batch-1 UNet forward per step */
     /* "euler", "euler_a", "dpmpp_2m" or "lcm". NULL: "dpmpp_2m" with Karras
      * sigmas (A1111's "DPM++ 2M Karras"), or "lcm" for an LCM-distilled
@@ -140,8 +140,9 @@ typedef struct px_sd_params {
     void *progress_ctx;
 } px_sd_params;
 
-/* Fills p with the defaults above (seed -1: random; karras -1). Start every
- * px_sd_params from this: a zeroed struct means seed 0 and no Karras. */
+/* Fills p with the defaults above (seed -1: random; karras -1; cfg -1). Start
+ * every px_sd_params from this: a zeroed struct means seed 0, no Karras and
+ * cfg 0 (no guidance). */
 void px_sd_params_default(px_sd_params *p);
 
 typedef struct px_sd_memory {

@@ -273,6 +273,7 @@ void px_sd_params_default(px_sd_params *p)
     memset(p, 0, sizeof *p);
     p->seed = -1;
     p->karras = -1;
+    p->cfg = -1.0f;
 }
 
 /* A render's settings after defaults, rounding and checks. */
@@ -311,8 +312,8 @@ static int make_plan(const px_sd_model *m, const px_sd_params *p, sd_plan *s, px
     s->steps = p->steps ? p->steps : lcm ? 4 : 20;
     if (s->steps < 1 || s->steps > SD_MAX_STEPS)
         return px_err_set(err, PX_EINVAL, "steps %d: expected 1..%d", s->steps, SD_MAX_STEPS);
-    s->cfg = p->cfg != 0.0f ? p->cfg : lcm ? 8.0f : 7.0f;
-    if (!(s->cfg >= 0.0f && s->cfg <= 50.0f))
+    s->cfg = p->cfg >= 0.0f ? p->cfg : lcm ? 8.0f : 7.0f;
+    if (!(s->cfg <= 50.0f)) /* NaN too */
         return px_err_set(err, PX_EINVAL, "cfg %g: expected 0..50", (double)s->cfg);
     s->guided = !lcm && s->cfg > 1.0f;
     s->batch = s->guided ? 2 : 1;

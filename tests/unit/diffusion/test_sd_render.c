@@ -412,6 +412,13 @@ static void test_params_and_metadata(void **state)
     assert_int_equal(r.steps, 20);
     assert_true(r.cfg == 7.0f);
     assert_int_equal(r.width, 512);
+    p.cfg = 0.0f; /* a real value: no guidance, one batch-1 forward per step */
+    assert_int_equal(px_sd_plan(m, &p, &r, &err), PX_OK);
+    assert_true(r.cfg == 0.0f);
+    assert_int_equal(r.guided, 0);
+    p.cfg = 51.0f;
+    assert_int_equal(px_sd_plan(m, &p, &r, &err), PX_EINVAL);
+    p.cfg = -1.0f;
     p.sampler = "dpmpp_2m"; /* named: no Karras unless asked */
     assert_int_equal(px_sd_plan(m, &p, &r, &err), PX_OK);
     assert_string_equal(r.sampler_a1111, "DPM++ 2M");
