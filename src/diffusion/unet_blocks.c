@@ -224,12 +224,12 @@ double unet_resnet_flops(const unet_resnet *rn, int batch, int64_t hw)
 
 /* ---- Transformer2DModel ------------------------------------------------- */
 
-static int attention(unet_run *r, unet_op op, const float *q, int64_t ldq, const float *k,
-                     const float *v, int64_t ldkv, float *out, int64_t ldo, int64_t nq, int nk,
-                     int heads, int c)
+static int attention(unet_run *r, unet_op op, int batch, const float *q, int64_t ldq,
+                     const float *k, const float *v, int64_t ldkv, float *out, int64_t ldo,
+                     int64_t nq, int nk, int heads, int c)
 {
     const int dh = c / heads; /* heads divide c (checked at create) */
-    px_nn_attn_shape s = {.batch = r->batch,
+    px_nn_attn_shape s = {.batch = batch,
                           .nq = (int)nq,
                           .nk = nk,
                           .heads = heads,
@@ -240,7 +240,7 @@ static int attention(unet_run *r, unet_op op, const float *q, int64_t ldq, const
                           .ldo = ldo,
                           .scale = 1.0f / sqrtf((float)dh),
                           .causal = 0};
-    double fl = 4.0 * r->batch * (double)nq * nk * c;
+    double fl = 4.0 * batch * (double)nq * nk * c;
     unet_tick t0 = unet_prof_begin(r);
     int rc = px_nn_attention(q, k, v, out, &s, r->arena, r->pool);
     unet_prof_end(r, op, t0, fl);
@@ -260,6 +260,73 @@ static void transpose(unet_run *r, const float *in, float *out, int64_t rows, in
     unet_tick t0 = unet_prof_begin(r);
     px_nn_transpose(in, out, r->batch, rows, cols, r->pool);
     unet_prof_end(r, UNET_OP_LAYOUT, t0, 0);
+}
+
+/* Self-attention runs on head-major copies of q, k and v: each head's
+ * (hw, dh) block contiguous, so the kernel's GEMMs pack dense panels instead
+ * of gathering dh floats from every 3c-wide token row (at SD 1.5's level 0,
+ * dh = 40 of 960: about 10-25% faster measured, for a copy of a few MiB). */
+typedef struct perm_ctx {
+    const float *src;
+    float *dst;
+    int64_t hw, c, ld; /* ld: row stride of the token-major side */
+    int heads, dh, bh; /* bh = batch * heads */
+    int to_heads;      /* 1: (batch, hw, ld) -> (part, bh, hw, dh); 0: back into (batch, hw, c) */
+} perm_ctx;
+
+static void perm_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    const perm_ctx *p = ctx;
+    const size_t row = sizeof(float) * (size_t)p->dh;
+    for (int64_t t = begin; t < end; t++) {
+        const int64_t part = t / p->bh, bh = t % p->bh, b = bh / p->heads, h = bh % p->heads;
+        const int64_t tok0 = b * p->hw * p->ld + part * p->c + h * p->dh; /* token side */
+        const int64_t hm0 = t * p->hw * p->dh;                            /* head-major side */
+        for (int64_t i = 0; i < p->hw; i++) {
+            if (p->to_heads)
+                memcpy(p->dst + hm0 + i * p->dh, p->src + tok0 + i * p->ld, row);
+            else
+                memcpy(p->dst + tok0 + i * p->ld, p->src + hm0 + i * p->dh, row);
+        }
+    }
+}
+
+static void permute(unet_run *r, const unet_xformer *tf, const float *src, float *dst, int64_t hw,
+                    int parts, int to_heads)
+{
+    const int dh = tf->c / tf->heads;
+    perm_ctx p = {.src = src,
+                  .dst = dst,
+                  .hw = hw,
+                  .c = tf->c,
+                  .ld = to_heads ? (int64_t)parts * tf->c : tf->c,
+                  .heads = tf->heads,
+                  .dh = dh,
+                  .bh = r->batch * tf->heads,
+                  .to_heads = to_heads};
+    unet_tick t0 = unet_prof_begin(r);
+    px_pool_for(r->pool, (int64_t)parts * p.bh, perm_task, &p);
+    unet_prof_end(r, UNET_OP_LAYOUT, t0, 0);
+}
+
+/* ao (n, c) = self-attention of qkv (n, 3c) = [q | k | v]; qkv is clobbered. */
+static int self_attention(const unet_xformer *tf, unet_run *r, float *qkv, float *ao, int64_t hw)
+{
+    const int64_t n = (int64_t)r->batch * hw, dh = tf->c / tf->heads;
+    const size_t mark = px_nn_arena_mark(r->arena);
+    float *hm = unet_floats(r, (size_t)n * 3 * tf->c); /* (3, batch*heads, hw, dh) */
+    if (!hm)
+        return PX_ENOMEM;
+    const size_t part = (size_t)n * tf->c;
+    permute(r, tf, qkv, hm, hw, 3, 1);
+    /* every (item, head) is one "batch" item of a single-head attention */
+    int rc = attention(r, UNET_OP_ATTN_SELF, r->batch * tf->heads, hm, dh, hm + part, hm + 2 * part,
+                       dh, qkv, dh, hw, (int)hw, 1, (int)dh);
+    if (rc == PX_OK)
+        permute(r, tf, qkv, ao, hw, 1, 0);
+    px_nn_arena_release(r->arena, mark);
+    return rc;
 }
 
 /* X (n, c) += attn1(LN1(X)); X += attn2(LN2(X), context). nb (n, c) scratch. */
@@ -284,8 +351,7 @@ static int attention_blocks(const unet_xformer *tf, unet_run *r, float *X, float
     if (rc == PX_OK)
         rc = unet_linear(r, UNET_OP_LINEAR, nb, n, c, &tf->v1, NULL, qkv + 2 * c, 3 * c, 0);
     if (rc == PX_OK)
-        rc = attention(r, UNET_OP_ATTN_SELF, qkv, 3 * c, qkv + c, qkv + 2 * c, 3 * c, ao, c, hw,
-                       (int)hw, tf->heads, tf->c);
+        rc = self_attention(tf, r, qkv, ao, hw);
     if (rc == PX_OK)
         rc = unet_linear(r, UNET_OP_LINEAR, ao, n, c, &tf->o1, tf->o1_b, X, c, 1);
     if (rc != PX_OK)
@@ -300,8 +366,8 @@ static int attention_blocks(const unet_xformer *tf, unet_run *r, float *X, float
         rc = unet_linear(r, UNET_OP_LINEAR, context, nk2, tf->cross_dim, &tf->v2, NULL, kv2 + c,
                          2 * c, 0);
     if (rc == PX_OK)
-        rc = attention(r, UNET_OP_ATTN_CROSS, qkv, c, kv2, kv2 + c, 2 * c, ao, c, hw, nctx,
-                       tf->heads, tf->c);
+        rc = attention(r, UNET_OP_ATTN_CROSS, r->batch, qkv, c, kv2, kv2 + c, 2 * c, ao, c, hw,
+                       nctx, tf->heads, tf->c);
     if (rc == PX_OK)
         rc = unet_linear(r, UNET_OP_LINEAR, ao, n, c, &tf->o2, tf->o2_b, X, c, 1);
 done:
