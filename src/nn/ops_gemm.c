@@ -492,7 +492,37 @@ typedef struct att_ctx {
     int64_t nqt;
     float *scratch;
     size_t scratch_per;
+    float *kt; /* AVX-512 path: K per (batch, head) transposed, (dh, nk); else NULL */
 } att_ctx;
+
+/* Keys of head (b, h) in panels of 32 for the AVX-512 score kernel: panel c
+ * (dh, 32) holds keys 32c..32c+31 transposed, zero past nk. Panels start
+ * every 32 keys, so a 512-key block starts at panel j0 / 32. Tasks over
+ * batch x heads. */
+static size_t att_kt_floats(const px_nn_attn_shape *s)
+{
+    return (size_t)ceil_div(s->nk, 32) * 32 * (size_t)s->dh;
+}
+
+static void att_kt_task(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    (void)worker;
+    const att_ctx *c = ctx;
+    const px_nn_attn_shape *s = c->s;
+    size_t nk = (size_t)s->nk, dh = (size_t)s->dh, ldk = (size_t)s->ldk;
+    for (int64_t t = begin; t < end; t++) {
+        size_t b = (size_t)(t / s->heads), h = (size_t)(t % s->heads);
+        const float *in = c->k + b * nk * ldk + h * dh;
+        float *out = c->kt + (size_t)t * att_kt_floats(s);
+        for (size_t j0 = 0; j0 < nk; j0 += 32) {
+            float *panel = out + j0 * dh;
+            size_t n = nk - j0 < 32 ? nk - j0 : 32;
+            for (size_t j = 0; j < 32; j++)
+                for (size_t d = 0; d < dh; d++)
+                    panel[d * 32 + j] = j < n ? in[(j0 + j) * ldk + d] : 0.0f;
+        }
+    }
+}
 
 /* Online softmax of one block of scores p (rows, kn) for keys [j0, j0+kn):
  * row i's running max m[i] and sum l[i] are updated, its scores become
@@ -550,15 +580,24 @@ static void att_task(void *ctx, int64_t begin, int64_t end, int worker)
             c->v + (size_t)b * (size_t)s->nk * (size_t)s->ldv + (size_t)h * (size_t)s->dh;
         float *op = c->out + ((size_t)b * (size_t)s->nq + (size_t)q0) * (size_t)s->ldo +
                     (size_t)h * (size_t)s->dh;
+        const float *kt = c->kt ? c->kt + (size_t)bh * att_kt_floats(s) : NULL;
         for (int64_t j0 = 0; j0 < nk; j0 += ATT_KBLOCK) {
             int64_t kn = min64(ATT_KBLOCK, nk - j0);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)kn, s->dh,
-                        s->scale, qp, (int)s->ldq, kp + (size_t)j0 * (size_t)s->ldk, (int)s->ldk,
-                        0.0f, p, (int)kn);
+            if (kt)
+                px_nn_attn_scores_avx512(qp, s->ldq, kt + (size_t)j0 * (size_t)s->dh, rows, kn,
+                                         s->dh, s->scale, p, kn);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)kn, s->dh,
+                            s->scale, qp, (int)s->ldq, kp + (size_t)j0 * (size_t)s->ldk,
+                            (int)s->ldk, 0.0f, p, (int)kn);
             att_softmax_block(p, rows, kn, j0, q0, s->causal, m, l, op, s->ldo, s->dh);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, s->dh, (int)kn, 1.0f,
-                        p, (int)kn, vp + (size_t)j0 * (size_t)s->ldv, (int)s->ldv, j0 ? 1.0f : 0.0f,
-                        op, (int)s->ldo);
+            if (kt)
+                px_nn_attn_pv_avx512(p, kn, rows, kn, vp + (size_t)j0 * (size_t)s->ldv, s->ldv,
+                                     s->dh, op, s->ldo, j0 == 0);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, s->dh, (int)kn,
+                            1.0f, p, (int)kn, vp + (size_t)j0 * (size_t)s->ldv, (int)s->ldv,
+                            j0 ? 1.0f : 0.0f, op, (int)s->ldo);
         }
         for (int64_t i = 0; i < rows; i++) {
             float inv = 1.0f / l[i], *orow = op + (size_t)i * (size_t)s->ldo;
@@ -581,6 +620,14 @@ int px_nn_attention(const float *q, const float *k, const float *v, float *out,
     c.scratch = px_nn_arena_floats(arena, c.scratch_per * (size_t)nthr);
     if (!c.scratch)
         return PX_ENOMEM;
+    if (px_nn_ops_level() == PX_OPS_AVX512 && s->nk > 0) {
+        c.kt = px_nn_arena_floats(arena, (size_t)s->batch * (size_t)s->heads * att_kt_floats(s));
+        if (!c.kt) {
+            px_nn_arena_release(arena, mark);
+            return PX_ENOMEM;
+        }
+        px_pool_for(pool, (int64_t)s->batch * s->heads, att_kt_task, &c);
+    }
     px_pool_for(pool, (int64_t)s->batch * s->heads * c.nqt, att_task, &c);
     /* Two GEMMs of (nq x nk x dh) per head; causal counts what it skips too. */
     px_nn_ops_count((uint64_t)4 * (uint64_t)s->batch * (uint64_t)s->heads * (uint64_t)s->nq *

@@ -67,6 +67,15 @@ extern const px_nn_vec_ops px_nn_vec_generic, px_nn_vec_avx2, px_nn_vec_avx512;
 /* The AVX2 8 x 8 transpose, shared by the AVX-512 table. */
 void px_nn_transpose8_avx2(const float *in, int64_t ldi, float *out, int64_t ldo);
 
+/* AVX-512 attention blocks (ops_avx512.c): p (rows, kn; stride ldp) =
+ * scale * q (rows, dh) . K^T with the block's keys in panels of 32 (panel c:
+ * (dh, 32) floats at kt + c * dh * 32, zero past kn), and o (rows, dh) =
+ * (first ? 0 : o) + p . v (kn, dh). */
+void px_nn_attn_scores_avx512(const float *q, int64_t ldq, const float *kt, int64_t rows,
+                              int64_t kn, int dh, float scale, float *p, int64_t ldp);
+void px_nn_attn_pv_avx512(const float *p, int64_t ldp, int64_t rows, int64_t kn, const float *v,
+                          int64_t ldv, int dh, float *o, int64_t ldo, int first);
+
 /* Scalar activation (the portable path, and the acts the vector tables do
  * not vectorise). */
 float px_nn_act1(float x, px_nn_act act);

@@ -512,6 +512,9 @@ static void test_attention(void **state)
     /* Past the 512-query tiles and 512-key blocks: the online softmax. */
     attention_case(1, 600, 600, 1, 8, 1, 1);
     attention_case(2, 530, 1100, 2, 4, 0, 0);
+    /* Heads wider than the AVX-512 kernel's 64-float chunks, odd row groups. */
+    attention_case(2, 13, 37, 2, 80, 0, 0);
+    attention_case(1, 20, 20, 1, 150, 1, 1);
 }
 
 /* ---- normalisation ---- */
