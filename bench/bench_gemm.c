@@ -17,8 +17,10 @@
  * time.
  *
  * usage: bench_gemm [--threads T] [--reps N] [--image 512|256] [--only linear|conv|attn|misc]
+ *                   [--isa generic|avx2]
  */
 #include "core/px_core.h"
+#include "nn/ops_internal.h"
 #include "nn/px_nn.h"
 #include "nn/px_nn_ops.h"
 
@@ -342,9 +344,17 @@ int main(int argc, char **argv)
             div = atoi(argv[++i]) == 256 ? 4 : 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
-        else {
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            /* Run a lesser code path than the CPU's best (AVX2 or portable C). */
+            const char *isa = argv[++i];
+            if (!strcmp(isa, "generic"))
+                px_nn_force_generic(1);
+            else if (!strcmp(isa, "avx2"))
+                px_nn_ops_cap_level(PX_OPS_AVX2);
+        } else {
             fprintf(stderr, "usage: bench_gemm [--threads T] [--reps N] [--image 512|256] "
-                            "[--only linear|conv|attn|misc]\n");
+                            "[--only linear|conv|attn|misc]\n"
+                            "                  [--isa generic|avx2]\n");
             return 2;
         }
     }
