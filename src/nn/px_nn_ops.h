@@ -96,7 +96,9 @@ int px_nn_linear(const float *x, int64_t n, int64_t ldx, const px_nn_mat *w, con
  * oh = (h + 2*pad - k) / stride + 1 (same for ow). W is (c_out, c_in*k*k).
  * bias (c_out,) or NULL. accumulate as in px_nn_linear. 1x1 stride-1 convs
  * are a plain GEMM; others go through im2col in tiles of output columns
- * sized to stay in cache (never the whole unrolled image). */
+ * (at most 8 MiB each), except small maps (batch x oh x ow <= 1024, SD's
+ * 16x16 and 8x8 levels), unrolled whole (at most 32 MiB) so that one GEMM
+ * spans all images. */
 typedef struct px_nn_conv2d_shape {
     int batch, c_in, h, w;
     int c_out, k, stride, pad;
