@@ -2,7 +2,10 @@
 # Runs every pixpipe test from a fresh Debian 12 machine (as root): installs packages, fetches the models,
 # then builds and runs
 #   1. the release build (gcc, -Werror): all unit and integration tests under ctest;
-#   2. an address+undefined sanitizer build: the same tests;
+#   2. an address+undefined sanitizer build: the same tests; the same build has fault injection
+#      (-DPX_FAULT_INJECTION=ON), and runs the allocation torture test (label "torture"): every
+#      allocation of anonymize, the nn loader, the manifest and the bot's update handling failed
+#      in turn, each a clean error, no crash, no leak;
 #   3. a thread-sanitizer build: the tests labelled "concurrent";
 #   4. clang libFuzzer targets, each for PX_FUZZ_SECONDS (default 20) on seeds: tests/fuzz/seeds/<target>/,
 #      files named in <target>.list (test photos, models) and made by <target>.gen.
@@ -68,9 +71,13 @@ fi
 if [ "${PX_TEST_QUICK:-0}" != 1 ]; then
   log "address+undefined sanitizer build"
   mkdir -p build-asan
-  if build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPX_SANITIZE=ON -DPX_BENCH=OFF; then
+  if build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPX_SANITIZE=ON -DPX_BENCH=OFF \
+      -DPX_FAULT_INJECTION=ON; then
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-      run_ctest asan build-asan -LE nosan
+      run_ctest asan build-asan -LE "nosan|torture"
+    log "allocation torture (ASan, every allocation failed in turn)"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+      run_ctest torture build-asan -L torture
   else
     failed=$((failed + 1)); failed_names+=("asan build")
   fi

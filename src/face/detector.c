@@ -423,12 +423,13 @@ static int run_passes(px_face_detector *d, slot *sl, const px_image *img, const 
         /* YuNet: BGR 0..255; UltraFace: RGB (v - 127) / 128. The padding
          * (a pixel value) is black for YuNet and mid-grey, 0 after
          * normalising, for UltraFace. */
-        if (yunet)
-            px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, d->net_w, d->net_h, 1, 0.0f,
-                               1.0f, 0.0f, input);
-        else
-            px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, d->net_w, d->net_h, 0, 127.0f,
-                               1.0f / 128.0f, 127.0f, input);
+        /* an input that failed to fill must fail the detection: "no faces" would hide none */
+        int tst = yunet ? px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, d->net_w,
+                                             d->net_h, 1, 0.0f, 1.0f, 0.0f, input)
+                        : px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, d->net_w,
+                                             d->net_h, 0, 127.0f, 1.0f / 128.0f, 127.0f, input);
+        if (tst != PX_OK)
+            return px_err_set(err, tst, "face detector: out of memory sampling pass %d", p);
         double t1 = px_now_ms();
         int rc = px_nn_session_run(sl->s, err);
         double t2 = px_now_ms();

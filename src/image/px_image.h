@@ -134,9 +134,12 @@ int px_image_copy(const px_image *src, px_image *dst);
  * else RGB; value = (v - mean) * scale. Alpha is ignored. `pad` is a pixel
  * value on the image's 0..255 scale and goes through mean/scale like the
  * pixels (pad 0 with mean 127.5 gives -127.5 * scale). out must hold
- * 3*ow*oh floats. Allocates a little scratch per call; if that fails the
- * tensor is all pad and an error is logged. Thread-safe; img is read only. */
-void px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow,
+ * 3*ow*oh floats. Allocates a little scratch per call: PX_ENOMEM when that
+ * fails (the tensor is then all pad; a caller must not run a detector on it
+ * as if it were the image: no faces found would hide none), else PX_OK
+ * (also for an empty source, which gives an all-pad tensor). Thread-safe;
+ * img is read only. */
+int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow,
                         int oh, int bgr, float mean, float scale, float pad, float *out);
 
 /* ---- Concealment ----

@@ -107,17 +107,17 @@ static void fill_value(float *out, size_t n, float v)
         out[i] = v;
 }
 
-void px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow, int oh,
-                        int bgr, float mean, float scale, float pad, float *out)
+int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow, int oh,
+                       int bgr, float mean, float scale, float pad, float *out)
 {
     if (!out || ow <= 0 || oh <= 0)
-        return;
+        return PX_OK;
     const size_t plane = (size_t)ow * (size_t)oh;
     const float padv = (pad - mean) * scale;
     if (!img || !img->px || img->w <= 0 || img->h <= 0 || !(sw > 0.0f) || !(sh > 0.0f) ||
         !isfinite(sx) || !isfinite(sy) || !isfinite(sw) || !isfinite(sh)) {
         fill_value(out, 3 * plane, padv);
-        return;
+        return PX_OK;
     }
     const int cn = img->channels;
     const int mtx = max_taps((double)sw / ow, img->w), mty = max_taps((double)sh / oh, img->h);
@@ -129,10 +129,8 @@ void px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float
                    (size_t)img->w * 3 * sizeof(float) + 64;
     char *mem = px_malloc(bytes);
     if (!mem) {
-        /* void API: nothing to return; an all-pad input is the safe outcome */
-        px_log(PX_LOG_ERROR, "px_image_to_tensor: out of memory (%zu bytes)", bytes);
         fill_value(out, 3 * plane, padv);
-        return;
+        return PX_ENOMEM;
     }
     char *p = mem;
     axis_taps tx, ty;
@@ -242,4 +240,5 @@ void px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float
         }
     }
     free(mem);
+    return PX_OK;
 }
