@@ -302,6 +302,40 @@ const char *px_nn_ops_isa(void)
     }
 }
 
+typedef struct ops_for_ctx {
+    _Atomic int64_t next;
+    int64_t n;
+    px_pool_fn fn;
+    void *ctx;
+} ops_for_ctx;
+
+static void ops_for_worker(void *ctx, int64_t begin, int64_t end, int worker)
+{
+    (void)begin;
+    (void)end;
+    ops_for_ctx *c = ctx;
+    for (;;) {
+        int64_t t = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (t >= c->n)
+            return;
+        c->fn(c->ctx, t, t + 1, worker);
+    }
+}
+
+void px_nn_ops_for(px_pool *pool, int64_t ntasks, px_pool_fn fn, void *ctx)
+{
+    int nthr = px_pool_threads(pool);
+    if (ntasks <= 0)
+        return;
+    if (nthr <= 1 || ntasks == 1) {
+        fn(ctx, 0, ntasks, 0);
+        return;
+    }
+    ops_for_ctx c = {.n = ntasks, .fn = fn, .ctx = ctx};
+    atomic_init(&c.next, 0);
+    px_pool_for(pool, nthr < ntasks ? nthr : ntasks, ops_for_worker, &c);
+}
+
 static _Atomic uint64_t g_flops;
 
 void px_nn_ops_count(uint64_t flops)

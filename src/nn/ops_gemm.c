@@ -2,10 +2,10 @@
  * The GEMM-backed px_nn_ops layers: linear, conv2d and attention.
  *
  * All three call OpenBLAS's cblas_sgemm single-threaded and parallelise over
- * a fixed tiling of the output with px_pool_for, so every output element is
- * produced by the same GEMM call whatever the thread count (bitwise
- * determinism). Scratch comes from the caller's arena, taken before the
- * parallel loop (one slice per worker) and released before returning.
+ * a fixed tiling of the output (tasks handed out by px_nn_ops_for), so every
+ * output element is produced by the same GEMM call whatever the thread count
+ * or the order tasks run in (bitwise determinism). Scratch comes from the caller's arena, taken
+ * before the parallel loop (one slice per worker) and released before returning.
  *
  * Weights stored as f16/bf16 are converted to f32 a row block at a time into
  * the worker's slice (linear), or a layer at a time (conv), never the whole
@@ -197,7 +197,7 @@ int px_nn_linear(const float *x, int64_t n, int64_t ldx, const px_nn_mat *w, con
             for (int64_t j = 0; j < w->rows; j++)
                 y[i * ldy + j] = (accumulate ? y[i * ldy + j] : 0.0f) + (bias ? bias[j] : 0.0f);
     } else {
-        px_pool_for(pool, ceil_div(w->rows, c.rows) * c.ntok, lin_task, &c);
+        px_nn_ops_for(pool, ceil_div(w->rows, c.rows) * c.ntok, lin_task, &c);
     }
     px_nn_ops_count((uint64_t)2 * (uint64_t)n * (uint64_t)w->rows * (uint64_t)w->cols);
     px_nn_arena_release(arena, mark);
@@ -419,7 +419,7 @@ static int conv_small(conv_ctx *c, const px_nn_mat *w, px_nn_arena *arena, px_po
     if (!c->col || !c->ytmp || (w->dtype != PX_NN_F32 && !c->scratch))
         return PX_ENOMEM;
     px_pool_for(pool, s->batch, conv_small_im2col_task, c);
-    px_pool_for(pool, c->nrb, conv_small_task, c);
+    px_nn_ops_for(pool, c->nrb, conv_small_task, c);
     return PX_OK;
 }
 
@@ -453,7 +453,7 @@ int px_nn_conv2d(const float *x, const px_nn_conv2d_shape *s, const px_nn_mat *w
         c.ntiles = ceil_div(c.ohw, c.tile);
         c.rows = lin_rows(s->c_out, c.kdim, s->batch * c.ntiles);
         c.nrb = ceil_div(s->c_out, c.rows);
-        px_pool_for(pool, (int64_t)s->batch * c.nrb * c.ntiles, conv1x1_task, &c);
+        px_nn_ops_for(pool, (int64_t)s->batch * c.nrb * c.ntiles, conv1x1_task, &c);
     } else {
         /* The widest tile in the budget, then evened out over the tiles. */
         int64_t tile = CONV_TILE_FLOATS / (c.kdim > 0 ? c.kdim : 1) / 16 * 16;
@@ -466,7 +466,7 @@ int px_nn_conv2d(const float *x, const px_nn_conv2d_shape *s, const px_nn_mat *w
             px_nn_arena_release(arena, mark);
             return PX_ENOMEM;
         }
-        px_pool_for(pool, (int64_t)s->batch * c.ntiles, conv_im2col_task, &c);
+        px_nn_ops_for(pool, (int64_t)s->batch * c.ntiles, conv_im2col_task, &c);
     }
     px_nn_ops_count((uint64_t)2 * (uint64_t)s->batch * (uint64_t)s->c_out * (uint64_t)c.ohw *
                     (uint64_t)c.kdim);
@@ -628,7 +628,7 @@ int px_nn_attention(const float *q, const float *k, const float *v, float *out,
         }
         px_pool_for(pool, (int64_t)s->batch * s->heads, att_kt_task, &c);
     }
-    px_pool_for(pool, (int64_t)s->batch * s->heads * c.nqt, att_task, &c);
+    px_nn_ops_for(pool, (int64_t)s->batch * s->heads * c.nqt, att_task, &c);
     /* Two GEMMs of (nq x nk x dh) per head; causal counts what it skips too. */
     px_nn_ops_count((uint64_t)4 * (uint64_t)s->batch * (uint64_t)s->heads * (uint64_t)s->nq *
                     (uint64_t)s->nk * (uint64_t)s->dh);

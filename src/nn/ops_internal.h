@@ -25,6 +25,14 @@ void px_nn_ops_cap_level(int max_level);
  * the thread count. Call before any cblas_* use. */
 void px_nn_blas_single_thread(void);
 
+/* Runs fn(ctx, t, t + 1, worker) for every task t in [0, ntasks) on the
+ * pool, handing tasks out one at a time from a shared counter instead of
+ * px_pool_for's fixed halves, so a thread slowed by other processes (or a
+ * task count that does not split evenly) does not hold the other up. Task
+ * outputs never depend on which worker runs them, so results stay bitwise
+ * the same for any thread count. */
+void px_nn_ops_for(px_pool *pool, int64_t ntasks, px_pool_fn fn, void *ctx);
+
 /* Adds GEMM flops to the px_nn_flops counter. */
 void px_nn_ops_count(uint64_t flops);
 
