@@ -612,6 +612,12 @@ int px_nn_attention(const float *q, const float *k, const float *v, float *out,
 {
     if (s->batch <= 0 || s->nq <= 0 || s->heads <= 0 || s->dh <= 0)
         return PX_OK;
+    if (s->nk <= 0) { /* nothing to attend to: a softmax over no keys, taken as 0 */
+        for (int64_t r = 0; r < (int64_t)s->batch * s->nq; r++)
+            memset(out + (size_t)r * (size_t)s->ldo, 0,
+                   (size_t)s->heads * (size_t)s->dh * sizeof(float));
+        return PX_OK;
+    }
     px_nn_blas_single_thread();
     att_ctx c = {.q = q, .k = k, .v = v, .out = out, .s = s, .nqt = ceil_div(s->nq, ATT_QTILE)};
     size_t mark = px_nn_arena_mark(arena);
