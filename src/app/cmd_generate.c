@@ -1,9 +1,11 @@
 /*
  * `pixpipe generate`: fill an image pool from a campaign (or one theme/type
  * batch) with prompts written by an LLM or the offline writer and images
- * rendered on one or more servers. Argument parsing and wiring only; the
- * work is px_gen_run (src/gen). Also `--rerender ID`, which renders one
- * recorded job again with its prompt and seed.
+ * rendered on one or more servers, or in this process with `--backend local
+ * --model PATH` (pixpipe's Stable Diffusion engine; the model is loaded once
+ * per run). Argument parsing and wiring only; the work is px_gen_run
+ * (src/gen). Also `--rerender ID`, which renders one recorded job again with
+ * its prompt and seed.
  *
  * Output: a progress bar on a terminal (redrawn in place), plain lines every
  * 10 s otherwise, then a summary per theme and type from the manifest.
@@ -30,6 +32,7 @@
 #endif
 
 #define MAX_SERVERS 64
+#define CLIP_VOCAB "bpe_simple_vocab_16e6.txt.gz" /* a single-file model's vocabulary, models/ */
 
 /* Where vocab/, styles/ and campaigns/ are: $PIXPIPE_DATA_DIR, else
  * <binary>/../share/pixpipe (an installed pixpipe: cmake --install), else
@@ -102,8 +105,19 @@ static void usage(FILE *f)
         "  --dedup X          near-duplicate prompt threshold, Jaccard 0..1 (0.7)\n"
         "rendering:\n"
         "  --server URL       render server, repeat for several (default http://127.0.0.1:7860)\n"
-        "  --backend a1111|openai|comfyui (a1111)   --workflow FILE (ComfyUI API-format workflow)\n"
+        "  --backend a1111|openai|comfyui|local (a1111)   --workflow FILE (ComfyUI API-format\n"
+        "                     workflow)\n"
         "  --per-server N     requests in flight per server (1)\n"
+        "local rendering (--backend local: Stable Diffusion 1.x on this machine's CPU, no server):\n"
+        "  --model PATH       diffusers folder or .safetensors checkpoint, loaded once per run\n"
+        "                     (with the other backends --model names the server's checkpoint)\n"
+        "  --tokenizer DIR    CLIP vocabulary (default: the model folder's tokenizer/, else\n"
+        "                     models/" CLIP_VOCAB ")   --taesd PATH  fast TAESD decoder\n"
+        "  --threads N        CPU threads of each render (default: all cores). One render at a\n"
+        "                     time already uses every core, so --per-server (local workers,\n"
+        "                     one model) stays 1 unless checks and writing should overlap\n"
+        "                     the next render. Without a campaign size: the model's native size\n"
+        "                     in 3:2 landscape (768x512 for SD 1.x); sides round to 64\n"
         "  --timeout S        per request (300)   --max-attempts N (3)   --server-failures N (5)\n"
         "  --backoff-ms N     first wait after a server fails, doubling to 30 s (500)\n"
         "  --seed N           base seed (default: seed = job id)\n"
@@ -215,10 +229,10 @@ typedef struct gen_args {
     px_gen_opts o;
     px_gen_llm_opts lo;
     const char *theme, *type_s, *campaign, *workflow_path, *llm, *vocab, *style, *face_model;
-    const char *progress, *out_file, *sampler, *model;
+    const char *progress, *out_file, *sampler, *model, *tokenizer, *taesd;
     const char *servers[MAX_SERVERS];
     int nservers, count, quiet, people, width, height, steps, rerender, timeout_s, seed_set, seed,
-        quality;
+        quality, threads;
     px_format format; /* PX_FMT_UNKNOWN: not given */
     double cfg;
     char vocab_def[PATH_MAX + 16], style_def[PATH_MAX + 32], camp_path[PATH_MAX + 32];
@@ -229,7 +243,8 @@ enum {
     O_PERSERVER, O_LLM, O_LLMMODEL, O_LLMTEMP, O_LLMSEED, O_LLMBATCH, O_VOCAB, O_STYLE,
     O_DEDUP, O_TIMEOUT, O_ATTEMPTS, O_SFAIL, O_SEED, O_FACES, O_FACEMODEL, O_MINBLUR,
     O_MINCONTRAST, O_PHASH, O_RERENDER, O_FSYNC, O_PROGRESS, O_PEOPLE, O_WIDTH, O_HEIGHT,
-    O_STEPS, O_CFG, O_SAMPLER, O_MODEL, O_BACKOFF, O_LLMRETRIES, O_FORMAT, O_QUALITY
+    O_STEPS, O_CFG, O_SAMPLER, O_MODEL, O_BACKOFF, O_LLMRETRIES, O_FORMAT, O_QUALITY,
+    O_TOKENIZER, O_TAESD, O_THREADS
 };
 
 static const struct option k_longopts[] = {
@@ -253,6 +268,8 @@ static const struct option k_longopts[] = {
     {"sampler", required_argument, 0, O_SAMPLER},   {"model", required_argument, 0, O_MODEL},
     {"backoff-ms", required_argument, 0, O_BACKOFF}, {"llm-retries", required_argument, 0, O_LLMRETRIES},
     {"format", required_argument, 0, O_FORMAT},     {"quality", required_argument, 0, O_QUALITY},
+    {"tokenizer", required_argument, 0, O_TOKENIZER}, {"taesd", required_argument, 0, O_TAESD},
+    {"threads", required_argument, 0, O_THREADS},
     {"quiet", no_argument, 0, 'q'},                 {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -338,12 +355,38 @@ static int parse_option(gen_args *a, int c, const char *arg)
     case O_SAMPLER: a->sampler = arg; break;
     case O_MODEL: a->model = arg; break;
     case O_QUALITY: bad = parse_int("--quality", arg, 1, 100, &a->quality); break;
+    case O_TOKENIZER: a->tokenizer = arg; break;
+    case O_TAESD: a->taesd = arg; break;
+    case O_THREADS: bad = parse_int("--threads", arg, 1, 1024, &a->threads); break;
     case 'o': a->out_file = arg; break;
     case 'q': a->quiet = 1; break;
     case 'h': usage(stdout); return PX_EXIT_OK;
     default: return parse_word_option(a, c, arg);
     }
     return bad ? PX_EXIT_USAGE : -1;
+}
+
+/* The options of the local backend against those of the servers: -1 when
+ * they make sense together, else the exit code. */
+static int check_backend_args(const gen_args *a)
+{
+    const char *msg = NULL;
+    if (a->o.backend == PX_GEN_LOCAL) {
+        if (!a->model)
+            msg = "--backend local needs --model PATH (a diffusers folder or a .safetensors file)";
+        else if (a->nservers)
+            msg = "--backend local renders in this process: --server is for a1111, openai and "
+                  "comfyui";
+        else if (a->workflow_path)
+            msg = "--workflow is for --backend comfyui, not local";
+    } else if (a->tokenizer || a->taesd || a->threads) {
+        msg = "--tokenizer, --taesd and --threads are for --backend local (the server has its "
+              "own)";
+    }
+    if (!msg)
+        return -1;
+    fprintf(stderr, "pixpipe generate: %s\n", msg);
+    return PX_EXIT_USAGE;
 }
 
 /* Parses argv into *a with the defaults filled in: -1 to go on, else the exit code. */
@@ -377,7 +420,10 @@ static int parse_args(int argc, char **argv, gen_args *a)
     }
     if (a->seed_set)
         a->o.seed = a->seed;
-    if (a->nservers == 0)
+    int rc = check_backend_args(a);
+    if (rc >= 0)
+        return rc;
+    if (a->nservers == 0 && a->o.backend != PX_GEN_LOCAL)
         a->servers[a->nservers++] = "http://127.0.0.1:7860";
     a->o.servers = a->servers;
     a->o.nservers = a->nservers;
@@ -460,17 +506,21 @@ static int load_campaign(gen_args *a, px_gen_campaign *camp)
     }
     if (a->people)
         camp->allow_people = 1;
-    if (a->width)
+    if (a->width) {
         camp->render.width = a->width;
-    if (a->height)
+        camp->render.size_set |= 1;
+    }
+    if (a->height) {
         camp->render.height = a->height;
+        camp->render.size_set |= 2;
+    }
     if (a->steps)
         camp->render.steps = a->steps;
     if (a->cfg > 0)
         camp->render.cfg = a->cfg;
     if (a->sampler)
         snprintf(camp->render.sampler, sizeof camp->render.sampler, "%s", a->sampler);
-    if (a->model)
+    if (a->model && a->o.backend != PX_GEN_LOCAL) /* local: the model's own name and hash */
         snprintf(camp->render.model, sizeof camp->render.model, "%s", a->model);
     a->o.format = a->format ? a->format : camp->format;
     if (!a->quality && camp->quality)
@@ -528,8 +578,9 @@ static int make_detector(gen_args *a, px_face_detector **det)
     if (a->o.checks.faces == PX_GEN_FACES_OFF)
         return -1;
     px_err err;
+    int slots = a->o.backend == PX_GEN_LOCAL ? 1 : a->nservers; /* local: one "server" */
     px_face_detector_opts fo = {.kind = PX_FACE_MODEL_AUTO, .threads = 1,
-                                .max_sessions = a->nservers * a->o.per_server};
+                                .max_sessions = slots * a->o.per_server};
     char model_path[PATH_MAX];
     if (px_anon_find_model(a->face_model, NULL, model_path, sizeof model_path, &err) != PX_OK ||
         px_face_detector_create(model_path, &fo, det, &err) != PX_OK) {
@@ -538,6 +589,34 @@ static int make_detector(gen_args *a, px_face_detector **det)
         return PX_EXIT_SETUP;
     }
     a->o.checks.face_detector = *det;
+    return -1;
+}
+
+/* --backend local: the model, loaded once for the run (or the rerender).
+ * -1 when loaded (or not asked for), else the exit code. */
+static int make_local(gen_args *a, px_gen_local **local)
+{
+    if (a->o.backend != PX_GEN_LOCAL)
+        return -1;
+    char vocab[PATH_MAX] = "";
+    px_err verr, err;
+    int have_vocab =
+        a->tokenizer || px_anon_find_model(NULL, CLIP_VOCAB, vocab, sizeof vocab, &verr) == PX_OK;
+    px_gen_local_opts lo = {.model = a->model, .tokenizer = a->tokenizer,
+                            .vocab = vocab[0] ? vocab : NULL, .taesd = a->taesd,
+                            .threads = a->threads};
+    int st = px_gen_local_create(&lo, local, &err);
+    if (st != PX_OK) {
+        fprintf(stderr, "pixpipe generate: --model: %s\n", err.msg);
+        if (st == PX_ENOTFOUND && !have_vocab)
+            fprintf(stderr, "pixpipe generate: %s; or pass --tokenizer DIR\n", verr.msg);
+        return PX_EXIT_SETUP;
+    }
+    if (!a->quiet)
+        fprintf(stderr, "pixpipe generate: local model %s [%s], %d threads per render\n",
+                px_gen_local_name(*local), px_gen_local_hash(*local),
+                px_gen_local_threads(*local));
+    a->o.local = *local;
     return -1;
 }
 
@@ -603,6 +682,9 @@ int px_cmd_generate(int argc, char **argv)
         rc = PX_EXIT_SETUP;
     }
     a->o.workflow = workflow;
+    px_gen_local *local = NULL;
+    if (rc < 0)
+        rc = make_local(a, &local);
     if (rc < 0 && a->rerender)
         rc = run_rerender(a);
     px_gen_campaign camp;
@@ -622,6 +704,7 @@ int px_cmd_generate(int argc, char **argv)
         rc = run_and_report(a, &pc);
     px_face_detector_destroy(det);
     px_gen_writer_destroy(writer);
+    px_gen_local_destroy(local);
     px_gen_campaign_free(&camp);
     free(workflow);
     free(a);

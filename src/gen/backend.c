@@ -25,21 +25,21 @@
 
 #define MAX_IMAGE_BYTES ((size_t)128 << 20)
 
-static const char *k_backends[] = {"a1111", "openai", "comfyui"};
+static const char *k_backends[] = {"a1111", "openai", "comfyui", "local"};
 
 const char *px_gen_backend_name(px_gen_backend b)
 {
-    return b >= 0 && b < 3 ? k_backends[b] : "?";
+    return b >= 0 && b < 4 ? k_backends[b] : "?";
 }
 
 int px_gen_backend_parse(const char *s, px_gen_backend *b, px_err *err)
 {
-    for (int i = 0; s && i < 3; i++)
+    for (int i = 0; s && i < 4; i++)
         if (!strcmp(s, k_backends[i])) {
             *b = i;
             return PX_OK;
         }
-    return px_err_set(err, PX_EINVAL, "unknown backend '%s' (expected a1111, openai or comfyui)",
+    return px_err_set(err, PX_EINVAL, "unknown backend '%s' (expected a1111, openai, comfyui or local)",
                       s ? s : "");
 }
 
@@ -349,6 +349,8 @@ int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url
     case PX_GEN_A1111: return render_a1111(c, base_url, req, timeout_ms, image, err);
     case PX_GEN_OPENAI: return render_openai(c, base_url, req, timeout_ms, image, err);
     case PX_GEN_COMFYUI: return render_comfy(c, base_url, workflow, req, timeout_ms, image, err);
+    case PX_GEN_LOCAL:
+        return px_err_set(err, PX_EINVAL, "the local backend has no server: px_gen_local_render");
     default: return px_err_set(err, PX_EINVAL, "unknown backend %d", backend);
     }
 }

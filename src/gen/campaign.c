@@ -335,6 +335,9 @@ static int parse_defaults(json_t *d, px_gen_campaign *c, const char *origin, px_
         (st = get_str(d, "sampler", c->render.sampler, sizeof c->render.sampler, origin, err)) ||
         (st = get_str(d, "model", c->render.model, sizeof c->render.model, origin, err)))
         return st;
+    /* the local backend fills a side the campaign leaves out from the model's native size */
+    c->render.size_set =
+        (json_object_get(d, "width") ? 1 : 0) | (json_object_get(d, "height") ? 2 : 0);
     json_t *cfg = json_object_get(d, "cfg");
     if (cfg) {
         if (!json_is_number(cfg) || json_number_value(cfg) <= 0 || json_number_value(cfg) > 50)

@@ -23,6 +23,11 @@
  * during which its workers take no jobs; after server_failures failures in a
  * row it is set aside for the rest of the run. A job failing max_attempts
  * times is marked failed and replaced.
+ *
+ * The local backend (px_gen_local: Stable Diffusion in this process) is one
+ * server named "local" whose per_server workers share the one model; jobs
+ * are recorded with the settings the model will really use (resolved once
+ * per run), and a stop cancels a render between sampler steps.
  */
 #include "gen_internal.h"
 
@@ -125,6 +130,7 @@ struct run {
     const px_gen_opts *o;
     px_manifest *store;
     px_gen_style style;
+    px_gen_render_defaults render; /* settings of new jobs (local: as the model renders them) */
     slot *slots;
     int nslots;
     server *servers;
@@ -141,17 +147,20 @@ struct run {
 
 /* ---- the work of one job ------------------------------------------------------ */
 
-static void build_parameters(const px_manifest_job *j, const char *model, char *out, size_t cap)
+/* A1111's "parameters" text; hash (the local model's, else NULL) adds its "Model hash". */
+static void build_parameters(const px_manifest_job *j, const char *model, const char *hash,
+                             char *out, size_t cap)
 {
     snprintf(out, cap,
              "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %lld, "
-             "Size: %dx%d, Model: %s",
+             "Size: %dx%d, %s%s%sModel: %s",
              j->prompt, j->negative, j->steps, j->sampler, j->cfg, (long long)j->seed, j->width,
-             j->height, model && *model ? model : "default");
+             j->height, hash ? "Model hash: " : "", hash ? hash : "", hash ? ", " : "",
+             model && *model ? model : "default");
 }
 
 static char *build_json(const px_manifest_job *j, const char *server_url,
-                        const px_gen_check_result *cr, const char *checks_json)
+                        const px_gen_check_result *cr, const char *checks_json, const char *hash)
 {
     char now[32], ph[17];
     px_manifest_now_iso(now, sizeof now);
@@ -166,6 +175,10 @@ static char *build_json(const px_manifest_job *j, const char *server_url,
         "status", cr->status, "reason", cr->reason, "created_at", now, "pixpipe", PX_VERSION);
     if (!o)
         return NULL;
+    if (hash && json_object_set_new(o, "model_hash", json_string(hash))) {
+        json_decref(o);
+        return NULL;
+    }
     json_t *c = json_loads(checks_json, 0, NULL);
     if (c)
         json_object_set_new(o, "checks", c);
@@ -268,20 +281,23 @@ static int phash_decide(run *r, int64_t id, px_gen_check_result *cr)
     return st;
 }
 
-/* Checks, writes and records a payload for job j. Returns PX_OK, a payload
- * error (PX_ECORRUPT / PX_EUNSUPPORTED / PX_ELIMIT: the server's fault) or a
- * local error (PX_EIO, PX_ENOMEM: fatal for the run). */
-static int process_payload(run *r, job_item *it, const px_buf *payload, const char *server_url,
-                           double render_ms, int adopted)
+/* Checks, writes and records a payload for job j, or the image the local
+ * backend rendered (rendered non-NULL: payload unused). Returns PX_OK, a
+ * payload error (PX_ECORRUPT / PX_EUNSUPPORTED / PX_ELIMIT: the server's
+ * fault) or a local error (PX_EIO, PX_ENOMEM: fatal for the run). */
+static int process_payload(run *r, job_item *it, const px_buf *payload, const px_image *rendered,
+                           const char *server_url, double render_ms, int adopted)
 {
     px_manifest_job *j = &it->job;
-    px_image img;
-    int st = px_gen_decode(payload->data, payload->len, 0, &img, &it->err);
+    px_image img = {0};
+    int st = rendered ? PX_OK : px_gen_decode(payload->data, payload->len, 0, &img, &it->err);
     if (st != PX_OK)
         return px_err_prefix(&it->err, st == PX_ENOMEM ? st : PX_ECORRUPT,
                              "job %lld: image from %s", (long long)j->id, server_url);
+    const px_image *im = rendered ? rendered : &img;
+    const px_gen_local *local = r->o->backend == PX_GEN_LOCAL ? r->o->local : NULL;
     px_gen_check_result cr;
-    st = px_gen_check_image(&img, &r->o->checks, &cr, &it->err);
+    st = px_gen_check_image(im, &r->o->checks, &cr, &it->err);
     if (st == PX_OK)
         st = phash_decide(r, j->id, &cr) == PX_OK
                  ? PX_OK
@@ -295,8 +311,9 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
                  "\"faces\":%d,\"duplicate_of\":%lld}",
                  cr.mean, cr.stddev, cr.blur, (unsigned long long)cr.phash, cr.faces,
                  (long long)cr.duplicate_of);
-        build_parameters(j, j->model, params, sizeof params);
-        meta = build_json(j, server_url, &cr, checks);
+        build_parameters(j, local ? px_gen_local_name(local) : j->model,
+                         local ? px_gen_local_hash(local) : NULL, params, sizeof params);
+        meta = build_json(j, server_url, &cr, checks, local ? px_gen_local_hash(local) : NULL);
         if (!meta)
             st = px_err_set(&it->err, PX_ENOMEM, "job %lld: out of memory", (long long)j->id);
     }
@@ -305,7 +322,7 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
                  ? PX_OK
                  : px_err_set(&it->err, PX_ENOMEM, "out of memory");
     else if (st == PX_OK)
-        st = px_gen_encode(&img, r->o->format, r->o->quality,
+        st = px_gen_encode(im, r->o->format, r->o->quality,
                            &(px_image_meta){.parameters = params, .json = meta}, &png, &it->err);
     int rejected = !strcmp(cr.status, "rejected");
     if (st == PX_OK) {
@@ -335,8 +352,8 @@ static int process_payload(run *r, job_item *it, const px_buf *payload, const ch
                                   .path = rel,
                                   .sha256 = sha,
                                   .bytes = (int64_t)png.len,
-                                  .width = img.w,
-                                  .height = img.h,
+                                  .width = im->w,
+                                  .height = im->h,
                                   .phash = cr.phash,
                                   .status = cr.status,
                                   .reason = cr.reason,
@@ -369,6 +386,75 @@ static void sleep_ms(double ms)
     nanosleep(&ts, NULL);
 }
 
+/* A local render stops between sampler steps when the run stops (Ctrl-C). */
+static int local_cancel(void *arg)
+{
+    run *r = arg;
+    return __atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) ||
+           (r->o->stop && __atomic_load_n(r->o->stop, __ATOMIC_RELAXED));
+}
+
+/* Replaces a job string by v when they differ (PX_ENOMEM). */
+static int set_str(char **dst, const char *v)
+{
+    if (*dst && !strcmp(*dst, v))
+        return PX_OK;
+    char *n = px_strdup(v);
+    if (!n)
+        return PX_ENOMEM;
+    free(*dst);
+    *dst = n;
+    return PX_OK;
+}
+
+/* The local backend renders job it in-process into *img. The job's settings
+ * become what was used: the same as recorded for jobs this model's runs made,
+ * but a job left pending by a run with other settings or another model is
+ * told as it was rendered. */
+static int render_local(run *r, job_item *it, const px_gen_render_req *req, px_image *img)
+{
+    px_gen_local_used u;
+    int st = px_gen_local_render(r->o->local, req, local_cancel, r, img, &u, &it->err);
+    if (st != PX_OK)
+        return st;
+    px_manifest_job *j = &it->job;
+    j->width = u.width;
+    j->height = u.height;
+    j->steps = u.steps;
+    char title[300];
+    snprintf(title, sizeof title, "%s [%s]", px_gen_local_name(r->o->local),
+             px_gen_local_hash(r->o->local));
+    if (set_str(&j->sampler, u.sampler) || set_str(&j->model, title)) {
+        px_image_free(img);
+        return px_err_set(&it->err, PX_ENOMEM, "job %lld: out of memory", (long long)j->id);
+    }
+    return PX_OK;
+}
+
+/* Renders job it on the worker's server (the file into *payload) or, for the
+ * local backend, in-process (the image into *img); *ms: how long it took. */
+static int render_job(run *r, const server *sv, px_gen_client *http, job_item *it,
+                      px_buf *payload, px_image *img, double *ms)
+{
+    const px_gen_opts *o = r->o;
+    px_gen_render_req req = {.prompt = it->job.prompt,
+                             .negative = it->job.negative,
+                             .seed = it->job.seed,
+                             .width = it->job.width,
+                             .height = it->job.height,
+                             .steps = it->job.steps,
+                             .cfg = it->job.cfg,
+                             .sampler = it->job.sampler,
+                             .model = it->job.model};
+    double t0 = px_now_ms();
+    int st = o->backend == PX_GEN_LOCAL
+                 ? render_local(r, it, &req, img)
+                 : px_gen_render(http, o->backend, sv->url, o->workflow, &req, o->timeout_ms,
+                                 payload, &it->err);
+    *ms = px_now_ms() - t0;
+    return st;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -377,7 +463,7 @@ static void *worker_main(void *arg)
     const px_gen_opts *o = r->o;
     px_gen_client *http = NULL;
     px_err cerr;
-    if (px_gen_client_create(&http, &cerr) != PX_OK) {
+    if (o->backend != PX_GEN_LOCAL && px_gen_client_create(&http, &cerr) != PX_OK) {
         pthread_mutex_lock(&sv->mu);
         sv->dead = 1;
         pthread_mutex_unlock(&sv->mu);
@@ -414,7 +500,8 @@ static void *worker_main(void *arg)
             continue;
         }
         int st = PX_OK;
-        double t0 = px_now_ms(), ms = 0;
+        double ms = 0;
+        px_image img = {0}; /* the local backend's render */
         int adopted = find_orphan(r, &it->job, &payload);
         if (!adopted) {
             st = px_manifest_job_start(r->store, it->job.id, sv->url, &it->err);
@@ -424,21 +511,18 @@ static void *worker_main(void *arg)
                 continue;
             }
             it->job.attempts++;
-            px_gen_render_req req = {.prompt = it->job.prompt,
-                                     .negative = it->job.negative,
-                                     .seed = it->job.seed,
-                                     .width = it->job.width,
-                                     .height = it->job.height,
-                                     .steps = it->job.steps,
-                                     .cfg = it->job.cfg,
-                                     .sampler = it->job.sampler,
-                                     .model = it->job.model};
-            st = px_gen_render(http, o->backend, sv->url, o->workflow, &req, o->timeout_ms,
-                               &payload, &it->err);
-            ms = px_now_ms() - t0;
+            st = render_job(r, sv, http, it, &payload, &img, &ms);
+        }
+        if (st == PX_ECLOSED && o->backend == PX_GEN_LOCAL) {
+            /* stopped between two steps: the job goes back to pending, no fault of anyone's */
+            px_manifest_job_fail(r->store, it->job.id, it->err.msg, 0, NULL);
+            it->kind = R_UNRUN;
+            px_queue_push(r->results, it);
+            continue;
         }
         if (st == PX_OK)
-            st = process_payload(r, it, &payload, sv->url, ms, adopted);
+            st = process_payload(r, it, &payload, img.px ? &img : NULL, sv->url, ms, adopted);
+        px_image_free(&img);
         if (st == PX_OK) {
             it->kind = R_DONE;
             pthread_mutex_lock(&sv->mu);
@@ -561,13 +645,13 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
                           .negative = neg,
                           .scene = scenes[i],
                           .seed = r->o->seed >= 0 ? (*next_seed)++ : -1,
-                          .width = c->render.width,
-                          .height = c->render.height,
-                          .steps = c->render.steps,
-                          .cfg = c->render.cfg,
-                          .sampler = (char *)c->render.sampler,
+                          .width = r->render.width,
+                          .height = r->render.height,
+                          .steps = r->render.steps,
+                          .cfg = r->render.cfg,
+                          .sampler = r->render.sampler,
                           .backend = (char *)px_gen_backend_name(r->o->backend),
-                          .model = (char *)c->render.model};
+                          .model = r->render.model};
         int64_t id;
         st = px_manifest_add_job(r->store, &j, px_gen_writer_name(wr), sub, &id, NULL, err);
         if (st != PX_OK)
@@ -646,6 +730,17 @@ static int check_opts(const px_gen_opts *o, px_err *err)
         return px_err_set(err, PX_EINVAL, "generate: no campaign");
     if (!o->writer)
         return px_err_set(err, PX_EINVAL, "generate: no prompt writer");
+    if (o->backend == PX_GEN_LOCAL) {
+        if (!o->local)
+            return px_err_set(err, PX_EINVAL, "generate: the local backend needs a model "
+                                              "(--model PATH)");
+        if (o->nservers > 0)
+            return px_err_set(err, PX_EINVAL, "generate: the local backend renders in this "
+                                              "process; --server is for a1111, openai and comfyui");
+        if (o->per_server < 1 || o->per_server > 16)
+            return px_err_set(err, PX_ELIMIT, "generate: 1..16 local workers");
+        return PX_OK;
+    }
     if (o->nservers <= 0 || !o->servers)
         return px_err_set(err, PX_EINVAL, "generate: no render server (--server URL)");
     if (o->nservers > 64 || o->per_server < 1 || o->per_server > 16)
@@ -998,19 +1093,41 @@ static int finish(controller *c, int st)
     return st;
 }
 
-int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err)
+/* The settings new jobs are recorded with: the campaign's, or for the local
+ * backend what the model will really render (px_gen_local_resolve). */
+static int render_settings(run *r, px_err *err)
+{
+    r->render = r->o->campaign->render;
+    if (r->o->backend != PX_GEN_LOCAL)
+        return PX_OK;
+    char note[600];
+    int st = px_gen_local_resolve(r->o->local, &r->render, note, sizeof note, err);
+    if (st == PX_OK && note[0])
+        px_log(PX_LOG_WARN, "%s", note);
+    return st;
+}
+
+int px_gen_run(const px_gen_opts *opts, px_gen_summary *sum, px_err *err)
 {
     memset(sum, 0, sizeof *sum);
-    int st = check_opts(o, err);
+    int st = check_opts(opts, err);
     if (st != PX_OK)
         return st;
+    /* the local backend is one server, "local", whose workers share the model */
+    static const char *const k_local[] = {"local"};
+    px_gen_opts lo = *opts;
+    if (lo.backend == PX_GEN_LOCAL) {
+        lo.servers = (const char **)k_local;
+        lo.nservers = 1;
+    }
+    const px_gen_opts *o = &lo;
     run r = {.o = o};
     controller c = {.r = &r, .t0 = px_now_ms(), .sum = sum, .err = err};
     pthread_mutex_init(&r.phash_mu, NULL);
     int64_t cid = 0;
     const px_gen_campaign *camp = o->campaign;
     if ((st = px_gen_style_load(o->style_path, &r.style, err)) == PX_OK &&
-        (st = open_pool(o, &r.store, err)) == PX_OK &&
+        (st = render_settings(&r, err)) == PX_OK && (st = open_pool(o, &r.store, err)) == PX_OK &&
         (st = px_manifest_add_campaign(r.store, camp->name, camp->json ? camp->json : "{}", &cid,
                                        err)) == PX_OK &&
         (st = setup_slots(&r, cid, err)) == PX_OK && (st = queue_pending(&c)) == PX_OK &&
@@ -1046,8 +1163,11 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
 {
     if (same)
         *same = 0;
-    if (!o->pool || o->nservers <= 0)
-        return px_err_set(err, PX_EINVAL, "rerender: needs --out POOL and a --server");
+    int local = o->backend == PX_GEN_LOCAL;
+    if (!o->pool || (local ? !o->local : o->nservers <= 0))
+        return px_err_set(err, PX_EINVAL, "rerender: needs --out POOL and a --server (or "
+                                          "--backend local --model PATH)");
+    const char *where = local ? "local" : o->servers[0];
     char db[1100];
     snprintf(db, sizeof db, "%s/%s", o->pool, PX_MANIFEST_FILE);
     px_manifest *s = NULL;
@@ -1061,24 +1181,27 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
     char *meta = NULL;
     if ((st = px_manifest_get_job(s, id, &j, err)))
         goto out;
-    if ((st = px_gen_client_create(&http, err)))
-        goto out;
     px_gen_render_req req = {.prompt = j.prompt, .negative = j.negative, .seed = j.seed,
                              .width = j.width, .height = j.height, .steps = j.steps,
                              .cfg = j.cfg, .sampler = j.sampler, .model = j.model};
-    if ((st = px_gen_render(http, o->backend, o->servers[0], o->workflow, &req, o->timeout_ms,
-                            &payload, err)))
-        goto out;
-    if ((st = px_gen_decode(payload.data, payload.len, 0, &img, err)))
+    if (local)
+        st = px_gen_local_render(o->local, &req, NULL, NULL, &img, NULL, err);
+    else if (!(st = px_gen_client_create(&http, err)) &&
+             !(st = px_gen_render(http, o->backend, where, o->workflow, &req, o->timeout_ms,
+                                  &payload, err)))
+        st = px_gen_decode(payload.data, payload.len, 0, &img, err);
+    if (st)
         goto out;
     px_gen_check_result cr;
     if ((st = px_gen_check_image(&img, &o->checks, &cr, err)))
         goto out;
     char params[6000];
-    build_parameters(&j, j.model, params, sizeof params);
+    const char *hash = local ? px_gen_local_hash(o->local) : NULL;
+    build_parameters(&j, local ? px_gen_local_name(o->local) : j.model, hash, params,
+                     sizeof params);
     char checks[256];
     snprintf(checks, sizeof checks, "{\"rerender_of\":%lld}", (long long)id);
-    meta = build_json(&j, o->servers[0], &cr, checks);
+    meta = build_json(&j, where, &cr, checks, hash);
     if (!meta) {
         st = px_err_set(err, PX_ENOMEM, "out of memory");
         goto out;

@@ -5,7 +5,8 @@
  * type; a prompt writer (an OpenAI-compatible LLM, or the offline template
  * composer over vocab/ files) writes scene descriptions; near-duplicates are
  * dropped; render backends (AUTOMATIC1111, OpenAI images, ComfyUI) on one or
- * more servers turn prompts into images; automatic checks accept, flag or
+ * more servers, or pixpipe's own Stable Diffusion engine in-process (the
+ * local backend), turn prompts into images; automatic checks accept, flag or
  * reject each image; everything is recorded in the pool's manifest
  * (px_manifest.h), so a run resumes after any crash.
  *
@@ -64,6 +65,8 @@ typedef struct px_gen_render_defaults {
     double cfg;               /* default 6.0 */
     char sampler[64];         /* default "DPM++ 2M Karras" */
     char model[128];          /* checkpoint/model name sent to the server; "" = server default */
+    int size_set;             /* bit 0: width given, bit 1: height given (campaign or command
+                               * line); the local backend fills a missing side from the model */
 } px_gen_render_defaults;
 
 typedef struct px_gen_campaign {
@@ -217,11 +220,12 @@ int px_gen_hamming(uint64_t a, uint64_t b);
 
 /* ---- render backends ---------------------------------------------------- */
 
-/* The HTTP APIs a render server may speak. */
+/* Where images are rendered: the HTTP APIs a render server may speak, or in this process. */
 typedef enum px_gen_backend {
     PX_GEN_A1111 = 0, /* AUTOMATIC1111 / Forge: /sdapi/v1/txt2img */
     PX_GEN_OPENAI,    /* OpenAI-compatible /v1/images/generations */
     PX_GEN_COMFYUI,   /* ComfyUI /prompt with an API-format workflow */
+    PX_GEN_LOCAL,     /* pixpipe's own Stable Diffusion engine in-process (px_gen_local) */
 } px_gen_backend;
 const char *px_gen_backend_name(px_gen_backend backend);
 int px_gen_backend_parse(const char *s, px_gen_backend *backend, px_err *err);
@@ -246,6 +250,65 @@ void px_gen_client_destroy(px_gen_client *c);
 int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url, const char *workflow,
                   const px_gen_render_req *req, long timeout_ms, px_buf *image, px_err *err);
 
+/* ---- the local backend: Stable Diffusion in this process ----------------- */
+
+/* One SD 1.x model (src/diffusion, px_sd.h), loaded once for a run and shared
+ * read-only by the render workers. Renders on it run one at a time (they
+ * share its thread pool and scratch arena), each on all its threads. */
+typedef struct px_gen_local px_gen_local;
+
+typedef struct px_gen_local_opts {
+    const char *model;     /* diffusers folder or original-layout .safetensors (required) */
+    const char *tokenizer; /* CLIP vocabulary file or folder; NULL: the model folder's own */
+    const char *vocab;     /* the vocabulary of a single-file model when tokenizer is NULL */
+    const char *taesd;     /* decode every image with this TAESD model; NULL: the VAE */
+    int threads;           /* compute threads; <= 0: all cores */
+} px_gen_local_opts;
+
+/* Loads the model and reads its A1111 hash (the whole checkpoint once).
+ * Errors as px_sd_model_load's, err naming the file. Free with
+ * px_gen_local_destroy (NULL is a no-op). */
+int px_gen_local_create(const px_gen_local_opts *o, px_gen_local **out, px_err *err);
+void px_gen_local_destroy(px_gen_local *l);
+const char *px_gen_local_name(const px_gen_local *l); /* file/folder name without .safetensors */
+const char *px_gen_local_hash(const px_gen_local *l); /* 10 hex digits of the SHA-256 */
+int px_gen_local_threads(const px_gen_local *l);      /* compute threads of each render */
+
+/* Maps a sampler name to the engine's: A1111's ("Euler", "Euler a", "DPM++ 2M",
+ * "LCM", each but LCM with an optional " Karras"), ComfyUI's euler_ancestral,
+ * or ours (euler, euler_a, dpmpp_2m, lcm), case-insensitive. *ours is a static
+ * string. PX_EINVAL naming the sampler and listing those known. */
+int px_gen_local_sampler(const char *name, const char **ours, int *karras, px_err *err);
+
+/* Turns a campaign's render defaults into what this model will render, in
+ * place: no size given -> the model's native size in 3:2 landscape (768x512
+ * for SD 1.x), one side given -> the other in the same shape; sides rounded
+ * to the model's multiple; sampler -> its canonical A1111 name; model -> the
+ * checkpoint title "name [hash]". note (cap bytes, may be NULL) receives a
+ * warning worth showing ("" if none): a rounded size, an LCM model with
+ * another sampler. PX_EINVAL for an unknown sampler or bad value, PX_ELIMIT
+ * when the size needs more memory than is available (the estimate in err). */
+int px_gen_local_resolve(px_gen_local *l, px_gen_render_defaults *r, char *note, size_t cap,
+                         px_err *err);
+
+/* What a local render really used. */
+typedef struct px_gen_local_used {
+    int64_t seed;
+    int width, height, steps;
+    double cfg;
+    char sampler[32]; /* A1111's name, e.g. "DPM++ 2M Karras" */
+    double ms;        /* the render's wall-clock time */
+} px_gen_local_used;
+
+/* Renders req (seed >= 0; sampler as px_gen_local_sampler reads it; model is
+ * ignored) into *out (RGB; free with px_image_free). cancel (may be NULL) is
+ * called after every sampler step with cancel_arg; non-zero stops the render
+ * with PX_ECLOSED. used may be NULL. Errors as px_sd_render's (PX_ECORRUPT
+ * "model produced NaN at step k", PX_ELIMIT for memory, ...), *out zeroed.
+ * Thread-safe: concurrent calls on one l run one after another. */
+int px_gen_local_render(px_gen_local *l, const px_gen_render_req *req, int (*cancel)(void *),
+                        void *cancel_arg, px_image *out, px_gen_local_used *used, px_err *err);
+
 /* ---- the pipeline ------------------------------------------------------- */
 
 typedef void (*px_gen_progress_fn)(void *ctx, const char *line, int final);
@@ -256,9 +319,11 @@ typedef struct px_gen_opts {
     px_gen_writer *writer;     /* owned by the caller */
     const char *style_path;    /* NULL: built-in styles */
     px_gen_backend backend;
-    const char **servers;      /* base URLs */
+    const char **servers;      /* base URLs (none for PX_GEN_LOCAL) */
     int nservers;
-    int per_server;            /* requests in flight per server (default 1) */
+    int per_server;            /* requests in flight per server (default 1); PX_GEN_LOCAL:
+                                * workers sharing the model (renders still one at a time) */
+    px_gen_local *local;       /* PX_GEN_LOCAL: the loaded model (the caller's; run-wide) */
     const char *workflow;      /* ComfyUI workflow JSON text */
     int max_attempts;          /* per job (default 3) */
     int server_failures;       /* consecutive failures before a server is set aside (default 5) */
