@@ -165,7 +165,19 @@ static double run_case(const bench_case *c, px_nn_dtype dt, const bench_env *e, 
     px_nn_mat w = {0};
     px_nn_conv2d_shape cs = {0};
     px_nn_attn_shape as = {0};
-    int64_t tokens = c->tokens / div;
+    /* The text encoder's 77 tokens do not shrink with the image. */
+    int64_t tokens = c->tokens == 77 ? 77 : c->tokens / div;
+    char label[64];
+    if (!strcmp(c->kind, "linear"))
+        snprintf(label, sizeof label, "%s %lldtok %lld->%lld", c->what, (long long)tokens,
+                 (long long)c->in, (long long)c->out);
+    else if (!strcmp(c->kind, "conv"))
+        snprintf(label, sizeof label, "%dx%d %lld->%lld %dx%d %s", c->k, c->k, (long long)c->in,
+                 (long long)c->out, c->hw / (div == 1 ? 1 : 2), c->hw / (div == 1 ? 1 : 2),
+                 c->what);
+    else
+        snprintf(label, sizeof label, "%s %lldtok%s %dx%d", c->what, (long long)tokens,
+                 c->nk ? "->77" : "", c->heads, c->dh);
     if (!strcmp(c->kind, "linear") || !strcmp(c->kind, "conv")) {
         int64_t kd = c->in * (strcmp(c->kind, "conv") ? 1 : (int64_t)c->k * c->k);
         float *wf = rand_floats((size_t)(c->out * kd), 0.05f);
@@ -242,7 +254,7 @@ static double run_case(const bench_case *c, px_nn_dtype dt, const bench_env *e, 
     px_aligned_free(wdata);
     double gf = (double)flops / (best.wall * 1e6), cgf = (double)flops / (best.cpu * 1e6);
     printf("%-6s %-32s %-4s %9.2f ms %6.1f GFLOP/s %5.1f%% | cpu %6.1f GFLOP/s/core %5.1f%%\n",
-           c->kind, c->what, c->kind[0] == 'a' ? "-" : px_nn_dtype_name(dt), best.wall, gf,
+           c->kind, label, c->kind[0] == 'a' ? "-" : px_nn_dtype_name(dt), best.wall, gf,
            100.0 * gf / e->peak, cgf, 100.0 * cgf / e->cpu_peak);
     fflush(stdout);
     return gf;
@@ -256,14 +268,11 @@ static void bench_misc(px_pool *pool, int div)
     const int64_t hw = 4096 / div, n = (int64_t)batch * c * hw;
     float *x = rand_floats((size_t)n * 4, 1.0f), *y = rand_floats((size_t)n * 4, 1.0f);
     float *g = rand_floats(1280, 1.0f), *b = rand_floats(1280, 1.0f);
-    const char *names[] = {"group_norm+silu 2x320x4096",
-                           "layer_norm 8192x320",
-                           "geglu 8192x(2x1280)",
-                           "transpose 2x320x4096",
-                           "add 2.6M",
-                           "activate gelu 2.6M",
-                           "concat 2x(320+320)x4096",
-                           "upsample2x 640x32x32"};
+    /* Shapes in the names: batch 2, 320 channels, hw pixels (4096 at 512x512). */
+    const char *names[] = {
+        "group_norm+silu 2x320xhw", "layer_norm (2hw)x320", "geglu (2hw)x(2x1280)",
+        "transpose 2x320xhw",       "add 2x320xhw",         "activate gelu 2x320xhw",
+        "concat 2x(320+320)xhw",    "upsample2x 640x(hw/4)"};
     double bytes[] = {8.0 * n, 8.0 * n,  4.0 * 3 * batch * hw * 1280, 8.0 * n, 12.0 * n,
                       8.0 * n, 16.0 * n, 4.0 * 5 * 640 * 1024 / div};
     for (int op = 0; op < 8; op++) {
@@ -299,7 +308,8 @@ static void bench_misc(px_pool *pool, int div)
             if (r > 0 && t < best)
                 best = t;
         }
-        printf("misc   %-40s %9.3f ms %6.1f GB/s\n", names[op], best, bytes[op] / (best * 1e6));
+        printf("misc   %-32s hw=%-5lld %9.3f ms %6.1f GB/s\n", names[op], (long long)hw, best,
+               bytes[op] / (best * 1e6));
     }
     px_aligned_free(x);
     px_aligned_free(y);
@@ -308,27 +318,27 @@ static void bench_misc(px_pool *pool, int div)
 }
 
 static const bench_case g_cases[] = {
-    {"linear", "attn proj 4096tok 320->320", 4096, 320, 320, 0, 0, 0, 0, 0},
-    {"linear", "geglu proj 4096tok 320->2560", 4096, 320, 2560, 0, 0, 0, 0, 0},
-    {"linear", "ff out 4096tok 1280->320", 4096, 1280, 320, 0, 0, 0, 0, 0},
-    {"linear", "attn proj 1024tok 640->640", 1024, 640, 640, 0, 0, 0, 0, 0},
-    {"linear", "geglu proj 1024tok 640->5120", 1024, 640, 5120, 0, 0, 0, 0, 0},
-    {"linear", "geglu proj 256tok 1280->10240", 256, 1280, 10240, 0, 0, 0, 0, 0},
-    {"linear", "ff out 256tok 5120->1280", 256, 5120, 1280, 0, 0, 0, 0, 0},
-    {"linear", "attn proj 64tok 1280->1280", 64, 1280, 1280, 0, 0, 0, 0, 0},
-    {"linear", "cross k/v 77tok 768->320", 77, 768, 320, 0, 0, 0, 0, 0},
-    {"conv", "3x3 320->320 64x64", 0, 320, 320, 64, 3, 0, 0, 0},
-    {"conv", "3x3 640->640 32x32", 0, 640, 640, 32, 3, 0, 0, 0},
-    {"conv", "3x3 1280->1280 16x16", 0, 1280, 1280, 16, 3, 0, 0, 0},
-    {"conv", "3x3 1280->1280 8x8", 0, 1280, 1280, 8, 3, 0, 0, 0},
-    {"conv", "3x3 960->320 64x64 (up)", 0, 960, 320, 64, 3, 0, 0, 0},
-    {"conv", "1x1 640->320 64x64 (skip)", 0, 640, 320, 64, 1, 0, 0, 0},
-    {"conv", "1x1 320->320 64x64 (proj)", 0, 320, 320, 64, 1, 0, 0, 0},
-    {"attn", "self 4096tok 8x40", 4096, 0, 0, 0, 0, 0, 8, 40},
-    {"attn", "cross 4096tok->77 8x40", 4096, 0, 0, 0, 0, 77, 8, 40},
-    {"attn", "self 1024tok 8x80", 1024, 0, 0, 0, 0, 0, 8, 80},
-    {"attn", "self 256tok 8x160", 256, 0, 0, 0, 0, 0, 8, 160},
-    {"attn", "self 64tok 8x160", 64, 0, 0, 0, 0, 0, 8, 160},
+    {"linear", "attn proj", 4096, 320, 320, 0, 0, 0, 0, 0},
+    {"linear", "geglu proj", 4096, 320, 2560, 0, 0, 0, 0, 0},
+    {"linear", "ff out", 4096, 1280, 320, 0, 0, 0, 0, 0},
+    {"linear", "attn proj", 1024, 640, 640, 0, 0, 0, 0, 0},
+    {"linear", "geglu proj", 1024, 640, 5120, 0, 0, 0, 0, 0},
+    {"linear", "geglu proj", 256, 1280, 10240, 0, 0, 0, 0, 0},
+    {"linear", "ff out", 256, 5120, 1280, 0, 0, 0, 0, 0},
+    {"linear", "attn proj", 64, 1280, 1280, 0, 0, 0, 0, 0},
+    {"linear", "cross k/v", 77, 768, 320, 0, 0, 0, 0, 0},
+    {"conv", "", 0, 320, 320, 64, 3, 0, 0, 0},
+    {"conv", "", 0, 640, 640, 32, 3, 0, 0, 0},
+    {"conv", "", 0, 1280, 1280, 16, 3, 0, 0, 0},
+    {"conv", "", 0, 1280, 1280, 8, 3, 0, 0, 0},
+    {"conv", "(up)", 0, 960, 320, 64, 3, 0, 0, 0},
+    {"conv", "(skip)", 0, 640, 320, 64, 1, 0, 0, 0},
+    {"conv", "(proj)", 0, 320, 320, 64, 1, 0, 0, 0},
+    {"attn", "self", 4096, 0, 0, 0, 0, 0, 8, 40},
+    {"attn", "cross", 4096, 0, 0, 0, 0, 77, 8, 40},
+    {"attn", "self", 1024, 0, 0, 0, 0, 0, 8, 80},
+    {"attn", "self", 256, 0, 0, 0, 0, 0, 8, 160},
+    {"attn", "self", 64, 0, 0, 0, 0, 0, 8, 160},
 };
 
 int main(int argc, char **argv)
