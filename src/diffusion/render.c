@@ -348,36 +348,54 @@ static int make_plan(const px_sd_model *m, const px_sd_params *p, sd_plan *s, px
 }
 
 /* Scratch of one UNet forward (floats): the skip connections kept for the up
- * path, plus the largest working set of one block (a transformer block on
- * C-wide tokens holds about 18 C per token: q k v, attention output, the
- * GEGLU's 8 C, its 4 C output, norms; a resnet about 8 C per pixel). */
+ * path, plus the largest working set of one block, taken as 10 C per token
+ * for a transformer block on C-wide tokens (q k v, attention output, part of
+ * the GEGLU's 8 C) and 6 C per pixel for a resnet. Measured on SD 1.5 f16,
+ * batch 2 (arena peak, conv weight widening included): 119 MiB at 256x256,
+ * 252 MiB at 512x512; this formula plus kernel_floats gives 1.3-1.6x that. */
 static double unet_floats(const px_sd_unet_config *u, int batch, int lh, int lw, int nctx)
 {
     double hw = (double)lh * lw, skips = u->block_out[0] * hw, work = 0;
     for (int l = 0; l < u->levels; l++) {
         double a = ldexp(hw, -2 * l), ch = u->block_out[l];
         skips += ch * a * (u->layers_per_block + (l < u->levels - 1));
-        double wk = ch * a * (u->cross_attn[l] ? 18.0 : 8.0) + ch * nctx;
+        double wk = ch * a * (u->cross_attn[l] ? 10.0 : 6.0) + ch * nctx;
         if (wk > work)
             work = wk;
     }
     return batch * (skips + work);
 }
 
-/* Scratch of a VAE decode of an h x w latent (floats): about four maps of the
- * widest channel count at each level's output resolution (the running
- * activation and a resnet's temporaries; see vae.c). */
+/* Scratch of a VAE decode of an h x w latent (floats): three maps of each
+ * level's channel count at its output resolution (the running activation and
+ * a resnet's temporaries; see vae.c). At 512x512 that is 768 MiB where the
+ * process grew by about 600 MiB during the decode (measured, SD 1.5). */
 static double vae_floats(const px_sd_vae_config *v, int lh, int lw)
 {
     double best = 0;
     for (int i = 0; i < v->levels; i++) {
         double ch = v->block_out[v->levels - 1 - i];
         int up = i < v->levels - 1 ? i + 1 : i;
-        double f = 4.0 * ch * ldexp((double)lh * lw, 2 * up);
+        double f = 3.0 * ch * ldexp((double)lh * lw, 2 * up);
         if (f > best)
             best = f;
     }
     return best;
+}
+
+/* Scratch the kernels take whatever the size (floats): im2col tiles of up to
+ * 32 MiB per thread and, in the UNet, a conv layer's f16/bf16 weights widened
+ * to f32 a layer at a time (the largest is a deepest-level up-block resnet
+ * conv, C out x 2C in x 3x3: 118 MiB for SD 1.x). */
+static double kernel_floats(const px_sd_model *m, int unet)
+{
+    const px_sd_unet_config *u = &m->cfg->unet;
+    double widest = 0, conv = 0;
+    for (int l = 0; l < u->levels; l++)
+        widest = fmax(widest, (double)u->block_out[l]);
+    if (unet && px_sd_weights_dtype(m->w) != PX_NN_F32)
+        conv = widest * 2.0 * widest * 9.0;
+    return conv + (double)m->threads * (8 << 20);
 }
 
 /* Reads "Key: N kB" from /proc/meminfo, in bytes; 0 if absent. */
@@ -443,9 +461,10 @@ static void estimate(px_sd_model *m, const px_sd_params *p, const sd_plan *s, px
     else
         dec = vae_floats(&c->vae, s->lh, s->lw);
     double text = 16.0 * c->clip.max_positions * c->clip.intermediate;
-    double peak = own + fmax(fmax(unet, text), img + dec);
+    double peak =
+        own + fmax(fmax(unet + kernel_floats(m, 1), text), img + dec + kernel_floats(m, 0));
     mem->weights = m->weights_bytes;
-    mem->activations = (uint64_t)(peak * 4.0 * 1.15); /* 15%: im2col and attention tiles */
+    mem->activations = (uint64_t)(peak * 4.0 * 1.15); /* 15%: attention tiles, alignment */
     mem->held = atomic_load(&m->held);
     mem->total = mem->weights + mem->activations + SD_OVERHEAD;
     mem->available = p->mem_limit ? p->mem_limit : memory_available();
