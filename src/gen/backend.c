@@ -39,8 +39,8 @@ int px_gen_backend_parse(const char *s, px_gen_backend *b, px_err *err)
             *b = i;
             return PX_OK;
         }
-    return px_err_set(err, PX_EINVAL, "unknown backend '%s' (expected a1111, openai, comfyui or local)",
-                      s ? s : "");
+    return px_err_set(err, PX_EINVAL,
+                      "unknown backend '%s' (expected a1111, openai, comfyui or local)", s ? s : "");
 }
 
 /* Decodes a base64 image string (optionally "data:...;base64,") into *image. */
