@@ -422,9 +422,10 @@ static int render_local(run *r, job_item *it, const px_gen_render_req *req, px_i
     j->height = u.height;
     j->steps = u.steps;
     char title[300];
-    snprintf(title, sizeof title, "%s [%s]", px_gen_local_name(r->o->local),
+    snprintf(title, sizeof title, "%.100s [%s]", px_gen_local_name(r->o->local),
              px_gen_local_hash(r->o->local));
-    if (set_str(&j->sampler, u.sampler) || set_str(&j->model, title)) {
+    if (set_str(&j->sampler, u.sampler) || set_str(&j->model, title) ||
+        set_str(&j->backend, "local")) {
         px_image_free(img);
         return px_err_set(&it->err, PX_ENOMEM, "job %lld: out of memory", (long long)j->id);
     }
