@@ -340,11 +340,93 @@ static void pv_group(const float *p, int64_t ldp, int64_t kn, const float *v, in
     }
 }
 
+/* pv_rows for a chunk of 16 * nvf + t floats, 0 < t <= 8 (dh 40 is 16+16+8):
+ * the tail is a 256-bit vector, because a 512-bit FMA with half its lanes
+ * masked off still costs Zen 4 both halves. */
+static inline __attribute__((always_inline)) void pv_rows_h(const float *p, int64_t ldp, int64_t kn,
+                                                            const float *v, int64_t ldv, float *o,
+                                                            int64_t ldo, int first, __mmask8 kt,
+                                                            int nvf, int nr)
+{
+    __m512 acc[8][3];
+    __m256 acct[8];
+    _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++)
+    {
+        _Pragma("GCC unroll 8") for (int c = 0; c < 3; c++) acc[r][c] =
+            (r < nr && c < nvf && !first) ? _mm512_loadu_ps(o + (size_t)r * (size_t)ldo + 16 * c)
+                                          : _mm512_setzero_ps();
+        acct[r] = (r < nr && !first)
+                      ? _mm256_maskz_loadu_ps(kt, o + (size_t)r * (size_t)ldo + 16 * nvf)
+                      : _mm256_setzero_ps();
+    }
+    for (int64_t j = 0; j < kn; j++) {
+        const float *vr = v + (size_t)j * (size_t)ldv;
+        __m512 vv[3];
+        _Pragma("GCC unroll 8") for (int c = 0; c < 3; c++) vv[c] =
+            c < nvf ? _mm512_loadu_ps(vr + 16 * c) : _mm512_setzero_ps();
+        __m256 vt = _mm256_maskz_loadu_ps(kt, vr + 16 * nvf);
+        _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++)
+        {
+            if (r < nr) {
+                float pj = p[(size_t)r * (size_t)ldp + (size_t)j];
+                __m512 pv = _mm512_set1_ps(pj);
+                _Pragma("GCC unroll 8") for (int c = 0; c < 3; c++) if (c < nvf) acc[r][c] =
+                    _mm512_fmadd_ps(pv, vv[c], acc[r][c]);
+                acct[r] = _mm256_fmadd_ps(_mm256_set1_ps(pj), vt, acct[r]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < 8; r++)
+    {
+        if (r < nr) {
+            _Pragma("GCC unroll 8") for (int c = 0; c < 3; c++) if (c < nvf)
+                _mm512_storeu_ps(o + (size_t)r * (size_t)ldo + 16 * c, acc[r][c]);
+            _mm256_mask_storeu_ps(o + (size_t)r * (size_t)ldo + 16 * nvf, kt, acct[r]);
+        }
+    }
+}
+
+/* Rows of one chunk with a half-vector tail: groups of 8 rows (6 when three
+ * full vectors), each shape a constant so the accumulators stay in registers. */
+static void pv_chunk_h(const float *p, int64_t ldp, int64_t rows, int64_t kn, const float *v,
+                       int64_t ldv, float *o, int64_t ldo, int first, int w)
+{
+    int nvf = w / 16, g = nvf == 3 ? 6 : 8;
+    __mmask8 kt = (__mmask8)((1u << (w - 16 * nvf)) - 1u);
+    for (int64_t i = 0; i < rows; i += g) {
+        int nr = rows - i < g ? (int)(rows - i) : g;
+        const float *pi = p + (size_t)i * (size_t)ldp;
+        float *oi = o + (size_t)i * (size_t)ldo;
+        switch (nvf * 16 + (nr == g)) {
+        case 0 + 1:
+            pv_rows_h(pi, ldp, kn, v, ldv, oi, ldo, first, kt, 0, 8);
+            break;
+        case 16 + 1:
+            pv_rows_h(pi, ldp, kn, v, ldv, oi, ldo, first, kt, 1, 8);
+            break;
+        case 32 + 1:
+            pv_rows_h(pi, ldp, kn, v, ldv, oi, ldo, first, kt, 2, 8);
+            break;
+        case 48 + 1:
+            pv_rows_h(pi, ldp, kn, v, ldv, oi, ldo, first, kt, 3, 6);
+            break;
+        default:
+            for (int r = 0; r < nr; r++)
+                pv_rows_h(pi + (size_t)r * (size_t)ldp, ldp, kn, v, ldv,
+                          oi + (size_t)r * (size_t)ldo, ldo, first, kt, nvf, 1);
+        }
+    }
+}
+
 void px_nn_attn_pv_avx512(const float *p, int64_t ldp, int64_t rows, int64_t kn, const float *v,
                           int64_t ldv, int dh, float *o, int64_t ldo, int first)
 {
     for (int c0 = 0; c0 < dh; c0 += 64) {
         int w = dh - c0 < 64 ? dh - c0 : 64, nv = (w + 15) / 16;
+        if (w % 16 != 0 && w % 16 <= 8) {
+            pv_chunk_h(p, ldp, rows, kn, v + c0, ldv, o + c0, ldo, first, w);
+            continue;
+        }
         __mmask16 km[4];
         _Pragma("GCC unroll 8") for (int c = 0; c < 4; c++) km[c] =
             tail_mask(w - 16 * c > 0 ? w - 16 * c : 0);

@@ -523,6 +523,7 @@ static void test_attention(void **state)
     /* Heads wider than the AVX-512 kernel's 64-float chunks, odd row groups. */
     attention_case(2, 13, 37, 2, 80, 0, 0);
     attention_case(1, 20, 20, 1, 150, 1, 1);
+    attention_case(1, 15, 9, 1, 56, 0, 0); /* 3 vectors + a half-vector tail */
 }
 
 /* ---- normalisation ---- */
