@@ -1,28 +1,33 @@
 /*
  * The GEMM-backed px_nn_ops layers: linear, conv2d and attention.
  *
- * All three call OpenBLAS's cblas_sgemm single-threaded and parallelise over
- * a fixed tiling of the output (tasks handed out by px_nn_ops_for), so every
- * output element is produced by the same GEMM call whatever the thread count
- * or the order tasks run in (bitwise determinism). Scratch comes from the caller's arena, taken
- * before the parallel loop (one slice per worker) and released before returning.
+ * They call OpenBLAS's cblas_sgemm single-threaded and parallelise over a
+ * fixed tiling of the output (tasks handed out by px_nn_ops_for), so every
+ * output element is produced by the same call whatever the thread count or
+ * the order tasks run in (bitwise determinism). Scratch comes from the
+ * caller's arena, taken before the parallel loop (one slice per worker) and
+ * released before returning.
  *
  * Weights stored as f16/bf16 are converted to f32 a row block at a time into
- * the worker's slice (linear), or a layer at a time (conv), never the whole
- * model. OpenBLAS packs both operands again at every call, so every tiling
- * here aims at wide GEMMs (hundreds of rows and columns): that, not the
- * microkernel, is what decides how close to the sgemm peak a layer runs.
- *  - linear: tasks are (block of output features, block of tokens), ordered
- *    feature-block-major so that a worker converts each weight block once and
- *    runs all its token blocks against it.
- *  - conv2d: 1x1 stride-1 unpadded convs are one GEMM per (batch, column
- *    tile); the rest unroll a tile of output pixels (im2col, sized to stay in
- *    L2) and multiply it by the whole weight matrix.
+ * the worker's slice (linear, few-pixel convs), or a layer at a time (other
+ * convs), never the whole model. OpenBLAS packs both operands again at every
+ * call, so every tiling here aims at wide GEMMs (hundreds of rows and
+ * columns): that, not the microkernel, decides how close to the sgemm peak a
+ * layer runs.
+ *  - linear: tasks are (block of output features, block of tokens), numbered
+ *    feature-block-major so that a worker mostly reuses the weight block it
+ *    converted last.
+ *  - conv2d: 1x1 stride-1 unpadded convs are GEMMs on the input as it is,
+ *    tiled like a linear; maps of at most 1024 batch x pixels are unrolled
+ *    whole and split by output channels; the rest unroll tiles of a few
+ *    hundred output pixels (im2col, 8 MiB at most) and multiply each by the
+ *    whole weight matrix.
  *  - attention: tasks are (batch, head, tile of queries); each walks the keys
- *    in blocks: S = Q K^T for the block (one GEMM), an online softmax (running
- *    max and sum per row, earlier output rescaled when the max grows) and
- *    O += P V (a second GEMM), then O /= sum. Only a block of the score
- *    matrix ever exists.
+ *    in blocks: S = Q K^T for the block, an online softmax (running max and
+ *    sum per row, earlier output rescaled when the max grows) and O += P V,
+ *    then O /= sum. Only a block of the score matrix ever exists. The two
+ *    products are AVX-512 kernels where the CPU has them (ops_avx512.c), two
+ *    sgemm calls elsewhere.
  */
 #include "ops_internal.h"
 
