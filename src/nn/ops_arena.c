@@ -7,8 +7,11 @@
  * the current one, so marks compare and release like a stack. When a block
  * does not fit in the current chunk we move to the next one; chunks beyond
  * the position are all free (stack discipline), so a next chunk too small for
- * the request is dropped and replaced by a bigger one. After one run at given
- * shapes the chunk list holds the peak and later runs allocate nothing.
+ * the request is replaced by a bigger one. After one run at given shapes the
+ * chunk list holds the peak and later runs allocate nothing.
+ *
+ * px_nn_ops_for hands the tasks of a GEMM layer to the pool's threads one at
+ * a time (see ops_internal.h).
  *
  * f16 -> f32 is done by bit manipulation in the portable path (subnormals are
  * renormalised, inf/nan keep their payload) and with vcvtph2ps where the CPU
@@ -66,14 +69,13 @@ static size_t arena_pos(const px_nn_arena *a)
     return a->nchunks ? a->chunks[a->cur].start + a->off : 0;
 }
 
-/* Drops chunks from index i on (all free) and appends one of at least need bytes. */
+/* Puts a chunk of at least need bytes at index i (i <= nchunks), replacing
+ * the free chunk there, if any, that was too small; the chunks after it are
+ * free too and keep their sizes, only their logical starts move. Keeping
+ * them (rather than dropping every chunk past i) matters when calls
+ * alternate between shapes: each keeps finding the chunks it grew. */
 static int arena_grow(px_nn_arena *a, int i, size_t need)
 {
-    for (int j = i; j < a->nchunks; j++) {
-        a->reserved -= a->chunks[j].size;
-        px_aligned_free(a->chunks[j].base);
-    }
-    a->nchunks = i;
     if (i >= ARENA_MAX_CHUNKS)
         return PX_ENOMEM;
     size_t size = need > a->min_chunk ? need : a->min_chunk;
@@ -81,10 +83,17 @@ static int arena_grow(px_nn_arena *a, int i, size_t need)
     unsigned char *p = px_aligned_alloc(size);
     if (!p)
         return PX_ENOMEM;
-    size_t start = i ? a->chunks[i - 1].start + a->chunks[i - 1].size : 0;
-    a->chunks[i] = (arena_chunk){.base = p, .size = size, .start = start};
-    a->nchunks = i + 1;
+    if (i < a->nchunks) {
+        a->reserved -= a->chunks[i].size;
+        px_aligned_free(a->chunks[i].base);
+    } else {
+        a->nchunks = i + 1;
+    }
+    a->chunks[i].base = p;
+    a->chunks[i].size = size;
     a->reserved += size;
+    for (int j = i; j < a->nchunks; j++)
+        a->chunks[j].start = j ? a->chunks[j - 1].start + a->chunks[j - 1].size : 0;
     return PX_OK;
 }
 

@@ -184,6 +184,26 @@ static void test_arena(void **state)
     assert_null(px_nn_arena_floats(a, SIZE_MAX / 2));
     px_nn_arena_destroy(a);
     px_nn_arena_destroy(NULL);
+
+    /* Two call patterns taking turns: after one round of each, nothing new
+     * is reserved (a pattern's chunks survive the other's growth). */
+    assert_int_equal(px_nn_arena_create(1000, &a), PX_OK);
+    size_t steady = 0;
+    for (int round = 0; round < 4; round++) {
+        size_t m = px_nn_arena_mark(a);
+        assert_non_null(px_nn_arena_alloc(a, 700));
+        assert_non_null(px_nn_arena_alloc(a, 500));
+        assert_non_null(px_nn_arena_alloc(a, 900));
+        px_nn_arena_release(a, m);
+        assert_non_null(px_nn_arena_alloc(a, 900));
+        assert_non_null(px_nn_arena_alloc(a, 1100)); /* grows the second chunk */
+        px_nn_arena_release(a, m);
+        if (round == 1)
+            steady = px_nn_arena_reserved(a);
+        if (round > 1)
+            assert_int_equal(px_nn_arena_reserved(a), steady);
+    }
+    px_nn_arena_destroy(a);
 }
 
 /* ---- conversion ---- */
