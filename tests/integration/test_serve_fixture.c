@@ -18,6 +18,7 @@
 
 #include "manifest/px_manifest.h"
 #include "image/px_image.h"
+#include "px_test.h"
 
 static int mkdir_p(const char *path)
 {
@@ -187,7 +188,7 @@ int fx_http(const char *method, const char *url, const void *body, size_t len,
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)px_test_ms(60000) / 1000);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     if (!strcmp(method, "HEAD"))
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);

@@ -307,10 +307,18 @@ static void test_concurrency_limit(void **state)
             usleep(20000);
     }
     assert_true(got503);
-    /* health checks are never refused */
-    json_t *h = get_json(srv, "/healthz", 200);
-    assert_int_equal(json_integer_value(json_object_get(h, "inflight")), 1);
-    json_decref(h);
+    /* health checks are never refused; once the server has seen the earlier GETs end, only
+     * the stalled upload holds a slot (wait for that: a busy machine sees the closes late) */
+    long long inflight = -1;
+    const double end1 = px_test_now_ms() + px_test_ms(5000);
+    do {
+        json_t *h = get_json(srv, "/healthz", 200);
+        inflight = json_integer_value(json_object_get(h, "inflight"));
+        json_decref(h);
+        if (inflight != 1)
+            usleep(20000);
+    } while (inflight != 1 && px_test_now_ms() < end1);
+    assert_int_equal(inflight, 1);
     close(fd);
     /* the slot comes back once the server sees the close */
     const double end2 = px_test_now_ms() + px_test_ms(5000);
@@ -649,6 +657,10 @@ static void test_jobs(void **state)
     o.detector = det;
     o.workers = 1;
     o.queue_capacity = 1;
+    /* a queued job waits for the running one: on a slow build or machine that takes longer
+     * than the default 30 s processing limit */
+    o.process_timeout_ms = px_test_ms(30000);
+    o.read_timeout_s = px_test_ms(15000) / 1000;
     px_server *srv = start(&o);
     burst b[4];
     pthread_t th[4];
@@ -682,15 +694,27 @@ static void test_jobs(void **state)
     expect_error(&r, 504, "timeout");
     fx_resp_free(&r);
     /* stop with a job still running: it is let finish, nothing leaks */
-    o.process_timeout_ms = 0;
+    o.process_timeout_ms = px_test_ms(30000);
     px_server_destroy(srv);
     srv = start(&o);
     for (int i = 0; i < 2; i++) {
         b[i] = (burst){px_server_port(srv), photo, len, 0, 0};
         pthread_create(&th[i], NULL, fire, &b[i]);
     }
-    usleep(30000);
-    px_server_stop(srv, 10000);
+    /* stop once both are accepted (one running, one queued): those must be finished, not
+     * dropped; waiting for that, not for a fixed time, keeps a busy machine from stopping
+     * the server before the requests arrived */
+    long long in = 0;
+    const double end = px_test_now_ms() + px_test_ms(10000);
+    while (in < 2 && px_test_now_ms() < end) {
+        json_t *h = get_json(srv, "/healthz", 200);
+        in = json_integer_value(json_object_get(h, "queue")) +
+             json_integer_value(json_object_get(h, "running"));
+        json_decref(h);
+        if (in < 2)
+            usleep(2000);
+    }
+    px_server_stop(srv, px_test_ms(10000));
     for (int i = 0; i < 2; i++) {
         pthread_join(th[i], NULL);
         assert_true(b[i].code == 200 || b[i].code == 503);
