@@ -25,62 +25,12 @@
 #include <string.h>
 
 #include "diffusion/sd_internal.h"
+#include "unit/diffusion/sd_golden.h"
 
 #define GOLDEN PX_SHARED_DIR "/golden/sd"
 #define TOL 1e-4
 #define NTOK 77
 #define DIM 32
-
-static void *read_file_exact(const char *path, size_t bytes)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    void *v = malloc(bytes);
-    size_t got = v ? fread(v, 1, bytes, f) : 0;
-    int extra = fgetc(f);
-    fclose(f);
-    if (got != bytes || extra != EOF) {
-        free(v);
-        return NULL;
-    }
-    return v;
-}
-
-/* n floats of a golden .f32 file (little-endian, as the host). */
-static float *golden_f32(const char *name, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, GOLDEN "/%s.f32", name);
-    float *v = read_file_exact(path, n * sizeof(float));
-    if (!v)
-        fail_msg("cannot read %s with %zu floats", path, n);
-    return v;
-}
-
-/* The 77 ids of a golden .i64 file, as int32. */
-static void golden_ids(const char *name, int32_t ids[NTOK])
-{
-    char path[512];
-    snprintf(path, sizeof path, GOLDEN "/%s.i64", name);
-    int64_t *v = read_file_exact(path, NTOK * sizeof(int64_t));
-    if (!v)
-        fail_msg("cannot read %s", path);
-    for (int i = 0; i < NTOK; i++)
-        ids[i] = (int32_t)v[i];
-    free(v);
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n)
-{
-    double worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)b[i]);
-        if (!(e <= worst))
-            worst = isnan(e) ? INFINITY : e;
-    }
-    return worst;
-}
 
 typedef struct fixture {
     px_sd_weights *w;
@@ -133,14 +83,14 @@ static void test_golden_prompt(void **state)
 {
     fixture *f = *state;
     int32_t ids[NTOK], tok_ids[NTOK];
-    golden_ids("te.input_ids", ids);
-    golden_ids("tok.prompt_ids", tok_ids);
+    sd_golden_ids("te.input_ids", ids, NTOK);
+    sd_golden_ids("tok.prompt_ids", tok_ids, NTOK);
     assert_memory_equal(ids, tok_ids, sizeof ids); /* the encoder's input is the tokenizer's */
     float hidden[NTOK * DIM], pooled[DIM], hidden2[NTOK * DIM], pooled2[DIM];
     encode(f, ids, NTOK, 0, hidden, pooled, f->pool1);
-    float *ref = golden_f32("te.last_hidden_state", NTOK * DIM);
-    float *ref_pool = golden_f32("te.pooler_output", DIM);
-    double e_h = max_abs_diff(hidden, ref, NTOK * DIM), e_p = max_abs_diff(pooled, ref_pool, DIM);
+    float *ref = sd_golden_f32("te.last_hidden_state", NTOK * DIM);
+    float *ref_pool = sd_golden_f32("te.pooler_output", DIM);
+    double e_h = sd_max_abs_diff(hidden, ref, NTOK * DIM), e_p = sd_max_abs_diff(pooled, ref_pool, DIM);
     printf("clip last_hidden_state worst abs error %.3g, pooler_output %.3g\n", e_h, e_p);
     assert_true(e_h <= TOL);
     assert_true(e_p <= TOL);
@@ -159,11 +109,11 @@ static void test_golden_uncond(void **state)
 {
     fixture *f = *state;
     int32_t ids[NTOK];
-    golden_ids("tok.negative_ids", ids);
+    sd_golden_ids("tok.negative_ids", ids, NTOK);
     float hidden[NTOK * DIM];
     encode(f, ids, NTOK, 0, hidden, NULL, f->pool3);
-    float *ref = golden_f32("te.uncond_last_hidden_state", NTOK * DIM);
-    double e = max_abs_diff(hidden, ref, NTOK * DIM);
+    float *ref = sd_golden_f32("te.uncond_last_hidden_state", NTOK * DIM);
+    double e = sd_max_abs_diff(hidden, ref, NTOK * DIM);
     printf("clip uncond last_hidden_state worst abs error %.3g\n", e);
     assert_true(e <= TOL);
     free(ref);
@@ -174,10 +124,10 @@ static void test_golden_clip_skip(void **state)
 {
     fixture *f = *state;
     int32_t ids[NTOK];
-    golden_ids("te.input_ids", ids);
+    sd_golden_ids("te.input_ids", ids, NTOK);
     float hidden[NTOK * DIM], pooled[DIM], pooled_ref[DIM];
     encode(f, ids, NTOK, 2, hidden, pooled, f->pool1);
-    float *pen = golden_f32("te.hidden_states_penultimate", NTOK * DIM);
+    float *pen = sd_golden_f32("te.hidden_states_penultimate", NTOK * DIM);
     const float *g, *b;
     px_err err;
     assert_int_equal(
@@ -197,17 +147,17 @@ static void test_golden_clip_skip(void **state)
             normed[t * DIM + j] =
                 (float)((pen[t * DIM + j] - mean) / sqrt(var + 1e-5) * g[j] + b[j]);
     }
-    double e = max_abs_diff(hidden, normed, NTOK * DIM);
+    double e = sd_max_abs_diff(hidden, normed, NTOK * DIM);
     printf("clip clip_skip 2 worst abs error %.3g\n", e);
     assert_true(e <= TOL);
     /* the pooled output stays the last layer's, whatever clip_skip */
-    float *ref_pool = golden_f32("te.pooler_output", DIM);
+    float *ref_pool = sd_golden_f32("te.pooler_output", DIM);
     encode(f, ids, NTOK, 0, hidden, pooled_ref, f->pool1);
     assert_memory_equal(pooled, pooled_ref, sizeof pooled);
-    assert_true(max_abs_diff(pooled, ref_pool, DIM) <= TOL);
+    assert_true(sd_max_abs_diff(pooled, ref_pool, DIM) <= TOL);
     /* clip_skip = layers + 1 is the embedding itself, normed: differs from both */
     encode(f, ids, NTOK, 4, hidden, NULL, f->pool1);
-    assert_true(max_abs_diff(hidden, normed, NTOK * DIM) > 1e-3);
+    assert_true(sd_max_abs_diff(hidden, normed, NTOK * DIM) > 1e-3);
     free(pen);
     free(ref_pool);
 }
@@ -217,26 +167,26 @@ static void test_prefix_is_causal(void **state)
 {
     fixture *f = *state;
     int32_t ids[NTOK];
-    golden_ids("te.input_ids", ids);
+    sd_golden_ids("te.input_ids", ids, NTOK);
     float full[NTOK * DIM], part[NTOK * DIM];
     encode(f, ids, NTOK, 0, full, NULL, f->pool1);
     const int n = 5;
     encode(f, ids, n, 0, part, NULL, f->pool1);
-    double e = max_abs_diff(full, part, (size_t)n * DIM);
+    double e = sd_max_abs_diff(full, part, (size_t)n * DIM);
     printf("clip %d-token prefix vs full worst abs difference %.3g\n", n, e);
     assert_true(e <= 1e-5);
     /* and the later tokens do change the output of the whole sequence */
     ids[n] = ids[n] == 1 ? 2 : 1;
     encode(f, ids, NTOK, 0, part, NULL, f->pool1);
-    assert_true(max_abs_diff(full, part, (size_t)n * DIM) <= 1e-5);
-    assert_true(max_abs_diff(full + n * DIM, part + n * DIM, (size_t)(NTOK - n) * DIM) > 1e-4);
+    assert_true(sd_max_abs_diff(full, part, (size_t)n * DIM) <= 1e-5);
+    assert_true(sd_max_abs_diff(full + n * DIM, part + n * DIM, (size_t)(NTOK - n) * DIM) > 1e-4);
 }
 
 static void test_bad_input(void **state)
 {
     fixture *f = *state;
     int32_t ids[NTOK + 1];
-    golden_ids("te.input_ids", ids);
+    sd_golden_ids("te.input_ids", ids, NTOK);
     ids[NTOK] = ids[NTOK - 1];
     float hidden[(NTOK + 1) * DIM];
     px_err err;
@@ -278,7 +228,7 @@ static void test_single_file(void **state)
     if (rc != PX_OK)
         fail_msg("clip from single file: %s", err.msg);
     int32_t ids[NTOK];
-    golden_ids("te.input_ids", ids);
+    sd_golden_ids("te.input_ids", ids, NTOK);
     float a[NTOK * DIM], b[NTOK * DIM], pa[DIM], pb[DIM];
     encode(f, ids, NTOK, 0, a, pa, f->pool1);
     assert_int_equal(px_sd_clip_encode(c, ids, NTOK, 0, b, pb, f->arena, f->pool1, &err), PX_OK);

@@ -33,24 +33,11 @@
 #include "core/px_core.h"
 #include "diffusion/px_sd.h"
 #include "diffusion/sd_internal.h"
+#include "unit/diffusion/sd_golden.h"
 
 #define GOLDEN PX_SHARED_DIR "/golden/sd"
 #define PROMPT "a photo of the cat and a dog"
 #define NLAT (4 * 8 * 8)
-
-static float *read_f32(const char *name, size_t n)
-{
-    char path[1024];
-    snprintf(path, sizeof path, GOLDEN "/%s", name);
-    uint8_t *d = NULL;
-    size_t len = 0;
-    px_err err;
-    int rc = px_read_file(path, (size_t)64 << 20, &d, &len, &err);
-    if (rc != PX_OK)
-        fail_msg("%s", err.msg);
-    assert_int_equal(len, n * sizeof(float));
-    return (float *)d;
-}
 
 static px_sd_model *load(const char *path, int threads)
 {
@@ -109,14 +96,14 @@ static void check_sampler(const char *sampler, const char *golden_name)
 
     char name[128];
     snprintf(name, sizeof name, "sample.%s.final_latent.f32", golden_name);
-    float *ref = read_f32(name, NLAT);
+    float *ref = (float *)sd_golden_read(name, sizeof(float) * NLAT);
     double maxd = 0;
     for (int i = 0; i < NLAT; i++)
         maxd = fmax(maxd, fabs((double)lat[i] - ref[i]));
     free(ref);
 
     snprintf(name, sizeof name, "sample.%s.image.f32", golden_name);
-    float *gimg = read_f32(name, 3 * 64 * 64);
+    float *gimg = (float *)sd_golden_read(name, sizeof(float) * 3 * 64 * 64);
     int off = 0;
     double maxp = 0;
     for (int c = 0; c < 3; c++)

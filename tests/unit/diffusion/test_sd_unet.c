@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "sd_internal.h"
+#include "unit/diffusion/sd_golden.h"
 
 #define GOLDEN PX_SHARED_DIR "/golden/sd"
 #define TOL 1e-4
@@ -35,23 +36,6 @@ typedef struct fixture {
     px_nn_arena *arena;
     float *sample, *ctx, *uncond; /* (1,4,8,8), (1,77,32), (1,77,32) */
 } fixture;
-
-/* The golden array `name` (float32, n values), malloc'd. */
-static float *golden(const char *name, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s.f32", GOLDEN, name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    float *v = malloc(n * sizeof *v + 1);
-    assert_non_null(v);
-    size_t got = fread(v, sizeof *v, n + 1, f);
-    fclose(f);
-    if (got != n)
-        fail_msg("%s holds %zu floats, expected %zu", path, got, n);
-    return v;
-}
 
 static int setup(void **state)
 {
@@ -72,9 +56,9 @@ static int setup(void **state)
     }
     if (px_nn_arena_create(1 << 20, &fx->arena) != PX_OK)
         return -1;
-    fx->sample = golden("unet.in.sample", 256);
-    fx->ctx = golden("unet.in.encoder_hidden_states", 77 * 32);
-    fx->uncond = golden("te.uncond_last_hidden_state", 77 * 32);
+    fx->sample = sd_golden_f32("unet.in.sample", 256);
+    fx->ctx = sd_golden_f32("unet.in.encoder_hidden_states", 77 * 32);
+    fx->uncond = sd_golden_f32("te.uncond_last_hidden_state", 77 * 32);
     *state = fx;
     return 0;
 }
@@ -127,7 +111,7 @@ static void forward_batch2(fixture *fx, px_pool *pool, float *out)
 static void test_unet_batch1(void **state)
 {
     fixture *fx = *state;
-    float t, out[256], *want = golden("unet.out", 256), *tv = golden("unet.in.timestep", 1);
+    float t, out[256], *want = sd_golden_f32("unet.out", 256), *tv = sd_golden_f32("unet.in.timestep", 1);
     t = tv[0];
     px_err err = {{0}};
     int rc = px_sd_unet_forward(fx->u, fx->sample, 1, 8, 8, &t, fx->ctx, 77, NULL, out, fx->arena,
@@ -142,7 +126,7 @@ static void test_unet_batch1(void **state)
 static void test_unet_batch2(void **state)
 {
     fixture *fx = *state;
-    float out[512], *want = golden("unet.batch2.out", 512);
+    float out[512], *want = sd_golden_f32("unet.batch2.out", 512);
     px_pool *pool;
     assert_int_equal(px_pool_create(2, &pool), PX_OK);
     forward_batch2(fx, pool, out);
@@ -158,7 +142,7 @@ static void test_unet_batch_items(void **state)
 {
     fixture *fx = *state;
     float x[512], t[2] = {999.0f, 500.0f}, out[512], *ctx = malloc(2 * 77 * 32 * sizeof *ctx);
-    float *want1 = golden("unet.out", 256), *want2 = golden("unet.batch2.out", 512);
+    float *want1 = sd_golden_f32("unet.out", 256), *want2 = sd_golden_f32("unet.batch2.out", 512);
     assert_non_null(ctx);
     memcpy(x, fx->sample, 256 * sizeof *x);
     memcpy(x + 256, fx->sample, 256 * sizeof *x);

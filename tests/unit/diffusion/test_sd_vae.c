@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "diffusion/sd_internal.h"
+#include "unit/diffusion/sd_golden.h"
 
 #define GOLDEN PX_SHARED_DIR "/golden/sd"
 #define TOL 1e-4
@@ -43,33 +44,6 @@
 #define TILE_MEAN_TOL 0.4
 #define TILE_MAX_TOL 4.0
 #define TILE_MIN_CORR 0.2
-
-static float *golden_f32(const char *name, size_t n)
-{
-    char path[512];
-    snprintf(path, sizeof path, GOLDEN "/%s.f32", name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    float *v = malloc(n * sizeof *v);
-    size_t got = v ? fread(v, sizeof *v, n, f) : 0;
-    int extra = fgetc(f);
-    fclose(f);
-    if (got != n || extra != EOF)
-        fail_msg("%s: expected %zu floats", path, n);
-    return v;
-}
-
-static double max_abs_diff(const float *a, const float *b, size_t n)
-{
-    double worst = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)a[i] - (double)b[i]);
-        if (!(e <= worst))
-            worst = isnan(e) ? INFINITY : e;
-    }
-    return worst;
-}
 
 static double mean_abs_diff(const float *a, const float *b, size_t n)
 {
@@ -148,10 +122,10 @@ static void decode(fixture *f, px_sd_vae *v, const float *z, int tile, float *im
 static void test_vae_decode_golden(void **state)
 {
     fixture *f = *state;
-    float *z = golden_f32("vae.decode.in", LAT), *ref = golden_f32("vae.decode.out", IMG);
+    float *z = sd_golden_f32("vae.decode.in", LAT), *ref = sd_golden_f32("vae.decode.out", IMG);
     float *img = malloc(IMG * sizeof *img), *img2 = malloc(IMG * sizeof *img2);
     decode(f, f->vae, z, 0, img, f->pool1);
-    double e = max_abs_diff(img, ref, IMG);
+    double e = sd_max_abs_diff(img, ref, IMG);
     printf("vae decode worst abs error %.3g (arena peak %.1f MiB)\n", e,
            (double)px_nn_arena_peak(f->arena) / (1 << 20));
     assert_true(e <= TOL);
@@ -168,13 +142,13 @@ static void test_vae_decode_golden(void **state)
 static void test_vae_encode_golden(void **state)
 {
     fixture *f = *state;
-    float *x = golden_f32("vae.encode.in", IMG);
-    float *ref_m = golden_f32("vae.encode.mean", LAT),
-          *ref_lv = golden_f32("vae.encode.logvar", LAT);
+    float *x = sd_golden_f32("vae.encode.in", IMG);
+    float *ref_m = sd_golden_f32("vae.encode.mean", LAT),
+          *ref_lv = sd_golden_f32("vae.encode.logvar", LAT);
     float m[LAT], lv[LAT], m2[LAT], lv2[LAT];
     px_err err;
     assert_int_equal(px_sd_vae_encode(f->vae, x, 64, 64, m, lv, f->arena, f->pool1, &err), PX_OK);
-    double em = max_abs_diff(m, ref_m, LAT), el = max_abs_diff(lv, ref_lv, LAT);
+    double em = sd_max_abs_diff(m, ref_m, LAT), el = sd_max_abs_diff(lv, ref_lv, LAT);
     printf("vae encode worst abs error mean %.3g, logvar %.3g\n", em, el);
     assert_true(em <= TOL);
     assert_true(el <= TOL);
@@ -189,7 +163,7 @@ static void test_vae_encode_golden(void **state)
 static void test_vae_tiled(void **state)
 {
     fixture *f = *state;
-    float *z = golden_f32("vae.decode.in", LAT);
+    float *z = sd_golden_f32("vae.decode.in", LAT);
     float *whole = malloc(IMG * sizeof(float)), *tiled = malloc(IMG * sizeof(float));
     decode(f, f->vae, z, 0, whole, f->pool1);
     /* a tile covering the latent is the whole decode */
@@ -200,7 +174,7 @@ static void test_vae_tiled(void **state)
     static const int tiles[] = {4, 6};
     for (size_t i = 0; i < sizeof tiles / sizeof *tiles; i++) {
         decode(f, f->vae, z, tiles[i], tiled, f->pool1);
-        double mx = max_abs_diff(whole, tiled, IMG), mean = mean_abs_diff(whole, tiled, IMG);
+        double mx = sd_max_abs_diff(whole, tiled, IMG), mean = mean_abs_diff(whole, tiled, IMG);
         double r = correlation(whole, tiled, IMG);
         printf("vae tiled decode (tile %d of 8) vs whole: mean abs %.3g, worst %.3g, "
                "correlation %.3f\n",
@@ -304,7 +278,7 @@ static void test_vae_tiled_no_seams(void **state)
 static void test_vae_flops(void **state)
 {
     fixture *f = *state;
-    float *z = golden_f32("vae.decode.in", LAT), *img = malloc(IMG * sizeof(float));
+    float *z = sd_golden_f32("vae.decode.in", LAT), *img = malloc(IMG * sizeof(float));
     px_nn_flops_reset();
     decode(f, f->vae, z, 0, img, f->pool3);
     const double counted = (double)px_nn_flops(), model = px_sd_vae_decode_flops(f->vae, 8, 8);
@@ -320,11 +294,11 @@ static void test_vae_flops(void **state)
 static void test_taesd_golden(void **state)
 {
     fixture *f = *state;
-    float *z = golden_f32("taesd.decode.in", LAT), *ref = golden_f32("taesd.decode.out", IMG);
+    float *z = sd_golden_f32("taesd.decode.in", LAT), *ref = sd_golden_f32("taesd.decode.out", IMG);
     float *img = malloc(IMG * sizeof(float)), *img2 = malloc(IMG * sizeof(float));
     px_err err;
     assert_int_equal(px_sd_taesd_decode(f->taesd, z, 8, 8, img, f->arena, f->pool1, &err), PX_OK);
-    double e = max_abs_diff(img, ref, IMG);
+    double e = sd_max_abs_diff(img, ref, IMG);
     printf("taesd decode worst abs error %.3g\n", e);
     assert_true(e <= TOL);
     assert_int_equal(px_sd_taesd_decode(f->taesd, z, 8, 8, img2, f->arena, f->pool3, &err), PX_OK);
@@ -347,7 +321,7 @@ static void test_taesd_flat_file(void **state)
         rc = px_sd_taesd_create(w, &t, &err);
     if (rc != PX_OK)
         fail_msg("taesd from taesd.safetensors: %s", err.msg);
-    float *z = golden_f32("taesd.decode.in", LAT);
+    float *z = sd_golden_f32("taesd.decode.in", LAT);
     float *a = malloc(IMG * sizeof(float)), *b = malloc(IMG * sizeof(float));
     assert_int_equal(px_sd_taesd_decode(f->taesd, z, 8, 8, a, f->arena, f->pool1, &err), PX_OK);
     assert_int_equal(px_sd_taesd_decode(t, z, 8, 8, b, f->arena, f->pool1, &err), PX_OK);
@@ -482,7 +456,7 @@ static void test_single_file(void **state)
     rc = px_sd_vae_create(w, &v, &err);
     if (rc != PX_OK)
         fail_msg("vae from single file: %s", err.msg);
-    float *z = golden_f32("vae.decode.in", LAT), *x = golden_f32("vae.encode.in", IMG);
+    float *z = sd_golden_f32("vae.decode.in", LAT), *x = sd_golden_f32("vae.encode.in", IMG);
     float *a = malloc(IMG * sizeof(float)), *b = malloc(IMG * sizeof(float));
     decode(f, f->vae, z, 0, a, f->pool1);
     decode(f, v, z, 0, b, f->pool1);
