@@ -2,10 +2,10 @@
  * `pixpipe generate --backend local` end to end on the golden tiny
  * SD-1.5-shaped model (../shared/golden/sd: diffusers folder, its own tiny
  * tokenizer/), rendering in-process at 64x64 with a few steps so each image
- * takes a fraction of a second: a two-theme campaign meets its quotas; the
- * manifest rows say backend, model "name [hash]" (hash = first 10 hex digits
- * of the UNet file's SHA-256, as A1111 writes it), seed, steps, cfg, sampler
- * and size; every PNG carries the A1111 parameters text and our JSON with
+ * takes a fraction of a second: a two-theme campaign (two workers sharing
+ * the model) meets its quotas; the manifest rows say backend, model
+ * "name [hash]" (hash = first 10 hex digits of the UNet file's SHA-256, as
+ * A1111 writes it), seed, steps, cfg, sampler and size; every PNG carries the A1111 parameters text and our JSON with
  * the same values; --rerender with the recorded job gives the same pixels
  * (the seed recorded is the seed used); a run killed with SIGKILL resumes to
  * exactly the quota with no job, seed or image twice. In-process: the
@@ -189,8 +189,9 @@ static void test_local_campaign(void **state)
                      " \"sampler\": \"Euler a\"}}");
     snprintf(args, sizeof args,
              "generate " LOCAL_ARGS " --campaign '%s' --out '%s' --faces off --threads 2 "
-             "--progress plain",
+             "--per-server 2 --progress plain",
              camp, pool);
+    /* two workers share the one model (renders take turns on it) */
     int rc = run_pixpipe(args, log);
     if (rc != 0)
         fail_msg("generate exited %d:\n%s", rc, slurp(log));
