@@ -103,7 +103,8 @@ int px_gen_local_threads(const px_gen_local *l)
 int px_gen_local_sampler(const char *name, const char **ours, int *karras, px_err *err)
 {
     /* A1111's display names, ComfyUI's and the engine's own, each optionally followed by
-     * "Karras" (A1111 before 1.6 wrote the schedule into the name, as in "DPM++ 2M Karras") */
+     * "Karras" (A1111 long wrote the schedule into the name, as in "DPM++ 2M Karras", and
+     * campaigns and infotexts still say it that way) */
     static const struct {
         const char *name, *ours;
     } k_names[] = {
