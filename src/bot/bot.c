@@ -9,13 +9,17 @@
  * other in arrival order, and chats run in parallel, without a worker ever
  * blocking on another chat.
  *
- * Confirmation: the poller asks getUpdates for offset = the smallest update
- * id still being worked on (or one past the largest seen when nothing is),
- * so Telegram forgets an update only after its reply went out. Updates it
- * hands back again while their jobs run are recognised (in-flight set) and
- * skipped; updates already answered before a restart are recognised by the
- * SQLite record. A job that could not reply because Telegram was unreachable
- * is left unrecorded and comes back with the next poll (bounded retries).
+ * Confirmation: an update is first written to the SQLite "pending" table
+ * (px_bot_store_accept), and only then does the next getUpdates offset pass
+ * it. The table, not Telegram's memory, is the queue of record: a job leaves
+ * it when its reply was delivered or refused for good (4xx), and a job
+ * Telegram would not take now (5xx, 429, no answer) is deferred there with a
+ * back-off (at least retry_after) and fed back to the workers when due, also
+ * after a restart. An update that could not be recorded holds the offset
+ * (it comes back with the next poll). Because nothing accepted stays
+ * unconfirmed, getUpdates long-polls even while jobs run. Updates seen again
+ * (lost confirmations) are recognised by the SQLite record and skipped, so
+ * they are neither answered nor charged against the rate limit twice.
  *
  * Each job's image lives in the worker's memory only, from download to reply.
  */
@@ -35,6 +39,9 @@ typedef struct job {
     px_tg_update u;
     job_kind kind;
     double t_accept;
+    int attempts;     /* earlier tries that ended in a retry */
+    int64_t first_at; /* Unix time it was accepted */
+    int retry_after;  /* seconds Telegram asked us to wait (429), from the last try */
     struct job *next;
 } job;
 
@@ -43,11 +50,6 @@ typedef struct chat_slot {
     job *head, *tail;
     struct chat_slot *next; /* in bot->chats */
 } chat_slot;
-
-typedef struct {
-    int64_t update_id;
-    int failures;
-} retry_rec;
 
 struct px_bot {
     px_bot_config cfg;
@@ -65,8 +67,9 @@ struct px_bot {
     int pending;            /* accepted jobs not finished */
     int64_t *inflight;      /* update ids of those jobs */
     int ninflight;
-    retry_rec retries[64];
-    int nretries;
+    int64_t hold;           /* an update not recorded: the offset stays at it (0: none) */
+    pthread_mutex_t feed_mu; /* one feeder at a time: pending rows -> jobs, no job twice */
+    int64_t *skip;           /* feed_due's copy of inflight (queue_capacity) */
     pthread_t *threads;
     int nthreads;
     int ran;
@@ -80,8 +83,9 @@ static const char *help_text =
     "/mode blur|pixelate|noise|solid chooses how faces are covered in this chat (default: "
     "noise, which keeps nothing of the face).\n\n"
     "Privacy: your picture is held in memory only while I work on it and is gone once I reply. "
-    "I keep no image, caption or file; only this chat's /mode setting and the ids of messages "
-    "already answered (so none is answered twice).";
+    "I keep no image or caption; only this chat's /mode setting, the ids of messages already "
+    "answered (so none is answered twice) and, until you have my answer, which message to "
+    "answer.";
 
 px_bot_config px_bot_config_default(void)
 {
@@ -96,7 +100,7 @@ px_bot_config px_bot_config_default(void)
     c.rate_per_minute = 30;
     c.backoff_ms = 500;
     c.max_attempts = 5;
-    c.max_job_retries = 3;
+    c.retry_max_age_s = 86400;
     return c;
 }
 
@@ -192,19 +196,21 @@ int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
         b->cfg.max_file_bytes = d.max_file_bytes;
     if (b->cfg.rate_per_minute <= 0)
         b->cfg.rate_per_minute = d.rate_per_minute;
-    if (b->cfg.max_job_retries <= 0)
-        b->cfg.max_job_retries = d.max_job_retries;
+    if (b->cfg.retry_max_age_s <= 0)
+        b->cfg.retry_max_age_s = d.retry_max_age_s;
     atomic_init(&b->stop, 0);
     atomic_init(&b->hard, 0);
     pthread_mutex_init(&b->mu, NULL);
+    pthread_mutex_init(&b->feed_mu, NULL);
     pthread_cond_init(&b->done_cv, NULL);
     b->api_url = dup_str(cfg->api_url ? cfg->api_url : d.api_url);
     b->token = dup_str(cfg->token);
     b->db_path = dup_str(cfg->db_path);
     b->inflight = px_calloc((size_t)b->cfg.queue_capacity, sizeof *b->inflight);
+    b->skip = px_calloc((size_t)b->cfg.queue_capacity, sizeof *b->skip);
     b->threads = px_calloc((size_t)b->cfg.workers, sizeof *b->threads);
     int st = PX_ENOMEM;
-    if (b->api_url && b->token && b->db_path && b->inflight && b->threads)
+    if (b->api_url && b->token && b->db_path && b->inflight && b->skip && b->threads)
         st = px_queue_create((size_t)b->cfg.queue_capacity + 1, &b->ready);
     if (st != PX_OK) {
         px_err_set(err, st, "bot: out of memory");
@@ -258,8 +264,10 @@ void px_bot_destroy(px_bot *b)
     free(b->api_url);
     free(b->db_path);
     free(b->inflight);
+    free(b->skip);
     free(b->threads);
     pthread_cond_destroy(&b->done_cv);
+    pthread_mutex_destroy(&b->feed_mu);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
@@ -283,27 +291,6 @@ static void inflight_remove(px_bot *b, int64_t id)
         }
 }
 
-/* Counts a failed attempt; returns the failures so far for this update. */
-static int retry_note(px_bot *b, int64_t id)
-{
-    for (int i = 0; i < b->nretries; i++)
-        if (b->retries[i].update_id == id)
-            return ++b->retries[i].failures;
-    int slot = b->nretries < 64 ? b->nretries++ : (int)(id % 64);
-    b->retries[slot].update_id = id;
-    b->retries[slot].failures = 1;
-    return 1;
-}
-
-static void retry_forget(px_bot *b, int64_t id)
-{
-    for (int i = 0; i < b->nretries; i++)
-        if (b->retries[i].update_id == id) {
-            b->retries[i] = b->retries[--b->nretries];
-            return;
-        }
-}
-
 /* ---- the jobs ---- */
 
 typedef enum { OUT_SENT = 0, OUT_DROPPED, OUT_RETRY } outcome;
@@ -323,10 +310,13 @@ static outcome send_outcome(int st, const px_err *e, char *detail, size_t cap)
     return st == PX_EINVAL ? OUT_DROPPED : OUT_RETRY;
 }
 
-static outcome reply_text(px_tg *tg, const job *j, const char *text, char *detail, size_t cap)
+static outcome reply_text(px_tg *tg, job *j, const char *text, char *detail, size_t cap)
 {
     px_err e = {{0}};
-    int st = px_tg_send_message(tg, j->u.chat_id, j->u.message_id, text, NULL, NULL, &e);
+    px_tg_error info;
+    int st = px_tg_send_message(tg, j->u.chat_id, j->u.message_id, text, NULL, &info, &e);
+    if (st == PX_EBUSY)
+        j->retry_after = info.retry_after;
     return send_outcome(st, &e, detail, cap);
 }
 
@@ -348,7 +338,7 @@ static const char *mime_of(px_format f)
     return f == PX_FMT_PNG ? "image/png" : f == PX_FMT_WEBP ? "image/webp" : "image/jpeg";
 }
 
-static outcome run_image(px_bot *b, px_tg *tg, const job *j, int *faces, char *detail, size_t cap)
+static outcome run_image(px_bot *b, px_tg *tg, job *j, int *faces, char *detail, size_t cap)
 {
     const px_tg_update *u = &j->u;
     char mb[64];
@@ -385,6 +375,8 @@ static outcome run_image(px_bot *b, px_tg *tg, const job *j, int *faces, char *d
                    ? OUT_DROPPED
                    : OUT_RETRY;
     }
+    if (st == PX_EBUSY)
+        j->retry_after = info.retry_after;
     if (st != PX_OK)
         return send_outcome(st, &e, detail, cap);
     if (size > 0 && (uint64_t)size > b->cfg.max_file_bytes) {
@@ -441,17 +433,32 @@ static outcome run_image(px_bot *b, px_tg *tg, const job *j, int *faces, char *d
         snprintf(fname, sizeof fname, "anonymized%s", px_format_extension(r.out_format));
         if (u->kind == PX_TG_MSG_PHOTO)
             st = px_tg_send_photo(tg, u->chat_id, u->message_id, r.out.data, r.out.len, fname,
-                                  mime_of(r.out_format), text, NULL, NULL, &e);
+                                  mime_of(r.out_format), text, NULL, &info, &e);
         else
             st = px_tg_send_document(tg, u->chat_id, u->message_id, r.out.data, r.out.len, fname,
-                                     mime_of(r.out_format), text, NULL, NULL, &e);
+                                     mime_of(r.out_format), text, NULL, &info, &e);
+        if (st == PX_EBUSY)
+            j->retry_after = info.retry_after;
         oc = send_outcome(st, &e, detail, cap);
+        if (oc == OUT_DROPPED) {
+            /* refused for good: the user hears why rather than nothing */
+            char keep[512];
+            snprintf(keep, sizeof keep, "%s", detail);
+            snprintf(text, sizeof text,
+                     "Telegram refused the picture I made (%.200s). Please send it again, "
+                     "perhaps smaller.",
+                     info.description[0] ? info.description : "no reason given");
+            if (reply_text(tg, j, text, detail, cap) == OUT_RETRY)
+                oc = OUT_RETRY;
+            else
+                snprintf(detail, cap, "%s", keep);
+        }
     }
     px_anon_result_free(&r);
     return oc;
 }
 
-static outcome run_text(px_bot *b, px_tg *tg, const job *j, char *detail, size_t cap)
+static outcome run_text(px_bot *b, px_tg *tg, job *j, char *detail, size_t cap)
 {
     char arg[64], text[512];
     switch (px_bot_parse_command(j->u.text, arg, sizeof arg)) {
@@ -509,6 +516,20 @@ static const char *kind_name(const job *j)
     }
 }
 
+/* Seconds until a job that ended in a retry is tried again: past the
+ * client's own back-off (backoff_ms doubled per call try), doubling per job
+ * try, at most 10 minutes, and never before Telegram's retry_after. */
+static int job_delay_s(const px_bot *b, const job *j)
+{
+    int shift = (b->cfg.max_attempts > 0 ? b->cfg.max_attempts : 5) + j->attempts;
+    int64_t ms = (int64_t)(b->cfg.backoff_ms > 0 ? b->cfg.backoff_ms : 500)
+                 << (shift < 20 ? shift : 20);
+    if (ms > 600000)
+        ms = 600000;
+    int s = (int)((ms + 999) / 1000);
+    return j->retry_after > s ? j->retry_after : s;
+}
+
 static void run_job(px_bot *b, px_tg *tg, job *j)
 {
     double t0 = px_now_ms();
@@ -534,24 +555,66 @@ static void run_job(px_bot *b, px_tg *tg, job *j)
                         detail, sizeof detail);
     }
 
-    pthread_mutex_lock(&b->mu);
-    if (oc == OUT_RETRY && retry_note(b, j->u.update_id) > b->cfg.max_job_retries)
-        oc = OUT_DROPPED; /* Telegram kept failing: give up rather than loop forever */
-    if (oc != OUT_RETRY)
-        retry_forget(b, j->u.update_id);
-    pthread_mutex_unlock(&b->mu);
-    if (oc != OUT_RETRY) {
-        px_err e = {{0}};
-        if (px_bot_store_mark_handled(b->store, j->u.update_id, &e) != PX_OK)
-            px_log(PX_LOG_ERROR, "bot: %s", e.msg);
-    }
     char tag[9];
     px_bot_chat_tag(b->salt, j->u.chat_id, tag);
+    px_err e = {{0}};
+    int64_t now = (int64_t)time(NULL);
+    if (oc == OUT_RETRY && now - j->first_at >= b->cfg.retry_max_age_s) {
+        oc = OUT_DROPPED; /* Telegram has forgotten the message by now as well */
+        px_log(PX_LOG_WARN, "bot: chat=%s update=%lld: giving up after %d tries over %lld s",
+               tag, (long long)j->u.update_id, j->attempts + 1, (long long)(now - j->first_at));
+    }
+    if (oc == OUT_RETRY) {
+        int delay = job_delay_s(b, j);
+        px_log(PX_LOG_INFO, "bot: chat=%s update=%lld: reply not taken (try %d), retrying in %d s",
+               tag, (long long)j->u.update_id, j->attempts + 1, delay);
+        if (px_bot_store_defer(b->store, j->u.update_id, now + delay, &e) != PX_OK)
+            px_log(PX_LOG_ERROR, "bot: %s", e.msg);
+    } else if (px_bot_store_finish(b->store, j->u.update_id, &e) != PX_OK) {
+        px_log(PX_LOG_ERROR, "bot: %s", e.msg);
+    }
     double ms = px_now_ms() - t0, wait = t0 - j->t_accept;
     px_log(oc == OUT_SENT ? PX_LOG_INFO : PX_LOG_WARN,
            "bot job chat=%s update=%lld kind=%s faces=%d ms=%.0f queued_ms=%.0f outcome=%s%s%s",
            tag, (long long)j->u.update_id, kind_name(j), faces, ms, wait, outcome_name(oc),
            detail[0] ? " detail=" : "", detail);
+}
+
+static void enqueue(px_bot *b, job *j);
+
+/* Turns pending rows that are due into jobs while there is room. Called by
+ * the poller before each poll and by a worker when it finishes a job. */
+static void feed_due(px_bot *b)
+{
+    pthread_mutex_lock(&b->feed_mu);
+    px_bot_pending due[16];
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        int room = b->cfg.queue_capacity - b->pending;
+        int nskip = b->ninflight;
+        memcpy(b->skip, b->inflight, (size_t)nskip * sizeof *b->skip);
+        pthread_mutex_unlock(&b->mu);
+        if (room <= 0 || atomic_load(&b->stop))
+            break;
+        int want = room < 16 ? room : 16;
+        int n = px_bot_store_due(b->store, (int64_t)time(NULL), b->skip, nskip, due, want);
+        for (int i = 0; i < n; i++) {
+            job *j = px_calloc(1, sizeof *j);
+            if (!j)
+                break; /* stays pending: fed again later */
+            j->u = due[i].u;
+            j->kind = due[i].rate_limited ? JOB_RATE_LIMITED : JOB_MESSAGE;
+            j->t_accept = px_now_ms();
+            j->attempts = due[i].attempts;
+            j->first_at = due[i].first_at;
+            pthread_mutex_lock(&b->mu);
+            enqueue(b, j);
+            pthread_mutex_unlock(&b->mu);
+        }
+        if (n < want)
+            break;
+    }
+    pthread_mutex_unlock(&b->feed_mu);
 }
 
 typedef struct {
@@ -595,6 +658,8 @@ static void *worker_main(void *arg)
         pthread_cond_broadcast(&b->done_cv);
         pthread_mutex_unlock(&b->mu);
         free(j);
+        if (!stopping)
+            feed_due(b); /* room for a waiting pending job, without waiting for the poller */
     }
     px_tg_destroy(wa->tg);
     free(wa);
@@ -636,6 +701,13 @@ static void enqueue(px_bot *b, job *j)
         px_queue_try_push(b->ready, c);
 }
 
+/* Keeps the offset at or below id (poller only). */
+static void hold(px_bot *b, int64_t id)
+{
+    if (b->hold == 0 || id < b->hold)
+        b->hold = id;
+}
+
 static void accept_update(px_bot *b, const px_tg_update *u)
 {
     px_err e = {{0}};
@@ -644,20 +716,37 @@ static void accept_update(px_bot *b, const px_tg_update *u)
         return;
     }
     job *j = px_calloc(1, sizeof *j);
-    if (!j)
-        return; /* unconfirmed: retried at the next poll */
+    if (!j) {
+        hold(b, u->update_id); /* unconfirmed: comes back with the next poll */
+        return;
+    }
     j->u = *u;
     j->t_accept = px_now_ms();
-    if (u->kind == PX_TG_MSG_PHOTO || u->kind == PX_TG_MSG_DOCUMENT) {
-        int64_t who = u->user_id ? u->user_id : u->chat_id;
-        if (px_bot_store_rate_take(b->store, who, b->cfg.rate_per_minute, (int64_t)time(NULL)) == 0)
-            j->kind = JOB_RATE_LIMITED;
-    }
+    /* feed_mu: a worker feeding pending rows must not take this one before
+     * it is enqueued here */
+    pthread_mutex_lock(&b->feed_mu);
     pthread_mutex_lock(&b->mu);
     int full = b->pending >= b->cfg.queue_capacity;
-    if (!full)
-        enqueue(b, j);
     pthread_mutex_unlock(&b->mu);
+    if (!full) {
+        int limited = 0;
+        int64_t now = (int64_t)time(NULL);
+        int r = px_bot_store_accept(b->store, u, b->cfg.rate_per_minute, now, &limited, &e);
+        if (r == 1) {
+            j->kind = limited ? JOB_RATE_LIMITED : JOB_MESSAGE;
+            j->first_at = now;
+            pthread_mutex_lock(&b->mu);
+            enqueue(b, j);
+            pthread_mutex_unlock(&b->mu);
+        } else {
+            if (r < 0) {
+                px_log(PX_LOG_ERROR, "bot: %s", e.msg);
+                hold(b, u->update_id);
+            }
+            free(j);
+        }
+    }
+    pthread_mutex_unlock(&b->feed_mu);
     if (!full)
         return;
     /* answered straight from the poller so the user hears something */
@@ -670,28 +759,29 @@ static void accept_update(px_bot *b, const px_tg_update *u)
            st == PX_OK ? "" : " detail=", st == PX_OK ? "" : e.msg);
     if (st == PX_OK || st == PX_EINVAL)
         px_bot_store_mark_handled(b->store, u->update_id, &e);
+    else
+        hold(b, u->update_id); /* the user has heard nothing: try again next poll */
     free(j);
 }
 
-static int64_t confirm_offset(px_bot *b, int64_t max_seen)
+/* Every update seen is recorded (pending or handled) except a held one. */
+static int64_t confirm_offset(const px_bot *b, int64_t max_seen)
 {
     int64_t off = max_seen > 0 ? max_seen + 1 : 0;
-    for (int i = 0; i < b->ninflight; i++)
-        if (b->inflight[i] < off || off == 0)
-            off = b->inflight[i];
+    if (b->hold > 0 && (off == 0 || b->hold < off))
+        off = b->hold;
     return off;
 }
 
-static void wait_done(px_bot *b, int ms)
+/* The long-poll wait: the configured one, shortened so that a deferred job
+ * is fed soon after its time. */
+static int poll_wait_s(px_bot *b)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (long)ms * 1000000L;
-    while (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&b->done_cv, &b->mu, &ts);
+    int64_t now = (int64_t)time(NULL), at = 0;
+    int w = b->cfg.poll_timeout_s;
+    if (px_bot_store_next_due(b->store, now, &at) == 1 && at - now < w)
+        w = (int)(at - now);
+    return w < 1 ? 1 : w;
 }
 
 static void nap(px_bot *b, int ms)
@@ -747,12 +837,11 @@ int px_bot_run(px_bot *b, px_err *err)
     int64_t max_seen = 0;
     int fails = 0;
     while (!atomic_load(&b->stop)) {
-        pthread_mutex_lock(&b->mu);
+        feed_due(b);
         int64_t offset = confirm_offset(b, max_seen);
-        pthread_mutex_unlock(&b->mu);
         px_tg_update *ups = NULL;
         int n = 0;
-        st = px_tg_get_updates(b->poll_tg, offset, b->cfg.poll_timeout_s, 100, &ups, &n, &info, &e);
+        st = px_tg_get_updates(b->poll_tg, offset, poll_wait_s(b), 100, &ups, &n, &info, &e);
         if (st == PX_ECLOSED && atomic_load(&b->stop))
             break;
         if (st == PX_ECLOSED) {
@@ -774,6 +863,7 @@ int px_bot_run(px_bot *b, px_err *err)
             continue;
         }
         fails = 0;
+        b->hold = 0; /* a held update is in this batch again */
         int fresh = 0;
         for (int i = 0; i < n; i++) {
             const px_tg_update *u = &ups[i];
@@ -782,7 +872,7 @@ int px_bot_run(px_bot *b, px_err *err)
             pthread_mutex_lock(&b->mu);
             int known = inflight_has(b, u->update_id);
             pthread_mutex_unlock(&b->mu);
-            if (known || px_bot_store_is_handled(b->store, u->update_id) == 1)
+            if (known || px_bot_store_is_known(b->store, u->update_id) == 1)
                 continue;
             fresh++;
             accept_update(b, u);
@@ -790,14 +880,8 @@ int px_bot_run(px_bot *b, px_err *err)
         free(ups);
         px_log(PX_LOG_DEBUG, "bot: poll at %.0f ms: %d updates, %d new, offset %lld", px_now_ms(),
                n, fresh, (long long)offset);
-        if (fresh == 0) {
-            /* only updates we already work on came back: getUpdates does not
-             * wait while they are unconfirmed, so wait for a job to end */
-            pthread_mutex_lock(&b->mu);
-            if (b->ninflight > 0 && !atomic_load(&b->stop))
-                wait_done(b, 250);
-            pthread_mutex_unlock(&b->mu);
-        }
+        if (b->hold)
+            nap(b, b->cfg.backoff_ms > 0 ? b->cfg.backoff_ms : 500); /* getUpdates answers at once */
     }
 
     /* stop: workers finish what they run, skip what waits, then exit */

@@ -8,17 +8,22 @@
  * yet finished is bounded: past the bound a message gets "busy, try again
  * shortly" at once.
  *
- * Delivery: an update is confirmed to Telegram (the getUpdates offset passes
- * it) only once its reply was sent, so a crash never loses an accepted photo:
- * Telegram delivers it again. Handled update ids are recorded in SQLite, so a
- * redelivered update is never answered twice. The same SQLite file keeps the
- * per-chat settings (/mode) and the per-user rate limit counters; it never
- * holds an image, a caption or a file id. Image bytes live only in the
- * worker's memory for the length of the job.
+ * Delivery: an accepted update is written to SQLite (the "pending" jobs)
+ * before it is confirmed to Telegram (the getUpdates offset passes it), and
+ * leaves that table only when its reply was delivered or definitively
+ * refused (4xx; the user is told when Telegram lets us). A reply Telegram
+ * does not take now (5xx, 429 with a long retry_after, no answer) stays
+ * pending and is retried later, also after a restart, so neither a crash nor
+ * an outage loses an accepted photo. Handled update ids are recorded too, so
+ * a redelivered update is never answered twice nor charged twice against the
+ * rate limit. The file also keeps the per-chat settings (/mode) and the
+ * per-user rate counters. It never holds an image; a pending job holds the
+ * message's file id (and a command's text) until it is answered. Image bytes
+ * live only in the worker's memory for the length of the job.
  *
  * Stopping (px_bot_stop, e.g. from SIGTERM): polling ends, jobs being worked
- * on finish and are answered, jobs still waiting are left unconfirmed for
- * the next start, the offset is confirmed, and px_bot_run returns PX_OK.
+ * on finish and are answered, jobs still waiting stay pending for the next
+ * start, the offset is confirmed, and px_bot_run returns PX_OK.
  */
 #ifndef PX_BOT_H
 #define PX_BOT_H
@@ -26,6 +31,7 @@
 #include "anon/px_anon.h"
 #include "core/px_core.h"
 #include "face/px_face.h"
+#include "net/px_telegram.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,8 +52,9 @@ typedef struct px_bot_config {
     int rate_per_minute;   /* photos per user per minute (<=0: 30) */
     int backoff_ms;        /* first retry delay for 5xx/timeouts (<=0: 500) */
     int max_attempts;      /* tries per Bot API call (<=0: 5) */
-    int max_job_retries;   /* times a job that could not be answered is retried before it is dropped
-                              (<=0: 3) */
+    int retry_max_age_s;   /* a job Telegram keeps refusing to take (5xx, 429, no answer) is
+                              retried, also across restarts, for this long after it came in,
+                              then dropped (<=0: 86400, the time Telegram keeps an update) */
 } px_bot_config;
 px_bot_config px_bot_config_default(void);
 
@@ -71,6 +78,8 @@ void px_bot_destroy(px_bot *bot);
 /* The SQLite state: handled update ids, per-chat mode, per-user rate
  * counters. Thread-safe (one connection behind a mutex). */
 typedef struct px_bot_store px_bot_store;
+/* Opening makes every pending job due at once: a restart is the operator's
+ * way to say "try now" (Telegram answers another 429 if it is too early). */
 int px_bot_store_open(const char *path, px_bot_store **out, px_err *err);
 void px_bot_store_close(px_bot_store *s); /* NULL is a no-op */
 /* 1 when update_id was recorded as handled, 0 when not, <0 on error. */
@@ -84,6 +93,34 @@ int px_bot_store_set_mode(px_bot_store *s, int64_t chat_id, px_conceal_mode mode
  * Returns 1 when allowed, 0 when the user already had limit photos this
  * minute (nothing counted then), <0 on error. */
 int px_bot_store_rate_take(px_bot_store *s, int64_t user_id, int limit, int64_t now_s);
+
+/* The pending jobs: accepted updates not yet answered. */
+typedef struct px_bot_pending {
+    px_tg_update u;   /* what answering needs: ids, kind, file id, a command's text */
+    int rate_limited; /* accepted over the user's rate: the answer says so */
+    int attempts;     /* tries that ended in a retry so far */
+    int64_t first_at; /* Unix time it was accepted */
+} px_bot_pending;
+/* 1 when update_id was answered or is pending, 0 when unknown, <0 on error. */
+int px_bot_store_is_known(px_bot_store *s, int64_t update_id);
+/* Accepts u in one transaction: charges a photo or document against the
+ * user's rate (rate_limit per minute; *rate_limited = 1 when over it, then
+ * nothing is charged) and records the job as pending, due now. Returns 1
+ * when accepted, 0 when the update was already known (nothing changed), or
+ * PX_EIO on a database error (then nothing was recorded). */
+int px_bot_store_accept(px_bot_store *s, const px_tg_update *u, int rate_limit, int64_t now_s,
+                        int *rate_limited, px_err *err);
+/* The job is answered (or given up): pending -> handled, one transaction. */
+int px_bot_store_finish(px_bot_store *s, int64_t update_id, px_err *err);
+/* The job is to be tried again at next_at_s (Unix time); counts an attempt. */
+int px_bot_store_defer(px_bot_store *s, int64_t update_id, int64_t next_at_s, px_err *err);
+/* Up to max pending jobs due at now_s, oldest first, skipping the ids in
+ * skip[0..nskip). Returns how many were written to out, or <0 on error. */
+int px_bot_store_due(px_bot_store *s, int64_t now_s, const int64_t *skip, int nskip,
+                     px_bot_pending *out, int max);
+/* Earliest next try after now_s of a pending job (*at_s): 1 when there is
+ * one, 0 when none, <0 on error. */
+int px_bot_store_next_due(px_bot_store *s, int64_t now_s, int64_t *at_s);
 
 /* What a text message asks for. */
 typedef enum {

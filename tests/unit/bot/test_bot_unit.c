@@ -87,6 +87,76 @@ static void test_store_rate(void **state)
     px_bot_store_close(s);
 }
 
+/* The durable job queue: accepted once (and charged once), deferred jobs
+ * wait for their time, a reopen makes them due, finishing moves them to
+ * handled. */
+static void test_store_pending(void **state)
+{
+    (void)state;
+    char p[128];
+    db_path(p, sizeof p, "p.db");
+    px_bot_store *s;
+    px_err e;
+    assert_int_equal(px_bot_store_open(p, &s, &e), PX_OK);
+    int64_t t = 1700000000 - 1700000000 % 60;
+    px_tg_update u;
+    memset(&u, 0, sizeof u);
+    u.update_id = 5000000001LL;
+    u.kind = PX_TG_MSG_PHOTO;
+    u.chat_id = -1001234567890LL;
+    u.user_id = 77;
+    u.message_id = 9;
+    snprintf(u.file_id, sizeof u.file_id, "AgACfile");
+    snprintf(u.text, sizeof u.text, "a caption");
+    px_tg_update cmd = u;
+    cmd.update_id++;
+    cmd.kind = PX_TG_MSG_TEXT;
+    snprintf(cmd.text, sizeof cmd.text, "/mode blur");
+    int limited = -1;
+    assert_int_equal(px_bot_store_accept(s, &u, 1, t, &limited, &e), 1);
+    assert_int_equal(limited, 0);
+    assert_int_equal(px_bot_store_accept(s, &u, 1, t, &limited, &e), 0); /* seen again */
+    assert_int_equal(px_bot_store_rate_take(s, 77, 2, t), 1); /* charged once: 1 of 2 */
+    assert_int_equal(px_bot_store_rate_take(s, 77, 2, t), 0);
+    assert_int_equal(px_bot_store_accept(s, &cmd, 1, t, &limited, &e), 1);
+    assert_int_equal(px_bot_store_is_known(s, u.update_id), 1);
+    assert_int_equal(px_bot_store_is_known(s, u.update_id + 5), 0);
+
+    px_bot_pending due[4];
+    assert_int_equal(px_bot_store_due(s, t, NULL, 0, due, 4), 2);
+    assert_true(due[0].u.update_id == u.update_id);
+    assert_true(due[0].u.chat_id == u.chat_id);
+    assert_string_equal(due[0].u.file_id, "AgACfile");
+    assert_string_equal(due[0].u.text, ""); /* a caption is not kept */
+    assert_int_equal(due[0].u.kind, PX_TG_MSG_PHOTO);
+    assert_string_equal(due[1].u.text, "/mode blur");
+    assert_int_equal(px_bot_store_due(s, t, &u.update_id, 1, due, 4), 1); /* skipped */
+    assert_true(due[0].u.update_id == cmd.update_id);
+
+    assert_int_equal(px_bot_store_defer(s, u.update_id, t + 200, &e), PX_OK);
+    assert_int_equal(px_bot_store_due(s, t + 10, NULL, 0, due, 4), 1);
+    int64_t at = 0;
+    assert_int_equal(px_bot_store_next_due(s, t + 10, &at), 1);
+    assert_true(at == t + 200);
+    assert_int_equal(px_bot_store_due(s, t + 200, NULL, 0, due, 4), 2);
+    assert_int_equal(due[0].attempts, 1);
+    assert_true(due[0].first_at == t);
+    assert_int_equal(px_bot_store_finish(s, cmd.update_id, &e), PX_OK);
+    assert_int_equal(px_bot_store_defer(s, u.update_id, t + 200, &e), PX_OK);
+    px_bot_store_close(s);
+
+    /* reopened (a restart): what waits is due at once */
+    assert_int_equal(px_bot_store_open(p, &s, &e), PX_OK);
+    assert_int_equal(px_bot_store_due(s, t, NULL, 0, due, 4), 1);
+    assert_int_equal(due[0].attempts, 2);
+    assert_int_equal(px_bot_store_next_due(s, t, &at), 0);
+    assert_int_equal(px_bot_store_is_known(s, cmd.update_id), 1); /* handled now */
+    assert_int_equal(px_bot_store_finish(s, u.update_id, &e), PX_OK);
+    assert_int_equal(px_bot_store_due(s, t, NULL, 0, due, 4), 0);
+    assert_int_equal(px_bot_store_is_handled(s, u.update_id), 1);
+    px_bot_store_close(s);
+}
+
 static void test_commands(void **state)
 {
     (void)state;
@@ -148,7 +218,8 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_handled), cmocka_unit_test(test_store_mode),
-        cmocka_unit_test(test_store_rate),    cmocka_unit_test(test_commands),
+        cmocka_unit_test(test_store_rate),    cmocka_unit_test(test_store_pending),
+        cmocka_unit_test(test_commands),
         cmocka_unit_test(test_chat_tag),      cmocka_unit_test(test_create_checks),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
