@@ -226,19 +226,18 @@ int px_gen_local_resolve(px_gen_local *l, px_gen_render_defaults *r, char *note,
 /* ---- rendering ------------------------------------------------------------------ */
 
 typedef struct {
-    int (*cancel)(void *);
-    void *ctx;
-} cancel_ctx;
+    px_gen_local_step_fn fn;
+    void *arg;
+} step_ctx;
 
-static int on_step(void *ctx, const px_sd_progress *p)
+static int on_sd_step(void *ctx, const px_sd_progress *p)
 {
-    (void)p;
-    const cancel_ctx *c = ctx;
-    return c->cancel && c->cancel(c->ctx);
+    const step_ctx *c = ctx;
+    return p->stage == PX_SD_STAGE_SAMPLE && c->fn && c->fn(c->arg, p->step, p->steps);
 }
 
-int px_gen_local_render(px_gen_local *l, const px_gen_render_req *req, int (*cancel)(void *),
-                        void *cancel_arg, px_image *out, px_gen_local_used *used, px_err *err)
+int px_gen_local_render(px_gen_local *l, const px_gen_render_req *req, px_gen_local_step_fn on_step,
+                        void *step_arg, px_image *out, px_gen_local_used *used, px_err *err)
 {
     memset(out, 0, sizeof *out);
     if (req->seed < 0)
@@ -248,9 +247,9 @@ int px_gen_local_render(px_gen_local *l, const px_gen_render_req *req, int (*can
     int st = make_params(l, req, &p, err);
     if (st != PX_OK)
         return st;
-    cancel_ctx cc = {cancel, cancel_arg};
-    p.progress = on_step;
-    p.progress_ctx = &cc;
+    step_ctx sc = {on_step, step_arg};
+    p.progress = on_sd_step;
+    p.progress_ctx = &sc;
     px_sd_result r;
     st = px_sd_render(l->model, &p, out, &r, err);
     if (st != PX_OK)

@@ -106,6 +106,7 @@ typedef struct {
     int consecutive, dead, done, failures;
     double backoff_until;
     double busy_ms;
+    int step, steps; /* local backend: the render in progress, for the progress line (atomics) */
 } server;
 
 enum { R_DONE = 0, R_RETRY, R_FAILED, R_FATAL, R_UNRUN };
@@ -386,12 +387,20 @@ static void sleep_ms(double ms)
     nanosleep(&ts, NULL);
 }
 
-/* A local render stops between sampler steps when the run stops (Ctrl-C). */
-static int local_cancel(void *arg)
+typedef struct {
+    run *r;
+    server *sv;
+} local_ctx;
+
+/* After each step of a local render: the step for the progress line, and a
+ * stop between steps when the run stops (Ctrl-C). */
+static int local_step(void *arg, int step, int steps)
 {
-    run *r = arg;
-    return __atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) ||
-           (r->o->stop && __atomic_load_n(r->o->stop, __ATOMIC_RELAXED));
+    local_ctx *c = arg;
+    __atomic_store_n(&c->sv->step, step, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->sv->steps, steps, __ATOMIC_RELAXED);
+    return __atomic_load_n(&c->r->stopping, __ATOMIC_ACQUIRE) ||
+           (c->r->o->stop && __atomic_load_n(c->r->o->stop, __ATOMIC_RELAXED));
 }
 
 /* Replaces a job string by v when they differ (PX_ENOMEM). */
@@ -411,10 +420,13 @@ static int set_str(char **dst, const char *v)
  * become what was used: the same as recorded for jobs this model's runs made,
  * but a job left pending by a run with other settings or another model is
  * told as it was rendered. */
-static int render_local(run *r, job_item *it, const px_gen_render_req *req, px_image *img)
+static int render_local(run *r, server *sv, job_item *it, const px_gen_render_req *req,
+                        px_image *img)
 {
     px_gen_local_used u;
-    int st = px_gen_local_render(r->o->local, req, local_cancel, r, img, &u, &it->err);
+    local_ctx lc = {r, sv};
+    int st = px_gen_local_render(r->o->local, req, local_step, &lc, img, &u, &it->err);
+    __atomic_store_n(&sv->steps, 0, __ATOMIC_RELAXED);
     if (st != PX_OK)
         return st;
     px_manifest_job *j = &it->job;
@@ -434,7 +446,7 @@ static int render_local(run *r, job_item *it, const px_gen_render_req *req, px_i
 
 /* Renders job it on the worker's server (the file into *payload) or, for the
  * local backend, in-process (the image into *img); *ms: how long it took. */
-static int render_job(run *r, const server *sv, px_gen_client *http, job_item *it,
+static int render_job(run *r, server *sv, px_gen_client *http, job_item *it,
                       px_buf *payload, px_image *img, double *ms)
 {
     const px_gen_opts *o = r->o;
@@ -449,7 +461,7 @@ static int render_job(run *r, const server *sv, px_gen_client *http, job_item *i
                              .model = it->job.model};
     double t0 = px_now_ms();
     int st = o->backend == PX_GEN_LOCAL
-                 ? render_local(r, it, &req, img)
+                 ? render_local(r, sv, it, &req, img)
                  : px_gen_render(http, o->backend, sv->url, o->workflow, &req, o->timeout_ms,
                                  payload, &it->err);
     *ms = px_now_ms() - t0;
@@ -719,6 +731,10 @@ static void report(run *r, const px_gen_summary *sum, double t0, int done0, int 
         n += snprintf(line + n, sizeof line - (size_t)n, " s%d:%d%s", i + 1, sv->done,
                       sv->dead ? "(set aside)" : (sv->backoff_until > px_now_ms() ? "(backoff)" : ""));
         pthread_mutex_unlock(&sv->mu);
+        int steps = __atomic_load_n(&sv->steps, __ATOMIC_RELAXED);
+        if (steps > 0 && n > 0 && (size_t)n < sizeof line - 64) /* a local render under way */
+            n += snprintf(line + n, sizeof line - (size_t)n, " step %d/%d",
+                          __atomic_load_n(&sv->step, __ATOMIC_RELAXED), steps);
     }
     o->progress(o->progress_ctx, line, final);
 }

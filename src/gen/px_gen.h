@@ -300,14 +300,18 @@ typedef struct px_gen_local_used {
     double ms;        /* the render's wall-clock time */
 } px_gen_local_used;
 
+/* Called on the rendering thread after each sampler step (step 1..steps);
+ * returning non-zero cancels the render. */
+typedef int (*px_gen_local_step_fn)(void *arg, int step, int steps);
+
 /* Renders req (seed >= 0; sampler as px_gen_local_sampler reads it; model is
- * ignored) into *out (RGB; free with px_image_free). cancel (may be NULL) is
- * called after every sampler step with cancel_arg; non-zero stops the render
- * with PX_ECLOSED. used may be NULL. Errors as px_sd_render's (PX_ECORRUPT
- * "model produced NaN at step k", PX_ELIMIT for memory, ...), *out zeroed.
- * Thread-safe: concurrent calls on one l run one after another. */
-int px_gen_local_render(px_gen_local *l, const px_gen_render_req *req, int (*cancel)(void *),
-                        void *cancel_arg, px_image *out, px_gen_local_used *used, px_err *err);
+ * ignored) into *out (RGB; free with px_image_free). on_step (may be NULL)
+ * is called after every sampler step with step_arg; non-zero stops the
+ * render with PX_ECLOSED. used may be NULL. Errors as px_sd_render's
+ * (PX_ECORRUPT "model produced NaN at step k", PX_ELIMIT for memory, ...),
+ * *out zeroed. Thread-safe: concurrent calls on one l run one after another. */
+int px_gen_local_render(px_gen_local *l, const px_gen_render_req *req, px_gen_local_step_fn on_step,
+                        void *step_arg, px_image *out, px_gen_local_used *used, px_err *err);
 
 /* ---- the pipeline ------------------------------------------------------- */
 

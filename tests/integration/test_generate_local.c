@@ -5,12 +5,14 @@
  * takes a fraction of a second: a two-theme campaign (two workers sharing
  * the model) meets its quotas; the manifest rows say backend, model
  * "name [hash]" (hash = first 10 hex digits of the UNet file's SHA-256, as
- * A1111 writes it), seed, steps, cfg, sampler and size; every PNG carries the A1111 parameters text and our JSON with
- * the same values; --rerender with the recorded job gives the same pixels
- * (the seed recorded is the seed used); a run killed with SIGKILL resumes to
- * exactly the quota with no job, seed or image twice. In-process: the
- * campaign's render settings as the model resolves them (3:2 native size
- * when none is given, rounding, sampler names), and option errors.
+ * A1111 writes it), seed, steps, cfg, sampler and size; every PNG carries
+ * the A1111 parameters text and our JSON with the same values; --rerender
+ * with the recorded job gives the same pixels (the seed recorded is the
+ * seed used); a run killed with SIGKILL resumes to exactly the quota with
+ * no job, seed or image twice. In-process: the campaign's render settings
+ * as the model resolves them (3:2 native size when none is given,
+ * rounding, sampler names), a render's report of what it used, its
+ * determinism and cancelling, and option errors.
  *
  * The automatic checks stay on except faces (no face model needed); random
  * tiny-model images may now and then be rejected (e.g. as phash
@@ -123,7 +125,7 @@ static int count_png(const char *dir, int *tmp)
     return n;
 }
 
-/* Runs pixpipe with args (a shell word list), stdout and stderr into log; returns its exit status. */
+/* Runs pixpipe with args (shell words), stdout and stderr into log; returns its exit status. */
 static int run_pixpipe(const char *args, const char *log)
 {
     char cmd[4096];
@@ -323,9 +325,11 @@ static void test_local_settings(void **state)
     px_gen_local_destroy(l);
 }
 
-/* Cancels at once. */
-static int cancel_now(void *arg)
+/* Cancels after the first step. */
+static int cancel_now(void *arg, int step, int steps)
 {
+    assert_int_equal(step, 1);
+    assert_int_equal(steps, 2);
     (*(int *)arg)++;
     return 1;
 }
