@@ -46,6 +46,10 @@ static void usage(FILE *f)
             "  --rate N            photos per user per minute (default 30)\n"
             "  --max-file-mb N     largest image taken, in MB (default 20)\n"
             "  --backoff-ms N      first retry delay after a 5xx or timeout (default 500)\n"
+            "  --photo-limit-kb N  largest photo Telegram takes, in KB (default 10240)\n"
+            "  --file-limit-kb N   largest file Telegram takes, in KB (default 51200; a local\n"
+            "                      Bot API server takes 2048000)\n"
+            "  --photo-sides N     a photo's width + height at most (default 10000)\n"
             "  -v, --verbose       debug log   -q, --quiet   warnings and errors only\n"
             "  -h, --help          this text\n");
 }
@@ -101,7 +105,10 @@ enum {
     O_RATE,
     O_MAXMB,
     O_BACKOFF,
-    O_TOKEN
+    O_TOKEN,
+    O_PHOTO_KB,
+    O_FILE_KB,
+    O_SIDES
 };
 
 static const struct option k_longopts[] = {
@@ -118,6 +125,9 @@ static const struct option k_longopts[] = {
     {"max-file-mb", required_argument, NULL, O_MAXMB},
     {"backoff-ms", required_argument, NULL, O_BACKOFF},
     {"token", required_argument, NULL, O_TOKEN},
+    {"photo-limit-kb", required_argument, NULL, O_PHOTO_KB},
+    {"file-limit-kb", required_argument, NULL, O_FILE_KB},
+    {"photo-sides", required_argument, NULL, O_SIDES},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -128,7 +138,7 @@ static const struct option k_longopts[] = {
 typedef struct bot_args {
     px_bot_config cfg;
     const char *token_file, *model, *db;
-    int workers, threads, maxmb;
+    int workers, threads, maxmb, photo_kb, file_kb;
 } bot_args;
 
 /* One option: -1 when it was fine, else the exit code. */
@@ -154,6 +164,9 @@ static int parse_option(bot_args *a, int c, const char *arg)
     case O_RATE: bad = parse_int("--rate", arg, 1, 100000, &a->cfg.rate_per_minute); break;
     case O_MAXMB: bad = parse_int("--max-file-mb", arg, 1, 2000, &a->maxmb); break;
     case O_BACKOFF: bad = parse_int("--backoff-ms", arg, 1, 600000, &a->cfg.backoff_ms); break;
+    case O_PHOTO_KB: bad = parse_int("--photo-limit-kb", arg, 16, 2048000, &a->photo_kb); break;
+    case O_FILE_KB: bad = parse_int("--file-limit-kb", arg, 16, 2048000, &a->file_kb); break;
+    case O_SIDES: bad = parse_int("--photo-sides", arg, 64, 1000000, &a->cfg.photo_max_sides); break;
     case O_TOKEN:
         fprintf(stderr, "pixpipe bot: the token is never taken on the command line (other "
                         "users can read it there); use PIXPIPE_TELEGRAM_TOKEN or --token-file\n");
@@ -195,6 +208,10 @@ static int parse_args(int argc, char **argv, bot_args *a)
         a->threads = cores;
     a->cfg.workers = a->workers;
     a->cfg.max_file_bytes = (size_t)a->maxmb << 20;
+    if (a->photo_kb > 0)
+        a->cfg.photo_max_bytes = (size_t)a->photo_kb << 10;
+    if (a->file_kb > 0)
+        a->cfg.document_max_bytes = (size_t)a->file_kb << 10;
     a->cfg.db_path = a->db;
     return -1;
 }

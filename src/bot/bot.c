@@ -101,6 +101,9 @@ px_bot_config px_bot_config_default(void)
     c.backoff_ms = 500;
     c.max_attempts = 5;
     c.retry_max_age_s = 86400;
+    c.photo_max_bytes = (size_t)10 << 20;
+    c.document_max_bytes = (size_t)50 << 20;
+    c.photo_max_sides = 10000;
     return c;
 }
 
@@ -198,6 +201,12 @@ int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
         b->cfg.rate_per_minute = d.rate_per_minute;
     if (b->cfg.retry_max_age_s <= 0)
         b->cfg.retry_max_age_s = d.retry_max_age_s;
+    if (b->cfg.photo_max_bytes == 0)
+        b->cfg.photo_max_bytes = d.photo_max_bytes;
+    if (b->cfg.document_max_bytes == 0)
+        b->cfg.document_max_bytes = d.document_max_bytes;
+    if (b->cfg.photo_max_sides <= 0)
+        b->cfg.photo_max_sides = d.photo_max_sides;
     atomic_init(&b->stop, 0);
     atomic_init(&b->hard, 0);
     pthread_mutex_init(&b->mu, NULL);
@@ -338,6 +347,67 @@ static const char *mime_of(px_format f)
     return f == PX_FMT_PNG ? "image/png" : f == PX_FMT_WEBP ? "image/webp" : "image/jpeg";
 }
 
+/* Sends the anonymized image back (as a photo for a photo, else as a
+ * file), re-encoded first when it breaks Telegram's upload limits. */
+static outcome send_result(px_bot *b, px_tg *tg, job *j, const px_anon_result *r,
+                           px_conceal_mode mode, char *detail, size_t cap)
+{
+    const px_tg_update *u = &j->u;
+    int photo = u->kind == PX_TG_MSG_PHOTO;
+    px_bot_fit_limits lim = {photo ? b->cfg.photo_max_bytes : b->cfg.document_max_bytes,
+                             b->cfg.photo_max_sides};
+    px_buf fitted = {0};
+    char note[256], text[768];
+    px_err e = {{0}};
+    int fit = px_bot_fit(r->out.data, r->out.len, r->width, r->height, &lim, photo, &fitted, note,
+                         sizeof note, &e);
+    if (fit < 0) {
+        snprintf(detail, cap, "%s", e.msg);
+        return fit == PX_ENOMEM ? OUT_RETRY
+                                : reply_text(tg, j,
+                                             "The picture I made is too big for Telegram and I "
+                                             "could not make it smaller. Please send a smaller "
+                                             "one.",
+                                             detail, cap) == OUT_RETRY
+                                      ? OUT_RETRY
+                                      : OUT_DROPPED;
+    }
+    const uint8_t *data = fit ? fitted.data : r->out.data;
+    size_t len = fit ? fitted.len : r->out.len;
+    px_format fmt = fit ? PX_FMT_JPEG : r->out_format;
+    snprintf(text, sizeof text, "%d face%s hidden (%s). %s%sNothing is kept after this reply.",
+             r->n_faces, r->n_faces == 1 ? "" : "s", px_anon_mode_name(mode), note,
+             note[0] ? " " : "");
+    char fname[64];
+    snprintf(fname, sizeof fname, "anonymized%s", px_format_extension(fmt));
+    px_tg_error info;
+    int st;
+    if (photo)
+        st = px_tg_send_photo(tg, u->chat_id, u->message_id, data, len, fname, mime_of(fmt), text,
+                              NULL, &info, &e);
+    else
+        st = px_tg_send_document(tg, u->chat_id, u->message_id, data, len, fname, mime_of(fmt),
+                                 text, NULL, &info, &e);
+    px_buf_free(&fitted);
+    if (st == PX_EBUSY)
+        j->retry_after = info.retry_after;
+    outcome oc = send_outcome(st, &e, detail, cap);
+    if (oc == OUT_DROPPED) {
+        /* refused for good: the user hears why rather than nothing */
+        char keep[512];
+        snprintf(keep, sizeof keep, "%s", detail);
+        snprintf(text, sizeof text,
+                 "Telegram refused the picture I made (%.200s). Please send it again, "
+                 "perhaps smaller.",
+                 info.description[0] ? info.description : "no reason given");
+        if (reply_text(tg, j, text, detail, cap) == OUT_RETRY)
+            oc = OUT_RETRY;
+        else
+            snprintf(detail, cap, "%s", keep);
+    }
+    return oc;
+}
+
 static outcome run_image(px_bot *b, px_tg *tg, job *j, int *faces, char *detail, size_t cap)
 {
     const px_tg_update *u = &j->u;
@@ -427,32 +497,7 @@ static outcome run_image(px_bot *b, px_tg *tg, job *j, int *faces, char *detail,
                         "sending it back.",
                         detail, cap);
     } else {
-        snprintf(text, sizeof text, "%d face%s hidden (%s). Nothing is kept after this reply.",
-                 r.n_faces, r.n_faces == 1 ? "" : "s", px_anon_mode_name(o.mode));
-        char fname[64];
-        snprintf(fname, sizeof fname, "anonymized%s", px_format_extension(r.out_format));
-        if (u->kind == PX_TG_MSG_PHOTO)
-            st = px_tg_send_photo(tg, u->chat_id, u->message_id, r.out.data, r.out.len, fname,
-                                  mime_of(r.out_format), text, NULL, &info, &e);
-        else
-            st = px_tg_send_document(tg, u->chat_id, u->message_id, r.out.data, r.out.len, fname,
-                                     mime_of(r.out_format), text, NULL, &info, &e);
-        if (st == PX_EBUSY)
-            j->retry_after = info.retry_after;
-        oc = send_outcome(st, &e, detail, cap);
-        if (oc == OUT_DROPPED) {
-            /* refused for good: the user hears why rather than nothing */
-            char keep[512];
-            snprintf(keep, sizeof keep, "%s", detail);
-            snprintf(text, sizeof text,
-                     "Telegram refused the picture I made (%.200s). Please send it again, "
-                     "perhaps smaller.",
-                     info.description[0] ? info.description : "no reason given");
-            if (reply_text(tg, j, text, detail, cap) == OUT_RETRY)
-                oc = OUT_RETRY;
-            else
-                snprintf(detail, cap, "%s", keep);
-        }
+        oc = send_result(b, tg, j, &r, o.mode, detail, cap);
     }
     px_anon_result_free(&r);
     return oc;

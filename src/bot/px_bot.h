@@ -55,6 +55,12 @@ typedef struct px_bot_config {
     int retry_max_age_s;   /* a job Telegram keeps refusing to take (5xx, 429, no answer) is
                               retried, also across restarts, for this long after it came in,
                               then dropped (<=0: 86400, the time Telegram keeps an update) */
+    /* Telegram's upload limits; a result over them is re-encoded (JPEG quality
+     * steps, then downscaling) and its caption says so. A local Bot API server
+     * takes files up to 2000 MB. */
+    size_t photo_max_bytes;    /* sendPhoto (0: 10 MB) */
+    size_t document_max_bytes; /* sendDocument (0: 50 MB) */
+    int photo_max_sides;       /* sendPhoto: width + height at most (<=0: 10000) */
 } px_bot_config;
 px_bot_config px_bot_config_default(void);
 
@@ -121,6 +127,20 @@ int px_bot_store_due(px_bot_store *s, int64_t now_s, const int64_t *skip, int ns
 /* Earliest next try after now_s of a pending job (*at_s): 1 when there is
  * one, 0 when none, <0 on error. */
 int px_bot_store_next_due(px_bot_store *s, int64_t now_s, int64_t *at_s);
+
+/* Upload limits for px_bot_fit. */
+typedef struct px_bot_fit_limits {
+    size_t max_bytes; /* encoded size */
+    int max_sides;    /* photo only: width + height (<=0: none) */
+} px_bot_fit_limits;
+/* Makes an encoded result (data, len; w x h pixels) fit lim. Returns 0 when
+ * it already fits (out untouched), 1 when *out (caller frees) holds a JPEG
+ * that fits, with note (capacity cap) saying what was changed, or <0 (err
+ * set): PX_ELIMIT when no size tried fit, PX_ENOMEM, decode errors.
+ * photo: the side limit applies and the quality steps start lower.
+ * Thread-safe. */
+int px_bot_fit(const uint8_t *data, size_t len, int w, int h, const px_bot_fit_limits *lim,
+               int photo, px_buf *out, char *note, size_t cap, px_err *err);
 
 /* What a text message asks for. */
 typedef enum {

@@ -8,7 +8,10 @@
  * server accepts all of them. Checks the real server makes and a buggy bot
  * would trip are made here too: unknown token (401), unknown chat or a reply
  * to a message of another chat (400), an upload that is not an image for
- * sendPhoto (400), getFile on a file over 20 MB (400).
+ * sendPhoto (400), getFile on a file over 20 MB (400), the upload limits: a
+ * photo over 10 MB (400 IMAGE_PROCESS_FAILED) or with width + height over
+ * 10000 (400 PHOTO_INVALID_DIMENSIONS), a document over 50 MB (413); the
+ * limits can be lowered so a test need not build 50 MB images.
  */
 #include "fake_telegram.h"
 
@@ -87,6 +90,8 @@ struct fake_tg {
     int64_t chats[4096]; /* chats that wrote to the bot */
     int nchats;
     char local_dir[256];
+    size_t photo_max, doc_max; /* upload limits, bytes */
+    int photo_sides;           /* a photo's width + height at most */
 };
 
 static double now_ms(void)
@@ -291,6 +296,38 @@ static const file_rec *file_by(const fake_tg *f, const char *id, const char *pat
     return NULL;
 }
 
+/* Width and height from a JPEG's SOF or a PNG's IHDR; 0 when not found. */
+static int image_dims(const char *d, size_t n, int *w, int *h)
+{
+    const unsigned char *u = (const unsigned char *)d;
+    *w = *h = 0;
+    if (n >= 24 && !memcmp(u, "\x89PNG\r\n\x1a\n", 8)) {
+        *w = (u[16] << 24) | (u[17] << 16) | (u[18] << 8) | u[19];
+        *h = (u[20] << 24) | (u[21] << 16) | (u[22] << 8) | u[23];
+        return 1;
+    }
+    size_t i = 2;
+    while (n >= 4 && u[0] == 0xFF && u[1] == 0xD8 && i + 9 < n) {
+        if (u[i] != 0xFF) {
+            i++;
+            continue;
+        }
+        unsigned m = u[i + 1];
+        size_t seg = ((size_t)u[i + 2] << 8) | u[i + 3];
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+            *h = (u[i + 5] << 8) | u[i + 6];
+            *w = (u[i + 7] << 8) | u[i + 8];
+            return 1;
+        }
+        if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {
+            i += 2;
+            continue;
+        }
+        i += 2 + seg;
+    }
+    return 0;
+}
+
 static int looks_like_image(const char *d, size_t n)
 {
     const unsigned char *u = (const unsigned char *)d;
@@ -411,9 +448,19 @@ static enum MHD_Result do_send(fake_tg *f, struct MHD_Connection *conn, const re
         return send_error(conn, 400, "Bad Request: text is too long", 0);
     if (field && (!file || !file->is_file || !file->len))
         return send_error(conn, 400, "Bad Request: there is no file in the request", 0);
+    pthread_mutex_lock(&f->mu);
+    size_t photo_max = f->photo_max, doc_max = f->doc_max;
+    int sides = f->photo_sides;
+    pthread_mutex_unlock(&f->mu);
     if (field && !strcmp(field, "photo") &&
-        (file->len > ((size_t)10 << 20) || !looks_like_image(file->val, file->len)))
+        (file->len > photo_max || !looks_like_image(file->val, file->len)))
         return send_error(conn, 400, "Bad Request: IMAGE_PROCESS_FAILED", 0);
+    int w, h;
+    if (field && !strcmp(field, "photo") && image_dims(file->val, file->len, &w, &h) &&
+        w + h > sides)
+        return send_error(conn, 400, "Bad Request: PHOTO_INVALID_DIMENSIONS", 0);
+    if (field && !strcmp(field, "document") && file->len > doc_max)
+        return send_error(conn, 413, "Request Entity Too Large", 0);
     pthread_mutex_lock(&f->mu);
     if (!chat_known(f, chat)) {
         pthread_mutex_unlock(&f->mu);
@@ -623,6 +670,9 @@ int fake_tg_start(const char *token, fake_tg **out)
     pthread_condattr_destroy(&ca);
     f->next_update = 1000000000LL * 5; /* past 2^32: ids must be 64-bit */
     f->next_message = 100;
+    f->photo_max = (size_t)10 << 20;
+    f->doc_max = (size_t)50 << 20;
+    f->photo_sides = 10000;
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
@@ -922,5 +972,15 @@ void fake_tg_unconfirm_all(fake_tg *f)
         f->ups[i].confirmed = 0;
     f->confirmed = 0;
     pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fake_tg_set_upload_limits(fake_tg *f, size_t photo_bytes, size_t document_bytes,
+                               int photo_sides)
+{
+    pthread_mutex_lock(&f->mu);
+    f->photo_max = photo_bytes;
+    f->doc_max = document_bytes;
+    f->photo_sides = photo_sides;
     pthread_mutex_unlock(&f->mu);
 }

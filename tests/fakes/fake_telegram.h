@@ -41,6 +41,12 @@ int64_t fake_tg_message_id(fake_tg *f, int64_t update_id);
  * Bot API server does. NULL restores relative paths. */
 void fake_tg_set_local_dir(fake_tg *f, const char *dir);
 
+/* Upload limits (defaults: Telegram's 10 MB and width + height 10000 for
+ * photos, 50 MB for documents), lowered by tests so that small images
+ * exercise them. */
+void fake_tg_set_upload_limits(fake_tg *f, size_t photo_bytes, size_t document_bytes,
+                               int photo_sides);
+
 /* The next `count` calls of method ("*": any) wait delay_ms, then fail with
  * http_code (0: do not fail, just be slow). retry_after is sent for 429. */
 void fake_tg_inject(fake_tg *f, const char *method, int count, int http_code, int retry_after,

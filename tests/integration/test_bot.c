@@ -419,6 +419,78 @@ static void test_no_loss(void **state)
     free(in);
 }
 
+/* A face photo pasted on a 1600x1200 canvas of noise: noise does not
+ * compress, so the result is megabytes, over the lowered limits below. */
+static void big_canvas(px_image *out)
+{
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    px_image face;
+    decode(in, n, &face);
+    free(in);
+    assert_int_equal(px_image_alloc(out, 1600, 1200, 3), PX_OK);
+    uint32_t r = 12345;
+    for (int y = 0; y < out->h; y++)
+        for (int x = 0; x < out->w * 3; x++) {
+            r = r * 1103515245u + 12345u;
+            out->px[(size_t)y * out->stride + (size_t)x] = (uint8_t)(r >> 24);
+        }
+    for (int y = 0; y < face.h && y < out->h; y++)
+        memcpy(out->px + (size_t)y * out->stride, face.px + (size_t)y * face.stride,
+               (size_t)(face.w < out->w ? face.w : out->w) * 3);
+    px_image_free(&face);
+}
+
+/* Telegram's upload limits (lowered here to 300 KB and w+h 2000 for photos,
+ * 1 MB for files, in the bot and the fake alike, which refuses more): the
+ * results are re-encoded and scaled to fit, and the caption says so. */
+static void test_upload_limits(void **state)
+{
+    fx *x = *state;
+    fake_tg_set_upload_limits(x->f, 300 << 10, 1 << 20, 2000);
+    static const char *const lim[] = {"--poll-timeout", "2",    "--backoff-ms",     "50",
+                                      "--photo-limit-kb", "300", "--file-limit-kb", "1024",
+                                      "--photo-sides",  "2000", NULL};
+    start_bot(x, lim);
+    px_image canvas;
+    big_canvas(&canvas);
+    px_buf jpg = {0}, png = {0};
+    px_err e;
+    assert_int_equal(px_image_encode(&canvas, PX_FMT_JPEG, 95, &jpg, &e), PX_OK);
+    assert_int_equal(px_image_encode(&canvas, PX_FMT_PNG, 90, &png, &e), PX_OK);
+    assert_true(jpg.len > (300u << 10) && png.len > (1u << 20));
+    fake_tg_add_photo(x->f, 1012, 1012, jpg.data, jpg.len, NULL);
+    fake_tg_add_document(x->f, 1013, 1013, png.data, png.len, "big.png", "image/png");
+
+    fake_tg_sent s;
+    px_image b;
+    reply(x, 1012, NULL, 0, &s);
+    assert_string_equal(s.method, "sendPhoto");
+    assert_true(s.len <= (300u << 10));
+    decode(s.data, s.len, &b);
+    assert_true(b.w + b.h <= 2000 && b.w + b.h > 1500);
+    assert_true(fabs((double)b.w / b.h - 4.0 / 3.0) < 0.01);
+    assert_non_null(strstr(s.text, "1 face hidden"));
+    assert_non_null(strstr(s.text, "Telegram takes photos up to 300 KB"));
+    assert_non_null(strstr(s.text, "scaled down from 1600x1200"));
+    px_image_free(&b);
+    fake_tg_sent_free(&s);
+
+    reply(x, 1013, NULL, 0, &s);
+    assert_string_equal(s.method, "sendDocument");
+    assert_true(s.len <= (1u << 20));
+    assert_int_equal(px_image_sniff(s.data, s.len), PX_FMT_JPEG);
+    assert_string_equal(s.mime, "image/jpeg");
+    assert_non_null(strstr(s.text, "Telegram takes files up to 1 MB"));
+    decode(s.data, s.len, &b);
+    assert_true(b.w <= 1600 && b.w > 0);
+    px_image_free(&b);
+    fake_tg_sent_free(&s);
+    px_image_free(&canvas);
+    px_buf_free(&jpg);
+    px_buf_free(&png);
+}
+
 static void test_busy_and_rate_limit(void **state)
 {
     fx *x = *state;
@@ -674,6 +746,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_429_500, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_400_dropped, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_no_loss, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_upload_limits, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_busy_and_rate_limit, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_kill_restart, setup_fx, teardown_fx),

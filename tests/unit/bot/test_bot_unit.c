@@ -157,6 +157,57 @@ static void test_store_pending(void **state)
     px_bot_store_close(s);
 }
 
+/* Fitting a result into upload limits: untouched when it fits; else JPEG at
+ * falling quality, then scaled; an impossible limit is PX_ELIMIT. */
+static void test_fit(void **state)
+{
+    (void)state;
+    px_image img;
+    assert_int_equal(px_image_alloc(&img, 800, 600, 3), PX_OK);
+    uint32_t r = 7;
+    for (int y = 0; y < img.h; y++)
+        for (int x = 0; x < img.w * 3; x++) {
+            r = r * 1103515245u + 12345u;
+            img.px[(size_t)y * img.stride + (size_t)x] = (uint8_t)(r >> 24);
+        }
+    px_buf png = {0}, out = {0};
+    px_err e;
+    assert_int_equal(px_image_encode(&img, PX_FMT_PNG, 90, &png, &e), PX_OK);
+    char note[256];
+    px_bot_fit_limits lim = {png.len, 10000};
+    assert_int_equal(px_bot_fit(png.data, png.len, 800, 600, &lim, 0, &out, note, sizeof note, &e),
+                     0);
+    assert_null(out.data);
+    /* a file: JPEG at the first quality that fits, same size */
+    lim.max_bytes = png.len / 2;
+    assert_int_equal(px_bot_fit(png.data, png.len, 800, 600, &lim, 0, &out, note, sizeof note, &e),
+                     1);
+    assert_true(out.len <= lim.max_bytes);
+    assert_int_equal(px_image_sniff(out.data, out.len), PX_FMT_JPEG);
+    assert_non_null(strstr(note, "JPEG quality"));
+    assert_null(strstr(note, "scaled"));
+    px_buf_free(&out);
+    /* a photo: sides over the limit and a small byte limit: scaled */
+    lim.max_bytes = 40 << 10;
+    lim.max_sides = 1000;
+    assert_int_equal(px_bot_fit(png.data, png.len, 800, 600, &lim, 1, &out, note, sizeof note, &e),
+                     1);
+    assert_true(out.len <= lim.max_bytes);
+    px_image back;
+    px_decode_opts o = px_decode_opts_default();
+    assert_int_equal(px_image_decode(out.data, out.len, &o, &back, NULL, &e), PX_OK);
+    assert_true(back.w + back.h <= 1000);
+    assert_non_null(strstr(note, "scaled down from 800x600"));
+    px_image_free(&back);
+    px_buf_free(&out);
+    lim.max_bytes = 100; /* not even a 1x1 JPEG */
+    assert_int_equal(px_bot_fit(png.data, png.len, 800, 600, &lim, 1, &out, note, sizeof note, &e),
+                     PX_ELIMIT);
+    assert_null(out.data);
+    px_buf_free(&png);
+    px_image_free(&img);
+}
+
 static void test_commands(void **state)
 {
     (void)state;
@@ -219,6 +270,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_handled), cmocka_unit_test(test_store_mode),
         cmocka_unit_test(test_store_rate),    cmocka_unit_test(test_store_pending),
+        cmocka_unit_test(test_fit),
         cmocka_unit_test(test_commands),
         cmocka_unit_test(test_chat_tag),      cmocka_unit_test(test_create_checks),
     };
