@@ -9,7 +9,8 @@
  * input. An input is never overwritten unless --in-place: the output's
  * device/inode is checked against every input. Outputs are written to a
  * temporary file and renamed (px_write_file_atomic), so a failure leaves
- * nothing half-written.
+ * nothing half-written; SIGINT/SIGTERM/SIGHUP remove the temporary files in
+ * flight before the process dies (on_fatal_signal).
  *
  * Threads: with several files, files run in parallel, one worker per thread,
  * each with its own session of one shared detector and one compute thread;
@@ -22,6 +23,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -387,6 +389,101 @@ static int output_path(const run_ctx *c, const job *j, px_format out_fmt, char *
 
 /* ---- reporting ------------------------------------------------------------ */
 
+/* 1 if s is well-formed UTF-8 (no overlongs, surrogates or code points past
+ * U+10FFFF), the only text JSON can carry. */
+static int utf8_valid(const unsigned char *s)
+{
+    while (*s) {
+        unsigned c = *s, n = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : (c & 0xF0) == 0xE0 ? 2
+                                          : c >= 0xF0 && c <= 0xF4                ? 3
+                                                                                  : 9;
+        if (n == 9)
+            return 0;
+        unsigned cp = n ? c & (0x3Fu >> n) : c;
+        for (unsigned k = 1; k <= n; k++) {
+            if ((s[k] & 0xC0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[k] & 0x3Fu);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        s += n + 1;
+    }
+    return 1;
+}
+
+/* s with each byte that does not start a well-formed character replaced by
+ * U+FFFD (malloc'd; NULL when out of memory). */
+static char *utf8_lossy(const char *s)
+{
+    const size_t n = strlen(s);
+    char *out = px_malloc(n * 3 + 1);
+    size_t m = 0;
+    for (size_t i = 0; out && i < n;) {
+        /* the shortest valid character starting here, else one bad byte */
+        size_t k = 0;
+        for (size_t len = 1; len <= 4 && i + len <= n && !k; len++) {
+            char one[5] = {0};
+            memcpy(one, s + i, len);
+            if (utf8_valid((const unsigned char *)one))
+                k = len;
+        }
+        if (k) {
+            memcpy(out + m, s + i, k);
+            m += k, i += k;
+        } else {
+            memcpy(out + m, "\xEF\xBF\xBD", 3);
+            m += 3, i++;
+        }
+    }
+    if (out)
+        out[m] = '\0';
+    return out;
+}
+
+/* RFC 4648 base64 of s (malloc'd; NULL when out of memory). */
+static char *base64(const char *str)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *s = (const unsigned char *)str;
+    const size_t n = strlen(str);
+    char *out = px_malloc((n + 2) / 3 * 4 + 1);
+    size_t q = 0;
+    for (size_t i = 0; out && i < n; i += 3) {
+        const unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
+                           (i + 2 < n ? s[i + 2] : 0);
+        out[q++] = tab[v >> 18 & 63];
+        out[q++] = tab[v >> 12 & 63];
+        out[q++] = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        out[q++] = i + 2 < n ? tab[v & 63] : '=';
+    }
+    if (out)
+        out[q] = '\0';
+    return out;
+}
+
+/* A file name for --json. File names are bytes, JSON strings are UTF-8: a
+ * name that is not valid UTF-8 is written lossily (utf8_lossy: readable) and
+ * its exact bytes go in "<key>_base64" beside it, so that every input still
+ * gets its one line and a script can find the file again (docs/anonymize.md). */
+static void json_set_name(json_t *o, const char *key, const char *name)
+{
+    if (utf8_valid((const unsigned char *)name)) {
+        json_object_set_new(o, key, json_string(name));
+        return;
+    }
+    char *lossy = utf8_lossy(name), *b64 = base64(name);
+    char key64[32];
+    snprintf(key64, sizeof key64, "%s_base64", key);
+    if (lossy && b64) {
+        json_object_set_new(o, key, json_string(lossy));
+        json_object_set_new(o, key64, json_string(b64));
+    }
+    free(lossy);
+    free(b64);
+}
+
 static void clear_progress(run_ctx *c)
 {
     if (c->progress)
@@ -405,8 +502,15 @@ static void report_error(run_ctx *c, const job *j, int status, const px_err *err
     clear_progress(c);
     fprintf(stderr, "pixpipe: %s: %s\n", name, msg);
     if (c->json) {
-        json_t *o = json_pack("{s:s, s:s, s:s}", "input", j->in, "error", msg, "status",
-                              px_strstatus(status));
+        /* the message may quote the file name: made valid UTF-8 the same way */
+        json_t *o = json_object();
+        char *m = utf8_lossy(msg);
+        if (o && m) {
+            json_set_name(o, "input", j->in);
+            json_object_set_new(o, "error", json_string(m));
+            json_object_set_new(o, "status", json_string(px_strstatus(status)));
+        }
+        free(m);
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (s) {
             puts(s);
@@ -442,14 +546,20 @@ static void report_ok(run_ctx *c, const job *j, const char *out, const px_anon_r
     pthread_mutex_lock(&c->out_mu);
     c->total_faces += r->n_faces;
     if (c->json) {
-        json_t *o = json_pack(
-            "{s:s, s:s, s:i, s:i, s:s, s:s, s:i, s:o, s:i, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:f}}",
-            "input", j->in, "output", out, "width", r->width, "height", r->height, "input_format",
+        json_t *o = json_object(), *rest = json_pack(
+            "{s:i, s:i, s:s, s:s, s:i, s:o, s:i, s:{s:f, s:f, s:f, s:f, s:f, s:f, s:f}}",
+            "width", r->width, "height", r->height, "input_format",
             px_format_name(r->in_format), "output_format", px_format_name(r->out_format),
             "orientation", r->orientation, "faces", faces_json(r), "passes",
             r->detect_stats.passes, "timings_ms", "read", ms_read, "decode", r->ms_decode, "detect",
             r->ms_detect, "conceal", r->ms_conceal, "encode", r->ms_encode, "write", ms_write,
             "total", ms_total);
+        if (o && rest) {
+            json_set_name(o, "input", j->in);
+            json_set_name(o, "output", out);
+            json_object_update(o, rest);
+        }
+        json_decref(rest);
         char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
         if (s) {
             puts(s);
@@ -828,6 +938,37 @@ static int run_jobs(run_ctx *c, const char *model, int threads)
     return failed || c->jobs.n == 0 ? PX_EXIT_FAILED : PX_EXIT_OK;
 }
 
+/* Ctrl-C, SIGTERM or SIGHUP while outputs are being written: remove the
+ * temporary files in flight (px_tmp_unlink_all: async-signal-safe), then die
+ * of the same signal with its default action, so the caller sees how we
+ * ended. Outputs already renamed into place stay; none is half-written. */
+static void on_fatal_signal(int sig)
+{
+    px_tmp_unlink_all();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Installs on_fatal_signal (install = 1) or puts back what was there. A
+ * signal ignored when we started (SIGHUP under nohup) stays ignored. */
+static void set_signals(int install)
+{
+    static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+    static struct sigaction old[3];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 3; i++)
+        sigaddset(&sa.sa_mask, sigs[i]); /* one handler at a time */
+    sa.sa_handler = on_fatal_signal;
+    for (int i = 0; i < 3; i++) {
+        if (!install)
+            sigaction(sigs[i], &old[i], NULL);
+        else if (sigaction(sigs[i], NULL, &old[i]) == 0 && old[i].sa_handler != SIG_IGN)
+            sigaction(sigs[i], &sa, NULL);
+    }
+}
+
 int px_cmd_anonymize(int argc, char **argv)
 {
     run_ctx c;
@@ -841,8 +982,11 @@ int px_cmd_anonymize(int argc, char **argv)
         rc = check_outputs(argc, argv, &c);
     if (rc < 0)
         rc = collect_inputs(argc, argv, &c);
-    if (rc < 0)
+    if (rc < 0) {
+        set_signals(1);
         rc = run_jobs(&c, model, threads);
+        set_signals(0);
+    }
     free_ctx(&c);
     return rc;
 }

@@ -232,7 +232,19 @@ int px_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len
     px_buf b = {0};
     uint8_t chunk[65536];
     int status = PX_OK;
-    for (;;) {
+    /* a regular file says its size: refuse it before reading a byte, and
+     * allocate once (the loop below still stops at max_bytes if it grows) */
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        if ((uint64_t)sb.st_size > (uint64_t)max_bytes)
+            status = px_err_set(err, PX_ELIMIT, "%s: %lld bytes, larger than the %zu-byte limit",
+                                path, (long long)sb.st_size, max_bytes);
+        else if (sb.st_size > 0 && !(b.data = px_malloc((size_t)sb.st_size + 1)))
+            status = px_err_set(err, PX_ENOMEM, "%s: out of memory reading file", path);
+        else
+            b.cap = b.data ? (size_t)sb.st_size + 1 : 0;
+    }
+    while (status == PX_OK) {
         ssize_t r = read(fd, chunk, sizeof chunk);
         if (r < 0) {
             if (errno == EINTR)
@@ -247,10 +259,24 @@ int px_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len
                                 max_bytes);
             break;
         }
-        if (px_buf_append(&b, chunk, (size_t)r) != PX_OK) {
-            status = px_err_set(err, PX_ENOMEM, "%s: out of memory reading file", path);
-            break;
+        if (b.len + (size_t)r > b.cap) {
+            /* grow by doubling but never past max_bytes, so a pipe that is
+             * refused at the limit has not made us hold twice the limit */
+            size_t cap = b.cap ? b.cap * 2 : sizeof chunk;
+            if (cap > max_bytes)
+                cap = max_bytes;
+            if (cap < b.len + (size_t)r)
+                cap = b.len + (size_t)r;
+            uint8_t *nd = px_realloc(b.data, cap);
+            if (!nd) {
+                status = px_err_set(err, PX_ENOMEM, "%s: out of memory reading file", path);
+                break;
+            }
+            b.data = nd;
+            b.cap = cap;
         }
+        memcpy(b.data + b.len, chunk, (size_t)r);
+        b.len += (size_t)r;
     }
     if (fd != STDIN_FILENO)
         close(fd);
@@ -282,7 +308,8 @@ int px_write_file_atomic_opts(const char *path, const void *data, size_t len,
         return px_err_set(err, PX_ENOMEM, "%s: out of memory", path);
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
+    int slot = -1; /* listed for px_tmp_unlink_all until renamed or removed */
+    int fd = px_tmp_mkstemp(tmp, &slot);
     if (fd < 0) {
         int e = errno;
         free(tmp);
@@ -298,7 +325,8 @@ int px_write_file_atomic_opts(const char *path, const void *data, size_t len,
             int e = errno;
             close(fd);
             unlink(tmp);
-            free(tmp);
+            px_tmp_release(slot);
+        free(tmp);
             return px_err_set(err, PX_EIO, "%s: write failed: %s", path, strerror(e));
         }
         p += w;
@@ -315,16 +343,19 @@ int px_write_file_atomic_opts(const char *path, const void *data, size_t len,
     if (fchmod(fd, mode) != 0 || (o->fsync && fsync(fd) != 0) || close(fd) != 0) {
         int e = errno;
         unlink(tmp);
+        px_tmp_release(slot);
         free(tmp);
         return px_err_set(err, PX_EIO, "%s: cannot finish writing: %s", path, strerror(e));
     }
     if (rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
+        px_tmp_release(slot);
         free(tmp);
         return px_err_set(err, PX_EIO, "%s: cannot rename into place: %s", path, strerror(e));
     }
-    free(tmp);
+    px_tmp_release(slot);
+        free(tmp);
     return PX_OK;
 }
 

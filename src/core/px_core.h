@@ -131,7 +131,10 @@ size_t px_queue_length(px_queue *q);
 
 /* ---- Files --------------------------------------------------------------
  * Reads a whole file (or stdin for "-") into a malloc'd buffer, refusing more
- * than max_bytes (PX_ELIMIT). Caller frees *data. */
+ * than max_bytes (PX_ELIMIT). A regular file's size is checked (fstat) before
+ * anything is read or allocated; a pipe or stdin is read in chunks and
+ * refused as soon as it passes max_bytes, so no more than max_bytes is ever
+ * held. Caller frees *data. */
 int px_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len, px_err *err);
 /* Writes data atomically: to "<path>.tmp.XXXXXX" in the same directory, fsync,
  * then rename over path, mode 0666 less the umask. On failure nothing is left
@@ -144,6 +147,19 @@ typedef struct px_write_opts {
 /* px_write_file_atomic with a mode and a choice of fsync (o NULL: defaults). */
 int px_write_file_atomic_opts(const char *path, const void *data, size_t len,
                               const px_write_opts *o, px_err *err);
+/* Temporary files in flight, for signal handlers: px_write_file_atomic lists
+ * its "<path>.tmp.XXXXXX" here from mkstemp until the rename or unlink, and
+ * px_tmp_unlink_all() removes every one listed. px_tmp_unlink_all only calls
+ * unlink() and reads static memory: it is async-signal-safe, meant for the
+ * app's SIGINT/SIGTERM/SIGHUP handler (which then exits). It returns how many
+ * files it removed.
+ * px_tmp_mkstemp is mkstemp(tmpl) that also lists the file: returns the fd
+ * (-1 with errno on failure) and *slot, to pass to px_tmp_release once the
+ * file is renamed or removed. With all 64 slots busy the file is made but not
+ * listed (*slot = -1; px_tmp_release(-1) is a no-op). Thread-safe. */
+int px_tmp_mkstemp(char *tmpl, int *slot);
+void px_tmp_release(int slot);
+int px_tmp_unlink_all(void);
 /* mkdir -p: creates path and its missing parents (mode 0777 less the umask).
  * PX_OK when it exists already; PX_EIO naming the folder that could not be
  * made, PX_ELIMIT for a path over PATH_MAX. */

@@ -4,7 +4,10 @@
  *
  * Decoding: the IHDR size is checked against the pixel cap straight from the
  * bytes before libpng is even started (IHDR must be the first chunk), and
- * again through png_set_user_limits as a second line. libpng's png_error
+ * again through png_set_user_limits as a second line; the chunk headers are
+ * walked too (png_check_chunks) so that no chunk can make libpng allocate
+ * more than the file holds or 8 MiB, and png_set_chunk_malloc_max caps what
+ * a compressed chunk (zTXt, iCCP) inflates to. libpng's png_error
  * longjmps; ours records the message and lands in the decode function, which
  * returns PX_ECORRUPT. Palette, grey, low bit depths and 16-bit samples are
  * all expanded to 8-bit RGB, tRNS becomes an alpha channel (RGBA out). The
@@ -21,6 +24,8 @@
 
 /* Ancillary chunks (text, ICC) bigger than this are skipped by libpng. */
 #define PX_PNG_CHUNK_MAX (8u << 20)
+/* Ancillary chunks kept (text, sPLT, unknown) before libpng ignores the rest. */
+#define PX_PNG_CHUNK_COUNT_MAX 256
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -44,6 +49,37 @@ int px_png_exif_orientation(const uint8_t *data, size_t len)
         pos += 12 + (size_t)n;
     }
     return 1;
+}
+
+/* libpng 1.6 allocates a tEXt chunk's declared length before reading it,
+ * whatever png_set_chunk_malloc_max says (only compressed chunks honour it),
+ * so a 1 MB file whose text chunk claims 2 GB made it take 2 GB. The whole
+ * file is in memory, so walk the chunk headers first: a chunk that claims
+ * more bytes than are left is a truncated file, and any chunk but IDAT over
+ * PX_PNG_CHUNK_MAX is refused. What libpng then allocates for one chunk is
+ * bounded by both. */
+static int png_check_chunks(const uint8_t *data, size_t len, px_err *err)
+{
+    size_t pos = 8;
+    while (len - pos >= 8) {
+        const uint32_t n = be32(data + pos);
+        const uint8_t *type = data + pos + 4;
+        char name[5];
+        for (int i = 0; i < 4; i++)
+            name[i] = (type[i] >= 'A' && type[i] <= 'z') ? (char)type[i] : '?';
+        name[4] = '\0';
+        if (n > len - pos - 8 || len - pos - 8 - n < 4)
+            return px_err_set(err, PX_ECORRUPT,
+                              "corrupt PNG: chunk %s declares %u bytes, only %zu left (truncated "
+                              "file)", name, (unsigned)n, len - pos - 8);
+        if (n > PX_PNG_CHUNK_MAX && memcmp(type, "IDAT", 4) != 0)
+            return px_err_set(err, PX_ELIMIT, "PNG chunk %s has %u bytes, over the %u-byte limit",
+                              name, (unsigned)n, PX_PNG_CHUNK_MAX);
+        if (memcmp(type, "IEND", 4) == 0)
+            break;
+        pos += 12 + (size_t)n;
+    }
+    return PX_OK;
 }
 
 /* Lives on the heap so that everything survives libpng's longjmp intact. */
@@ -85,6 +121,8 @@ int px_png_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image
     if (len < 33 || be32(data + 8) != 13 || memcmp(data + 12, "IHDR", 4) != 0)
         return px_err_set(err, PX_ECORRUPT, "corrupt PNG: missing or short IHDR chunk");
     int st = px_image_check_size(be32(data + 16), be32(data + 20), max_pixels, "PNG", err);
+    if (st == PX_OK)
+        st = png_check_chunks(data, len, err);
     if (st != PX_OK)
         return st;
 
@@ -113,6 +151,7 @@ int px_png_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image
     uint64_t lim = max_pixels < 0x7fffffffu ? max_pixels : 0x7fffffffu;
     png_set_user_limits(d->png, (png_uint_32)lim, (png_uint_32)lim);
     png_set_chunk_malloc_max(d->png, PX_PNG_CHUNK_MAX);
+    png_set_chunk_cache_max(d->png, PX_PNG_CHUNK_COUNT_MAX);
     png_read_info(d->png, d->info);
 
     png_uint_32 w = png_get_image_width(d->png, d->info);

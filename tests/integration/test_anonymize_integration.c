@@ -10,7 +10,8 @@
  *    same upright boxes;
  *  - the CLI on a folder of good and bad files: one error line per bad file,
  *    exit 1, every reference face concealed in the outputs, inputs untouched,
- *    no EXIF in the outputs, --json, stdin to stdout, no overwriting.
+ *    no EXIF in the outputs, --json (also for names that are not UTF-8), stdin
+ *    to stdout, no overwriting.
  * Photos are read from PX_SHARED_DIR and never copied into the repository;
  * scratch files go to a mkdtemp folder that is removed at the end.
  */
@@ -704,6 +705,39 @@ static void test_cli_json_and_stdin(void **state)
     assert_non_null(j);
     assert_non_null(json_string_value(json_object_get(j, "error")));
     json_decref(j);
+
+    /* names that are not UTF-8 still get their one line each: U+FFFD in "input"/"output",
+     * the exact bytes in "input_base64"/"output_base64" (docs/anonymize.md) */
+    rc = run("cd '%s' && mkdir jd && cp '%s' 'jd/caf\351.jpg' && printf x >'jd/bad\377\376.png' && "
+             "'%s' anonymize --json --outdir jo jd >j2.json 2>/dev/null",
+             tmpdir, FACES "/ultraface_imgs_3.jpg", PX_PIXPIPE_BIN);
+    assert_int_equal(rc, 1);
+    snprintf(js, sizeof js, "%s/j2.json", tmpdir);
+    char *lines = slurp(js, NULL);
+    assert_non_null(lines);
+    int nl = 0;
+    for (char *line = strtok(lines, "\n"); line; line = strtok(NULL, "\n"), nl++) {
+        j = json_loads(line, 0, &je);
+        if (!j)
+            fail_msg("--json line %d does not parse: %s", nl, je.text);
+        const char *name = json_string_value(json_object_get(j, "input"));
+        const char *b64 = json_string_value(json_object_get(j, "input_base64"));
+        assert_non_null(name);
+        assert_non_null(b64);
+        if (json_object_get(j, "error")) {
+            assert_string_equal(name, "jd/bad\xEF\xBF\xBD\xEF\xBF\xBD.png");
+            assert_string_equal(b64, "amQvYmFk//4ucG5n");
+        } else {
+            assert_string_equal(name, "jd/caf\xEF\xBF\xBD.jpg");
+            assert_string_equal(b64, "amQvY2Fm6S5qcGc=");
+            assert_string_equal(json_string_value(json_object_get(j, "output_base64")),
+                                "am8vY2Fm6S5qcGc=");
+            assert_true(json_array_size(json_object_get(j, "faces")) > 0);
+        }
+        json_decref(j);
+    }
+    assert_int_equal(nl, 2);
+    free(lines);
 }
 
 int main(void)

@@ -1,14 +1,20 @@
-/* Unit tests for px_core: errors, thread pool determinism, bounded queue, atomic writes. */
+/* Unit tests for px_core: errors, thread pool determinism, bounded queue, atomic writes,
+ * bounded file reads, and temporary files removed by a signal handler (in child processes). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/px_core.h"
@@ -238,6 +244,152 @@ static void test_alloc_wrappers(void **state)
     free(p);
 }
 
+/* Peak resident memory of this process, in KiB (Linux reports ru_maxrss in KiB). */
+static long peak_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* A 1 GiB file (sparse: it takes no disk) is refused from its size before a
+ * byte is read; a pipe is refused once it passes the limit. Both in a child
+ * whose peak memory must grow by less than 16 MiB (reading the file would
+ * take 1 GiB; the limit here is 1 MiB). */
+static void test_read_file_bounded(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/px_core_read_XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/big", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)1 << 30), 0);
+    close(fd);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[1]);
+        const long before = peak_kib();
+        uint8_t *d = NULL;
+        size_t n = 0;
+        px_err e;
+        int bad = 0;
+        bad |= px_read_file(path, 1u << 20, &d, &n, &e) != PX_ELIMIT;
+        bad |= strstr(e.msg, "1073741824 bytes") == NULL;
+        char fdpath[64];
+        snprintf(fdpath, sizeof fdpath, "/dev/fd/%d", pfd[0]);
+        bad |= (px_read_file(fdpath, 1u << 20, &d, &n, &e) != PX_ELIMIT) << 1;
+        bad |= (d != NULL) << 2;
+        bad |= (peak_kib() - before > 16 * 1024) << 3;
+        _exit(bad);
+    }
+    close(pfd[0]);
+    /* 4 MiB into the pipe; the child stops reading at 1 MiB, so ignore EPIPE */
+    signal(SIGPIPE, SIG_IGN);
+    static uint8_t buf[1 << 16];
+    for (int i = 0; i < 64; i++)
+        if (write(pfd[1], buf, sizeof buf) < 0)
+            break;
+    close(pfd[1]);
+    signal(SIGPIPE, SIG_DFL);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("bounded read child: status %d (bits: 1 file, 2 pipe, 4 data, 8 memory)", st);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* What pixpipe anonymize's handler does. */
+static void on_term(int sig)
+{
+    px_tmp_unlink_all();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static int count_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += strstr(e->d_name, ".tmp.") != NULL;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A child killed by SIGTERM (SIGHUP, SIGINT) leaves no temporary file:
+ * first one listed by px_tmp_mkstemp and then the signal raised (exact), then
+ * a child writing 32 MiB files over and over with px_write_file_atomic_opts,
+ * killed once its temporary file is seen on disk. */
+static void test_tmp_removed_on_signal(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/px_core_tmp_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/out.bin", dir);
+    const int sigs[3] = {SIGTERM, SIGHUP, SIGINT};
+    for (int k = 0; k < 3; k++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            signal(sigs[k], on_term);
+            char tmpl[80];
+            snprintf(tmpl, sizeof tmpl, "%s.tmp.XXXXXX", path);
+            int slot = -1;
+            if (px_tmp_mkstemp(tmpl, &slot) < 0 || slot < 0 || count_tmp(dir) != 1)
+                _exit(3);
+            raise(sigs[k]);
+            _exit(4); /* not reached */
+        }
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFSIGNALED(st));
+        assert_int_equal(WTERMSIG(st), sigs[k]);
+        assert_int_equal(count_tmp(dir), 0);
+    }
+    /* a released slot is no longer removed */
+    char tmpl[80];
+    snprintf(tmpl, sizeof tmpl, "%s.tmp.XXXXXX", path);
+    int slot = -1, fd = px_tmp_mkstemp(tmpl, &slot);
+    assert_true(fd >= 0 && slot >= 0);
+    close(fd);
+    px_tmp_release(slot);
+    assert_int_equal(px_tmp_unlink_all(), 0);
+    assert_int_equal(unlink(tmpl), 0);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGTERM, on_term);
+        const size_t n = (size_t)32 << 20;
+        uint8_t *big = calloc(1, n);
+        px_write_opts o = {.mode = 0, .fsync = 0};
+        for (int i = 0; big && i < 100000; i++)
+            px_write_file_atomic_opts(path, big, n, &o, NULL);
+        _exit(5);
+    }
+    int seen = 0;
+    for (int i = 0; i < 20000 && !seen; i++) {
+        seen = count_tmp(dir) > 0;
+        if (!seen)
+            usleep(500);
+    }
+    kill(pid, SIGTERM);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(seen);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+    assert_int_equal(count_tmp(dir), 0);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +402,8 @@ int main(void)
         cmocka_unit_test(test_mkdir_p),
         cmocka_unit_test(test_parse_numbers),
         cmocka_unit_test(test_alloc_wrappers),
+        cmocka_unit_test(test_read_file_bounded),
+        cmocka_unit_test(test_tmp_removed_on_signal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

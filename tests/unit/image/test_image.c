@@ -15,6 +15,9 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -902,6 +905,75 @@ static void test_huge_headers_rejected_fast(void **state)
     px_image_free(&img);
 }
 
+/* Issue 12: a 0.9 MB PNG whose tEXt chunk declares 2 GB (0x7FFFFFF0 bytes,
+ * the file ends 0.9 MB later) made libpng allocate 2 GB. Decoded in a child
+ * process whose peak memory may grow by at most 32 MiB: the decode must be
+ * refused as truncated. A well-formed 9 MiB text chunk is refused as over the
+ * chunk limit, and a real 4 MiB text chunk is still decoded. */
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8),
+    p[3] = (uint8_t)v;
+}
+
+/* png with a tEXt chunk of `body` bytes (declared length `declared`) after IHDR. */
+static uint8_t *png_with_text(const px_buf *png, uint32_t declared, size_t body, size_t *n)
+{
+    *n = png->len + 12 + body;
+    uint8_t *d = calloc(1, *n);
+    assert_non_null(d);
+    memcpy(d, png->data, 33); /* signature + IHDR */
+    put_be32(d + 33, declared);
+    memcpy(d + 37, "tEXt", 4);
+    memcpy(d + 41, "Comment", 8); /* keyword, NUL, then text */
+    memset(d + 49, 'x', body - 8);
+    put_be32(d + 41 + body, crc32_png(d + 37, 4 + body));
+    memcpy(d + 45 + body, png->data + 33, png->len - 33);
+    return d;
+}
+
+static void test_png_chunk_limits(void **state)
+{
+    (void)state;
+    px_image img, out;
+    make_test_image(&img, 16, 16, 3);
+    px_err err;
+    px_buf png = {0};
+    assert_int_equal(px_image_encode(&img, PX_FMT_PNG, 90, &png, &err), PX_OK);
+    size_t n = 0;
+    uint8_t *bomb = png_with_text(&png, 0x7FFFFFF0u, 900000, &n);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        const long before = ru.ru_maxrss;
+        px_image o;
+        int bad = px_image_decode(bomb, n, NULL, &o, NULL, &err) != PX_ECORRUPT;
+        bad |= (strstr(err.msg, "tEXt") == NULL) << 1;
+        getrusage(RUSAGE_SELF, &ru);
+        bad |= (ru.ru_maxrss - before > 32 * 1024) << 2; /* KiB */
+        _exit(bad);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("2 GB tEXt child: status %d (bits: 1 status, 2 message, 4 memory)", st);
+    free(bomb);
+
+    bomb = png_with_text(&png, 9u << 20, 9u << 20, &n);
+    assert_int_equal(px_image_decode(bomb, n, NULL, &out, NULL, &err), PX_ELIMIT);
+    assert_non_null(strstr(err.msg, "tEXt"));
+    free(bomb);
+    bomb = png_with_text(&png, 4u << 20, 4u << 20, &n);
+    assert_int_equal(px_image_decode(bomb, n, NULL, &out, NULL, &err), PX_OK);
+    assert_int_equal(out.w, 16);
+    px_image_free(&out);
+    free(bomb);
+    px_buf_free(&png);
+    px_image_free(&img);
+}
+
 static const char *photos[] = {"centerface_t3.jpeg",    "deface_city.jpg",
                                "inspireface_view.jpg",  "libfd_ios_test.jpg",
                                "libfd_keliamoniz1.jpg", "ultraface_imgs_2.jpg",
@@ -1386,6 +1458,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_exif_is_upright),
         cmocka_unit_test(test_metadata_stripped),
         cmocka_unit_test(test_huge_headers_rejected_fast),
+        cmocka_unit_test(test_png_chunk_limits),
         cmocka_unit_test(test_truncated_photos_are_corrupt),
         cmocka_unit_test(test_truncated_png_webp_are_corrupt),
         cmocka_unit_test(test_garbage_and_empty),
