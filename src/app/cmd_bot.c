@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "anon/px_anon.h"
 #include "bot/px_bot.h"
@@ -60,6 +61,12 @@ static int read_token(const char *path, char *out, size_t cap)
     uint8_t *data = NULL;
     size_t len = 0;
     px_err e = {{0}};
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
+        fprintf(stderr,
+                "pixpipe bot: warning: token file %s can be read by other users (mode %03o); "
+                "anyone who reads it controls the bot: chmod 600 it\n",
+                path, (unsigned)(st.st_mode & 0777));
     if (px_read_file(path, 4096, &data, &len, &e) != PX_OK) {
         fprintf(stderr, "pixpipe bot: token file %s\n", e.msg);
         return -1;

@@ -23,12 +23,16 @@
  *
  * Each job's image lives in the worker's memory only, from download to reply.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "net/px_telegram.h"
 #include "px_bot.h"
@@ -67,7 +71,8 @@ struct px_bot {
     int pending;            /* accepted jobs not finished */
     int64_t *inflight;      /* update ids of those jobs */
     int ninflight;
-    int64_t hold;           /* an update not recorded: the offset stays at it (0: none) */
+    int64_t hold;            /* an update not recorded: the offset stays at it (0: none) */
+    int lock_fd;             /* flock'd "<db>.lock": one bot per state file (-1: none) */
     pthread_mutex_t feed_mu; /* one feeder at a time: pending rows -> jobs, no job twice */
     int64_t *skip;           /* feed_due's copy of inflight (queue_capacity) */
     pthread_t *threads;
@@ -173,6 +178,32 @@ static int make_tg(px_bot *b, const atomic_int *cancel, px_tg **out, px_err *err
     return px_tg_create(&tc, out, err);
 }
 
+/* Two bots on one state file would both poll (Telegram stops only one,
+ * with 409) and both work the pending jobs: refuse the second at start. The
+ * lock is a separate file because SQLite's own POSIX locks on the database
+ * are dropped when any descriptor of it is closed. */
+static int lock_db(px_bot *b, px_err *err)
+{
+    size_t n = strlen(b->db_path) + 6;
+    char *p = px_malloc(n);
+    if (!p)
+        return px_err_set(err, PX_ENOMEM, "bot: out of memory");
+    snprintf(p, n, "%s.lock", b->db_path);
+    b->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int st = PX_OK;
+    if (b->lock_fd < 0)
+        st = px_err_set(err, PX_EIO, "bot: cannot create the lock file %s: %s", p, strerror(errno));
+    else if (flock(b->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        st = errno == EWOULDBLOCK
+                 ? px_err_set(err, PX_EBUSY,
+                              "bot: another pixpipe bot is already running on the state file %s "
+                              "(it holds %s); run one instance per database",
+                              b->db_path, p)
+                 : px_err_set(err, PX_EIO, "bot: cannot lock %s: %s", p, strerror(errno));
+    free(p);
+    return st;
+}
+
 int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
 {
     *out = NULL;
@@ -209,6 +240,7 @@ int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
         b->cfg.photo_max_sides = d.photo_max_sides;
     atomic_init(&b->stop, 0);
     atomic_init(&b->hard, 0);
+    b->lock_fd = -1;
     pthread_mutex_init(&b->mu, NULL);
     pthread_mutex_init(&b->feed_mu, NULL);
     pthread_cond_init(&b->done_cv, NULL);
@@ -229,7 +261,8 @@ int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
     b->cfg.api_url = b->api_url;
     b->cfg.token = b->token;
     b->cfg.db_path = b->db_path;
-    if ((st = px_bot_store_open(b->db_path, &b->store, err)) != PX_OK ||
+    if ((st = lock_db(b, err)) != PX_OK ||
+        (st = px_bot_store_open(b->db_path, &b->store, err)) != PX_OK ||
         (st = make_tg(b, &b->stop, &b->poll_tg, err)) != PX_OK ||
         (st = make_tg(b, &b->hard, &b->ctl_tg, err)) != PX_OK) {
         px_bot_destroy(b);
@@ -256,6 +289,8 @@ void px_bot_destroy(px_bot *b)
     px_tg_destroy(b->poll_tg);
     px_tg_destroy(b->ctl_tg);
     px_bot_store_close(b->store);
+    if (b->lock_fd >= 0)
+        close(b->lock_fd); /* releases the lock */
     px_queue_destroy(b->ready);
     while (b->chats) {
         chat_slot *c = b->chats;
@@ -363,14 +398,13 @@ static outcome send_result(px_bot *b, px_tg *tg, job *j, const px_anon_result *r
                          sizeof note, &e);
     if (fit < 0) {
         snprintf(detail, cap, "%s", e.msg);
-        return fit == PX_ENOMEM ? OUT_RETRY
-                                : reply_text(tg, j,
-                                             "The picture I made is too big for Telegram and I "
-                                             "could not make it smaller. Please send a smaller "
-                                             "one.",
-                                             detail, cap) == OUT_RETRY
-                                      ? OUT_RETRY
-                                      : OUT_DROPPED;
+        if (fit == PX_ENOMEM)
+            return OUT_RETRY;
+        outcome told = reply_text(tg, j,
+                                  "The picture I made is too big for Telegram and I could not "
+                                  "make it smaller. Please send a smaller one.",
+                                  detail, cap);
+        return told == OUT_RETRY ? OUT_RETRY : OUT_DROPPED;
     }
     const uint8_t *data = fit ? fitted.data : r->out.data;
     size_t len = fit ? fitted.len : r->out.len;
@@ -606,8 +640,8 @@ static void run_job(px_bot *b, px_tg *tg, job *j)
     int64_t now = (int64_t)time(NULL);
     if (oc == OUT_RETRY && now - j->first_at >= b->cfg.retry_max_age_s) {
         oc = OUT_DROPPED; /* Telegram has forgotten the message by now as well */
-        px_log(PX_LOG_WARN, "bot: chat=%s update=%lld: giving up after %d tries over %lld s",
-               tag, (long long)j->u.update_id, j->attempts + 1, (long long)(now - j->first_at));
+        px_log(PX_LOG_WARN, "bot: chat=%s update=%lld: giving up after %d tries over %lld s", tag,
+               (long long)j->u.update_id, j->attempts + 1, (long long)(now - j->first_at));
     }
     if (oc == OUT_RETRY) {
         int delay = job_delay_s(b, j);
@@ -926,7 +960,8 @@ int px_bot_run(px_bot *b, px_err *err)
         px_log(PX_LOG_DEBUG, "bot: poll at %.0f ms: %d updates, %d new, offset %lld", px_now_ms(),
                n, fresh, (long long)offset);
         if (b->hold)
-            nap(b, b->cfg.backoff_ms > 0 ? b->cfg.backoff_ms : 500); /* getUpdates answers at once */
+            nap(b,
+                b->cfg.backoff_ms > 0 ? b->cfg.backoff_ms : 500); /* getUpdates answers at once */
     }
 
     /* stop: workers finish what they run, skip what waits, then exit */

@@ -11,12 +11,15 @@
  * week are pruned at open (Telegram keeps undelivered updates for 24 hours,
  * so an older id can never come back), rate rows from past minutes too.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "px_bot.h"
 
@@ -39,11 +42,39 @@ static const char *schema =
     " attempts INTEGER NOT NULL, first_at INTEGER NOT NULL, next_at INTEGER NOT NULL);"
     "UPDATE pending SET next_at = 0;";
 
+/* The file holds user and chat ids: only its owner may read it. SQLite
+ * creates the -wal and -shm files with the database's mode, so creating the
+ * database 0600 first (and narrowing an older, wider one and its companions)
+ * covers all three. */
+static int private_file(const char *path, px_err *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return px_err_set(err, PX_EIO, "bot state %s: cannot open or create it", path);
+    struct stat st;
+    int r = PX_OK;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) && fchmod(fd, st.st_mode & 0700) != 0)
+        r = px_err_set(err, PX_EIO, "bot state %s: mode %03o, cannot make it 0600", path,
+                       (unsigned)(st.st_mode & 0777));
+    close(fd);
+    static const char *const side[] = {"-wal", "-shm", "-journal"};
+    for (size_t i = 0; r == PX_OK && i < sizeof side / sizeof side[0]; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s%s", path, side[i]);
+        if (stat(p, &st) == 0 && (st.st_mode & 077))
+            chmod(p, st.st_mode & 0700);
+    }
+    return r;
+}
+
 int px_bot_store_open(const char *path, px_bot_store **out, px_err *err)
 {
     *out = NULL;
     if (!path || !path[0])
         return px_err_set(err, PX_EINVAL, "bot state: no database path");
+    int pr = private_file(path, err);
+    if (pr != PX_OK)
+        return pr;
     px_bot_store *s = px_calloc(1, sizeof *s);
     if (!s)
         return px_err_set(err, PX_ENOMEM, "bot state: out of memory");

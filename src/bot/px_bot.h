@@ -64,8 +64,11 @@ typedef struct px_bot_config {
 } px_bot_config;
 px_bot_config px_bot_config_default(void);
 
-/* Opens the state file and prepares the clients (no network yet). Errors:
- * PX_EINVAL (missing token, db path or detector), PX_EIO (state file), PX_ENOMEM. */
+/* Opens the state file and prepares the clients (no network yet). One bot
+ * per state file: an exclusive lock on "<db_path>.lock" (flock) is held
+ * until px_bot_destroy. Errors: PX_EINVAL (missing token, db path or
+ * detector), PX_EBUSY (another bot holds the lock), PX_EIO (state file),
+ * PX_ENOMEM. */
 int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err);
 /* Runs until px_bot_stop or a fatal error; blocks the calling thread.
  * Returns PX_OK after a stop; PX_ECLOSED on 409 Conflict (another instance
@@ -85,7 +88,9 @@ void px_bot_destroy(px_bot *bot);
  * counters. Thread-safe (one connection behind a mutex). */
 typedef struct px_bot_store px_bot_store;
 /* Opening makes every pending job due at once: a restart is the operator's
- * way to say "try now" (Telegram answers another 429 if it is too early). */
+ * way to say "try now" (Telegram answers another 429 if it is too early).
+ * The file (and so its -wal and -shm) is created 0600; an existing one
+ * readable by others is narrowed to 0600. */
 int px_bot_store_open(const char *path, px_bot_store **out, px_err *err);
 void px_bot_store_close(px_bot_store *s); /* NULL is a no-op */
 /* 1 when update_id was recorded as handled, 0 when not, <0 on error. */

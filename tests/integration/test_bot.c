@@ -22,12 +22,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bot_harness.h"
-#include "px_test.h"
 #include "fakes/fake_telegram.h"
 #include "image/px_image.h"
+#include "px_test.h"
 
 #define FACES PX_SHARED_DIR "/testdata/faces/"
 
@@ -448,9 +449,17 @@ static void test_upload_limits(void **state)
 {
     fx *x = *state;
     fake_tg_set_upload_limits(x->f, 300 << 10, 1 << 20, 2000);
-    static const char *const lim[] = {"--poll-timeout", "2",    "--backoff-ms",     "50",
-                                      "--photo-limit-kb", "300", "--file-limit-kb", "1024",
-                                      "--photo-sides",  "2000", NULL};
+    static const char *const lim[] = {"--poll-timeout",
+                                      "2",
+                                      "--backoff-ms",
+                                      "50",
+                                      "--photo-limit-kb",
+                                      "300",
+                                      "--file-limit-kb",
+                                      "1024",
+                                      "--photo-sides",
+                                      "2000",
+                                      NULL};
     start_bot(x, lim);
     px_image canvas;
     big_canvas(&canvas);
@@ -489,6 +498,100 @@ static void test_upload_limits(void **state)
     px_image_free(&canvas);
     px_buf_free(&jpg);
     px_buf_free(&png);
+}
+
+/* Mode bits of a file other than the owner's; -1 when it does not exist. */
+static int others_bits(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 077) : -1;
+}
+
+/* One instance per database: a second bot on the same state file exits 3
+ * at once with a clear message (and warns about a token file others can
+ * read); the database and its WAL are 0600. */
+static void test_one_instance(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_add_photo(x->f, 1014, 1014, in, n, NULL);
+    fake_tg_sent s;
+    reply(x, 1014, NULL, 0, &s); /* the first bot has written its database */
+    fake_tg_sent_free(&s);
+    free(in);
+    char wal[320], tok[300], log2[320];
+    snprintf(wal, sizeof wal, "%s-wal", x->db);
+    assert_int_equal(others_bits(x->db), 0);
+    assert_int_equal(others_bits(wal), 0);
+
+    snprintf(tok, sizeof tok, "%s/token-0644", g_tmp);
+    FILE *fp = fopen(tok, "w");
+    assert_non_null(fp);
+    fputs(BOT_TEST_TOKEN "\n", fp);
+    fclose(fp);
+    assert_int_equal(chmod(tok, 0644), 0);
+    snprintf(log2, sizeof log2, "%s.second", x->log);
+    const char *const extra[] = {"--poll-timeout", "2", "--token-file", tok, NULL};
+    bot_proc second;
+    assert_int_equal(bot_spawn(&second, PX_PIXPIPE_BIN, fake_tg_url(x->f), x->db, extra, log2), 0);
+    int st = bot_wait_exit(&second, px_test_ms(20000));
+    if (st < 0)
+        bot_kill(&second);
+    assert_int_equal(st, 3);
+    assert_true(bot_log_contains(&second, "another pixpipe bot is already running"));
+    assert_true(bot_log_contains(&second, "can be read by other users"));
+    assert_false(bot_log_contains(&second, BOT_TEST_TOKEN));
+    /* the first one is unharmed */
+    assert_int_equal(bot_term(&x->bot, px_test_ms(20000)), 0);
+}
+
+/* Photos accepted (confirmed to Telegram) but not yet answered when the bot
+ * is killed are answered after the restart, and count once against the rate
+ * limit: three photos with --rate 3 get three pictures, no "too fast". */
+static void test_rate_redelivered(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_inject(x->f, "getFile", 100, 0, 0, 60000); /* no job gets far */
+    int64_t last = 0;
+    for (int i = 0; i < 3; i++)
+        last = fake_tg_add_photo(x->f, 1015, 1015, in, n, NULL);
+    static const char *const rate3[] = {
+        "--poll-timeout", "2", "--backoff-ms", "50", "--rate", "3", NULL};
+    start_bot(x, rate3);
+    assert_true(wait_confirmed(x, last, px_test_ms(20000)));
+    bot_kill(&x->bot);
+    fake_tg_stop(x->f); /* a fresh server: the slow getFile rule gone, the same updates */
+    assert_int_equal(fake_tg_start(BOT_TEST_TOKEN, &x->f), 0);
+    for (int i = 0; i < 3; i++)
+        fake_tg_add_photo(x->f, 1015, 1015, in, n, NULL);
+    start_bot(x, rate3);
+    assert_int_equal(fake_tg_wait_sent(x->f, 1015, NULL, 3, px_test_ms(30000)), 3);
+    usleep(500 * 1000);
+    assert_int_equal(fake_tg_sent_count(x->f, 1015, "sendPhoto"), 3);
+    assert_int_equal(fake_tg_sent_count(x->f, 1015, NULL), 3);
+    free(in);
+}
+
+/* While a job runs, the poller long-polls (here 2 s) instead of asking
+ * every 250 ms: a 3 s job sees a handful of getUpdates calls at most. */
+static void test_no_busy_poll(void **state)
+{
+    fx *x = *state;
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_inject(x->f, "getFile", 1, 0, 0, 3000);
+    int before = fake_tg_calls(x->f, "getUpdates");
+    fake_tg_add_photo(x->f, 1016, 1016, in, n, NULL);
+    fake_tg_sent s;
+    reply(x, 1016, NULL, 0, &s);
+    fake_tg_sent_free(&s);
+    int polls = fake_tg_calls(x->f, "getUpdates") - before;
+    print_message("getUpdates calls during a 3 s job: %d\n", polls);
+    assert_true(polls <= 5); /* 250 ms polling made about 12 */
+    free(in);
 }
 
 static void test_busy_and_rate_limit(void **state)
@@ -747,6 +850,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_400_dropped, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_no_loss, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_upload_limits, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_one_instance, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_rate_redelivered, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_no_busy_poll, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_busy_and_rate_limit, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_kill_restart, setup_fx, teardown_fx),

@@ -116,7 +116,7 @@ static void test_store_pending(void **state)
     assert_int_equal(px_bot_store_accept(s, &u, 1, t, &limited, &e), 1);
     assert_int_equal(limited, 0);
     assert_int_equal(px_bot_store_accept(s, &u, 1, t, &limited, &e), 0); /* seen again */
-    assert_int_equal(px_bot_store_rate_take(s, 77, 2, t), 1); /* charged once: 1 of 2 */
+    assert_int_equal(px_bot_store_rate_take(s, 77, 2, t), 1);            /* charged once: 1 of 2 */
     assert_int_equal(px_bot_store_rate_take(s, 77, 2, t), 0);
     assert_int_equal(px_bot_store_accept(s, &cmd, 1, t, &limited, &e), 1);
     assert_int_equal(px_bot_store_is_known(s, u.update_id), 1);
@@ -270,8 +270,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_handled), cmocka_unit_test(test_store_mode),
         cmocka_unit_test(test_store_rate),    cmocka_unit_test(test_store_pending),
-        cmocka_unit_test(test_fit),
-        cmocka_unit_test(test_commands),
+        cmocka_unit_test(test_fit),           cmocka_unit_test(test_commands),
         cmocka_unit_test(test_chat_tag),      cmocka_unit_test(test_create_checks),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
