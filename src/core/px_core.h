@@ -23,7 +23,8 @@ extern "C" {
 
 #define PX_VERSION "0.1.0"
 
-enum {
+/* Statuses: functions return an int holding one of these (0 ok, negative error). */
+typedef enum px_status {
     PX_OK = 0,
     PX_EINVAL = -1,       /* bad argument or malformed input */
     PX_ENOMEM = -2,       /* allocation failed */
@@ -36,7 +37,7 @@ enum {
     PX_EBUSY = -9,        /* queue full or resource busy; try later */
     PX_ENOTFOUND = -10,   /* named thing does not exist */
     PX_ECLOSED = -11,     /* queue or service was shut down */
-};
+} px_status;
 
 /* Short constant name of a status ("invalid input", ...). Never NULL. */
 const char *px_strstatus(int status);

@@ -109,12 +109,13 @@ typedef struct {
     int step, steps; /* local backend: the render in progress, for the progress line (atomics) */
 } server;
 
-enum { R_DONE = 0, R_RETRY, R_FAILED, R_FATAL, R_UNRUN };
+/* What became of a job a worker took. */
+typedef enum job_result { R_DONE = 0, R_RETRY, R_FAILED, R_FATAL, R_UNRUN } job_result;
 
 typedef struct {
     px_manifest_job job;
     int slot;
-    int kind;
+    job_result kind;
     char status[16]; /* image status when R_DONE */
     px_err err;
 } job_item;
