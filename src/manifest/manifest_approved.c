@@ -30,11 +30,23 @@ static int safe_name(const char *s)
     return 1;
 }
 
-/* Appends one CSV field (quoted when it holds a comma, quote or newline). */
-static int csv_field(px_buf *b, const char *v, int last)
+/* Whether a text cell would be read as a formula by a spreadsheet (OWASP
+ * "CSV injection": = + - @ tab CR at the start); such cells get a leading '
+ * and quotes, so a prompt beginning "=HYPERLINK(...)" stays text. */
+static int formula_like(const char *v)
 {
-    int quote = strpbrk(v, ",\"\r\n") != NULL;
+    return v[0] && strchr("=+-@\t\r", v[0]) != NULL;
+}
+
+/* Appends one CSV field (quoted when it holds a comma, quote or newline, or
+ * is guarded against formulas; numbers pass guard 0). */
+static int csv_cell(px_buf *b, const char *v, int last, int guard)
+{
+    int formula = guard && formula_like(v);
+    int quote = formula || strpbrk(v, ",\"\r\n") != NULL;
     int st = quote ? px_buf_append(b, "\"", 1) : PX_OK;
+    if (!st && formula)
+        st = px_buf_append(b, "'", 1);
     for (const char *p = v; !st && *p; p++)
         st = *p == '"' ? px_buf_append(b, "\"\"", 2) : px_buf_append(b, p, 1);
     if (!st && quote)
@@ -44,11 +56,16 @@ static int csv_field(px_buf *b, const char *v, int last)
     return st;
 }
 
+static int csv_field(px_buf *b, const char *v, int last)
+{
+    return csv_cell(b, v, last, 1);
+}
+
 static int csv_num(px_buf *b, long long v)
 {
     char s[32];
     snprintf(s, sizeof s, "%lld", v);
-    return csv_field(b, s, 0);
+    return csv_cell(b, s, 0, 0);
 }
 
 static int export_one(px_manifest *s, const char *pool, const char *out, const px_manifest_image *m,
@@ -115,7 +132,7 @@ static int export_one(px_manifest *s, const char *pool, const char *out, const p
     if (!st) {
         char seed[32];
         snprintf(seed, sizeof seed, "%lld", (long long)m->seed);
-        st = csv_field(csv, seed, 1);
+        st = csv_cell(csv, seed, 1, 0);
     }
     px_manifest_verdicts_free(v, nv);
     return st ? px_err_set(err, st, "export: out of memory") : PX_OK;

@@ -2,7 +2,9 @@
  * `pixpipe export`: the manifest as CSV (RFC 4180 quoting) or JSON Lines,
  * one row per image with its job's prompt, seed and render settings, the
  * automatic checks and the latest expert verdict. Pages through the store
- * by id so a 10,000-image pool never sits in memory at once.
+ * by id so a 10,000-image pool never sits in memory at once. Text cells that
+ * a spreadsheet would take for a formula (OWASP "CSV injection": = + - @ tab
+ * CR first) get a leading ' inside quotes; numbers are written as they are.
  */
 #include "px_manifest.h"
 
@@ -13,11 +15,14 @@
 
 static void csv_field(FILE *f, const char *s)
 {
-    if (!strpbrk(s, ",\"\n\r")) {
+    const int formula = s[0] && strchr("=+-@\t\r", s[0]) != NULL;
+    if (!formula && !strpbrk(s, ",\"\n\r")) {
         fputs(s, f);
         return;
     }
     fputc('"', f);
+    if (formula)
+        fputc('\'', f);
     for (; *s; s++) {
         if (*s == '"')
             fputc('"', f);
