@@ -45,6 +45,9 @@ static void usage(FILE *f)
             "  --max-inflight N     requests handled at once before 503 (default 64)\n"
             "  --timeout-ms MS      anonymize processing timeout, 504 after it (default 30000)\n"
             "  --read-timeout S     idle connection timeout (default 15)\n"
+            "  --per-ip N           open connections from one client address (default 32)\n"
+            "  --allowed-host NAME  also answer to this Host (NAME or NAME:PORT; repeatable);\n"
+            "                       default: the listen address, localhost and 127.0.0.1\n"
             "  --grace S            shutdown grace period for requests in progress (default 10)\n"
             "  -v, --verbose        log every request\n"
             "  -h, --help           this text\n"
@@ -83,6 +86,8 @@ typedef struct serve_args {
     const char *model;
     int no_anon, verbose;
     long threads, grace;
+    const char *hosts[33]; /* --allowed-host, NULL-terminated */
+    int n_hosts;
 } serve_args;
 
 /* Parses argv into *a: -1 to go on, else the exit code. */
@@ -110,6 +115,16 @@ static int parse_args(int argc, char **argv, serve_args *args)
             i++;
         } else if (!strcmp(a, "--pool") && val) {
             args->o.pool_dir = argv[++i];
+        } else if (!strcmp(a, "--allowed-host") && val) {
+            if (args->n_hosts >= 32) {
+                fprintf(stderr, "pixpipe serve: --allowed-host: at most 32\n");
+                return PX_EXIT_USAGE;
+            }
+            args->hosts[args->n_hosts++] = argv[++i];
+        } else if (NUM("--per-ip", 1, 100000)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            args->o.per_ip_connections = (int)v;
         } else if (!strcmp(a, "--model") && val) {
             args->model = argv[++i];
         } else if (!strcmp(a, "--no-anonymize")) {
@@ -166,6 +181,7 @@ static int parse_args(int argc, char **argv, serve_args *args)
 #undef NUM
     }
     args->o.listen_addr = args->addr;
+    args->o.allowed_hosts = args->n_hosts ? args->hosts : NULL;
     args->o.log_requests = args->verbose;
     const char *tok = getenv("PIXPIPE_API_TOKEN");
     args->o.api_token = tok && *tok ? tok : NULL;

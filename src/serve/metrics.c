@@ -26,7 +26,8 @@ const char *px_route_name(px_route r)
 {
     static const char *names[PX_R_COUNT] = {"healthz",     "metrics",     "anonymize",
                                             "pool_stats",  "pool_images", "pool_image",
-                                            "pool_verdict", "review",     "other"};
+                                            "pool_verdict", "review",     "csrf",
+                                            "other"};
     return (unsigned)r < PX_R_COUNT ? names[r] : "other";
 }
 

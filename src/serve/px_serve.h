@@ -8,6 +8,7 @@
  *   GET  /v1/pool/stats                 counts per theme/type/status against the quota
  *   GET  /v1/pool/images                list with filters and paging (JSON)
  *   GET  /v1/pool/images/{id}           the image file, found by id (never by path)
+ *   GET  /v1/csrf                       this server's CSRF token (for the review page)
  *   POST /v1/pool/images/{id}/verdict   approve / reject / skip, with reviewer name
  *   GET  /review/...                    the expert review page (HTML/CSS/JS built into the binary)
  *
@@ -19,6 +20,14 @@
  * process_timeout_ms (the worker finishes and throws the result away). A full
  * queue or more than max_inflight requests at once is answered 503 with
  * Retry-After. Every error is JSON: {"error": "..."}.
+ *
+ * Safe by default: only requests whose Host is one of allowed_hosts (default
+ * the listen address, localhost and 127.0.0.1 with the bound port) are
+ * answered (421 otherwise: DNS rebinding); a POST whose Origin is not one of
+ * them or whose Sec-Fetch-Site is cross-site/same-site is refused (403), and
+ * a verdict without a valid bearer token must carry the server's CSRF token
+ * (GET /v1/csrf) in X-CSRF-Token, which a page on another origin can neither
+ * read nor send. One client address may hold per_ip_connections connections.
  *
  * Thread-safety: create/start/stop/destroy from one thread. px_server_port
  * and px_server_metrics_text may be called from any thread while it runs.
@@ -53,6 +62,10 @@ typedef struct px_serve_opts {
     const char *pool_dir;       /* pool folder holding manifest.sqlite (src/manifest/px_manifest.h);
                                    NULL: the pool routes answer 404 */
     int log_requests;           /* one px_log line per request at INFO (default 0: DEBUG) */
+    const char *const *allowed_hosts; /* NULL-terminated Host names answered besides the
+                                   defaults: "name" (any port) or "name:port", "[v6]:port";
+                                   copied by px_server_create. NULL: defaults only */
+    int per_ip_connections;     /* open connections from one client address (default 32) */
 } px_serve_opts;
 
 /* Defaults as documented above (detector and pool unset). */

@@ -87,6 +87,24 @@ static int store_http_status(int st)
     return st == PX_EINVAL ? 400 : st == PX_ENOTFOUND ? 404 : st == PX_ELIMIT ? 413 : 500;
 }
 
+/* A store error as an answer. The store's messages name the manifest's path,
+ * which is nobody's business outside this machine: the full text goes to the
+ * log, the client gets the status and a message without paths (the store's
+ * own text only for bad input, minus a leading "PATH: "). */
+static enum MHD_Result store_error(struct MHD_Connection *c, px_req *r, int st, const px_err *err)
+{
+    int code = store_http_status(st);
+    px_log(code == 500 ? PX_LOG_WARN : PX_LOG_DEBUG, "serve: pool: %s", err->msg);
+    if (code == 404)
+        return px_reply_error(c, r, 404, "no image with id %lld in the pool", (long long)r->id);
+    if (code == 500)
+        return px_reply_error(c, r, 500, "pool: the manifest could not be read or written "
+                                         "(see the server log)");
+    const char *m = err->msg;
+    const char *cut = m[0] == '/' ? strstr(m, ": ") : NULL;
+    return px_reply_error(c, r, code, "%s", cut ? cut + 2 : m);
+}
+
 static json_t *image_json(const px_manifest_image *m)
 {
     json_t *checks = m->checks && *m->checks ? json_loads(m->checks, 0, NULL) : NULL;
@@ -119,7 +137,7 @@ static enum MHD_Result pool_stats(struct MHD_Connection *c, px_req *r)
     px_err err = {{0}};
     int st = px_manifest_stats(r->srv->pool->store, &s, &n, &err);
     if (st != PX_OK)
-        return px_reply_error(c, r, 500, "%s", err.msg);
+        return store_error(c, r, st, &err);
     json_t *slots = json_array();
     long long tq = 0, ta = 0, tr = 0, tp = 0, tu = 0, tg = 0;
     for (size_t i = 0; i < n; i++) {
@@ -212,7 +230,7 @@ static enum MHD_Result pool_images(struct MHD_Connection *c, px_req *r)
     size_t n = 0;
     int st = px_manifest_list_images(r->srv->pool->store, &f, &imgs, &n, &err);
     if (st != PX_OK)
-        return px_reply_error(c, r, store_http_status(st), "%s", err.msg);
+        return store_error(c, r, st, &err);
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *o = image_json(&imgs[i]);
@@ -248,7 +266,7 @@ static enum MHD_Result pool_image_json(struct MHD_Connection *c, px_req *r, px_m
     px_err err = {{0}};
     int st = px_manifest_list_verdicts(r->srv->pool->store, m->id, &v, &n, &err);
     if (st != PX_OK)
-        return px_reply_error(c, r, 500, "%s", err.msg);
+        return store_error(c, r, st, &err);
     json_t *o = image_json(m);
     set_file_url(o, m->id);
     json_t *hist = json_array();
@@ -267,10 +285,8 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
     px_manifest_image m;
     px_err err = {{0}};
     int st = px_manifest_get_image(r->srv->pool->store, r->id, &m, &err);
-    if (st == PX_ENOTFOUND)
-        return px_reply_error(c, r, 404, "no image with id %lld in the pool", (long long)r->id);
     if (st != PX_OK)
-        return px_reply_error(c, r, 500, "%s", err.msg);
+        return store_error(c, r, st, &err);
     const char *fmt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
     if (fmt && !strcmp(fmt, "json")) {
         enum MHD_Result ret = pool_image_json(c, r, &m);
@@ -284,8 +300,10 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
     snprintf(joined, sizeof joined, "%s/%s", dir, m.path);
     /* the stored path must resolve to a file under the pool folder */
     if (m.path[0] == '/' || !realpath(joined, real) || strncmp(real, dir, dl) || real[dl] != '/') {
-        ret = px_reply_error(c, r, 404, "image %lld: file '%s' is missing from the pool",
-                             (long long)r->id, m.path);
+        px_log(PX_LOG_WARN, "serve: image %lld: file '%s' is missing from the pool",
+               (long long)r->id, m.path);
+        ret = px_reply_error(c, r, 404, "image %lld: its file is missing from the pool",
+                             (long long)r->id);
         px_manifest_image_clear(&m);
         return ret;
     }
@@ -294,7 +312,8 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
     if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         if (fd >= 0)
             close(fd);
-        ret = px_reply_error(c, r, 404, "image %lld: cannot open '%s'", (long long)r->id, m.path);
+        px_log(PX_LOG_WARN, "serve: image %lld: cannot open '%s'", (long long)r->id, m.path);
+        ret = px_reply_error(c, r, 404, "image %lld: its file cannot be opened", (long long)r->id);
         px_manifest_image_clear(&m);
         return ret;
     }
@@ -351,7 +370,7 @@ static enum MHD_Result pool_verdict(struct MHD_Connection *c, px_req *r)
         int st = px_manifest_add_verdict(r->srv->pool->store, r->id, reviewer, verdict, reason,
                                          &vid, &err);
         if (st != PX_OK) {
-            ret = px_reply_error(c, r, store_http_status(st), "%s", err.msg);
+            ret = store_error(c, r, st, &err);
         } else {
             atomic_fetch_add(&r->srv->metrics.verdicts, 1);
             ret = px_reply_json(c, r, 201,

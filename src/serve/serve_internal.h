@@ -23,6 +23,7 @@ typedef enum {
     PX_R_POOL_IMAGE,
     PX_R_POOL_VERDICT,
     PX_R_REVIEW,
+    PX_R_CSRF,
     PX_R_OTHER,
     PX_R_COUNT
 } px_route;
@@ -69,9 +70,19 @@ typedef struct anon_job {
 void px_job_release(anon_job *job);
 typedef struct px_pool_ctx px_pool_ctx; /* route_pool.c: the opened manifest */
 
+/* One Host name the server answers to; port 0 matches any port. */
+typedef struct px_host_entry {
+    char name[256]; /* lower case; an IPv6 address keeps its brackets */
+    int port;
+} px_host_entry;
+
 struct px_server {
     px_serve_opts o;
     char *token;
+    char csrf[65]; /* hex of 32 random bytes, made at create */
+    px_host_entry *hosts; /* written before ready is set, read-only after */
+    size_t n_hosts;
+    atomic_int ready; /* hosts complete (the port is known): requests before it get 503 */
     char addr[64];
     int port;
     struct MHD_Daemon *daemon;
@@ -135,6 +146,22 @@ void px_anon_job_run(px_server *srv, anon_job *job);
 enum MHD_Result px_anon_job_reply(struct MHD_Connection *c, px_req *r, anon_job *job);
 /* Submits the body in r as a job (or answers at once when it cannot). */
 enum MHD_Result px_anon_submit(struct MHD_Connection *c, px_req *r);
+
+/* guard.c: the safe-by-default checks. px_guard_init (before the daemon
+ * starts) makes the CSRF token and copies opts.allowed_hosts; once the port
+ * is known px_guard_add_defaults adds the listen address, localhost and
+ * 127.0.0.1. Each check returns 0 to go on, or 1 when it has answered the
+ * request (the handler returns *ret). */
+int px_guard_init(px_server *srv, px_err *err);
+int px_guard_add_defaults(px_server *srv, px_err *err);
+/* URL and header sizes (414, 431) and the Host allow-list (421). */
+int px_guard_request(struct MHD_Connection *c, px_req *r, const char *url, enum MHD_Result *ret);
+/* Sec-Fetch-Site and Origin of a request that is not GET/HEAD (403). */
+int px_guard_origin(struct MHD_Connection *c, px_req *r, enum MHD_Result *ret);
+/* X-CSRF-Token of a write without a bearer token (403). */
+int px_guard_csrf(struct MHD_Connection *c, px_req *r, enum MHD_Result *ret);
+/* GET /v1/csrf */
+enum MHD_Result px_guard_csrf_reply(struct MHD_Connection *c, px_req *r);
 
 /* route_pool.c */
 int px_pool_open(px_server *srv, const char *pool_dir, px_err *err);

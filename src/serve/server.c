@@ -4,8 +4,8 @@
  * deadline watchdog, graceful stop).
  *
  * Request flow (MHD calls the access handler several times per request):
- *  1. headers in: route and method are checked, write endpoints check the
- *     bearer token, a Content-Length over the limit is answered 413 before
+ *  1. headers in: sizes, Host, route and method are checked, writes check
+ *     Origin/Sec-Fetch-Site, the bearer token and the CSRF token (guard.c), a Content-Length over the limit is answered 413 before
  *     any body is read, and a request over the concurrency limit gets 503 +
  *     Retry-After. These early answers make MHD drop the rest of the body.
  *  2. body chunks: appended up to max_body_bytes; past it the rest is
@@ -47,6 +47,7 @@ px_serve_opts px_serve_opts_default(void)
     o.read_timeout_s = 15;
     o.process_timeout_ms = 30000;
     o.retry_after_s = 1;
+    o.per_ip_connections = 32;
     o.anon = px_anon_opts_default();
     return o;
 }
@@ -113,6 +114,9 @@ enum MHD_Result px_reply_response(struct MHD_Connection *c, px_req *r, int code,
     if (ctype)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    /* image URLs and ids stay here; nothing of ours is to be framed */
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
     if (code == 503 && r) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", r->srv->o.retry_after_s);
@@ -228,6 +232,8 @@ static int route_of(px_req *r, const char *url, const char **want)
     } else if (!strcmp(url, "/v1/anonymize")) {
         r->route = PX_R_ANONYMIZE;
         *want = "POST";
+    } else if (!strcmp(url, "/v1/csrf")) {
+        r->route = PX_R_CSRF;
     } else if (!strcmp(url, "/v1/pool/stats")) {
         r->route = PX_R_POOL_STATS;
     } else if (!strcmp(url, "/v1/pool/images")) {
@@ -334,7 +340,8 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, px_req *r, const char 
     case PX_R_POOL_IMAGE:
     case PX_R_POOL_VERDICT: return px_pool_handle(c, r);
     case PX_R_REVIEW: return serve_asset(c, r, url);
-    default: return px_reply_error(c, r, 404, "no such endpoint: %s", url);
+    case PX_R_CSRF: return px_guard_csrf_reply(c, r);
+    default: return px_reply_error(c, r, 404, "no such endpoint: %.100s", url);
     }
 }
 
@@ -345,21 +352,28 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, px_req *r, const cha
 {
     px_server *srv = r->srv;
     const char *want;
+    enum MHD_Result ret;
+    if (!atomic_load(&srv->ready))
+        return px_reply_error(c, r, 503, "server is starting");
+    if (px_guard_request(c, r, url, &ret))
+        return ret;
     int bad = route_of(r, url, &want);
     if (bad == 404)
-        return px_reply_error(c, r, 404, "no such endpoint: %s", url);
+        return px_reply_error(c, r, 404, "no such endpoint: %.100s", url);
     if (bad == 400)
-        return px_reply_error(c, r, 400, "bad image id in '%s': expected a positive decimal "
-                                         "number", url);
+        return px_reply_error(c, r, 400, "bad image id in '%.100s': expected a positive decimal "
+                                         "number of at most 18 digits", url);
     int head = !strcmp(method, "HEAD") && !strcmp(want, "GET");
     if (strcmp(method, want) && !head) {
         struct MHD_Response *resp =
-            error_response("method %.16s not allowed on %.200s; use %s", method, url, want);
+            error_response("method %.16s not allowed on %.100s; use %s", method, url, want);
         if (!resp)
             return MHD_NO;
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, want);
         return px_reply_response(c, r, 405, resp, "application/json");
     }
+    if (!head && strcmp(method, "GET") && px_guard_origin(c, r, &ret))
+        return ret;
     if (is_write(r->route) && srv->token && !token_ok(srv, c)) {
         struct MHD_Response *resp = error_response("missing or wrong bearer token");
         if (!resp)
@@ -367,6 +381,8 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, px_req *r, const cha
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
         return px_reply_response(c, r, 401, resp, "application/json");
     }
+    if (is_write(r->route) && !srv->token && px_guard_csrf(c, r, &ret))
+        return ret;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
@@ -597,6 +613,12 @@ static void *watchdog_main(void *arg)
 
 /* ---- lifetime -------------------------------------------------------------- */
 
+/* libmicrohttpd's buffer per connection. Requests that do not fit are answered
+ * by the library itself, in HTML; 256 KiB lets URLs and headers far over our
+ * own JSON 414/431 limits (guard.c) reach them. Pages are only touched as
+ * used (the pool is mmap'ed above 32 KiB). */
+#define CONN_MEMORY (256u << 10)
+
 static int check_opts(px_serve_opts *o, px_err *err)
 {
     if (!o->listen_addr || !*o->listen_addr)
@@ -623,6 +645,8 @@ static int check_opts(px_serve_opts *o, px_err *err)
         o->process_timeout_ms = 30000;
     if (o->retry_after_s <= 0)
         o->retry_after_s = 1;
+    if (o->per_ip_connections <= 0)
+        o->per_ip_connections = 32;
     return PX_OK;
 }
 
@@ -651,6 +675,8 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
         }
     }
     srv->o.api_token = NULL;
+    if ((st = px_guard_init(srv, err)) != PX_OK)
+        goto fail_early;
 
     union {
         struct sockaddr sa;
@@ -709,7 +735,9 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
         flags, (uint16_t)srv->o.port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &sa.sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->o.io_threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)srv->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)srv->o.read_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        (unsigned)srv->o.read_timeout_s, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)srv->o.per_ip_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         st = px_err_set(err, PX_EIO, "cannot listen on %s port %d (in use, or not an address of "
@@ -718,6 +746,9 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? (int)info->port : srv->o.port;
+    if ((st = px_guard_add_defaults(srv, err)) != PX_OK)
+        goto fail;
+    atomic_store(&srv->ready, 1);
     *out = srv;
     return PX_OK;
 
@@ -727,6 +758,7 @@ fail:
     return st;
 fail_early:
     px_pool_close(srv);
+    free(srv->hosts);
     free(srv->token);
     free(srv);
     return st;
@@ -784,6 +816,7 @@ void px_server_destroy(px_server *srv)
     px_pool_close(srv);
     pthread_cond_destroy(&srv->cv);
     pthread_mutex_destroy(&srv->mu);
+    free(srv->hosts);
     free(srv->token);
     free(srv);
 }

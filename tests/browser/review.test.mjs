@@ -1,10 +1,12 @@
 // Browser test of the review page in real headless chromium (Debian's, through playwright-core):
 // opens the page on a 12-image pool, approves, rejects (reason picked with a digit key), skips and
 // batch-approves with the keyboard only, then reads the manifest (SQLite, via python3) to check
-// that every verdict is stored with the reviewer's name and reason. Saves a screenshot.
+// that every verdict is stored with the reviewer's name and reason. Then a page on another origin
+// tries to post verdicts (a form and a no-cors fetch): nothing is stored. Saves a screenshot.
 //   node review.test.mjs BASE_URL MANIFEST FIRST_ID SCREENSHOT
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
 import assert from 'node:assert/strict';
 
 const [base, db, firstArg, shot] = process.argv.slice(2);
@@ -87,7 +89,31 @@ try {
   const times = manifest('SELECT COUNT(*) FROM verdicts WHERE created_at LIKE \'____-__-__T__:__:__Z\'');
   assert.equal(times[0][0], 5, 'every verdict has a UTC time');
   assert.deepEqual(errors, [], 'no errors in the page');
-  console.log('browser test: 5 verdicts by keyboard stored; screenshot ' + shot);
+
+  // an attacker page on another origin (another port) posts a verdict with a form and with a
+  // no-cors fetch: both must be refused, and the manifest keeps only our five verdicts
+  const target = `${base}/v1/pool/images/${first + 6}/verdict`;
+  const evil = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end(`<!doctype html><form id=f method=post enctype=text/plain action="${target}">
+      <input name='{"verdict":"approve","reviewer":"mallory","x":"' value='"}'></form>
+      <script>
+      fetch(${JSON.stringify(target)}, { method: 'POST', mode: 'no-cors',
+        body: '{"verdict":"approve","reviewer":"mallory"}' })
+        .finally(() => document.getElementById('f').submit());
+      </script>`);
+  });
+  await new Promise((r) => evil.listen(0, '127.0.0.1', r));
+  const attacker = await browser.newPage();
+  const refused = attacker.waitForResponse((r) => r.url() === target &&
+    r.request().resourceType() === 'document', { timeout: 10000 });
+  await attacker.goto(`http://127.0.0.1:${evil.address().port}/`);
+  const answer = await refused;
+  assert.equal(answer.status(), 403, 'the cross-origin form post is refused');
+  evil.close();
+  const forged = manifest('SELECT COUNT(*) FROM verdicts WHERE reviewer = \'mallory\'');
+  assert.equal(forged[0][0], 0, 'no forged verdict stored');
+  console.log('browser test: 5 verdicts by keyboard stored, cross-origin posts refused; screenshot ' + shot);
 } catch (e) {
   failed = true;
   console.error('browser test failed:', e);

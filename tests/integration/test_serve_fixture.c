@@ -167,6 +167,9 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
     header_value(p, len, "Content-Type", r->ctype, sizeof r->ctype);
     header_value(p, len, "Retry-After", r->retry_after, sizeof r->retry_after);
     header_value(p, len, "X-Faces-Found", r->faces, sizeof r->faces);
+    header_value(p, len, "Referrer-Policy", r->referrer_policy, sizeof r->referrer_policy);
+    header_value(p, len, "X-Frame-Options", r->frame_options, sizeof r->frame_options);
+    header_value(p, len, "X-Content-Type-Options", r->nosniff, sizeof r->nosniff);
     return len;
 }
 

@@ -25,6 +25,9 @@ typedef struct fx_resp {
     char ctype[128]; /* Content-Type */
     char retry_after[32];
     char faces[16];  /* X-Faces-Found */
+    char referrer_policy[32];
+    char frame_options[16];   /* X-Frame-Options */
+    char nosniff[16];         /* X-Content-Type-Options */
 } fx_resp;
 
 /* One request with a fresh easy handle. method "GET"/"POST"/...; body may be

@@ -8,6 +8,7 @@
  * that each is its own row in the manifest with this reviewer's name; a
  * failed post leaves the image as it was and says why. The reviewer name is
  * kept in localStorage, an API token (asked for on a 401) in sessionStorage.
+ * Every write carries the server's CSRF token (GET /v1/csrf) in X-CSRF-Token.
  */
 'use strict';
 
@@ -34,13 +35,31 @@
     return $('reviewer').value.trim();
   }
 
+  // The server refuses writes without its CSRF token (a page on another origin cannot read it);
+  // fetched once, and again when a restarted server has a new one.
+  let csrf = null;
+  async function csrfToken(fresh) {
+    if (!csrf || fresh) {
+      const res = await fetch('/v1/csrf', { credentials: 'same-origin' });
+      const body = await res.json();
+      csrf = body.csrf_token;
+    }
+    return csrf;
+  }
+
   async function api(path, opts) {
     opts = opts || {};
     const headers = opts.headers || {};
+    const write = opts.method && opts.method !== 'GET';
+    if (write) headers['X-CSRF-Token'] = await csrfToken(false);
     const tok = sessionStorage.getItem('pixpipe-token');
     if (tok) headers['Authorization'] = 'Bearer ' + tok;
     opts.headers = headers;
     let res = await fetch(path, opts);
+    if (write && res.status === 403) {
+      headers['X-CSRF-Token'] = await csrfToken(true);
+      res = await fetch(path, opts);
+    }
     if (res.status === 401) {
       const t = window.prompt('This server needs an API token for verdicts:');
       if (t) {

@@ -287,8 +287,12 @@ static void test_concurrency_limit(void **state)
     sa.sin_port = htons((uint16_t)px_server_port(srv));
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    const char req[] = "POST /v1/anonymize HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc";
-    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    char req[160];
+    int rl = snprintf(req, sizeof req,
+                      "POST /v1/anonymize HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                      "Content-Length: 100\r\n\r\nabc",
+                      px_server_port(srv));
+    assert_int_equal(write(fd, req, (size_t)rl), (ssize_t)rl);
     char u[256];
     url(u, sizeof u, srv, "/v1/pool/stats");
     fx_resp r;
