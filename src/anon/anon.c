@@ -143,7 +143,10 @@ int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
     if (st == PX_OK)
         st = px_anon_conceal_faces(&img, faces, n, o, err);
     double t3 = px_now_ms();
-    const px_format fmt = o->out_format != PX_FMT_UNKNOWN ? o->out_format : info.format;
+    /* the input's format where we write it; TIFF, GIF, HEIF and AVIF become JPEG */
+    const px_format fmt = o->out_format != PX_FMT_UNKNOWN ? o->out_format
+                          : px_format_writable(info.format) ? info.format
+                                                            : PX_FMT_JPEG;
     if (st == PX_OK)
         st = px_image_encode(&img, fmt, o->jpeg_quality, &res->out, err);
     double t4 = px_now_ms();

@@ -23,7 +23,7 @@ typedef struct px_anon_opts {
     px_conceal_mode mode;       /* default PX_CONCEAL_NOISE: keeps nothing of the face (docs/anonymize.md) */
     px_mask_opts mask;          /* ellipse 1.4x by default; PX_MASK_BOX for --boxes */
     px_face_detect_opts detect; /* threshold, NMS, smallest face */
-    px_format out_format;       /* PX_FMT_UNKNOWN: same as the input */
+    px_format out_format;       /* PX_FMT_UNKNOWN: the input's if writable, else JPEG */
     int jpeg_quality;           /* 1..100, default 90 */
     uint64_t max_pixels;        /* decode limit (0: default 100 MP) */
     uint64_t seed;              /* noise seed (0: random per call) */

@@ -44,6 +44,7 @@ typedef struct job {
     char *rel;      /* path below its directory argument (outdir mirroring) */
     int status;     /* PX_OK or the failure */
     int dup_of;     /* --outdir: index of an earlier job with the same relative path, or -1 */
+    int dir_errno;  /* a directory that could not be listed (reported as a failed input), or 0 */
 } job;
 
 typedef struct job_list {
@@ -79,14 +80,15 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: pixpipe anonymize [options] INPUT...\n"
-            "Hides every face in photos (JPEG, PNG, WebP). INPUT is a file, a directory\n"
-            "(searched recursively) or - (read stdin, write stdout).\n"
+            "Hides every face in photos (JPEG, PNG, WebP, TIFF, GIF, HEIC/HEIF, AVIF).\n"
+            "INPUT is a file, a directory (searched recursively) or - (stdin to stdout).\n"
             "\n"
             "Output:\n"
             "  -o, --output FILE    write the result here (one input only; - for stdout)\n"
             "      --outdir DIR     write results under DIR, mirroring directory inputs\n"
             "      --in-place       overwrite the inputs (never done otherwise)\n"
-            "      --format FMT     jpeg, png or webp (default: -o's extension, else the input's)\n"
+            "      --format FMT     jpeg, png or webp (default: -o's extension, else the\n"
+            "                       input's; TIFF, GIF, HEIF and AVIF inputs give JPEG)\n"
             "      --quality N      JPEG/WebP quality 1..100 (default 90)\n"
             "  Without -o/--outdir, NAME.EXT becomes NAME.anon.EXT beside the input.\n"
             "\n"
@@ -197,6 +199,7 @@ static int job_add(job_list *l, const char *in, const char *rel)
     j->rel = px_strdup(rel);
     j->status = PX_OK;
     j->dup_of = -1;
+    j->dir_errno = 0;
     if (!j->in || !j->rel) {
         free(j->in);
         free(j->rel);
@@ -207,18 +210,19 @@ static int job_add(job_list *l, const char *in, const char *rel)
 }
 
 /* Files found in directories count when they look like images: a known
- * extension, or JPEG/PNG/WebP magic bytes. Our own outputs (NAME.anon.EXT)
- * and temporary files are skipped so a second run does not anonymize them
- * again. */
+ * extension, or the magic bytes of a format we read. Our own outputs
+ * (NAME.anon.EXT) and temporary files are skipped so a second run does not
+ * anonymize them again. A file we cannot open counts too: it is then
+ * reported by name as a failed input instead of being skipped unseen. */
 static int looks_like_image(const char *path, const char *name)
 {
     if (strstr(name, ".anon.") || strstr(name, ".tmp."))
         return 0;
-    if (px_format_from_path(path) != PX_FMT_UNKNOWN)
+    if (px_format_from_path_any(path) != PX_FMT_UNKNOWN)
         return 1;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return 0;
+        return 1;
     uint8_t head[32];
     size_t n = fread(head, 1, sizeof head, f);
     fclose(f);
@@ -240,8 +244,13 @@ static int walk_dir(run_ctx *c, const char *dir, const char *rel, int depth)
     struct dirent **names = NULL;
     int n = scandir(dir, &names, NULL, alphasort);
     if (n < 0) {
-        fprintf(stderr, "pixpipe: %s: cannot read directory: %s\n", dir, strerror(errno));
-        return PX_EIO;
+        /* a failed input like an unreadable file: named on stderr and in
+         * --json, counted in the exit status; the walk goes on elsewhere */
+        const int e = errno;
+        int st = job_add(&c->jobs, dir, rel[0] ? rel : ".");
+        if (st == PX_OK)
+            c->jobs.v[c->jobs.n - 1].dir_errno = e;
+        return st;
     }
     int st = PX_OK;
     for (int i = 0; i < n; i++) {
@@ -595,6 +604,8 @@ static void update_progress(run_ctx *c)
 static int process(run_ctx *c, job *j, px_err *err)
 {
     const double t0 = px_now_ms();
+    if (j->dir_errno)
+        return px_err_set(err, PX_EIO, "cannot read directory: %s", strerror(j->dir_errno));
     if (j->dup_of >= 0)
         return px_err_set(err, PX_EINVAL, "same output name as %s under --outdir; skipped",
                           c->jobs.v[j->dup_of].in);

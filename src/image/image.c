@@ -24,6 +24,47 @@ px_format px_image_sniff(const uint8_t *data, size_t len)
         return PX_FMT_PNG;
     if (len >= 12 && memcmp(data, "RIFF", 4) == 0 && memcmp(data + 8, "WEBP", 4) == 0)
         return PX_FMT_WEBP;
+    if (len >= 4 && (memcmp(data, "II*\0", 4) == 0 || memcmp(data, "MM\0*", 4) == 0 ||
+                     memcmp(data, "II+\0", 4) == 0 || memcmp(data, "MM\0+", 4) == 0))
+        return PX_FMT_TIFF; /* classic and BigTIFF, either byte order */
+    if (len >= 6 && (memcmp(data, "GIF87a", 6) == 0 || memcmp(data, "GIF89a", 6) == 0))
+        return PX_FMT_GIF;
+    /* ISO BMFF: a box "ftyp" first, then the major brand. AVIF by its brands,
+     * every other HEIF brand (HEVC, and mif1/msf1 whatever they hold) as HEIF:
+     * libheif reads both, the name is only what we report. */
+    if (len >= 12 && memcmp(data + 4, "ftyp", 4) == 0) {
+        static const char *heif[] = {"heic", "heix", "hevc", "hevx", "heim",
+                                     "heis", "hevm", "hevs", "mif1", "msf1"};
+        if (memcmp(data + 8, "avif", 4) == 0 || memcmp(data + 8, "avis", 4) == 0)
+            return PX_FMT_AVIF;
+        for (size_t i = 0; i < sizeof heif / sizeof heif[0]; i++)
+            if (memcmp(data + 8, heif[i], 4) == 0)
+                return PX_FMT_HEIF;
+    }
+    return PX_FMT_UNKNOWN;
+}
+
+int px_format_writable(px_format f)
+{
+    return f == PX_FMT_JPEG || f == PX_FMT_PNG || f == PX_FMT_WEBP;
+}
+
+px_format px_format_from_path_any(const char *path)
+{
+    const px_format f = px_format_from_path(path);
+    const char *dot = path ? strrchr(path, '.') : NULL;
+    const char *slash = path ? strrchr(path, '/') : NULL;
+    if (f != PX_FMT_UNKNOWN || !dot || (slash && dot < slash))
+        return f;
+    if (strcasecmp(dot, ".tif") == 0 || strcasecmp(dot, ".tiff") == 0)
+        return PX_FMT_TIFF;
+    if (strcasecmp(dot, ".gif") == 0)
+        return PX_FMT_GIF;
+    if (strcasecmp(dot, ".heic") == 0 || strcasecmp(dot, ".heif") == 0 ||
+        strcasecmp(dot, ".hif") == 0)
+        return PX_FMT_HEIF;
+    if (strcasecmp(dot, ".avif") == 0)
+        return PX_FMT_AVIF;
     return PX_FMT_UNKNOWN;
 }
 
@@ -68,6 +109,14 @@ const char *px_format_name(px_format f)
         return "png";
     case PX_FMT_WEBP:
         return "webp";
+    case PX_FMT_TIFF:
+        return "tiff";
+    case PX_FMT_GIF:
+        return "gif";
+    case PX_FMT_HEIF:
+        return "heif";
+    case PX_FMT_AVIF:
+        return "avif";
     default:
         return "unknown";
     }
@@ -82,6 +131,14 @@ const char *px_format_extension(px_format f)
         return ".png";
     case PX_FMT_WEBP:
         return ".webp";
+    case PX_FMT_TIFF:
+        return ".tif";
+    case PX_FMT_GIF:
+        return ".gif";
+    case PX_FMT_HEIF:
+        return ".heic";
+    case PX_FMT_AVIF:
+        return ".avif";
     default:
         return "";
     }
@@ -185,8 +242,19 @@ int px_image_decode(const uint8_t *data, size_t len, const px_decode_opts *opts,
     case PX_FMT_WEBP:
         st = px_webp_decode(data, len, max_pixels, out, info, err);
         break;
+    case PX_FMT_TIFF:
+        st = px_tiff_decode(data, len, max_pixels, out, info, err);
+        break;
+    case PX_FMT_GIF:
+        st = px_gif_decode(data, len, max_pixels, out, info, err);
+        break;
+    case PX_FMT_HEIF:
+    case PX_FMT_AVIF:
+        st = px_heif_decode(data, len, max_pixels, out, info, err);
+        break;
     default:
-        return px_err_set(err, PX_EUNSUPPORTED, "not a JPEG, PNG or WebP image");
+        return px_err_set(err, PX_EUNSUPPORTED,
+                          "not a JPEG, PNG, WebP, TIFF, GIF, HEIF or AVIF image");
     }
     if (st != PX_OK) {
         px_image_free(out);

@@ -1,6 +1,7 @@
 /*
  * Private glue between the files of the image module: the per-format
- * decoders/encoders (jpeg.c, png.c, webp.c) and the EXIF reader (exif.c) that
+ * decoders/encoders (jpeg.c, png.c, webp.c; decoders only: tiff.c, gif.c,
+ * heif.c) and the EXIF reader (exif.c) that
  * image.c dispatches to. Nothing here is part of the public contract.
  */
 #ifndef PX_IMAGE_INTERNAL_H
@@ -19,6 +20,13 @@ int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
 int px_png_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
                   px_decode_info *info, px_err *err);
 int px_webp_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
+                   px_decode_info *info, px_err *err);
+int px_tiff_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
+                   px_decode_info *info, px_err *err);
+int px_gif_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
+                  px_decode_info *info, px_err *err);
+/* HEIF and AVIF; info->format says which (for messages). */
+int px_heif_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
                    px_decode_info *info, px_err *err);
 
 int px_jpeg_encode(const px_image *img, int quality, px_buf *out, px_err *err);

@@ -1,7 +1,8 @@
 /*
  * px_image: decoding and encoding (JPEG via libjpeg-turbo, PNG via libpng,
- * WebP via libwebp), EXIF orientation (libexif), sampling into network input
- * tensors, and the concealment effects used to hide faces.
+ * WebP via libwebp), decoding only of TIFF (libtiff), GIF (giflib) and
+ * HEIF/AVIF (libheif), EXIF orientation (libexif), sampling into network
+ * input tensors, and the concealment effects used to hide faces.
  *
  * Images in memory are 8-bit interleaved RGB (3 channels) or RGBA (4, when
  * the source had alpha), rows of stride bytes, always upright after decoding
@@ -31,14 +32,33 @@ typedef struct px_image {
     uint8_t *px;   /* owned; free with px_image_free */
 } px_image;
 
-typedef enum px_format { PX_FMT_UNKNOWN = 0, PX_FMT_JPEG, PX_FMT_PNG, PX_FMT_WEBP } px_format;
+/* The formats we decode. JPEG, PNG and WebP are also written; TIFF, GIF,
+ * HEIF (HEIC) and AVIF are read only (px_format_writable says which). */
+typedef enum px_format {
+    PX_FMT_UNKNOWN = 0,
+    PX_FMT_JPEG,
+    PX_FMT_PNG,
+    PX_FMT_WEBP,
+    PX_FMT_TIFF, /* first page only */
+    PX_FMT_GIF,  /* first frame only */
+    PX_FMT_HEIF, /* HEIC and other HEIF brands: the primary image */
+    PX_FMT_AVIF, /* the primary image */
+} px_format;
 
-/* Format from magic bytes (PX_FMT_UNKNOWN if none matches). */
+/* Format from magic bytes, any format we decode (PX_FMT_UNKNOWN if none matches). */
 px_format px_image_sniff(const uint8_t *data, size_t len);
-/* Format from a path's extension (.jpg .jpeg .png .webp, any case), or UNKNOWN. */
+/* 1 for the formats px_image_encode writes (JPEG, PNG, WebP), else 0. */
+int px_format_writable(px_format f);
+/* Format from a path's extension, for the formats we write only (.jpg .jpeg
+ * .png .webp, any case), or UNKNOWN: it names outputs. */
 px_format px_format_from_path(const char *path);
-const char *px_format_name(px_format f);      /* "jpeg", "png", "webp", "unknown" */
-const char *px_format_extension(px_format f); /* ".jpg", ".png", ".webp", "" */
+/* Like px_format_from_path, for every format we decode (also .tif .tiff .gif
+ * .heic .heif .avif): it picks inputs. */
+px_format px_format_from_path_any(const char *path);
+/* "jpeg", "png", "webp", "tiff", "gif", "heif", "avif", "unknown" */
+const char *px_format_name(px_format f);
+/* ".jpg", ".png", ".webp", ".tif", ".gif", ".heic", ".avif", "" */
+const char *px_format_extension(px_format f);
 /* Format from a name as a user types it: "png", "jpg" or "jpeg", "webp" (any case,
  * a leading dot allowed), else PX_FMT_UNKNOWN. */
 px_format px_format_parse(const char *name);
@@ -56,7 +76,9 @@ typedef struct px_decode_info {
     int had_metadata;       /* EXIF/XMP/ICC/comment/text seen in the input (dropped on output) */
 } px_decode_info;
 
-/* Decodes JPEG/PNG/WebP from memory into *out (upright if opts says so).
+/* Decodes JPEG/PNG/WebP/TIFF/GIF/HEIF/AVIF from memory into *out (upright
+ * if opts says so: EXIF orientation for JPEG/PNG/WebP, the Orientation tag
+ * for TIFF, irot/imir for HEIF/AVIF; GIF has none).
  * Errors: PX_EUNSUPPORTED (not an image we read), PX_ELIMIT (too many pixels,
  * checked from the header before allocating), PX_ECORRUPT (damaged/truncated),
  * PX_ENOMEM, PX_EINVAL (empty input). err names what is wrong but not the

@@ -1047,7 +1047,7 @@ static void test_garbage_and_empty(void **state)
     px_image out;
     px_err err;
     assert_int_equal(px_image_decode(junk, sizeof junk, NULL, &out, NULL, &err), PX_EUNSUPPORTED);
-    assert_string_equal(err.msg, "not a JPEG, PNG or WebP image");
+    assert_string_equal(err.msg, "not a JPEG, PNG, WebP, TIFF, GIF, HEIF or AVIF image");
     assert_int_equal(px_image_decode(junk, 0, NULL, &out, NULL, &err), PX_EINVAL);
     assert_non_null(strstr(err.msg, "empty"));
     assert_int_equal(px_image_exif_orientation(junk, sizeof junk), 1);
