@@ -257,6 +257,10 @@ static int run_bot(bot_args *a, char *token)
         return PX_EXIT_SETUP;
     }
     a->cfg.det = det;
+    char sha[65];
+    if (px_bot_file_sha256(model_path, sha, &e) != PX_OK)
+        snprintf(sha, sizeof sha, "unknown (%.40s)", e.msg);
+    px_log(PX_LOG_INFO, "bot: model %s sha256 %s", model_path, sha);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "pixpipe bot: curl_global_init failed\n");
         px_face_detector_destroy(det);

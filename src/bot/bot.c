@@ -382,6 +382,21 @@ static const char *mime_of(px_format f)
     return f == PX_FMT_PNG ? "image/png" : f == PX_FMT_WEBP ? "image/webp" : "image/jpeg";
 }
 
+/* A call that needed more than one request (the client retried a 429, 5xx
+ * or timeout) is logged at info: an operator sees Telegram's trouble at the
+ * normal log level, not only the jobs it finally broke. */
+static void log_retries(const px_bot *b, const job *j, const char *method, const px_tg_error *info,
+                        int st)
+{
+    if (info->attempts <= 1)
+        return;
+    char tag[9];
+    px_bot_chat_tag(b->salt, j->u.chat_id, tag);
+    px_log(PX_LOG_INFO, "bot: chat=%s update=%lld: %s took %d tries (%s, last HTTP %d)", tag,
+           (long long)j->u.update_id, method, info->attempts, st == PX_OK ? "done" : "gave up",
+           info->http_status);
+}
+
 /* Sends the anonymized image back (as a photo for a photo, else as a
  * file), re-encoded first when it breaks Telegram's upload limits. */
 static outcome send_result(px_bot *b, px_tg *tg, job *j, const px_anon_result *r,
@@ -423,6 +438,7 @@ static outcome send_result(px_bot *b, px_tg *tg, job *j, const px_anon_result *r
         st = px_tg_send_document(tg, u->chat_id, u->message_id, data, len, fname, mime_of(fmt),
                                  text, NULL, &info, &e);
     px_buf_free(&fitted);
+    log_retries(b, j, photo ? "sendPhoto" : "sendDocument", &info, st);
     if (st == PX_EBUSY)
         j->retry_after = info.retry_after;
     outcome oc = send_outcome(st, &e, detail, cap);
@@ -468,6 +484,7 @@ static outcome run_image(px_bot *b, px_tg *tg, job *j, int *faces, char *detail,
     int64_t size = 0;
     px_tg_error info;
     int st = px_tg_get_file(tg, u->file_id, path, sizeof path, &size, &info, &e);
+    log_retries(b, j, "getFile", &info, st);
     if (st == PX_EINVAL && strstr(info.description, "too big")) {
         snprintf(text, sizeof text, "That image is too large: I take files up to %s.", mb);
         return reply_text(tg, j, text, detail, cap);
@@ -488,7 +505,8 @@ static outcome run_image(px_bot *b, px_tg *tg, job *j, int *faces, char *detail,
         return reply_text(tg, j, text, detail, cap);
     }
     px_buf img = {0};
-    st = px_tg_download(tg, path, b->cfg.max_file_bytes, &img, NULL, &e);
+    st = px_tg_download(tg, path, b->cfg.max_file_bytes, &img, &info, &e);
+    log_retries(b, j, "download", &info, st);
     if (st == PX_ELIMIT) {
         px_buf_free(&img);
         snprintf(text, sizeof text, "That image is too large: I take files up to %s.", mb);

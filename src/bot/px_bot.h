@@ -147,6 +147,10 @@ typedef struct px_bot_fit_limits {
 int px_bot_fit(const uint8_t *data, size_t len, int w, int h, const px_bot_fit_limits *lim,
                int photo, px_buf *out, char *note, size_t cap, px_err *err);
 
+/* SHA-256 of the file at path as 64 lowercase hex digits (hex[0] = 0 on
+ * error): PX_EIO when it cannot be read. Thread-safe. */
+int px_bot_file_sha256(const char *path, char hex[65], px_err *err);
+
 /* What a text message asks for. */
 typedef enum {
     PX_BOT_CMD_NONE = 0, /* not a command */

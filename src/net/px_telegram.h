@@ -53,6 +53,7 @@ typedef struct px_tg_error {
     int http_status; /* 0 when no HTTP answer */
     int error_code;  /* Telegram's error_code (usually == http_status) */
     int retry_after; /* seconds, from parameters.retry_after (429) */
+    int attempts;    /* requests this call made (1 when the first answer was taken) */
     char description[256];
 } px_tg_error;
 

@@ -187,9 +187,10 @@ static int call(px_tg *tg, const char *method, json_t *params, const px_http_par
     o.max_body = (size_t)8 << 20;
     o.cancel = tg->cfg.cancel;
     long backoff = tg->cfg.backoff_ms;
-    int st = PX_ENET;
+    int st = PX_ENET, tries = 0;
     for (int attempt = 1; attempt <= tg->cfg.max_attempts; attempt++) {
         px_http_response r;
+        tries = attempt;
         st = body ? px_http_post_json(tg->http, url, body, &o, &r, err)
                   : px_http_post_multipart(tg->http, url, parts, nparts, &o, &r, err);
         if (st == PX_OK) {
@@ -215,6 +216,7 @@ static int call(px_tg *tg, const char *method, json_t *params, const px_http_par
             break;
         }
     }
+    info->attempts = tries;
     free(url);
     free(body);
     return st;
@@ -446,6 +448,7 @@ int px_tg_download(px_tg *tg, const char *path, size_t max_bytes, px_buf *out, p
     int st = PX_ENET;
     for (int attempt = 1; attempt <= tg->cfg.max_attempts; attempt++) {
         px_http_response r;
+        info->attempts = attempt;
         st = px_http_get(tg->http, url, &o, &r, err);
         if (st == PX_OK) {
             info->http_status = info->error_code = (int)r.status;

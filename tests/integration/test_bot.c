@@ -193,6 +193,16 @@ static void test_photo(void **state)
     assert_true(inside > 25.0);
     assert_true(corner < 6.0);
     assert_true(fake_tg_calls(x->f, "sendChatAction") >= 1);
+    /* the start-up log names the model and its SHA-256 */
+    size_t ln = 0;
+    char *log = (char *)bot_read_file(x->log, &ln);
+    assert_non_null(log);
+    const char *m = strstr(log, "bot: model ");
+    assert_non_null(m);
+    const char *h = strstr(m, " sha256 ");
+    assert_non_null(h);
+    assert_true(strspn(h + 8, "0123456789abcdef") == 64);
+    free(log);
     px_image_free(&a);
     px_image_free(&b);
     fake_tg_sent_free(&s);
@@ -323,6 +333,9 @@ static void test_429_500(void **state)
     assert_true(px_now_ms() - t0 >= 1000); /* retry_after was honoured */
     assert_int_equal(fake_tg_calls(x->f, "sendPhoto") - before, 2);
     assert_int_equal(fake_tg_sent_count(x->f, 1007, NULL), 1);
+    /* the retries are visible at the normal log level */
+    assert_true(bot_log_contains(&x->bot, "getFile took 3 tries (done, last HTTP 200)"));
+    assert_true(bot_log_contains(&x->bot, "sendPhoto took 2 tries (done"));
     fake_tg_sent_free(&s);
     /* getUpdates failing with 502 for a while: the bot keeps polling */
     fake_tg_inject(x->f, "getUpdates", 3, 502, 0, 0);

@@ -208,6 +208,23 @@ static void test_fit(void **state)
     px_image_free(&img);
 }
 
+static void test_sha256(void **state)
+{
+    (void)state;
+    char p[128], hex[65];
+    px_err e;
+    db_path(p, sizeof p, "abc.bin");
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    fputs("abc", f);
+    fclose(f);
+    assert_int_equal(px_bot_file_sha256(p, hex, &e), PX_OK);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    db_path(p, sizeof p, "missing.bin");
+    assert_int_equal(px_bot_file_sha256(p, hex, &e), PX_EIO);
+    assert_string_equal(hex, "");
+}
+
 static void test_commands(void **state)
 {
     (void)state;
@@ -270,8 +287,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_handled), cmocka_unit_test(test_store_mode),
         cmocka_unit_test(test_store_rate),    cmocka_unit_test(test_store_pending),
-        cmocka_unit_test(test_fit),           cmocka_unit_test(test_commands),
-        cmocka_unit_test(test_chat_tag),      cmocka_unit_test(test_create_checks),
+        cmocka_unit_test(test_fit),           cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_commands),      cmocka_unit_test(test_chat_tag),
+        cmocka_unit_test(test_create_checks),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
