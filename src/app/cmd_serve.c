@@ -46,6 +46,7 @@ static void usage(FILE *f)
             "  --timeout-ms MS      anonymize processing timeout, 504 after it (default 30000)\n"
             "  --read-timeout S     idle connection timeout (default 15)\n"
             "  --per-ip N           open connections from one client address (default 32)\n"
+            "  --header-timeout S   request headers must be complete within S seconds (default 15)\n"
             "  --allowed-host NAME  also answer to this Host (NAME or NAME:PORT; repeatable);\n"
             "                       default: the listen address, localhost and 127.0.0.1\n"
             "  --grace S            shutdown grace period for requests in progress (default 10)\n"
@@ -121,6 +122,10 @@ static int parse_args(int argc, char **argv, serve_args *args)
                 return PX_EXIT_USAGE;
             }
             args->hosts[args->n_hosts++] = argv[++i];
+        } else if (NUM("--header-timeout", 1, 3600)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            args->o.header_timeout_s = (int)v;
         } else if (NUM("--per-ip", 1, 100000)) {
             if (v < 0)
                 return PX_EXIT_USAGE;

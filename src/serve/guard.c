@@ -16,6 +16,9 @@
  *    out. Another origin cannot read that answer (no CORS headers), a form
  *    cannot set a custom header, and a cross-origin fetch with one needs a
  *    CORS preflight we never grant.
+ *  - Slow headers: a connection must deliver complete headers within
+ *    header_timeout_s of its start (or of its previous request's end), or
+ *    it is shut down (below); the idle timeout alone restarts with every byte.
  *  - Size: a URL (path and query) over 8 KiB is 414, headers over 16 KiB 431,
  *    both as JSON. libmicrohttpd answers requests that do not fit its
  *    per-connection buffer (256 KiB, see server.c) itself, in HTML; that
@@ -27,8 +30,12 @@
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #define URL_MAX 8192
 #define HEADERS_MAX 16384
@@ -223,4 +230,95 @@ enum MHD_Result px_guard_csrf_reply(struct MHD_Connection *c, px_req *r)
 {
     return px_reply_json(c, r, 200, json_pack("{s:s,s:s}", "csrf_token", r->srv->csrf, "header",
                                               "X-CSRF-Token"));
+}
+
+/* ---- header deadline ------------------------------------------------------
+ * libmicrohttpd's connection timeout is an idle timeout: every byte restarts
+ * it, so a client sending a header byte every few seconds would keep its
+ * connection for ever. Each connection is tracked from its start (or the end
+ * of its previous request) until its headers are complete; a sweeper thread
+ * shuts down the socket of one that is still without complete headers after
+ * header_timeout_s, and libmicrohttpd then closes it as a client gone away.
+ * The tracker holds a dup() of the socket, so the number it shuts down can
+ * never be one the library has closed and the system handed out again. */
+struct px_conn {
+    int fd;    /* our duplicate of the connection's socket; -1 when dup failed */
+    double t0; /* when the wait for headers began */
+    int busy;  /* a request is in progress (headers complete) */
+    int shut;
+    struct px_conn *prev, *next;
+};
+
+void px_guard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                     enum MHD_ConnectionNotificationCode toe)
+{
+    px_server *srv = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        px_conn *k = px_calloc(1, sizeof *k);
+        if (!k)
+            return; /* not tracked: only the idle timeout applies */
+        k->fd = ci ? dup(ci->connect_fd) : -1;
+        k->t0 = px_now_ms();
+        pthread_mutex_lock(&srv->conn_mu);
+        k->next = srv->conns;
+        if (k->next)
+            k->next->prev = k;
+        srv->conns = k;
+        pthread_mutex_unlock(&srv->conn_mu);
+        *socket_context = k;
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        px_conn *k = *socket_context;
+        pthread_mutex_lock(&srv->conn_mu);
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            srv->conns = k->next;
+        if (k->next)
+            k->next->prev = k->prev;
+        pthread_mutex_unlock(&srv->conn_mu);
+        if (k->fd >= 0)
+            close(k->fd);
+        free(k);
+        *socket_context = NULL;
+    }
+}
+
+void px_guard_conn_busy(px_server *srv, struct MHD_Connection *c, int busy)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    px_conn *k = ci ? ci->socket_context : NULL;
+    if (!k)
+        return;
+    pthread_mutex_lock(&srv->conn_mu);
+    k->busy = busy;
+    k->t0 = px_now_ms();
+    pthread_mutex_unlock(&srv->conn_mu);
+}
+
+void *px_guard_sweeper(void *arg)
+{
+    px_server *srv = arg;
+    pthread_mutex_lock(&srv->conn_mu);
+    while (!srv->sweep_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 200 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&srv->sweep_cv, &srv->conn_mu, &ts);
+        const double late = px_now_ms() - 1000.0 * srv->o.header_timeout_s;
+        for (px_conn *k = srv->conns; k; k = k->next)
+            if (!k->busy && !k->shut && k->fd >= 0 && k->t0 < late) {
+                shutdown(k->fd, SHUT_RDWR);
+                k->shut = 1;
+                atomic_fetch_add(&srv->metrics.header_timeouts, 1);
+            }
+    }
+    pthread_mutex_unlock(&srv->conn_mu);
+    return NULL;
 }

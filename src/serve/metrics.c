@@ -151,10 +151,14 @@ int px_server_metrics_text(px_server *srv, px_buf *out)
         "pixpipe_anonymize_timeouts_total %llu\n"
         "# HELP pixpipe_verdicts_total Review verdicts stored.\n"
         "# TYPE pixpipe_verdicts_total counter\n"
-        "pixpipe_verdicts_total %llu\n",
+        "pixpipe_verdicts_total %llu\n"
+        "# HELP pixpipe_header_timeouts_total Connections shut down for not sending their "
+        "headers in time.\n"
+        "# TYPE pixpipe_header_timeouts_total counter\n"
+        "pixpipe_header_timeouts_total %llu\n",
         (unsigned long long)ld(&m->images), (unsigned long long)ld(&m->faces),
         (unsigned long long)ld(&m->rejected_busy), (unsigned long long)ld(&m->timeouts),
-        (unsigned long long)ld(&m->verdicts));
+        (unsigned long long)ld(&m->verdicts), (unsigned long long)ld(&m->header_timeouts));
     st |= bprintf(out,
                   "# HELP pixpipe_queue_depth Anonymize jobs waiting for a worker.\n"
                   "# TYPE pixpipe_queue_depth gauge\n"

@@ -27,7 +27,8 @@
  * them or whose Sec-Fetch-Site is cross-site/same-site is refused (403), and
  * a verdict without a valid bearer token must carry the server's CSRF token
  * (GET /v1/csrf) in X-CSRF-Token, which a page on another origin can neither
- * read nor send. One client address may hold per_ip_connections connections.
+ * read nor send. One client address may hold per_ip_connections connections,
+ * and headers must arrive within header_timeout_s (slow clients).
  *
  * Thread-safety: create/start/stop/destroy from one thread. px_server_port
  * and px_server_metrics_text may be called from any thread while it runs.
@@ -66,6 +67,8 @@ typedef struct px_serve_opts {
                                    defaults: "name" (any port) or "name:port", "[v6]:port";
                                    copied by px_server_create. NULL: defaults only */
     int per_ip_connections;     /* open connections from one client address (default 32) */
+    int header_timeout_s;       /* a connection's request headers must be complete this long
+                                   after it opened or its last request ended (default 15) */
 } px_serve_opts;
 
 /* Defaults as documented above (detector and pool unset). */

@@ -42,6 +42,7 @@ typedef struct px_metrics {
     atomic_uint_fast64_t rejected_busy; /* 503 for the concurrency limit or a full queue */
     atomic_uint_fast64_t timeouts;     /* 504 from the watchdog */
     atomic_uint_fast64_t verdicts;     /* verdicts stored */
+    atomic_uint_fast64_t header_timeouts; /* connections shut for slow headers */
     atomic_uint_fast64_t stage_us[4];  /* decode, detect, conceal, encode: time summed */
 } px_metrics;
 void px_metrics_observe(px_metrics *m, px_route r, int code, double ms);
@@ -83,6 +84,14 @@ struct px_server {
     px_host_entry *hosts; /* written before ready is set, read-only after */
     size_t n_hosts;
     atomic_int ready; /* hosts complete (the port is known): requests before it get 503 */
+
+    /* connections waiting for headers, for the header deadline (guard.c);
+     * conn_mu guards the list and sweep_stop */
+    pthread_mutex_t conn_mu;
+    pthread_cond_t sweep_cv; /* monotonic clock */
+    struct px_conn *conns;
+    pthread_t sweeper;
+    int sweeper_started, sweep_stop;
     char addr[64];
     int port;
     struct MHD_Daemon *daemon;
@@ -162,6 +171,14 @@ int px_guard_origin(struct MHD_Connection *c, px_req *r, enum MHD_Result *ret);
 int px_guard_csrf(struct MHD_Connection *c, px_req *r, enum MHD_Result *ret);
 /* GET /v1/csrf */
 enum MHD_Result px_guard_csrf_reply(struct MHD_Connection *c, px_req *r);
+/* Header deadline: MHD's connection notifier (tracks each connection), the
+ * access handler's "headers complete" (busy 1) and "request over" (busy 0),
+ * and the thread that shuts down connections past the deadline. */
+typedef struct px_conn px_conn;
+void px_guard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                     enum MHD_ConnectionNotificationCode toe);
+void px_guard_conn_busy(px_server *srv, struct MHD_Connection *c, int busy);
+void *px_guard_sweeper(void *arg);
 
 /* route_pool.c */
 int px_pool_open(px_server *srv, const char *pool_dir, px_err *err);

@@ -48,6 +48,7 @@ px_serve_opts px_serve_opts_default(void)
     o.process_timeout_ms = 30000;
     o.retry_after_s = 1;
     o.per_ip_connections = 32;
+    o.header_timeout_s = 15;
     o.anon = px_anon_opts_default();
     return o;
 }
@@ -428,6 +429,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->t0 = px_now_ms();
         r->route = PX_R_OTHER;
         *con_cls = r;
+        px_guard_conn_busy(srv, c, 1);
         return on_headers(c, r, url, method);
     }
     if (r->job) /* resumed by a worker or the watchdog */
@@ -449,7 +451,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     px_server *srv = cls;
     px_req *r = *con_cls;
     if (!r)
@@ -461,6 +462,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
            px_route_name(r->route), code, ms);
     if (r->counted)
         atomic_fetch_sub(&srv->inflight, 1);
+    px_guard_conn_busy(srv, c, 0); /* the wait for the next request's headers starts */
     if (r->job)
         px_job_release(r->job);
     px_buf_free(&r->body);
@@ -647,6 +649,8 @@ static int check_opts(px_serve_opts *o, px_err *err)
         o->retry_after_s = 1;
     if (o->per_ip_connections <= 0)
         o->per_ip_connections = 32;
+    if (o->header_timeout_s <= 0)
+        o->header_timeout_s = 15;
     return PX_OK;
 }
 
@@ -708,6 +712,11 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
     pthread_cond_init(&srv->cv, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&srv->mu, NULL);
+    pthread_mutex_init(&srv->conn_mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->sweep_cv, &ca);
+    pthread_condattr_destroy(&ca);
 
     if ((st = px_queue_create((size_t)srv->o.queue_capacity, &srv->jobs)) != PX_OK) {
         px_err_set(err, st, "serve: cannot create the job queue");
@@ -730,6 +739,11 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
         goto fail;
     }
     srv->watchdog_started = 1;
+    if (pthread_create(&srv->sweeper, NULL, px_guard_sweeper, srv)) {
+        st = px_err_set(err, PX_EIO, "serve: cannot start the header deadline thread");
+        goto fail;
+    }
+    srv->sweeper_started = 1;
 
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)srv->o.port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, &sa.sa,
@@ -738,6 +752,7 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
         (unsigned)srv->o.read_timeout_s, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)srv->o.per_ip_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, px_guard_notify, srv,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         st = px_err_set(err, PX_EIO, "cannot listen on %s port %d (in use, or not an address of "
@@ -798,6 +813,14 @@ void px_server_stop(px_server *srv, int grace_ms)
     if (srv->watchdog_started)
         pthread_join(srv->watchdog, NULL);
     srv->watchdog_started = 0;
+    if (srv->sweeper_started) {
+        pthread_mutex_lock(&srv->conn_mu);
+        srv->sweep_stop = 1;
+        pthread_cond_broadcast(&srv->sweep_cv);
+        pthread_mutex_unlock(&srv->conn_mu);
+        pthread_join(srv->sweeper, NULL);
+    }
+    srv->sweeper_started = 0;
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;
@@ -816,6 +839,8 @@ void px_server_destroy(px_server *srv)
     px_pool_close(srv);
     pthread_cond_destroy(&srv->cv);
     pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->sweep_cv);
+    pthread_mutex_destroy(&srv->conn_mu);
     free(srv->hosts);
     free(srv->token);
     free(srv);

@@ -10,7 +10,8 @@
  *  - oversized URLs and headers, and ids of 20 or 100,000 digits, get JSON;
  *    no error body names a file-system path;
  *  - every answer carries Referrer-Policy, X-Frame-Options and nosniff;
- *  - many slow connections from one address do not lock out another client;
+ *  - many slow connections from one address do not lock out another client,
+ *    and a client trickling header bytes is closed at the header deadline;
  *  - CSV exports put a ' before cells a spreadsheet would run as formulas.
  */
 #include <arpa/inet.h>
@@ -504,6 +505,47 @@ static void test_slow_clients(void **state)
         usleep(50000);
     assert_int_equal(reap_closed(fds, PER_IP), PER_IP);
     assert_int_equal(healthz_from("127.0.0.1", port), 200);
+    px_server_destroy(srv);
+
+    /* a client trickling header bytes restarts the idle timeout with each one; the
+     * header deadline closes it anyway, while a quick client on a kept-alive
+     * connection is not hurried */
+    o.read_timeout_s = 600;
+    o.header_timeout_s = 1;
+    srv = start(&o);
+    port = px_server_port(srv);
+    int fd = connect_from("127.0.0.1", port);
+    assert_true(fd >= 0);
+    char part[160];
+    int pn = snprintf(part, sizeof part, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n", port);
+    assert_int_equal(send(fd, part, (size_t)pn, MSG_NOSIGNAL), pn);
+    int gone = 0;
+    const double end3 = px_test_now_ms() + px_test_ms(60000);
+    while (!gone && px_test_now_ms() < end3) {
+        if (send(fd, "X", 1, MSG_NOSIGNAL) != 1) {
+            gone = 1;
+            break;
+        }
+        usleep(100000);
+        gone = reap_closed(&fd, 1) == 1;
+    }
+    assert_true(gone);
+    if (fd >= 0)
+        close(fd);
+    assert_int_equal(healthz_from("127.0.0.1", port), 200);
+    char u[128];
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/metrics", port);
+    fx_resp r;
+    const double end4 = px_test_now_ms() + px_test_ms(10000);
+    for (;;) { /* counted by the sweeper right after the shutdown */
+        assert_int_equal(fx_http("GET", u, NULL, 0, NULL, &r), 0);
+        int seen = strstr((char *)r.body.data, "pixpipe_header_timeouts_total 1\n") != NULL;
+        fx_resp_free(&r);
+        if (seen)
+            break;
+        assert_true(px_test_now_ms() < end4);
+        usleep(20000);
+    }
     px_server_destroy(srv);
 }
 
