@@ -51,6 +51,8 @@ static void usage(FILE *f)
             "  --file-limit-kb N   largest file Telegram takes, in KB (default 51200; a local\n"
             "                      Bot API server takes 2048000)\n"
             "  --photo-sides N     a photo's width + height at most (default 10000)\n"
+            "  --max-megapixels N  pixels worked on at once by all workers (default 120;\n"
+            "                      about 10 bytes a pixel: keep it under the memory limit)\n"
             "  -v, --verbose       debug log   -q, --quiet   warnings and errors only\n"
             "  -h, --help          this text\n");
 }
@@ -115,7 +117,8 @@ enum {
     O_TOKEN,
     O_PHOTO_KB,
     O_FILE_KB,
-    O_SIDES
+    O_SIDES,
+    O_MAXMP
 };
 
 static const struct option k_longopts[] = {
@@ -135,6 +138,7 @@ static const struct option k_longopts[] = {
     {"photo-limit-kb", required_argument, NULL, O_PHOTO_KB},
     {"file-limit-kb", required_argument, NULL, O_FILE_KB},
     {"photo-sides", required_argument, NULL, O_SIDES},
+    {"max-megapixels", required_argument, NULL, O_MAXMP},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -145,7 +149,7 @@ static const struct option k_longopts[] = {
 typedef struct bot_args {
     px_bot_config cfg;
     const char *token_file, *model, *db;
-    int workers, threads, maxmb, photo_kb, file_kb;
+    int workers, threads, maxmb, photo_kb, file_kb, max_mp;
 } bot_args;
 
 /* One option: -1 when it was fine, else the exit code. */
@@ -174,6 +178,7 @@ static int parse_option(bot_args *a, int c, const char *arg)
     case O_PHOTO_KB: bad = parse_int("--photo-limit-kb", arg, 16, 2048000, &a->photo_kb); break;
     case O_FILE_KB: bad = parse_int("--file-limit-kb", arg, 16, 2048000, &a->file_kb); break;
     case O_SIDES: bad = parse_int("--photo-sides", arg, 64, 1000000, &a->cfg.photo_max_sides); break;
+    case O_MAXMP: bad = parse_int("--max-megapixels", arg, 1, 100000, &a->max_mp); break;
     case O_TOKEN:
         fprintf(stderr, "pixpipe bot: the token is never taken on the command line (other "
                         "users can read it there); use PIXPIPE_TELEGRAM_TOKEN or --token-file\n");
@@ -219,6 +224,8 @@ static int parse_args(int argc, char **argv, bot_args *a)
         a->cfg.photo_max_bytes = (size_t)a->photo_kb << 10;
     if (a->file_kb > 0)
         a->cfg.document_max_bytes = (size_t)a->file_kb << 10;
+    if (a->max_mp > 0)
+        a->cfg.pixel_budget = (uint64_t)a->max_mp * 1000000u;
     a->cfg.db_path = a->db;
     return -1;
 }

@@ -71,10 +71,12 @@ struct px_bot {
     int pending;            /* accepted jobs not finished */
     int64_t *inflight;      /* update ids of those jobs */
     int ninflight;
-    int64_t hold;            /* an update not recorded: the offset stays at it (0: none) */
-    int lock_fd;             /* flock'd "<db>.lock": one bot per state file (-1: none) */
-    pthread_mutex_t feed_mu; /* one feeder at a time: pending rows -> jobs, no job twice */
-    int64_t *skip;           /* feed_due's copy of inflight (queue_capacity) */
+    int64_t hold;             /* an update not recorded: the offset stays at it (0: none) */
+    int lock_fd;              /* flock'd "<db>.lock": one bot per state file (-1: none) */
+    uint64_t px_in_flight;    /* pixels reserved by running jobs (mu) */
+    pthread_cond_t budget_cv; /* px_in_flight went down */
+    pthread_mutex_t feed_mu;  /* one feeder at a time: pending rows -> jobs, no job twice */
+    int64_t *skip;            /* feed_due's copy of inflight (queue_capacity) */
     pthread_t *threads;
     int nthreads;
     int ran;
@@ -109,6 +111,7 @@ px_bot_config px_bot_config_default(void)
     c.photo_max_bytes = (size_t)10 << 20;
     c.document_max_bytes = (size_t)50 << 20;
     c.photo_max_sides = 10000;
+    c.pixel_budget = 120000000;
     return c;
 }
 
@@ -238,12 +241,15 @@ int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
         b->cfg.document_max_bytes = d.document_max_bytes;
     if (b->cfg.photo_max_sides <= 0)
         b->cfg.photo_max_sides = d.photo_max_sides;
+    if (b->cfg.pixel_budget == 0)
+        b->cfg.pixel_budget = d.pixel_budget;
     atomic_init(&b->stop, 0);
     atomic_init(&b->hard, 0);
     b->lock_fd = -1;
     pthread_mutex_init(&b->mu, NULL);
     pthread_mutex_init(&b->feed_mu, NULL);
     pthread_cond_init(&b->done_cv, NULL);
+    pthread_cond_init(&b->budget_cv, NULL);
     b->api_url = dup_str(cfg->api_url ? cfg->api_url : d.api_url);
     b->token = dup_str(cfg->token);
     b->db_path = dup_str(cfg->db_path);
@@ -311,6 +317,7 @@ void px_bot_destroy(px_bot *b)
     free(b->skip);
     free(b->threads);
     pthread_cond_destroy(&b->done_cv);
+    pthread_cond_destroy(&b->budget_cv);
     pthread_mutex_destroy(&b->feed_mu);
     pthread_mutex_destroy(&b->mu);
     free(b);
@@ -458,6 +465,34 @@ static outcome send_result(px_bot *b, px_tg *tg, job *j, const px_anon_result *r
     return oc;
 }
 
+static outcome process_image(px_bot *b, px_tg *tg, job *j, px_buf *img, int *faces, char *detail,
+                             size_t cap);
+
+/* Reserves pixels of the budget for job j, waiting while other jobs hold
+ * too much; returns what was reserved (0 pixels: unknown size, charged as
+ * the whole budget). */
+static uint64_t budget_take(px_bot *b, const job *j, uint64_t pixels)
+{
+    uint64_t cost = pixels == 0 || pixels > b->cfg.pixel_budget ? b->cfg.pixel_budget : pixels;
+    pthread_mutex_lock(&b->mu);
+    if (b->px_in_flight > 0 && b->px_in_flight + cost > b->cfg.pixel_budget)
+        px_log(PX_LOG_DEBUG, "bot: update=%lld waits for the pixel budget (%.1f MP, %.1f in use)",
+               (long long)j->u.update_id, cost / 1e6, b->px_in_flight / 1e6);
+    while (b->px_in_flight > 0 && b->px_in_flight + cost > b->cfg.pixel_budget)
+        pthread_cond_wait(&b->budget_cv, &b->mu);
+    b->px_in_flight += cost;
+    pthread_mutex_unlock(&b->mu);
+    return cost;
+}
+
+static void budget_give(px_bot *b, uint64_t cost)
+{
+    pthread_mutex_lock(&b->mu);
+    b->px_in_flight -= cost;
+    pthread_cond_broadcast(&b->budget_cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
 static outcome run_image(px_bot *b, px_tg *tg, job *j, int *faces, char *detail, size_t cap)
 {
     const px_tg_update *u = &j->u;
@@ -516,7 +551,21 @@ static outcome run_image(px_bot *b, px_tg *tg, job *j, int *faces, char *detail,
         px_buf_free(&img);
         return send_outcome(st == PX_EINVAL ? PX_ENET : st, &e, detail, cap);
     }
+    /* the decoded pixels dominate a job's memory: hold them to a budget
+     * shared by the workers (one image over it runs alone) */
+    uint64_t cost = budget_take(b, j, px_bot_image_pixels(img.data, img.len));
+    outcome oc = process_image(b, tg, j, &img, faces, detail, cap);
+    budget_give(b, cost);
+    return oc;
+}
 
+/* Decodes, hides the faces, answers; frees *img. */
+static outcome process_image(px_bot *b, px_tg *tg, job *j, px_buf *img, int *faces, char *detail,
+                             size_t cap)
+{
+    const px_tg_update *u = &j->u;
+    px_err e = {{0}};
+    int st;
     px_anon_opts o = b->cfg.anon;
     px_bot_store_get_mode(b->store, u->chat_id, b->cfg.anon.mode, &o.mode);
     /* a photo goes back as a photo (Telegram recompresses it to JPEG anyway);
@@ -525,8 +574,8 @@ static outcome run_image(px_bot *b, px_tg *tg, job *j, int *faces, char *detail,
     if (u->kind == PX_TG_MSG_DOCUMENT)
         o.jpeg_quality = 95;
     px_anon_result r;
-    st = px_anon_process(b->cfg.det, img.data, img.len, &o, &r, &e);
-    px_buf_free(&img);
+    st = px_anon_process(b->cfg.det, img->data, img->len, &o, &r, &e);
+    px_buf_free(img);
     if (st != PX_OK) {
         snprintf(detail, cap, "%s", e.msg);
         const char *why = st == PX_ELIMIT ? "That image has too many pixels for me."

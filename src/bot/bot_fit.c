@@ -11,6 +11,10 @@
  * WebP document over the limit becomes a JPEG: a lossless file that big
  * cannot shrink enough any other way.
  *
+ * px_bot_image_pixels reads an image's size from its header (JPEG SOF, PNG
+ * IHDR, WebP VP8/VP8L/VP8X) so the pixel budget can be charged before the
+ * decode allocates anything.
+ *
  * The downscale is a plain box filter written here: the image module has no
  * resizer, and averaging whole source areas is exactly what a reduction by a
  * non-integer factor of a photo needs (no aliasing, no ringing).
@@ -155,4 +159,55 @@ int px_bot_fit(const uint8_t *data, size_t len, int w, int h, const px_bot_fit_l
         snprintf(note + used, cap - used, ".");
     }
     return 1;
+}
+
+static uint32_t le24(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16);
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+uint64_t px_bot_image_pixels(const uint8_t *d, size_t n)
+{
+    if (!d)
+        return 0;
+    if (n >= 24 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8))
+        return (uint64_t)be32(d + 16) * be32(d + 20);
+    if (n >= 30 && !memcmp(d, "RIFF", 4) && !memcmp(d + 8, "WEBP", 4)) {
+        if (!memcmp(d + 12, "VP8 ", 4))
+            return (uint64_t)((d[26] | (d[27] << 8)) & 0x3fff) * ((d[28] | (d[29] << 8)) & 0x3fff);
+        if (!memcmp(d + 12, "VP8L", 4)) {
+            uint32_t v = (uint32_t)d[21] | ((uint32_t)d[22] << 8) | ((uint32_t)d[23] << 16) |
+                         ((uint32_t)d[24] << 24);
+            return (uint64_t)((v & 0x3fff) + 1) * (((v >> 14) & 0x3fff) + 1);
+        }
+        if (!memcmp(d + 12, "VP8X", 4))
+            return (uint64_t)(le24(d + 24) + 1) * (le24(d + 27) + 1);
+        return 0;
+    }
+    if (n < 4 || d[0] != 0xFF || d[1] != 0xD8)
+        return 0;
+    /* JPEG: walk the marker segments to the frame header */
+    size_t i = 2;
+    while (i + 9 < n) {
+        if (d[i] != 0xFF) {
+            i++;
+            continue;
+        }
+        unsigned m = d[i + 1];
+        if (m == 0xFF || m == 0x01 || (m >= 0xD0 && m <= 0xD8)) {
+            i += m == 0xFF ? 1 : 2;
+            continue;
+        }
+        size_t seg = ((size_t)d[i + 2] << 8) | d[i + 3];
+        if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)
+            return (uint64_t)(((unsigned)d[i + 5] << 8) | d[i + 6]) *
+                   (((unsigned)d[i + 7] << 8) | d[i + 8]);
+        i += 2 + seg;
+    }
+    return 0;
 }

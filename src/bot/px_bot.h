@@ -61,6 +61,10 @@ typedef struct px_bot_config {
     size_t photo_max_bytes;    /* sendPhoto (0: 10 MB) */
     size_t document_max_bytes; /* sendDocument (0: 50 MB) */
     int photo_max_sides;       /* sendPhoto: width + height at most (<=0: 10000) */
+    /* Pixels being worked on at once across the workers (a job's memory is
+     * about 10 bytes a pixel: 120 MP ~ 1.2 GB). A job waits while others
+     * hold too much; one image over the budget runs alone. (0: 120 MP) */
+    uint64_t pixel_budget;
 } px_bot_config;
 px_bot_config px_bot_config_default(void);
 
@@ -146,6 +150,10 @@ typedef struct px_bot_fit_limits {
  * Thread-safe. */
 int px_bot_fit(const uint8_t *data, size_t len, int w, int h, const px_bot_fit_limits *lim,
                int photo, px_buf *out, char *note, size_t cap, px_err *err);
+
+/* Pixels of an encoded JPEG, PNG or WebP from its header (width x height),
+ * or 0 when the header is not one of those or is cut short. Thread-safe. */
+uint64_t px_bot_image_pixels(const uint8_t *data, size_t len);
 
 /* SHA-256 of the file at path as 64 lowercase hex digits (hex[0] = 0 on
  * error): PX_EIO when it cannot be read. Thread-safe. */

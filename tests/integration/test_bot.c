@@ -318,6 +318,8 @@ static void test_album(void **state)
     }
 }
 
+static int wait_log(fx *x, const char *s, int timeout_ms);
+
 static void test_429_500(void **state)
 {
     fx *x = *state;
@@ -334,8 +336,9 @@ static void test_429_500(void **state)
     assert_int_equal(fake_tg_calls(x->f, "sendPhoto") - before, 2);
     assert_int_equal(fake_tg_sent_count(x->f, 1007, NULL), 1);
     /* the retries are visible at the normal log level */
-    assert_true(bot_log_contains(&x->bot, "getFile took 3 tries (done, last HTTP 200)"));
-    assert_true(bot_log_contains(&x->bot, "sendPhoto took 2 tries (done"));
+    assert_true(wait_log(x, "getFile took 3 tries (done, last HTTP 200)", px_test_ms(5000)));
+    /* logged after the answer came back: the reply can be seen first */
+    assert_true(wait_log(x, "sendPhoto took 2 tries (done", px_test_ms(5000)));
     fake_tg_sent_free(&s);
     /* getUpdates failing with 502 for a while: the bot keeps polling */
     fake_tg_inject(x->f, "getUpdates", 3, 502, 0, 0);
@@ -607,6 +610,36 @@ static void test_no_busy_poll(void **state)
     free(in);
 }
 
+/* The pixel budget (--max-megapixels 1, two workers): two 1.9 MP photos of
+ * two chats at once are worked on one after the other (the first holds its
+ * pixels through a slow upload), and both are answered. */
+static void test_pixel_budget(void **state)
+{
+    fx *x = *state;
+    px_image canvas;
+    big_canvas(&canvas); /* 1.9 MP: over the whole budget, so it runs alone */
+    px_buf jpg = {0};
+    px_err e;
+    assert_int_equal(px_image_encode(&canvas, PX_FMT_JPEG, 80, &jpg, &e), PX_OK);
+    px_image_free(&canvas);
+    const uint8_t *in = jpg.data;
+    size_t n = jpg.len;
+    static const char *const budget[] = {
+        "--poll-timeout",   "2", "--backoff-ms", "50", "--workers", "2",
+        "--max-megapixels", "1", "-v",           NULL};
+    fake_tg_inject(x->f, "sendPhoto", 1, 0, 0, 2000);
+    fake_tg_add_photo(x->f, 1017, 1017, in, n, NULL);
+    fake_tg_add_photo(x->f, 1018, 1018, in, n, NULL);
+    start_bot(x, budget);
+    fake_tg_sent s;
+    reply(x, 1017, "sendPhoto", 0, &s);
+    fake_tg_sent_free(&s);
+    reply(x, 1018, "sendPhoto", 0, &s);
+    fake_tg_sent_free(&s);
+    assert_true(bot_log_contains(&x->bot, "waits for the pixel budget"));
+    px_buf_free(&jpg);
+}
+
 static void test_busy_and_rate_limit(void **state)
 {
     fx *x = *state;
@@ -866,6 +899,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_instance, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_rate_redelivered, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_no_busy_poll, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_pixel_budget, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_busy_and_rate_limit, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_kill_restart, setup_fx, teardown_fx),

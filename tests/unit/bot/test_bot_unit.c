@@ -200,6 +200,18 @@ static void test_fit(void **state)
     assert_non_null(strstr(note, "scaled down from 800x600"));
     px_image_free(&back);
     px_buf_free(&out);
+    /* the header sizes the pixel budget charges */
+    assert_true(px_bot_image_pixels(png.data, png.len) == 800u * 600u);
+    assert_true(px_bot_image_pixels(out.data, out.len) == (uint64_t)back.w * back.h);
+    px_buf webp = {0};
+    assert_int_equal(px_image_encode(&img, PX_FMT_WEBP, 80, &webp, &e), PX_OK);
+    assert_true(px_bot_image_pixels(webp.data, webp.len) == 800u * 600u);
+    px_buf_free(&webp);
+    assert_int_equal(px_image_encode(&img, PX_FMT_WEBP, 100, &webp, &e), PX_OK); /* lossless */
+    assert_true(px_bot_image_pixels(webp.data, webp.len) == 800u * 600u);
+    px_buf_free(&webp);
+    assert_true(px_bot_image_pixels(png.data, 20) == 0); /* cut short */
+    assert_true(px_bot_image_pixels((const uint8_t *)"hello world", 11) == 0);
     lim.max_bytes = 100; /* not even a 1x1 JPEG */
     assert_int_equal(px_bot_fit(png.data, png.len, 800, 600, &lim, 1, &out, note, sizeof note, &e),
                      PX_ELIMIT);
