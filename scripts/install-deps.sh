@@ -6,6 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git ca-certificates clang libclang-rt-14-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libexif-dev libtiff-dev libgif-dev libheif-dev
+  liblcms2-dev
   libopenblas-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev
   libutf8proc-dev zlib1g-dev
   libcmocka-dev libjansson-dev libcurl4-openssl-dev libsqlite3-dev libmicrohttpd-dev libssl-dev

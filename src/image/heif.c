@@ -11,7 +11,8 @@
  * one file per core. HEIF carries its orientation as transformation boxes
  * (irot, imir) that libheif applies while decoding, so the image comes back
  * upright and orientation is reported as 1; an EXIF Orientation tag inside a
- * HEIF is, per the format, not authoritative and is not applied again.
+ * HEIF is, per the format, not authoritative and is not applied again. An
+ * ICC profile is converted to sRGB (icc.c).
  */
 #include "image_internal.h"
 
@@ -32,6 +33,29 @@ static int heif_status(const struct heif_error *e)
         e->code == heif_error_Decoder_plugin_error)
         return PX_EUNSUPPORTED;
     return PX_ECORRUPT;
+}
+
+/* An ICC profile (colr box of type prof or rICC) converted to sRGB; an nclx
+ * colr box is applied by libheif itself when it makes RGB. */
+static int heif_icc(const struct heif_image_handle *handle, px_image *out, px_decode_info *info,
+                    const char *kind, px_err *err)
+{
+    const enum heif_color_profile_type t = heif_image_handle_get_color_profile_type(handle);
+    if (t != heif_color_profile_type_prof && t != heif_color_profile_type_rICC) {
+        info->had_metadata |= t != heif_color_profile_type_not_present;
+        return PX_OK;
+    }
+    const size_t n = heif_image_handle_get_raw_color_profile_size(handle);
+    uint8_t *icc = n ? px_malloc(n) : NULL;
+    int st = PX_OK;
+    if (n && !icc)
+        st = PX_ENOMEM;
+    else if (icc && heif_image_handle_get_raw_color_profile(handle, icc).code == heif_error_Ok)
+        st = px_icc_to_srgb(out, icc, n, info);
+    free(icc);
+    return st == PX_OK ? PX_OK
+                       : px_err_set(err, st, "out of memory converting a %s's colours to sRGB",
+                                    kind);
 }
 
 int px_heif_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
@@ -98,9 +122,9 @@ int px_heif_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
     info->stored_w = w;
     info->stored_h = h;
     heif_item_id ids[1];
-    if (heif_image_handle_get_color_profile_type(handle) != heif_color_profile_type_not_present ||
-        heif_image_handle_get_list_of_metadata_block_IDs(handle, NULL, ids, 1) > 0)
+    if (heif_image_handle_get_list_of_metadata_block_IDs(handle, NULL, ids, 1) > 0)
         info->had_metadata = 1;
+    status = heif_icc(handle, out, info, kind, err);
 
 done:
     if (status != PX_OK)

@@ -43,6 +43,12 @@ int px_jpeg_exif_orientation(const uint8_t *data, size_t len);
 int px_png_exif_orientation(const uint8_t *data, size_t len);
 int px_webp_exif_orientation(const uint8_t *data, size_t len);
 
+/* Converts img (RGB or RGBA) in place from the ICC profile icc[len] to sRGB
+ * and sets info->icc (1 converted, -1 profile unusable and ignored) and
+ * info->had_metadata; no profile (NULL/short) is a no-op. PX_OK, or
+ * PX_ENOMEM when lcms2 could not start. (icc.c) */
+int px_icc_to_srgb(px_image *img, const uint8_t *icc, size_t len, px_decode_info *info);
+
 /* Checks w x h against the cap; PX_OK or PX_ELIMIT/PX_ECORRUPT with err set. */
 int px_image_check_size(uint64_t w, uint64_t h, uint64_t max_pixels, const char *fmt_name,
                         px_err *err);

@@ -10,7 +10,9 @@
  * width*height checked against the cap before libjpeg allocates any pixel or
  * coefficient buffer (jpeg_start_decompress does that). A progress monitor
  * stops progressive files with an absurd number of scans, which otherwise cost
- * minutes of CPU for a few KB of input. APP1 is saved for EXIF orientation.
+ * minutes of CPU for a few KB of input. APP1 is saved for EXIF orientation,
+ * APP2 for the ICC profile (converted to sRGB, icc.c; not for CMYK files,
+ * whose CMYK profile does not describe the RGB we make of them).
  *
  * Encoding: a destination manager that appends to the caller's px_buf in 16 KB
  * chunks. We write nothing but what jpeg_start_compress emits by default (SOI,
@@ -116,6 +118,8 @@ typedef struct jdec {
     jerr_mgr jerr;
     struct jpeg_progress_mgr progress;
     uint8_t *row; /* CMYK scratch row */
+    JOCTET *icc;  /* the ICC profile put together from APP2 segments (libjpeg's malloc) */
+    unsigned int icc_len;
 } jdec;
 
 static void jdec_start(jdec *d, const uint8_t *data, size_t len)
@@ -184,8 +188,8 @@ int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
     }
 
     jpeg_save_markers(&d->cinfo, JPEG_APP0 + 1, 0xFFFF); /* EXIF (and XMP) */
+    jpeg_save_markers(&d->cinfo, JPEG_APP0 + 2, 0xFFFF); /* ICC profile, converted to sRGB */
     /* Only their presence matters for had_metadata: keep a few bytes. */
-    jpeg_save_markers(&d->cinfo, JPEG_APP0 + 2, 16);  /* ICC profile */
     jpeg_save_markers(&d->cinfo, JPEG_APP0 + 13, 16); /* IPTC / Photoshop */
     jpeg_save_markers(&d->cinfo, JPEG_COM, 16);
     jpeg_read_header(&d->cinfo, TRUE);
@@ -201,6 +205,9 @@ int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
             info->orientation = px_exif_orientation_from_payload(mk->data, mk->data_length);
     }
 
+    /* now, while the saved APP2 segments exist (jpeg_finish_decompress frees them) */
+    if (!jpeg_read_icc_profile(&d->cinfo, &d->icc, &d->icc_len))
+        d->icc = NULL;
     int cmyk = d->cinfo.jpeg_color_space == JCS_CMYK || d->cinfo.jpeg_color_space == JCS_YCCK;
     if (cmyk) {
         d->cinfo.out_color_space = JCS_CMYK;
@@ -237,12 +244,15 @@ int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
     jpeg_finish_decompress(&d->cinfo); /* reads to EOI: catches a cut-off tail */
     info->stored_w = w;
     info->stored_h = h;
+    if (!cmyk && d->icc && px_icc_to_srgb(out, d->icc, d->icc_len, info) != PX_OK)
+        status = px_err_set(err, PX_ENOMEM, "out of memory converting a JPEG's colours to sRGB");
 
 done:
     if (status != PX_OK)
         px_image_free(out);
     jpeg_destroy_decompress(&d->cinfo);
     free(d->row);
+    free(d->icc);
     free(d);
     return status;
 }

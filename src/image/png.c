@@ -11,7 +11,8 @@
  * longjmps; ours records the message and lands in the decode function, which
  * returns PX_ECORRUPT. Palette, grey, low bit depths and 16-bit samples are
  * all expanded to 8-bit RGB, tRNS becomes an alpha channel (RGBA out). The
- * eXIf chunk (before or after IDAT) gives the orientation.
+ * eXIf chunk (before or after IDAT) gives the orientation; an iCCP profile
+ * is converted to sRGB (icc.c).
  *
  * Encoding: IHDR, IDAT and IEND only. No text, time, gamma, ICC or eXIf chunk
  * is ever set on the write struct, so libpng has nothing else to write.
@@ -192,6 +193,18 @@ int px_png_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image
         d->rows[y] = out->px + (size_t)y * out->stride;
     png_read_image(d->png, d->rows);
     png_read_end(d->png, d->info); /* chunks after IDAT (eXIf, text) land in info too */
+
+    /* iCCP (inflated under the 8 MiB chunk cap): convert to sRGB, since we
+     * write no profile */
+    png_charp icc_name = NULL;
+    int icc_comp = 0;
+    png_bytep icc = NULL;
+    png_uint_32 icc_len = 0;
+    if (png_get_iCCP(d->png, d->info, &icc_name, &icc_comp, &icc, &icc_len) &&
+        px_icc_to_srgb(out, icc, icc_len, info) != PX_OK) {
+        status = px_err_set(err, PX_ENOMEM, "out of memory converting a PNG's colours to sRGB");
+        goto done;
+    }
 
     png_bytep exif = NULL;
     png_uint_32 exif_len = 0;

@@ -74,11 +74,15 @@ typedef struct px_decode_info {
     int orientation;        /* EXIF orientation found (1..8), 1 when absent or unreadable */
     int stored_w, stored_h; /* size as stored, before orientation */
     int had_metadata;       /* EXIF/XMP/ICC/comment/text seen in the input (dropped on output) */
+    int icc;                /* embedded ICC profile: 1 pixels converted from it to sRGB, -1 one
+                             * was present but unusable (ignored: pixels taken as sRGB), 0 none */
 } px_decode_info;
 
 /* Decodes JPEG/PNG/WebP/TIFF/GIF/HEIF/AVIF from memory into *out (upright
  * if opts says so: EXIF orientation for JPEG/PNG/WebP, the Orientation tag
- * for TIFF, irot/imir for HEIF/AVIF; GIF has none).
+ * for TIFF, irot/imir for HEIF/AVIF; GIF has none), in sRGB: an embedded RGB
+ * ICC profile is converted from with lcms2 (info->icc), since the encoders
+ * write no profile.
  * Errors: PX_EUNSUPPORTED (not an image we read), PX_ELIMIT (too many pixels,
  * checked from the header before allocating), PX_ECORRUPT (damaged/truncated),
  * PX_ENOMEM, PX_EINVAL (empty input). err names what is wrong but not the

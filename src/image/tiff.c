@@ -12,7 +12,8 @@
  * knows) to 8-bit RGBA. It is asked for the file's own orientation, which
  * makes it return the rows as stored; the Orientation tag is then applied by
  * image.c like EXIF orientation (libtiff itself only flips, it would get
- * the transposing orientations 5-8 wrong).
+ * the transposing orientations 5-8 wrong). An ICC profile (tag 34675) is
+ * converted to sRGB (icc.c).
  */
 #include "image_internal.h"
 
@@ -169,8 +170,10 @@ int px_tiff_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
     info->stored_h = (int)h;
     uint32_t n = 0;
     void *p = NULL;
-    if (TIFFGetField(tif, TIFFTAG_ICCPROFILE, &n, &p) || TIFFGetField(tif, TIFFTAG_XMLPACKET, &n, &p))
+    if (TIFFGetField(tif, TIFFTAG_XMLPACKET, &n, &p))
         info->had_metadata = 1;
+    if (TIFFGetField(tif, TIFFTAG_ICCPROFILE, &n, &p) && px_icc_to_srgb(out, p, n, info) != PX_OK)
+        status = px_err_set(err, PX_ENOMEM, "out of memory converting a TIFF's colours to sRGB");
 
 done:
     if (status != PX_OK)

@@ -2,7 +2,8 @@
  * WebP through libwebp: WebPGetFeatures reads the header (size, alpha,
  * animation) so the pixel cap is checked before anything is allocated, then
  * WebPDecodeRGB(A)Into decodes straight into our buffer. The container's EXIF
- * chunk (for orientation) and its ICCP/XMP flags come from the demux API.
+ * chunk (for orientation) and its ICCP/XMP flags come from the demux API; an
+ * ICCP profile is converted to sRGB (icc.c).
  *
  * Encoding uses the simple API (WebPEncodeRGB/RGBA, or the lossless variants
  * at quality 100). It only ever writes the bitstream (VP8/VP8L, plus ALPH in a
@@ -34,6 +35,24 @@ static void webp_metadata(const uint8_t *data, size_t len, int *orientation, int
         WebPDemuxReleaseChunkIterator(&it);
     }
     WebPDemuxDelete(dmx);
+}
+
+/* The ICCP chunk's profile, converted to sRGB (icc.c). PX_OK or PX_ENOMEM. */
+static int webp_icc(const uint8_t *data, size_t len, px_image *out, px_decode_info *info)
+{
+    WebPData wd = {data, len};
+    WebPDemuxer *dmx = WebPDemux(&wd);
+    if (!dmx)
+        return PX_OK;
+    int st = PX_OK;
+    WebPChunkIterator it;
+    if ((WebPDemuxGetI(dmx, WEBP_FF_FORMAT_FLAGS) & ICCP_FLAG) &&
+        WebPDemuxGetChunk(dmx, "ICCP", 1, &it)) {
+        st = px_icc_to_srgb(out, it.chunk.bytes, it.chunk.size, info);
+        WebPDemuxReleaseChunkIterator(&it);
+    }
+    WebPDemuxDelete(dmx);
+    return st;
 }
 
 int px_webp_exif_orientation(const uint8_t *data, size_t len)
@@ -76,6 +95,10 @@ int px_webp_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
     webp_metadata(data, len, &info->orientation, &info->had_metadata);
     info->stored_w = f.width;
     info->stored_h = f.height;
+    if (webp_icc(data, len, out, info) != PX_OK) {
+        px_image_free(out);
+        return px_err_set(err, PX_ENOMEM, "out of memory converting a WebP's colours to sRGB");
+    }
     return PX_OK;
 }
 
