@@ -2,7 +2,10 @@
  * bench_bot: end-to-end latency of `pixpipe bot` under load. Starts the
  * fake Bot API server in-process and the real bot binary as a child, then
  * runs simulated users on threads: each sends a photo, waits for the reply
- * in its chat, sends the next (closed loop, as a person would). Latency is
+ * in its chat, sends the next (closed loop, as a person would). With
+ * BENCH_BOT_BURST=1 each user sends all its photos at once instead (users x
+ * photos in flight; the k-th reply in a chat answers its k-th photo, as one
+ * chat's jobs run in order), the load of issue 13's burst figures. Latency is
  * from the message's arrival at the "server" to the reply's upload, so it
  * includes long polling, download, detection, encoding and upload.
  *
@@ -25,7 +28,7 @@ static const char *photos[] = {"libfd_keliamoniz1.jpg", "centerface_t3.jpeg", "l
 
 typedef struct {
     fake_tg *f;
-    int user, n;
+    int user, n, burst;
     const uint8_t *data;
     size_t len;
     double *lat; /* n latencies, ms */
@@ -36,6 +39,19 @@ static void *user_main(void *arg)
 {
     user_ctx *u = arg;
     int64_t chat = 7000 + u->user;
+    if (u->burst) {
+        double t0 = px_now_ms();
+        for (int k = 0; k < u->n; k++)
+            fake_tg_add_photo(u->f, chat, chat, u->data, u->len, NULL);
+        for (int k = 0; k < u->n; k++) {
+            if (fake_tg_wait_sent(u->f, chat, NULL, k + 1, 120000) < k + 1) {
+                u->failed = 1;
+                return NULL;
+            }
+            u->lat[k] = px_now_ms() - t0;
+        }
+        return NULL;
+    }
     for (int k = 0; k < u->n; k++) {
         double t0 = px_now_ms();
         fake_tg_add_photo(u->f, chat, chat, u->data, u->len, NULL);
@@ -108,12 +124,13 @@ int main(int argc, char **argv)
     fake_tg_add_photo(f, 6999, 6999, data[0], len[0], NULL);
     fake_tg_wait_sent(f, 6999, NULL, 1, 60000);
 
+    int burst = getenv("BENCH_BOT_BURST") && atoi(getenv("BENCH_BOT_BURST")) > 0;
     user_ctx *uc = calloc((size_t)users, sizeof *uc);
     pthread_t *th = calloc((size_t)users, sizeof *th);
     double *lat = calloc((size_t)users * (size_t)per, sizeof *lat);
     double t0 = px_now_ms();
     for (int u = 0; u < users; u++) {
-        uc[u] = (user_ctx){f, u, per, data[u % 5], len[u % 5], lat + (size_t)u * per, 0};
+        uc[u] = (user_ctx){f, u, per, burst, data[u % 5], len[u % 5], lat + (size_t)u * per, 0};
         pthread_create(&th[u], NULL, user_main, &uc[u]);
     }
     int failed = 0;
@@ -129,8 +146,9 @@ int main(int argc, char **argv)
         return 1;
     }
     qsort(lat, (size_t)total, sizeof *lat, cmp);
-    printf("bench_bot: %d users x %d photos (closed loop), %s workers x %s threads, %d cores\n",
-           users, per, workers, threads ? threads : "default", px_cpu_count());
+    printf("bench_bot: %d users x %d photos (%s), %s workers x %s threads, %d cores\n", users, per,
+           burst ? "burst: all at once" : "closed loop", workers, threads ? threads : "default",
+           px_cpu_count());
     printf("latency ms: p50 %.0f  p95 %.0f  max %.0f\n", lat[total / 2], lat[(int)(total * 0.95)],
            lat[total - 1]);
     printf("throughput: %.2f photos/s (%d in %.1f s); bot exit status %d\n", total / secs, total,
@@ -150,6 +168,8 @@ int main(int argc, char **argv)
     snprintf(wal, sizeof wal, "%s-wal", db);
     unlink(wal);
     snprintf(wal, sizeof wal, "%s-shm", db);
+    unlink(wal);
+    snprintf(wal, sizeof wal, "%s.lock", db);
     unlink(wal);
     rmdir(dir); /* fails, harmlessly, when the log was kept */
     return 0;
