@@ -53,6 +53,8 @@ static void usage(FILE *f)
             "  --photo-sides N     a photo's width + height at most (default 10000)\n"
             "  --max-megapixels N  pixels worked on at once by all workers (default 120;\n"
             "                      about 10 bytes a pixel: keep it under the memory limit)\n"
+            "  --metrics IP:PORT   serve GET /healthz and /metrics (Prometheus) there, e.g.\n"
+            "                      127.0.0.1:9464 (default: off)\n"
             "  -v, --verbose       debug log   -q, --quiet   warnings and errors only\n"
             "  -h, --help          this text\n");
 }
@@ -118,7 +120,8 @@ enum {
     O_PHOTO_KB,
     O_FILE_KB,
     O_SIDES,
-    O_MAXMP
+    O_MAXMP,
+    O_METRICS
 };
 
 static const struct option k_longopts[] = {
@@ -139,6 +142,7 @@ static const struct option k_longopts[] = {
     {"file-limit-kb", required_argument, NULL, O_FILE_KB},
     {"photo-sides", required_argument, NULL, O_SIDES},
     {"max-megapixels", required_argument, NULL, O_MAXMP},
+    {"metrics", required_argument, NULL, O_METRICS},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -179,6 +183,7 @@ static int parse_option(bot_args *a, int c, const char *arg)
     case O_FILE_KB: bad = parse_int("--file-limit-kb", arg, 16, 2048000, &a->file_kb); break;
     case O_SIDES: bad = parse_int("--photo-sides", arg, 64, 1000000, &a->cfg.photo_max_sides); break;
     case O_MAXMP: bad = parse_int("--max-megapixels", arg, 1, 100000, &a->max_mp); break;
+    case O_METRICS: a->cfg.metrics_addr = arg; break;
     case O_TOKEN:
         fprintf(stderr, "pixpipe bot: the token is never taken on the command line (other "
                         "users can read it there); use PIXPIPE_TELEGRAM_TOKEN or --token-file\n");

@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bot_metrics.h"
 #include "net/px_telegram.h"
 #include "px_bot.h"
 
@@ -75,6 +76,8 @@ struct px_bot {
     int lock_fd;              /* flock'd "<db>.lock": one bot per state file (-1: none) */
     uint64_t px_in_flight;    /* pixels reserved by running jobs (mu) */
     pthread_cond_t budget_cv; /* px_in_flight went down */
+    bot_metrics m;            /* counters for /metrics */
+    void *msrv;               /* the /healthz and /metrics endpoint (NULL: none) */
     pthread_mutex_t feed_mu;  /* one feeder at a time: pending rows -> jobs, no job twice */
     int64_t *skip;            /* feed_due's copy of inflight (queue_capacity) */
     pthread_t *threads;
@@ -246,6 +249,7 @@ int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
     atomic_init(&b->stop, 0);
     atomic_init(&b->hard, 0);
     b->lock_fd = -1;
+    bot_metrics_init(&b->m);
     pthread_mutex_init(&b->mu, NULL);
     pthread_mutex_init(&b->feed_mu, NULL);
     pthread_cond_init(&b->done_cv, NULL);
@@ -392,11 +396,12 @@ static const char *mime_of(px_format f)
 /* A call that needed more than one request (the client retried a 429, 5xx
  * or timeout) is logged at info: an operator sees Telegram's trouble at the
  * normal log level, not only the jobs it finally broke. */
-static void log_retries(const px_bot *b, const job *j, const char *method, const px_tg_error *info,
+static void log_retries(px_bot *b, const job *j, const char *method, const px_tg_error *info,
                         int st)
 {
     if (info->attempts <= 1)
         return;
+    atomic_fetch_add(&b->m.c[BM_CALL_RETRIES], info->attempts - 1);
     char tag[9];
     px_bot_chat_tag(b->salt, j->u.chat_id, tag);
     px_log(PX_LOG_INFO, "bot: chat=%s update=%lld: %s took %d tries (%s, last HTTP %d)", tag,
@@ -705,11 +710,20 @@ static void run_job(px_bot *b, px_tg *tg, job *j)
     px_bot_chat_tag(b->salt, j->u.chat_id, tag);
     px_err e = {{0}};
     int64_t now = (int64_t)time(NULL);
+    if (faces >= 0)
+        atomic_fetch_add(&b->m.c[BM_PHOTOS], 1);
+    if (faces > 0)
+        atomic_fetch_add(&b->m.c[BM_FACES], faces);
     if (oc == OUT_RETRY && now - j->first_at >= b->cfg.retry_max_age_s) {
         oc = OUT_DROPPED; /* Telegram has forgotten the message by now as well */
         px_log(PX_LOG_WARN, "bot: chat=%s update=%lld: giving up after %d tries over %lld s", tag,
                (long long)j->u.update_id, j->attempts + 1, (long long)(now - j->first_at));
     }
+    atomic_fetch_add(&b->m.c[oc == OUT_SENT      ? BM_SENT
+                             : oc == OUT_DROPPED ? BM_DROPPED
+                                                 : BM_DEFERRED],
+                     1);
+    bot_metrics_job(&b->m, px_now_ms() - t0);
     if (oc == OUT_RETRY) {
         int delay = job_delay_s(b, j);
         px_log(PX_LOG_INFO, "bot: chat=%s update=%lld: reply not taken (try %d), retrying in %d s",
@@ -792,6 +806,7 @@ static void *worker_main(void *arg)
         if (!stopping)
             inflight_remove(b, j->u.update_id);
         b->pending--;
+        atomic_store(&b->m.queue_depth, b->pending);
         if (c->head) {
             px_queue_try_push(b->ready, c); /* capacity covers every chat */
         } else {
@@ -842,6 +857,7 @@ static void enqueue(px_bot *b, job *j)
         c->head = j;
     c->tail = j;
     b->pending++;
+    atomic_store(&b->m.queue_depth, b->pending);
     b->inflight[b->ninflight++] = j->u.update_id;
     if (schedule)
         px_queue_try_push(b->ready, c);
@@ -879,6 +895,7 @@ static void accept_update(px_bot *b, const px_tg_update *u)
         int64_t now = (int64_t)time(NULL);
         int r = px_bot_store_accept(b->store, u, b->cfg.rate_per_minute, now, &limited, &e);
         if (r == 1) {
+            atomic_fetch_add(&b->m.c[limited ? BM_RATE : BM_UPDATES], 1);
             j->kind = limited ? JOB_RATE_LIMITED : JOB_MESSAGE;
             j->first_at = now;
             pthread_mutex_lock(&b->mu);
@@ -896,6 +913,7 @@ static void accept_update(px_bot *b, const px_tg_update *u)
     if (!full)
         return;
     /* answered straight from the poller so the user hears something */
+    atomic_fetch_add(&b->m.c[BM_BUSY], 1);
     int st = px_tg_send_message(b->ctl_tg, u->chat_id, u->message_id,
                                 "I am busy right now; please try again shortly.", NULL, NULL, &e);
     char tag[9];
@@ -958,6 +976,15 @@ int px_bot_run(px_bot *b, px_err *err)
     if (st != PX_OK)
         px_log(PX_LOG_WARN, "bot: setMyCommands failed (carrying on): %s", e.msg);
 
+    if (b->cfg.metrics_addr && b->cfg.metrics_addr[0]) {
+        int port = 0;
+        st = bot_metrics_serve(&b->m, b->cfg.metrics_addr, &b->msrv, &port, err);
+        if (st != PX_OK)
+            return st;
+        px_log(PX_LOG_INFO, "bot: /healthz and /metrics on port %d (%s)", port,
+               b->cfg.metrics_addr);
+    }
+
     int started = 0;
     for (; started < b->cfg.workers; started++) {
         worker_arg *wa = px_calloc(1, sizeof *wa);
@@ -1004,11 +1031,14 @@ int px_bot_run(px_bot *b, px_err *err)
         if (st != PX_OK) {
             int wait = b->cfg.backoff_ms << (fails < 6 ? fails : 6);
             fails++;
+            if (fails >= 3)
+                atomic_store(&b->m.healthy, 0);
             px_log(PX_LOG_WARN, "bot: getUpdates failed, retrying in %d ms: %s", wait, e.msg);
             nap(b, wait);
             continue;
         }
         fails = 0;
+        atomic_store(&b->m.healthy, 1);
         b->hold = 0; /* a held update is in this batch again */
         int fresh = 0;
         for (int i = 0; i < n; i++) {
@@ -1046,6 +1076,8 @@ int px_bot_run(px_bot *b, px_err *err)
             px_log(PX_LOG_WARN, "bot: final offset confirmation failed: %s", e.msg);
         free(ups);
     }
+    bot_metrics_stop(b->msrv);
+    b->msrv = NULL;
     px_log(PX_LOG_INFO, "bot: stopped");
     return result;
 }

@@ -65,6 +65,11 @@ typedef struct px_bot_config {
      * about 10 bytes a pixel: 120 MP ~ 1.2 GB). A job waits while others
      * hold too much; one image over the budget runs alone. (0: 120 MP) */
     uint64_t pixel_budget;
+    /* "IPV4:PORT" where GET /healthz (200 while getUpdates works, 503 after
+     * three failures in a row) and GET /metrics (Prometheus) are served,
+     * e.g. "127.0.0.1:9464" (port 0: any free one, logged). NULL: none.
+     * Must outlive px_bot_run. */
+    const char *metrics_addr;
 } px_bot_config;
 px_bot_config px_bot_config_default(void);
 

@@ -17,11 +17,14 @@
 /* cmocka needs the four above first */
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -640,6 +643,70 @@ static void test_pixel_budget(void **state)
     px_buf_free(&jpg);
 }
 
+/* GET path from 127.0.0.1:port; the whole answer (headers and body) in out. */
+static void http_get(int port, const char *path, char *out, size_t cap)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < cap && (r = read(fd, out + got, cap - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = '\0';
+    close(fd);
+}
+
+/* /healthz and /metrics on a local port: the counters follow a photo. */
+static void test_metrics(void **state)
+{
+    fx *x = *state;
+    static const char *const args[] = {"--poll-timeout", "2", "--backoff-ms", "50", "--metrics",
+                                       "127.0.0.1:0",    NULL};
+    start_bot(x, args);
+    assert_true(wait_log(x, "/metrics on port ", px_test_ms(20000)));
+    size_t ln = 0;
+    char *log = (char *)bot_read_file(x->log, &ln);
+    assert_non_null(log);
+    int port = atoi(strstr(log, "/metrics on port ") + 17);
+    free(log);
+    assert_true(port > 0);
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_add_photo(x->f, 1019, 1019, in, n, NULL);
+    fake_tg_sent s;
+    reply(x, 1019, NULL, 0, &s);
+    fake_tg_sent_free(&s);
+    free(in);
+    static char page[16384];
+    /* the counters are bumped just after the reply: look until they are */
+    for (int i = 0; i < 100; i++) {
+        http_get(port, "/metrics", page, sizeof page);
+        if (strstr(page, "pixpipe_bot_jobs_sent_total 1\n"))
+            break;
+        usleep(50 * 1000);
+    }
+    assert_non_null(strstr(page, "200 OK"));
+    assert_non_null(strstr(page, "pixpipe_bot_jobs_sent_total 1\n"));
+    assert_non_null(strstr(page, "pixpipe_bot_updates_total 1\n"));
+    assert_non_null(strstr(page, "pixpipe_bot_photos_total 1\n"));
+    assert_null(strstr(page, "pixpipe_bot_faces_total 0\n"));
+    assert_non_null(strstr(page, "pixpipe_bot_job_seconds_count 1\n"));
+    assert_non_null(strstr(page, "pixpipe_bot_refused_total{reason=\"busy\"} 0"));
+    http_get(port, "/healthz", page, sizeof page);
+    assert_non_null(strstr(page, "200 OK"));
+    http_get(port, "/nothing", page, sizeof page);
+    assert_non_null(strstr(page, "404"));
+}
+
 static void test_busy_and_rate_limit(void **state)
 {
     fx *x = *state;
@@ -900,6 +967,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rate_redelivered, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_no_busy_poll, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_pixel_budget, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_metrics, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_busy_and_rate_limit, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_kill_restart, setup_fx, teardown_fx),
