@@ -150,10 +150,11 @@ typedef struct clip_bufs {
 } clip_bufs;
 
 /* One encoder layer on b->x in place. */
-static int clip_layer_forward(const px_sd_clip *m, const clip_layer *l, int n, clip_bufs *b,
-                              px_nn_arena *arena, px_pool *pool)
+static int clip_layer_forward(const px_sd_clip *m, const clip_layer *l, int batch, int seq,
+                              clip_bufs *b, px_nn_arena *arena, px_pool *pool)
 {
     const int64_t d = m->cfg.hidden, f = m->cfg.intermediate;
+    const int64_t n = (int64_t)batch * seq; /* rows of every token-wise op */
     const float eps = m->cfg.eps;
     int rc;
     px_nn_layer_norm(b->x, d, b->h, d, n, d, l->ln1_g, l->ln1_b, eps, pool);
@@ -162,9 +163,9 @@ static int clip_layer_forward(const px_sd_clip *m, const clip_layer *l, int n, c
         (rc = px_nn_linear(b->h, n, d, &l->v, l->v_b, b->qkv + 2 * d, 3 * d, 0, arena, pool)))
         return rc;
     const int dh = m->cfg.hidden / m->cfg.heads;
-    const px_nn_attn_shape as = {.batch = 1,
-                                 .nq = n,
-                                 .nk = n,
+    const px_nn_attn_shape as = {.batch = batch,
+                                 .nq = seq,
+                                 .nk = seq,
                                  .heads = m->cfg.heads,
                                  .dh = dh,
                                  .ldq = 3 * d,
@@ -179,7 +180,7 @@ static int clip_layer_forward(const px_sd_clip *m, const clip_layer *l, int n, c
     px_nn_layer_norm(b->x, d, b->h, d, n, d, l->ln2_g, l->ln2_b, eps, pool);
     if ((rc = px_nn_linear(b->h, n, d, &l->fc1, l->fc1_b, b->mlp, f, 0, arena, pool)))
         return rc;
-    px_nn_activate(b->mlp, (size_t)n * (size_t)f, m->cfg.act, pool);
+    px_nn_activate(b->mlp, (size_t)(n * f), m->cfg.act, pool);
     return px_nn_linear(b->mlp, n, f, &l->fc2, l->fc2_b, b->x, d, 1, arena, pool);
 }
 
@@ -214,48 +215,69 @@ static int clip_check(const px_sd_clip *c, const int32_t *ids, int n, int clip_s
 int px_sd_clip_encode(px_sd_clip *c, const int32_t *ids, int n, int clip_skip, float *hidden,
                       float *pooled, px_nn_arena *arena, px_pool *pool, px_err *err)
 {
-    int rc = clip_check(c, ids, n, clip_skip, err);
-    if (rc != PX_OK)
-        return rc;
-    const int64_t d = c->cfg.hidden, f = c->cfg.intermediate;
-    /* hidden_states[-k] is the output of layer (layers + 1 - k); 0 is the embedding. */
-    const int keep = c->cfg.layers + 1 - (clip_skip <= 1 ? 1 : clip_skip);
-    const size_t mark = px_nn_arena_mark(arena);
-    clip_bufs b;
-    b.x = px_nn_arena_floats(arena, (size_t)(n * d));
-    b.h = px_nn_arena_floats(arena, (size_t)(n * d));
-    b.qkv = px_nn_arena_floats(arena, (size_t)(3 * n * d));
-    b.att = px_nn_arena_floats(arena, (size_t)(n * d));
-    b.mlp = px_nn_arena_floats(arena, (size_t)(n * f));
-    if (!b.x || !b.h || !b.qkv || !b.att || !b.mlp) {
-        px_nn_arena_release(arena, mark);
-        return px_err_set(err, PX_ENOMEM, "text_encoder: out of memory for %d tokens", n);
-    }
+    return px_sd_clip_encode_batch(c, ids, 1, n, clip_skip, hidden, pooled, arena, pool, err);
+}
+
+/* x (batch*n, d) = token + position embeddings of each sequence. */
+static void clip_embed(const px_sd_clip *c, const int32_t *ids, int batch, int n, float *x)
+{
+    const int64_t d = c->cfg.hidden;
     const size_t esz = px_nn_dtype_size(c->tok_emb.dtype);
-    for (int t = 0; t < n; t++) {
-        float *row = b.x + t * d;
-        px_nn_to_f32(c->tok_emb.dtype, (const char *)c->tok_emb.data + (size_t)ids[t] * d * esz,
+    for (int r = 0; r < batch * n; r++) {
+        float *row = x + (int64_t)r * d;
+        const int t = r % n;
+        px_nn_to_f32(c->tok_emb.dtype, (const char *)c->tok_emb.data + (size_t)ids[r] * d * esz,
                      row, (size_t)d);
         for (int64_t j = 0; j < d; j++)
             row[j] += c->pos_emb[t * d + j];
     }
+}
+
+int px_sd_clip_encode_batch(px_sd_clip *c, const int32_t *ids, int batch, int n, int clip_skip,
+                            float *hidden, float *pooled, px_nn_arena *arena, px_pool *pool,
+                            px_err *err)
+{
+    if (batch < 1)
+        return px_err_set(err, PX_EINVAL, "text_encoder: batch %d, expected at least 1", batch);
+    int rc = PX_OK;
+    for (int i = 0; i < batch && rc == PX_OK; i++)
+        rc = clip_check(c, ids + (size_t)i * n, n, clip_skip, err);
+    if (rc != PX_OK)
+        return rc;
+    const int64_t d = c->cfg.hidden, f = c->cfg.intermediate, rows = (int64_t)batch * n;
+    /* hidden_states[-k] is the output of layer (layers + 1 - k); 0 is the embedding. */
+    const int keep = c->cfg.layers + 1 - (clip_skip <= 1 ? 1 : clip_skip);
+    const size_t mark = px_nn_arena_mark(arena);
+    clip_bufs b;
+    b.x = px_nn_arena_floats(arena, (size_t)(rows * d));
+    b.h = px_nn_arena_floats(arena, (size_t)(rows * d));
+    b.qkv = px_nn_arena_floats(arena, (size_t)(3 * rows * d));
+    b.att = px_nn_arena_floats(arena, (size_t)(rows * d));
+    b.mlp = px_nn_arena_floats(arena, (size_t)(rows * f));
+    if (!b.x || !b.h || !b.qkv || !b.att || !b.mlp) {
+        px_nn_arena_release(arena, mark);
+        return px_err_set(err, PX_ENOMEM, "text_encoder: out of memory for %d x %d tokens", batch,
+                          n);
+    }
+    clip_embed(c, ids, batch, n, b.x);
     /* Layers past `keep` only matter for the pooled output (always taken from the last layer,
      * as transformers' pooler_output). */
     const int run = pooled ? c->cfg.layers : keep;
     for (int i = 0; i < run && rc == PX_OK; i++) {
         if (i == keep)
-            memcpy(hidden, b.x, (size_t)(n * d) * sizeof(float));
-        rc = clip_layer_forward(c, &c->layers[i], n, &b, arena, pool);
+            memcpy(hidden, b.x, (size_t)(rows * d) * sizeof(float));
+        rc = clip_layer_forward(c, &c->layers[i], batch, n, &b, arena, pool);
     }
     if (rc != PX_OK) {
         px_nn_arena_release(arena, mark);
-        return px_err_set(err, rc, "text_encoder: out of memory for %d tokens", n);
+        return px_err_set(err, rc, "text_encoder: out of memory for %d x %d tokens", batch, n);
     }
     const float *src = keep == run ? b.x : hidden;
-    px_nn_layer_norm(src, d, hidden, d, n, d, c->lnf_g, c->lnf_b, c->cfg.eps, pool);
-    if (pooled) {
-        const int p = clip_pool_index(&c->cfg, ids, n);
-        px_nn_layer_norm(b.x + p * d, d, pooled, d, 1, d, c->lnf_g, c->lnf_b, c->cfg.eps, pool);
+    px_nn_layer_norm(src, d, hidden, d, rows, d, c->lnf_g, c->lnf_b, c->cfg.eps, pool);
+    for (int i = 0; pooled && i < batch; i++) {
+        const int p = clip_pool_index(&c->cfg, ids + (size_t)i * n, n);
+        px_nn_layer_norm(b.x + ((int64_t)i * n + p) * d, d, pooled + (int64_t)i * d, d, 1, d,
+                         c->lnf_g, c->lnf_b, c->cfg.eps, pool);
     }
     px_nn_arena_release(arena, mark);
     return PX_OK;

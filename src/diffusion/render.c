@@ -563,25 +563,43 @@ static int tokenize_chunks(const px_sd_model *m, const char *text, int32_t **ids
     return PX_OK;
 }
 
-/* Encodes nchunks chunks of ids into ctx (chunks*77, hidden); chunks past
- * have (padding of the shorter prompt) encode the empty prompt. */
-static int encode_chunks(px_sd_model *m, const int32_t *ids, int have, int nchunks, int clip_skip,
-                         float *ctx, px_err *err)
+/* Copies nchunks chunks of ids into rows (nchunks, 77); chunks past `have`
+ * (padding of the shorter prompt) are the empty prompt. */
+static void fill_chunks(const px_sd_model *m, const int32_t *ids, int have, int nchunks,
+                        int32_t *rows)
 {
-    const int len = m->cfg->clip.max_positions, hid = m->cfg->clip.hidden;
-    int32_t empty[1024];
-    empty[0] = px_sd_tokenizer_bos(m->tok);
-    empty[1] = px_sd_tokenizer_eos(m->tok);
-    for (int i = 2; i < len; i++)
-        empty[i] = m->cfg->clip.pad;
+    const int len = m->cfg->clip.max_positions;
     for (int c = 0; c < nchunks; c++) {
-        const int32_t *row = c < have ? ids + (size_t)c * len : empty;
-        int rc = px_sd_clip_encode(m->clip, row, len, clip_skip, ctx + (size_t)c * len * hid, NULL,
-                                   m->arena, m->pool, err);
-        if (rc != PX_OK)
-            return rc;
+        int32_t *row = rows + (size_t)c * len;
+        if (c < have) {
+            memcpy(row, ids + (size_t)c * len, (size_t)len * sizeof *row);
+            continue;
+        }
+        row[0] = px_sd_tokenizer_bos(m->tok);
+        row[1] = px_sd_tokenizer_eos(m->tok);
+        for (int i = 2; i < len; i++)
+            row[i] = m->cfg->clip.pad;
     }
-    return PX_OK;
+}
+
+/* Encodes the negative chunks (when guided) and the prompt's chunks in ONE
+ * text-encoder pass, so the weights are streamed once: rows are
+ * [negative chunks; prompt chunks], which is exactly ctx's (batch, nctx,
+ * hidden) layout. */
+static int encode_all(px_sd_model *m, const int32_t *pos, int npos, const int32_t *neg, int nneg,
+                      int chunks, int guided, int clip_skip, float *ctx, px_err *err)
+{
+    const int len = m->cfg->clip.max_positions, nrows = (guided ? 2 : 1) * chunks;
+    int32_t *rows = px_malloc((size_t)nrows * (size_t)len * sizeof *rows);
+    if (!rows)
+        return px_err_set(err, PX_ENOMEM, "text context: out of memory");
+    if (guided)
+        fill_chunks(m, neg, nneg, chunks, rows);
+    fill_chunks(m, pos, npos, chunks, rows + (size_t)(guided ? chunks : 0) * len);
+    int rc = px_sd_clip_encode_batch(m->clip, rows, nrows, len, clip_skip, ctx, NULL, m->arena,
+                                     m->pool, err);
+    free(rows);
+    return rc;
 }
 
 /* ---- the render ------------------------------------------------------------- */
@@ -626,11 +644,8 @@ static int run_text(sd_run *x, px_err *err)
     x->ctx = px_nn_arena_floats(m->arena, (size_t)x->s.batch * x->nctx * hid);
     if (!x->ctx)
         rc = px_err_set(err, PX_ENOMEM, "text context: out of memory");
-    float *cond = x->ctx ? x->ctx + (x->s.guided ? (size_t)x->nctx * hid : 0) : NULL;
-    if (rc == PX_OK && x->s.guided)
-        rc = encode_chunks(m, neg, nneg, chunks, x->s.clip_skip, x->ctx, err);
     if (rc == PX_OK)
-        rc = encode_chunks(m, pos, npos, chunks, x->s.clip_skip, cond, err);
+        rc = encode_all(m, pos, npos, neg, nneg, chunks, x->s.guided, x->s.clip_skip, x->ctx, err);
     free(pos);
     free(neg);
     x->r->chunks = chunks;

@@ -226,6 +226,14 @@ void px_sd_clip_destroy(px_sd_clip *c);
  * calls need their own arena and pool. */
 int px_sd_clip_encode(px_sd_clip *c, const int32_t *ids, int n, int clip_skip, float *hidden,
                       float *pooled, px_nn_arena *arena, px_pool *pool, px_err *err);
+/* The same for `batch` sequences of n ids each at once: ids (batch, n) ->
+ * hidden (batch, n, hidden), pooled (batch, hidden) or NULL. One pass over
+ * the weights for all of them (a render's negative and positive chunks);
+ * each row equals what px_sd_clip_encode gives for that sequence alone, up to
+ * the GEMMs' summation order. */
+int px_sd_clip_encode_batch(px_sd_clip *c, const int32_t *ids, int batch, int n, int clip_skip,
+                            float *hidden, float *pooled, px_nn_arena *arena, px_pool *pool,
+                            px_err *err);
 
 /* ======================================================================
  * unet.c — UNet2DConditionModel (SD 1.x layout).

@@ -119,6 +119,38 @@ static void test_golden_uncond(void **state)
     free(ref);
 }
 
+/* A batch of two sequences (negative, prompt) in one pass gives each one's golden states and
+ * pooled outputs, as the render uses it; a bad id in the second sequence is named. */
+static void test_batch(void **state)
+{
+    fixture *f = *state;
+    int32_t ids[2 * NTOK];
+    sd_golden_ids("tok.negative_ids", ids, NTOK);
+    sd_golden_ids("te.input_ids", ids + NTOK, NTOK);
+    static float hidden[2 * NTOK * DIM];
+    float pooled[2 * DIM];
+    px_err err;
+    assert_int_equal(px_sd_clip_encode_batch(f->clip, ids, 2, NTOK, 0, hidden, pooled, f->arena,
+                                             f->pool3, &err),
+                     PX_OK);
+    float *ref_u = sd_golden_f32("te.uncond_last_hidden_state", NTOK * DIM);
+    float *ref_c = sd_golden_f32("te.last_hidden_state", NTOK * DIM);
+    float *ref_p = sd_golden_f32("te.pooler_output", DIM);
+    double eu = sd_max_abs_diff(hidden, ref_u, NTOK * DIM);
+    double ec = sd_max_abs_diff(hidden + NTOK * DIM, ref_c, NTOK * DIM);
+    double ep = sd_max_abs_diff(pooled + DIM, ref_p, DIM);
+    printf("clip batch of 2: uncond %.3g, cond %.3g, pooled %.3g worst abs error\n", eu, ec, ep);
+    assert_true(eu <= TOL && ec <= TOL && ep <= TOL);
+    free(ref_u);
+    free(ref_c);
+    free(ref_p);
+    ids[NTOK + 3] = 1 << 20;
+    assert_int_equal(px_sd_clip_encode_batch(f->clip, ids, 2, NTOK, 0, hidden, NULL, f->arena,
+                                             f->pool1, &err),
+                     PX_EINVAL);
+    assert_non_null(strstr(err.msg, "id 1048576"));
+}
+
 /* clip_skip 2: the penultimate layer's output through final_layer_norm. */
 static void test_golden_clip_skip(void **state)
 {
@@ -253,7 +285,7 @@ static void test_all_tensors_used(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_golden_prompt),    cmocka_unit_test(test_golden_uncond),
+        cmocka_unit_test(test_golden_prompt),    cmocka_unit_test(test_golden_uncond), cmocka_unit_test(test_batch),
         cmocka_unit_test(test_golden_clip_skip), cmocka_unit_test(test_prefix_is_causal),
         cmocka_unit_test(test_bad_input),        cmocka_unit_test(test_single_file),
         cmocka_unit_test(test_all_tensors_used),
