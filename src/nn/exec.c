@@ -9,7 +9,7 @@
  * allocates nothing, and because every kernel splits work independently of
  * the thread count, outputs are bitwise identical for any thread count.
  *
- * nn_fold_step reuses the same step runner at load time, on constant inputs
+ * px_nn_fold_step reuses the same step runner at load time, on constant inputs
  * and a temporary output, to fold nodes that only the kernels can compute.
  *
  * PX_NN_PROFILE=1 in the environment (read at session creation) makes every
@@ -108,7 +108,7 @@ int px_nn_session_create(const px_nn_model *m, int threads, px_nn_session **out,
         if (st->kind == NN_OP_CONCAT)
             n_cat += (size_t)st->n_in;
         if (st->kind == NN_OP_CONV) {
-            size_t z = px_conv_scratch_size(st->u.conv.packed, nthreads);
+            size_t z = px_nn_conv_scratch_size(st->u.conv.packed, nthreads);
             scratch = z > scratch ? z : scratch;
         }
     }
@@ -184,37 +184,37 @@ static void exec_step(const px_nn_model *m, const nn_step *st, float *const *ptr
     case NN_OP_ALIAS:
         break;
     case NN_OP_CONV:
-        px_conv_run(st->u.conv.packed, in, out, scratch, pool);
+        px_nn_conv_run(st->u.conv.packed, in, out, scratch, pool);
         break;
     case NN_OP_UNARY:
-        px_unary(st->u.unary, in, out, tout->count, pool);
+        px_nn_unary(st->u.unary, in, out, tout->count, pool);
         break;
     case NN_OP_MAXPOOL:
-        px_maxpool2d(&st->u.pool, in, out, pool);
+        px_nn_maxpool2d(&st->u.pool, in, out, pool);
         break;
     case NN_OP_RESIZE:
-        px_resize_nearest(st->u.resize.c, st->u.resize.ih, st->u.resize.iw, st->u.resize.oh,
+        px_nn_resize_nearest(st->u.resize.c, st->u.resize.ih, st->u.resize.iw, st->u.resize.oh,
                           st->u.resize.ow, st->u.resize.ys, st->u.resize.xs, in, out, pool);
         break;
     case NN_OP_BINARY:
-        px_binary(st->u.bin.op, st->u.bin.rank, st->u.bin.od, in, st->u.bin.ad, ptr[st->in[1]],
+        px_nn_binary(st->u.bin.op, st->u.bin.rank, st->u.bin.od, in, st->u.bin.ad, ptr[st->in[1]],
                   st->u.bin.bd, out, pool);
         break;
     case NN_OP_SOFTMAX:
-        px_softmax(in, out, st->u.softmax.outer, st->u.softmax.len, st->u.softmax.inner);
+        px_nn_softmax(in, out, st->u.softmax.outer, st->u.softmax.len, st->u.softmax.inner);
         break;
     case NN_OP_CONCAT:
-        px_concat(cat, st->u.concat.lens, st->n_in, st->u.concat.outer, st->u.concat.inner, out);
+        px_nn_concat(cat, st->u.concat.lens, st->n_in, st->u.concat.outer, st->u.concat.inner, out);
         break;
     case NN_OP_TRANSPOSE:
-        px_transpose(in, st->u.transpose.rank, st->u.transpose.dims, st->u.transpose.perm, out);
+        px_nn_permute(in, st->u.transpose.rank, st->u.transpose.dims, st->u.transpose.perm, out);
         break;
     case NN_OP_BATCHNORM:
-        px_batchnorm(in, out, st->u.bn.c, st->u.bn.hw, st->u.bn.scale, st->u.bn.bias,
+        px_nn_batchnorm(in, out, st->u.bn.c, st->u.bn.hw, st->u.bn.scale, st->u.bn.bias,
                      st->u.bn.mean, st->u.bn.var, st->u.bn.eps);
         break;
     case NN_OP_SLICE:
-        nn_slice_run(st->u.slice.rank, st->u.slice.in_dims, st->u.slice.starts, st->u.slice.steps,
+        px_nn_slice_run(st->u.slice.rank, st->u.slice.in_dims, st->u.slice.starts, st->u.slice.steps,
                      st->u.slice.out_dims, in, out);
         break;
     case NN_OP_GATHER:
@@ -230,7 +230,7 @@ static void run_step(px_nn_session *s, int i)
               s->scratch, s->pool);
 }
 
-int nn_fold_step(px_nn_model *m, int si, px_err *err)
+int px_nn_fold_step(px_nn_model *m, int si, px_err *err)
 {
     nn_step *st = &m->s[si];
     nn_tensor *o = &m->t[st->out];
@@ -263,12 +263,12 @@ int nn_fold_step(px_nn_model *m, int si, px_err *err)
     for (int k = 0; st->many_in && k < st->n_in; k++)
         cat[k] = ptr[st->many_in[k]];
     if (st->kind == NN_OP_CONV) {
-        rc = px_conv_prepare(&st->u.conv.p, st->u.conv.w, st->u.conv.b, &st->u.conv.packed, err);
+        rc = px_nn_conv_prepare(&st->u.conv.p, st->u.conv.w, st->u.conv.b, &st->u.conv.packed, err);
         if (rc < 0) {
             rc = px_err_prefix(err, rc, "node '%s' (Conv)", st->name);
             goto out;
         }
-        size_t z = px_conv_scratch_size(st->u.conv.packed, 1);
+        size_t z = px_nn_conv_scratch_size(st->u.conv.packed, 1);
         if (z && !(scratch = px_aligned_alloc(z))) {
             rc = px_err_set(err, PX_ENOMEM, "out of memory");
             goto out;
@@ -281,7 +281,7 @@ int nn_fold_step(px_nn_model *m, int si, px_err *err)
     o->producer = -1;
     data = NULL;
     m->fold_bytes += bytes;
-    nn_step_free(st);
+    px_nn_step_free(st);
     if (si == m->ns - 1) {
         m->ns--;
     } else {
@@ -298,7 +298,7 @@ out:
 
 static const char *step_detail(const nn_step *st)
 {
-    return st->kind == NN_OP_CONV ? px_conv_algo(st->u.conv.packed) : "";
+    return st->kind == NN_OP_CONV ? px_nn_conv_algo(st->u.conv.packed) : "";
 }
 
 int px_nn_session_run(px_nn_session *s, px_err *err)

@@ -161,7 +161,7 @@ static int out_const(nctx *c, int k, int dtype, int rank, const int64_t *dims, v
     const char *name = out_name(c, k);
     if (!name)
         return nerr(c, PX_EINVAL, "output %d has no name", k);
-    int idx = nn_add_tensor(c->m, name, dtype, NN_CONST, rank, dims, c->err);
+    int idx = px_nn_add_tensor(c->m, name, dtype, NN_CONST, rank, dims, c->err);
     if (idx < 0)
         return px_err_prefix(c->err, idx, "node '%s' (%s)", c->name, c->op);
     nn_tensor *t = T(c, idx);
@@ -184,15 +184,15 @@ static int out_step(nctx *c, nn_opkind kind, int rank, const int64_t *dims, int 
     if (!name)
         return nerr(c, PX_EINVAL, "output 0 has no name");
     size_t count;
-    if (nn_count(rank, dims, &count) != PX_OK)
+    if (px_nn_count(rank, dims, &count) != PX_OK)
         return nerr(c, PX_ELIMIT, "output has a negative dimension or more than %zu elements",
                     NN_MAX_ELEMS);
     if (count == 0)
         return nerr(c, PX_EUNSUPPORTED, "output '%s' would be empty", name);
-    int idx = nn_add_tensor(c->m, name, NN_F32, NN_ACT, rank, dims, c->err);
+    int idx = px_nn_add_tensor(c->m, name, NN_F32, NN_ACT, rank, dims, c->err);
     if (idx < 0)
         return px_err_prefix(c->err, idx, "node '%s' (%s)", c->name, c->op);
-    int s = nn_add_step(c->m, kind, c->name, c->op, c->err);
+    int s = px_nn_add_step(c->m, kind, c->name, c->op, c->err);
     if (s < 0)
         return s;
     nn_step *st = &c->m->s[s];
@@ -257,7 +257,7 @@ static void copy_strided(size_t esz, int rank, const int64_t *in_dims, const int
     }
 }
 
-void nn_slice_run(int rank, const int64_t *in_dims, const int64_t *starts, const int64_t *steps,
+void px_nn_slice_run(int rank, const int64_t *in_dims, const int64_t *starts, const int64_t *steps,
                   const int64_t *out_dims, const float *in, float *out)
 {
     copy_strided(sizeof(float), rank, in_dims, starts, steps, out_dims, in, out);
@@ -269,7 +269,7 @@ void nn_slice_run(int rank, const int64_t *in_dims, const int64_t *starts, const
 static int make_alias(nctx *c, int x, int rank, const int64_t *dims)
 {
     size_t count;
-    if (nn_count(rank, dims, &count) != PX_OK || count != T(c, x)->count)
+    if (px_nn_count(rank, dims, &count) != PX_OK || count != T(c, x)->count)
         return nerr(c, PX_EINVAL, "new shape has a different element count than '%s' (%zu)",
                     T(c, x)->name, T(c, x)->count);
     if (is_const(c, x)) {
@@ -349,7 +349,7 @@ static int op_constant(nctx *c)
         const char *name = out_name(c, 0);
         if (!name)
             return nerr(c, PX_EINVAL, "output 0 has no name");
-        int idx = nn_const_from_proto(c->m, name, a->t, c->err);
+        int idx = px_nn_const_from_proto(c->m, name, a->t, c->err);
         if (idx < 0)
             return px_err_prefix(c->err, idx, "node '%s' (%s)", c->name, c->op);
         c->n_out_made = 1;
@@ -885,7 +885,7 @@ static int broadcast(nctx *c, const nn_tensor *a, const nn_tensor *b, int *rank,
     return PX_OK;
 }
 
-static int op_binary(nctx *c, px_binop op)
+static int op_binary(nctx *c, px_nn_binop op)
 {
     int rc;
     if ((rc = need_input(c, 0)) < 0 || (rc = need_input(c, 1)) < 0)
@@ -918,20 +918,20 @@ static int op_binary(nctx *c, px_binop op)
             }
             if (dtype == NN_F32) {
                 float x = ((const float *)T(c, a)->data)[oa], y = ((const float *)T(c, b)->data)[ob];
-                ((float *)d)[k] = op == PX_BIN_ADD   ? x + y
-                                  : op == PX_BIN_SUB ? x - y
-                                  : op == PX_BIN_MUL ? x * y
+                ((float *)d)[k] = op == PX_NN_BIN_ADD   ? x + y
+                                  : op == PX_NN_BIN_SUB ? x - y
+                                  : op == PX_NN_BIN_MUL ? x * y
                                                      : x / y;
             } else {
                 /* shape arithmetic: wrap instead of overflowing (UB) on hostile values */
                 uint64_t x = (uint64_t)((const int64_t *)T(c, a)->data)[oa];
                 uint64_t y = (uint64_t)((const int64_t *)T(c, b)->data)[ob];
                 int64_t v;
-                if (op == PX_BIN_ADD)
+                if (op == PX_NN_BIN_ADD)
                     v = (int64_t)(x + y);
-                else if (op == PX_BIN_SUB)
+                else if (op == PX_NN_BIN_SUB)
                     v = (int64_t)(x - y);
-                else if (op == PX_BIN_MUL)
+                else if (op == PX_NN_BIN_MUL)
                     v = (int64_t)(x * y);
                 else if (y == 0 || ((int64_t)x == INT64_MIN && (int64_t)y == -1))
                     return nerr(c, PX_EINVAL, "integer division by zero or overflow");
@@ -964,7 +964,7 @@ static int op_binary(nctx *c, px_binop op)
     return PX_OK;
 }
 
-static int op_unary(nctx *c, px_unop op)
+static int op_unary(nctx *c, px_nn_unop op)
 {
     int rc;
     if ((rc = need_input(c, 0)) < 0)
@@ -981,8 +981,8 @@ static int op_unary(nctx *c, px_unop op)
         t = T(c, x);
         for (size_t i = 0; i < t->count; i++) {
             float v = ((const float *)t->data)[i];
-            ((float *)d)[i] = op == PX_UN_RELU      ? (v > 0 ? v : 0)
-                              : op == PX_UN_SIGMOID ? 1.0f / (1.0f + expf(-v))
+            ((float *)d)[i] = op == PX_NN_UN_RELU      ? (v > 0 ? v : 0)
+                              : op == PX_NN_UN_SIGMOID ? 1.0f / (1.0f + expf(-v))
                                                     : expf(v);
         }
         return PX_OK;
@@ -1141,7 +1141,7 @@ static int op_conv(nctx *c)
                     "weights %lldx%lldx%lldx%lld with group %lld do not fit input channels %lld",
                     (long long)oc, (long long)icg, (long long)kh, (long long)kw, (long long)group,
                     (long long)tx->dims[1]);
-    px_conv_params p = {0};
+    px_nn_conv_params p = {0};
     p.ic = (int)tx->dims[1];
     p.ih = (int)tx->dims[2];
     p.iw = (int)tx->dims[3];
@@ -1154,7 +1154,7 @@ static int op_conv(nctx *c)
                               &p.oh, &p.ow)) < 0)
         return rc;
     p.pt = pads[0], p.pl = pads[1], p.pb = pads[2], p.pr = pads[3];
-    p.act = PX_ACT_NONE;
+    p.act = PX_NN_ACT_NONE;
     int64_t od[4] = {1, p.oc, p.oh, p.ow};
     int s;
     if ((rc = out_step(c, NN_OP_CONV, 4, od, &s)) < 0)
@@ -1197,7 +1197,7 @@ static int op_maxpool(nctx *c)
         return n;
     if (n != 2 || ks[0] < 1 || ks[1] < 1 || ks[0] > 4096 || ks[1] > 4096)
         return nerr(c, PX_EUNSUPPORTED, "kernel_shape must be 2 values in 1..4096");
-    px_pool2d_params p = {0};
+    px_nn_pool2d_params p = {0};
     p.c = (int)t->dims[1];
     p.ih = (int)t->dims[2];
     p.iw = (int)t->dims[3];
@@ -1398,13 +1398,13 @@ typedef struct op_entry {
     int (*fn)(nctx *);
 } op_entry;
 
-static int op_relu(nctx *c) { return op_unary(c, PX_UN_RELU); }
-static int op_sigmoid(nctx *c) { return op_unary(c, PX_UN_SIGMOID); }
-static int op_exp(nctx *c) { return op_unary(c, PX_UN_EXP); }
-static int op_add(nctx *c) { return op_binary(c, PX_BIN_ADD); }
-static int op_sub(nctx *c) { return op_binary(c, PX_BIN_SUB); }
-static int op_mul(nctx *c) { return op_binary(c, PX_BIN_MUL); }
-static int op_div(nctx *c) { return op_binary(c, PX_BIN_DIV); }
+static int op_relu(nctx *c) { return op_unary(c, PX_NN_UN_RELU); }
+static int op_sigmoid(nctx *c) { return op_unary(c, PX_NN_UN_SIGMOID); }
+static int op_exp(nctx *c) { return op_unary(c, PX_NN_UN_EXP); }
+static int op_add(nctx *c) { return op_binary(c, PX_NN_BIN_ADD); }
+static int op_sub(nctx *c) { return op_binary(c, PX_NN_BIN_SUB); }
+static int op_mul(nctx *c) { return op_binary(c, PX_NN_BIN_MUL); }
+static int op_div(nctx *c) { return op_binary(c, PX_NN_BIN_DIV); }
 
 static const op_entry OPS[] = {
     {"Conv", op_conv},
@@ -1433,7 +1433,7 @@ static const op_entry OPS[] = {
     {"Cast", op_cast},
 };
 
-int nn_build_node(px_nn_model *m, const Onnx__NodeProto *node, px_err *err)
+int px_nn_build_node(px_nn_model *m, const Onnx__NodeProto *node, px_err *err)
 {
     nctx c = {0};
     c.m = m;
@@ -1465,7 +1465,7 @@ int nn_build_node(px_nn_model *m, const Onnx__NodeProto *node, px_err *err)
             c.in[i] = -1; /* omitted optional input */
             continue;
         }
-        c.in[i] = nn_find(m, in);
+        c.in[i] = px_nn_find(m, in);
         if (c.in[i] < 0)
             return nerr(&c, PX_EINVAL, "input '%.100s' is not produced by any earlier node", in);
     }
@@ -1485,7 +1485,7 @@ int nn_build_node(px_nn_model *m, const Onnx__NodeProto *node, px_err *err)
             if (t >= 0 && m->t[t].kind != NN_CONST)
                 all_const = 0;
         }
-        if (all_const && st->kind != NN_OP_ALIAS && (rc = nn_fold_step(m, m->ns - 1, err)) < 0)
+        if (all_const && st->kind != NN_OP_ALIAS && (rc = px_nn_fold_step(m, m->ns - 1, err)) < 0)
             return rc;
     }
     for (size_t k = (size_t)c.n_out_made; k < node->n_output; k++)

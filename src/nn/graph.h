@@ -74,18 +74,18 @@ typedef struct nn_step {
     int *many_in;     /* NN_OP_CONCAT: n_in inputs (owned), in[] unused */
     union {
         struct {
-            px_conv_params p;
+            px_nn_conv_params p;
             float *w, *b;           /* owned until packed (fusion edits them), then freed */
-            px_conv_packed *packed; /* owned */
+            px_nn_conv_packed *packed; /* owned */
         } conv;
-        px_unop unary;
-        px_pool2d_params pool;
+        px_nn_unop unary;
+        px_nn_pool2d_params pool;
         struct {
             int c, ih, iw, oh, ow;
             int32_t *ys, *xs; /* owned index tables */
         } resize;
         struct {
-            px_binop op;
+            px_nn_binop op;
             int rank;
             int64_t od[PX_NN_MAX_DIMS], ad[PX_NN_MAX_DIMS], bd[PX_NN_MAX_DIMS];
         } bin;
@@ -137,38 +137,38 @@ struct px_nn_model {
 
 /* ---- model building (onnx_load.c) ---- */
 /* Index of the tensor named `name`, or -1. */
-int nn_find(const px_nn_model *m, const char *name);
+int px_nn_find(const px_nn_model *m, const char *name);
 /* Appends a tensor (name copied, shape checked against NN_MAX_ELEMS, name must
  * be new). Returns its index >= 0 or a negative status with err set. */
-int nn_add_tensor(px_nn_model *m, const char *name, int dtype, int kind, int rank,
+int px_nn_add_tensor(px_nn_model *m, const char *name, int dtype, int kind, int rank,
                   const int64_t *dims, px_err *err);
 /* Appends a zeroed step; returns its index or PX_ENOMEM. */
-int nn_add_step(px_nn_model *m, nn_opkind kind, const char *name, const char *op, px_err *err);
+int px_nn_add_step(px_nn_model *m, nn_opkind kind, const char *name, const char *op, px_err *err);
 /* Element count of dims with overflow/limit check: PX_OK or PX_ELIMIT. */
-int nn_count(int rank, const int64_t *dims, size_t *count);
+int px_nn_count(int rank, const int64_t *dims, size_t *count);
 
 /* ---- graph.c ---- */
 struct Onnx__NodeProto;
 struct Onnx__TensorProto;
 /* Adds one ONNX node: shape inference, then either folds it to constants or
  * appends a runtime step. Errors name the node and op. */
-int nn_build_node(px_nn_model *m, const struct Onnx__NodeProto *node, px_err *err);
+int px_nn_build_node(px_nn_model *m, const struct Onnx__NodeProto *node, px_err *err);
 /* Turns a TensorProto into a new constant tensor named `name`. */
-int nn_const_from_proto(px_nn_model *m, const char *name, const struct Onnx__TensorProto *tp,
+int px_nn_const_from_proto(px_nn_model *m, const char *name, const struct Onnx__TensorProto *tp,
                         px_err *err);
-void nn_step_free(nn_step *s);
+void px_nn_step_free(nn_step *s);
 /* Runtime Slice: strided copy of a float tensor (rank <= PX_NN_MAX_DIMS). */
-void nn_slice_run(int rank, const int64_t *in_dims, const int64_t *starts, const int64_t *steps,
+void px_nn_slice_run(int rank, const int64_t *in_dims, const int64_t *starts, const int64_t *steps,
                   const int64_t *out_dims, const float *in, float *out);
 
 /* ---- exec.c ---- */
 /* Evaluates step si now (all its inputs are constants) and turns its output
  * into a constant; the step is removed. */
-int nn_fold_step(px_nn_model *m, int si, px_err *err);
+int px_nn_fold_step(px_nn_model *m, int si, px_err *err);
 
 /* ---- plan.c ---- */
 /* Fuses BN/Relu into convs, packs conv weights, assigns roots and arena
  * offsets. Called once after all nodes are built. */
-int nn_plan(px_nn_model *m, px_err *err);
+int px_nn_plan(px_nn_model *m, px_err *err);
 
 #endif

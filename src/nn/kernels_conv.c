@@ -2,7 +2,7 @@
  * Conv2D for pixpipe's inference engine: validation, algorithm choice, weight
  * packing, the thread split, and the portable code paths.
  *
- * px_conv_prepare picks one algorithm per conv node, once, at model load:
+ * px_nn_conv_prepare picks one algorithm per conv node, once, at model load:
  *  - "gemm1x1": 1x1 kernel, stride 1, no padding. The input (IC, H*W) already
  *    is a GEMM operand: out (OC, HW) = W (OC, IC) x in (IC, HW), one GEMM per
  *    column tile, no im2col.
@@ -12,15 +12,15 @@
  *  - "dw3x3-avx2" / "dw3x3": depthwise 3x3, stride 1 or 2, dilation 1, any
  *    padding. BLAS has nothing for this (as a GEMM it is K=9, M=1: all
  *    copying), so it is a direct kernel: kernels_conv_avx2.c on AVX2+FMA
- *    CPUs, px_dw3x3_generic below otherwise.
+ *    CPUs, px_nn_dw3x3_generic below otherwise.
  *  - "conv3x3s2-avx2": 3x3 stride 2 with at most 4 input channels (network
  *    stems such as YuNet's first layer) on AVX2: a direct kernel, because
  *    im2col there spent a third of the time gathering every other pixel.
- *  - "gemm1x1+dw3x3[-avx2]": px_conv_prepare_dp, a 1x1 conv fused with the
+ *  - "gemm1x1+dw3x3[-avx2]": px_nn_conv_prepare_dp, a 1x1 conv fused with the
  *    depthwise 3x3 that consumes it (dp_task below), so the intermediate map
  *    (6.5 MB on YuNet's first layers) never goes through DRAM.
  * Which GEMM: with AVX2+FMA and K <= 256 (all of YuNet's convs) our own
- * register-blocked kernel px_sgemm_small_avx2; otherwise OpenBLAS
+ * register-blocked kernel px_nn_sgemm_small_avx2; otherwise OpenBLAS
  * cblas_sgemm. With K and M of 16..64 OpenBLAS spends about as long copying
  * operands into its panel layout as multiplying; on YuNet's 1x1 layers the
  * small kernel measured 1.1-1.5x faster (PX_NN_NOSMALL=1 in the environment,
@@ -55,11 +55,11 @@ enum { ALGO_GEMM1X1, ALGO_IM2COL, ALGO_DW3X3, ALGO_C3S2 };
  * kernel; above it OpenBLAS's packing pays for itself. */
 #define PX_SMALL_GEMM_MAX_K 256
 
-struct px_conv_packed {
-    px_conv_params p;
+struct px_nn_conv_packed {
+    px_nn_conv_params p;
     int algo;
     int avx2;         /* dw3x3 / epilogue use the AVX2 code */
-    int small;        /* GEMMs go through px_sgemm_small_avx2 instead of OpenBLAS */
+    int small;        /* GEMMs go through px_nn_sgemm_small_avx2 instead of OpenBLAS */
     int pack_b;       /* small 1x1: copy B tiles first (input planes 4 KiB-aliased) */
     float *w;         /* (OC, K) with K = IC/group*KH*KW: per group a row-major GEMM A operand */
     float *bias;      /* (OC,), zeros when the node has none */
@@ -69,9 +69,9 @@ struct px_conv_packed {
     size_t ntiles;    /* ceil(hw / tile) */
     int pool_rows;    /* dw3x3 with fused pool: output rows per chunk */
     size_t out_plane; /* dw3x3: floats per output channel (pooled if p.pool) */
-    /* Fused pointwise + depthwise (px_conv_prepare_dp): p/w/bias above are
+    /* Fused pointwise + depthwise (px_nn_conv_prepare_dp): p/w/bias above are
      * the 1x1 conv, dw the depthwise 3x3 that consumes its output. */
-    px_conv_packed *dp;
+    px_nn_conv_packed *dp;
     int dp_band;                    /* output rows per task */
     int dp_step;                    /* output rows per window step inside a task */
     int dp_wrows;                   /* rows of 1x1 output a window holds: (step-1)*stride + 3 */
@@ -125,7 +125,7 @@ void px_nn_blas_single_thread(void)
 
 /* ---- prepare ---- */
 
-static int check_params(const px_conv_params *p, px_err *err)
+static int check_params(const px_nn_conv_params *p, px_err *err)
 {
     if (p->ic <= 0 || p->ih <= 0 || p->iw <= 0 || p->oc <= 0 || p->oh <= 0 || p->ow <= 0)
         return px_err_set(err, PX_EINVAL,
@@ -141,7 +141,7 @@ static int check_params(const px_conv_params *p, px_err *err)
     if (p->group <= 0 || p->ic % p->group || p->oc % p->group)
         return px_err_set(err, PX_EINVAL, "conv: group %d does not divide ic=%d and oc=%d",
                           p->group, p->ic, p->oc);
-    if (p->act != PX_ACT_NONE && p->act != PX_ACT_RELU)
+    if (p->act != PX_NN_ACT_NONE && p->act != PX_NN_ACT_RELU)
         return px_err_set(err, PX_EINVAL, "conv: unknown activation %d", p->act);
     if (p->pool != 0 && p->pool != 1)
         return px_err_set(err, PX_EINVAL, "conv: unknown fused pool %d", p->pool);
@@ -167,13 +167,13 @@ static int check_params(const px_conv_params *p, px_err *err)
     return PX_OK;
 }
 
-static int dw3x3_shape(const px_conv_params *p)
+static int dw3x3_shape(const px_nn_conv_params *p)
 {
     return p->group == p->ic && p->group == p->oc && p->kh == 3 && p->kw == 3 && p->dh == 1 &&
            p->dw == 1 && p->sh == p->sw && (p->sh == 1 || p->sh == 2);
 }
 
-int px_conv_pool_fusable(const px_conv_params *p)
+int px_nn_conv_pool_fusable(const px_nn_conv_params *p)
 {
     return p && !p->pool && dw3x3_shape(p) && p->oh >= 2 && p->ow >= 2;
 }
@@ -183,8 +183,8 @@ static size_t round_down(size_t v, size_t m)
     return v / m * m;
 }
 
-int px_conv_prepare(const px_conv_params *p, const float *w, const float *bias,
-                    px_conv_packed **out, px_err *err)
+int px_nn_conv_prepare(const px_nn_conv_params *p, const float *w, const float *bias,
+                    px_nn_conv_packed **out, px_err *err)
 {
     *out = NULL;
     if (!p || !w)
@@ -194,7 +194,7 @@ int px_conv_prepare(const px_conv_params *p, const float *w, const float *bias,
         return rc;
     pthread_once(&g_blas_once, blas_single_thread);
 
-    px_conv_packed *c = px_calloc(1, sizeof *c);
+    px_nn_conv_packed *c = px_calloc(1, sizeof *c);
     if (!c)
         return px_err_set(err, PX_ENOMEM, "conv: out of memory");
     c->p = *p;
@@ -205,7 +205,7 @@ int px_conv_prepare(const px_conv_params *p, const float *w, const float *bias,
     c->w = px_aligned_alloc(nw * sizeof(float));
     c->bias = px_aligned_alloc((size_t)p->oc * sizeof(float));
     if (!c->w || !c->bias) {
-        px_conv_packed_destroy(c);
+        px_nn_conv_packed_destroy(c);
         return px_err_set(err, PX_ENOMEM, "conv: out of memory for %zu weights", nw);
     }
     /* The ONNX layout (OC, IC/group, KH, KW) already is, per group, the
@@ -226,7 +226,7 @@ int px_conv_prepare(const px_conv_params *p, const float *w, const float *bias,
                p->sw == 2 && p->dh == 1 && p->dw == 1 && !p->pool) {
         c->algo = ALGO_C3S2; /* network stems: im2col would mostly gather pixels */
     } else if (p->pool) {
-        px_conv_packed_destroy(c);
+        px_nn_conv_packed_destroy(c);
         return px_err_set(err, PX_EUNSUPPORTED,
                           "conv: a fused max pool needs a depthwise 3x3 conv (got %dx%d, group %d)",
                           p->kh, p->kw, p->group);
@@ -260,11 +260,11 @@ int px_conv_prepare(const px_conv_params *p, const float *w, const float *bias,
     return PX_OK;
 }
 
-void px_conv_packed_destroy(px_conv_packed *c)
+void px_nn_conv_packed_destroy(px_nn_conv_packed *c)
 {
     if (!c)
         return;
-    px_conv_packed_destroy(c->dp);
+    px_nn_conv_packed_destroy(c->dp);
     px_aligned_free(c->w);
     px_aligned_free(c->bias);
     free(c);
@@ -272,17 +272,17 @@ void px_conv_packed_destroy(px_conv_packed *c)
 
 /* dw3x3 with a fused pool: the padded plane of one chunk (AVX2) and the
  * chunk's conv output, in floats, each part 16-aligned. */
-static size_t dw_pad_floats(const px_conv_packed *c)
+static size_t dw_pad_floats(const px_nn_conv_packed *c)
 {
-    return c->avx2 ? (px_dw3x3_avx2_scratch(c->pool_rows, c->p.ow, c->p.sh) + 15) / 16 * 16 : 0;
+    return c->avx2 ? (px_nn_dw3x3_avx2_scratch(c->pool_rows, c->p.ow, c->p.sh) + 15) / 16 * 16 : 0;
 }
 
-static size_t dw_pool_scratch(const px_conv_packed *c)
+static size_t dw_pool_scratch(const px_nn_conv_packed *c)
 {
     return dw_pad_floats(c) + ((size_t)c->pool_rows * (size_t)c->p.ow + 15) / 16 * 16;
 }
 
-size_t px_conv_scratch_size(const px_conv_packed *c, int threads)
+size_t px_nn_conv_scratch_size(const px_nn_conv_packed *c, int threads)
 {
     if (!c)
         return 0;
@@ -294,16 +294,16 @@ size_t px_conv_scratch_size(const px_conv_packed *c, int threads)
     else if (c->algo == ALGO_IM2COL || c->small)
         per = c->k * ((c->tile + 15) / 16 * 16) * sizeof(float);
     else if (c->algo == ALGO_C3S2)
-        per = px_conv3x3s2_avx2_scratch(c->p.ic, PX_C3S2_ROWS, c->p.ow) * sizeof(float);
+        per = px_nn_conv3x3s2_avx2_scratch(c->p.ic, PX_C3S2_ROWS, c->p.ow) * sizeof(float);
     else if (c->algo == ALGO_DW3X3 && c->p.pool)
         per = dw_pool_scratch(c) * sizeof(float);
     else if (c->algo == ALGO_DW3X3 && c->avx2)
-        per = px_dw3x3_avx2_scratch(c->p.oh, c->p.ow, c->p.sh) * sizeof(float);
+        per = px_nn_dw3x3_avx2_scratch(c->p.oh, c->p.ow, c->p.sh) * sizeof(float);
     per = (per + 63) / 64 * 64;
     return per * (size_t)threads;
 }
 
-const char *px_conv_algo(const px_conv_packed *c)
+const char *px_nn_conv_algo(const px_nn_conv_packed *c)
 {
     if (!c)
         return "none";
@@ -327,7 +327,7 @@ const char *px_conv_algo(const px_conv_packed *c)
  * tap a multiply-add of a (strided) input row segment into the output row,
  * clipped to the columns whose input lies inside the row. The inner loops
  * are plain axpys the compiler vectorises with the baseline ISA. */
-void px_dw3x3_generic(const float *in, int ih, int iw, float *out, int oh, int ow, const float *w9,
+void px_nn_dw3x3_generic(const float *in, int ih, int iw, float *out, int oh, int ow, const float *w9,
                       float bias, int relu, int s, int pt, int pl, float *pad)
 {
     (void)pad;
@@ -374,7 +374,7 @@ void px_dw3x3_generic(const float *in, int ih, int iw, float *out, int oh, int o
 static void bias_act(float *o, size_t n, float bias, int relu, int avx2)
 {
     if (avx2) {
-        px_bias_act_avx2(o, n, bias, relu);
+        px_nn_bias_act_avx2(o, n, bias, relu);
         return;
     }
     if (relu) {
@@ -391,7 +391,7 @@ static void bias_act(float *o, size_t n, float bias, int relu, int avx2)
 /* Unrolls output columns [j0, j0+n) of one group into col (K, n): row
  * (ic, ky, kx) holds the input pixel each output column reads through that
  * tap, 0 where it falls into the padding. */
-static void im2col_tile(const px_conv_params *p, const float *in, size_t j0, size_t n, float *col,
+static void im2col_tile(const px_nn_conv_params *p, const float *in, size_t j0, size_t n, float *col,
                         int avx2)
 {
     int icg = p->ic / p->group;
@@ -435,7 +435,7 @@ static void im2col_tile(const px_conv_params *p, const float *in, size_t j0, siz
                                        (size_t)(b - a) * sizeof(float));
                         } else if (p->sw == 2 && avx2) {
                             if (b > a)
-                                px_gather_s2_avx2(dst + (a - ox), src + (2 * a + off), b - a);
+                                px_nn_gather_s2_avx2(dst + (a - ox), src + (2 * a + off), b - a);
                         } else {
                             for (int x = a; x < b; x++)
                                 dst[x - ox] = src[x * p->sw + off];
@@ -451,7 +451,7 @@ static void im2col_tile(const px_conv_params *p, const float *in, size_t j0, siz
 }
 
 typedef struct {
-    const px_conv_packed *c;
+    const px_nn_conv_packed *c;
     const float *in;
     float *out;
     char *scratch;
@@ -461,8 +461,8 @@ typedef struct {
 static void gemm_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     const conv_job *j = ctx;
-    const px_conv_packed *c = j->c;
-    const px_conv_params *p = &c->p;
+    const px_nn_conv_packed *c = j->c;
+    const px_nn_conv_params *p = &c->p;
     int ocg = p->oc / p->group, icg = p->ic / p->group;
     size_t in_plane = (size_t)p->ih * p->iw;
     for (int64_t task = begin; task < end; task++) {
@@ -476,11 +476,11 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end, int worker)
             /* Rows of B are HW floats apart, here a multiple of 4 KiB: read
              * in place, K rows would fight over the same L1 sets. */
             float *pk = (float *)(void *)(j->scratch + (size_t)worker * j->scratch_per);
-            px_pack_b16((int)c->k, (int)n, in_g + j0, c->hw, pk);
+            px_nn_pack_b16((int)c->k, (int)n, in_g + j0, c->hw, pk);
             float *o = j->out + (size_t)g * ocg * c->hw + j0;
-            px_sgemm_small_avx2(ocg, (int)n, (int)c->k, c->w + (size_t)g * ocg * c->k, pk, 16,
+            px_nn_sgemm_small_avx2(ocg, (int)n, (int)c->k, c->w + (size_t)g * ocg * c->k, pk, 16,
                                 16 * c->k, o, c->hw, c->bias + (size_t)g * ocg,
-                                p->act == PX_ACT_RELU);
+                                p->act == PX_NN_ACT_RELU);
             continue;
         } else if (c->algo ==
                    ALGO_GEMM1X1) { /* in place: OpenBLAS packs, or rows are not 4K-aliased */
@@ -494,14 +494,14 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end, int worker)
         }
         float *o = j->out + (size_t)g * ocg * c->hw + j0;
         if (c->small) {
-            px_sgemm_small_avx2(ocg, (int)n, (int)c->k, c->w + (size_t)g * ocg * c->k, b, ldb, 16,
-                                o, c->hw, c->bias + (size_t)g * ocg, p->act == PX_ACT_RELU);
+            px_nn_sgemm_small_avx2(ocg, (int)n, (int)c->k, c->w + (size_t)g * ocg * c->k, b, ldb, 16,
+                                o, c->hw, c->bias + (size_t)g * ocg, p->act == PX_NN_ACT_RELU);
             continue;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ocg, (int)n, (int)c->k, 1.0f,
                     c->w + (size_t)g * ocg * c->k, (int)c->k, b, (int)ldb, 0.0f, o, (int)c->hw);
         for (int oc = 0; oc < ocg; oc++)
-            bias_act(o + (size_t)oc * c->hw, n, c->bias[g * ocg + oc], p->act == PX_ACT_RELU,
+            bias_act(o + (size_t)oc * c->hw, n, c->bias[g * ocg + oc], p->act == PX_NN_ACT_RELU,
                      c->avx2);
     }
 }
@@ -509,39 +509,39 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end, int worker)
 static void c3s2_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     const conv_job *j = ctx;
-    const px_conv_packed *c = j->c;
-    const px_conv_params *p = &c->p;
+    const px_nn_conv_packed *c = j->c;
+    const px_nn_conv_params *p = &c->p;
     float *pad = (float *)(void *)(j->scratch + (size_t)worker * j->scratch_per);
     for (int64_t band = begin; band < end; band++) {
         int r0 = (int)band * PX_C3S2_ROWS, r1 = r0 + PX_C3S2_ROWS;
         if (r1 > p->oh)
             r1 = p->oh;
-        px_conv3x3s2_avx2(j->in, p->ic, p->ih, p->iw, j->out, p->oc, p->oh, p->ow, r0, r1, p->pt,
-                          p->pl, c->w, c->bias, p->act == PX_ACT_RELU, pad);
+        px_nn_conv3x3s2_avx2(j->in, p->ic, p->ih, p->iw, j->out, p->oc, p->oh, p->ow, r0, r1, p->pt,
+                          p->pl, c->w, c->bias, p->act == PX_NN_ACT_RELU, pad);
     }
 }
 
 /* Max-pools nr (even) conv rows of one channel, starting at conv row r
  * (even), into that channel's pooled output plane. */
-static void pool_rows_out(const px_conv_packed *d, const float *tile, int nr, float *out_ch, int r)
+static void pool_rows_out(const px_nn_conv_packed *d, const float *tile, int nr, float *out_ch, int r)
 {
     int pw = d->p.ow / 2;
-    px_pool2d_params pp = {1, nr, d->p.ow, nr / 2, pw, 2, 2, 2, 2, 0, 0, 0, 0};
-    px_maxpool2d(&pp, tile, out_ch + (size_t)(r / 2) * pw, NULL);
+    px_nn_pool2d_params pp = {1, nr, d->p.ow, nr / 2, pw, 2, 2, 2, 2, 0, 0, 0, 0};
+    px_nn_maxpool2d(&pp, tile, out_ch + (size_t)(r / 2) * pw, NULL);
 }
 
 static void dw_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     const conv_job *j = ctx;
-    const px_conv_packed *c = j->c;
-    const px_conv_params *p = &c->p;
-    px_dw3x3_fn fn = c->avx2 ? px_dw3x3_avx2 : px_dw3x3_generic;
+    const px_nn_conv_packed *c = j->c;
+    const px_nn_conv_params *p = &c->p;
+    px_dw3x3_fn fn = c->avx2 ? px_nn_dw3x3_avx2 : px_nn_dw3x3_generic;
     size_t in_plane = (size_t)p->ih * p->iw;
     float *pad = c->avx2 ? (float *)(void *)(j->scratch + (size_t)worker * j->scratch_per) : NULL;
     for (int64_t ch = begin; ch < end; ch++) {
         const float *in = j->in + (size_t)ch * in_plane;
         const float *w9 = c->w + (size_t)ch * 9;
-        int relu = p->act == PX_ACT_RELU;
+        int relu = p->act == PX_NN_ACT_RELU;
         if (!p->pool) {
             fn(in, p->ih, p->iw, j->out + (size_t)ch * c->hw, p->oh, p->ow, w9, c->bias[ch], relu,
                p->sh, p->pt, p->pl, pad);
@@ -570,28 +570,28 @@ static void dw_task(void *ctx, int64_t begin, int64_t end, int worker)
  * the window with its top padding adjusted. The 1x1 output thus never goes
  * to memory; only the 2-row halo at band edges is computed twice. Bands and
  * steps depend only on the shapes, so results do not depend on threads. */
-static void dp_pointwise(const px_conv_packed *c, const float *in, int y, int rows, float *dst,
+static void dp_pointwise(const px_nn_conv_packed *c, const float *in, int y, int rows, float *dst,
                          size_t ldc)
 {
-    const px_conv_params *p = &c->p;
+    const px_nn_conv_params *p = &c->p;
     size_t w = (size_t)p->ow, n = (size_t)rows * w;
     const float *b = in + (size_t)y * w;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p->oc, (int)n, (int)c->k, 1.0f, c->w,
                 (int)c->k, b, (int)c->hw, 0.0f, dst, (int)ldc);
     for (int oc = 0; oc < p->oc; oc++)
-        bias_act(dst + (size_t)oc * ldc, n, c->bias[oc], p->act == PX_ACT_RELU, c->avx2);
+        bias_act(dst + (size_t)oc * ldc, n, c->bias[oc], p->act == PX_NN_ACT_RELU, c->avx2);
 }
 
 static void dp_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     const conv_job *j = ctx;
-    const px_conv_packed *c = j->c, *d = c->dp;
-    const px_conv_params *dp = &d->p;
+    const px_nn_conv_packed *c = j->c, *d = c->dp;
+    const px_nn_conv_params *dp = &d->p;
     int h = c->p.oh, w = c->p.ow, s = dp->sh;
     size_t wstride = (size_t)c->dp_wrows * (size_t)w; /* channel stride in the window */
     float *win = (float *)(void *)(j->scratch + (size_t)worker * j->scratch_per);
     float *pad = win + c->dp_win, *tile = pad + c->dp_pad;
-    px_dw3x3_fn fn = d->avx2 ? px_dw3x3_avx2 : px_dw3x3_generic;
+    px_dw3x3_fn fn = d->avx2 ? px_nn_dw3x3_avx2 : px_nn_dw3x3_generic;
     int oh = dp->pool ? dp->oh / 2 * 2 : dp->oh; /* a pool drops an odd last row */
     for (int64_t band = begin; band < end; band++) {
         int r_end = (int)(band + 1) * c->dp_band;
@@ -622,7 +622,7 @@ static void dp_task(void *ctx, int64_t begin, int64_t end, int worker)
             for (int ch = 0; ch < dp->oc; ch++) {
                 float *o = dp->pool ? tile : j->out + (size_t)ch * d->hw + (size_t)r * dp->ow;
                 fn(win + ch * wstride, yb - ya, w, o, nr, dp->ow, d->w + ch * 9, d->bias[ch],
-                   dp->act == PX_ACT_RELU, s, pt, dp->pl, pad);
+                   dp->act == PX_NN_ACT_RELU, s, pt, dp->pl, pad);
                 if (dp->pool)
                     pool_rows_out(d, tile, nr, j->out + (size_t)ch * d->out_plane, r);
             }
@@ -638,8 +638,8 @@ static void dp_task(void *ctx, int64_t begin, int64_t end, int worker)
 static void dp_task_avx2(void *ctx, int64_t begin, int64_t end, int worker)
 {
     const conv_job *j = ctx;
-    const px_conv_packed *c = j->c, *d = c->dp;
-    const px_conv_params *dp = &d->p;
+    const px_nn_conv_packed *c = j->c, *d = c->dp;
+    const px_nn_conv_params *dp = &d->p;
     int h = c->p.oh, w = c->p.ow, s = dp->sh, cols = c->dp_cols, mid = c->p.oc;
     size_t wstride = (size_t)c->dp_wrows * (size_t)cols;
     float *win = (float *)(void *)(j->scratch + (size_t)worker * j->scratch_per);
@@ -678,20 +678,20 @@ static void dp_task_avx2(void *ctx, int64_t begin, int64_t end, int worker)
                 }
                 const float *b = j->in + (size_t)iy * w;
                 if (c->pack_b) {
-                    px_pack_b16((int)c->k, w, b, c->hw, pack);
-                    px_sgemm_small_avx2(mid, w, (int)c->k, c->w, pack, 16, 16 * c->k, row + dp->pl,
-                                        wstride, c->bias, c->p.act == PX_ACT_RELU);
+                    px_nn_pack_b16((int)c->k, w, b, c->hw, pack);
+                    px_nn_sgemm_small_avx2(mid, w, (int)c->k, c->w, pack, 16, 16 * c->k, row + dp->pl,
+                                        wstride, c->bias, c->p.act == PX_NN_ACT_RELU);
                 } else {
-                    px_sgemm_small_avx2(mid, w, (int)c->k, c->w, b, c->hw, 16, row + dp->pl,
-                                        wstride, c->bias, c->p.act == PX_ACT_RELU);
+                    px_nn_sgemm_small_avx2(mid, w, (int)c->k, c->w, b, c->hw, 16, row + dp->pl,
+                                        wstride, c->bias, c->p.act == PX_NN_ACT_RELU);
                 }
             }
             qa = q0;
             qb = q1;
             for (int ch = 0; ch < dp->oc; ch++) {
                 float *o = dp->pool ? tile : j->out + (size_t)ch * d->hw + (size_t)r * dp->ow;
-                px_dw3x3_avx2_plane(win + ch * wstride, cols, o, nr, dp->ow, d->w + ch * 9,
-                                    d->bias[ch], dp->act == PX_ACT_RELU, s);
+                px_nn_dw3x3_avx2_plane(win + ch * wstride, cols, o, nr, dp->ow, d->w + ch * 9,
+                                    d->bias[ch], dp->act == PX_NN_ACT_RELU, s);
                 if (dp->pool)
                     pool_rows_out(d, tile, nr, j->out + (size_t)ch * d->out_plane, r);
             }
@@ -699,7 +699,7 @@ static void dp_task_avx2(void *ctx, int64_t begin, int64_t end, int worker)
     }
 }
 
-static int dp_supported(const px_conv_params *pw, const px_conv_params *dw)
+static int dp_supported(const px_nn_conv_params *pw, const px_nn_conv_params *dw)
 {
     if (!pw || !dw)
         return 0;
@@ -710,7 +710,7 @@ static int dp_supported(const px_conv_params *pw, const px_conv_params *dw)
            (dw->sh == 1 || dw->sh == 2);
 }
 
-int px_conv_dp_fusable(const px_conv_params *pw, const px_conv_params *dw)
+int px_nn_conv_dp_fusable(const px_nn_conv_params *pw, const px_nn_conv_params *dw)
 {
     /* Only where the intermediate is far beyond L2 (YuNet's 6.5 MB maps at
      * 320x320x16 and 160x160x64) and the 1x1 is memory-bound (K <= 32) or
@@ -722,22 +722,22 @@ int px_conv_dp_fusable(const px_conv_params *pw, const px_conv_params *dw)
            (size_t)pw->oc * (size_t)pw->oh * (size_t)pw->ow * sizeof(float) >= ((size_t)4 << 20);
 }
 
-int px_conv_prepare_dp(const px_conv_params *pw, const float *pw_w, const float *pw_b,
-                       const px_conv_params *dw, const float *dw_w, const float *dw_b,
-                       px_conv_packed **out, px_err *err)
+int px_nn_conv_prepare_dp(const px_nn_conv_params *pw, const float *pw_w, const float *pw_b,
+                       const px_nn_conv_params *dw, const float *dw_w, const float *dw_b,
+                       px_nn_conv_packed **out, px_err *err)
 {
     *out = NULL;
     if (!dp_supported(pw, dw))
         return px_err_set(
             err, PX_EUNSUPPORTED,
             "conv: fusion needs a 1x1 conv feeding a depthwise 3x3 conv of its output");
-    px_conv_packed *c = NULL, *d = NULL;
-    int rc = px_conv_prepare(pw, pw_w, pw_b, &c, err);
+    px_nn_conv_packed *c = NULL, *d = NULL;
+    int rc = px_nn_conv_prepare(pw, pw_w, pw_b, &c, err);
     if (rc)
         return rc;
-    rc = px_conv_prepare(dw, dw_w, dw_b, &d, err);
+    rc = px_nn_conv_prepare(dw, dw_w, dw_b, &d, err);
     if (rc) {
-        px_conv_packed_destroy(c);
+        px_nn_conv_packed_destroy(c);
         return rc;
     }
     c->dp = d;
@@ -749,7 +749,7 @@ int px_conv_prepare_dp(const px_conv_params *pw, const float *pw_w, const float 
         c->dp_band = 16;
     c->dp_band += c->dp_band & 1; /* even bands and steps: a fused pool takes row pairs */
     if (c->small && d->avx2) {
-        c->dp_cols = px_dw3x3_avx2_cols(dw->ow, s);
+        c->dp_cols = px_nn_dw3x3_avx2_cols(dw->ow, s);
         if (c->dp_cols < dw->pl + pw->ow)
             c->dp_cols = dw->pl + pw->ow;
         /* As many output rows per step as keep the window near 256 KiB. */
@@ -770,7 +770,7 @@ int px_conv_prepare_dp(const px_conv_params *pw, const float *pw_w, const float 
         size_t win_n = (size_t)c->dp_wrows * (size_t)pw->ow;
         c->dp_win = ((size_t)pw->oc * win_n + 15) / 16 * 16;
         c->dp_pack = 0;
-        c->dp_pad = d->avx2 ? (px_dw3x3_avx2_scratch(c->dp_step, dw->ow, s) + 15) / 16 * 16 : 0;
+        c->dp_pad = d->avx2 ? (px_nn_dw3x3_avx2_scratch(c->dp_step, dw->ow, s) + 15) / 16 * 16 : 0;
     }
     size_t tile = dw->pool ? ((size_t)c->dp_step * (size_t)dw->ow + 15) / 16 * 16 : 0;
     c->dp_scratch = (c->dp_win + c->dp_pack + c->dp_pad + tile) * sizeof(float);
@@ -778,9 +778,9 @@ int px_conv_prepare_dp(const px_conv_params *pw, const float *pw_w, const float 
     return PX_OK;
 }
 
-void px_conv_run(const px_conv_packed *c, const float *in, float *out, void *scratch, px_pool *pool)
+void px_nn_conv_run(const px_nn_conv_packed *c, const float *in, float *out, void *scratch, px_pool *pool)
 {
-    conv_job j = {c, in, out, scratch, px_conv_scratch_size(c, 1)};
+    conv_job j = {c, in, out, scratch, px_nn_conv_scratch_size(c, 1)};
     if (c->dp) {
         int64_t bands = (c->dp->p.oh + c->dp_band - 1) / c->dp_band;
         px_pool_for(pool, bands, c->dp_cols ? dp_task_avx2 : dp_task, &j);

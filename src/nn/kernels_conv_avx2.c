@@ -2,7 +2,7 @@
  * The AVX2+FMA kernels of the inference engine: depthwise 3x3 convolution, a
  * small-K GEMM, the GEMM epilogue, a stride-2 gather for im2col and a 2x2
  * max pool. The only file built with -mavx2 -mfma -mf16c; kernels_conv.c
- * and kernels_misc.c call it only after checking the CPU at run time.
+ * and kernels_graph_ops.c call it only after checking the CPU at run time.
  *
  * Depthwise 3x3, why by hand: 9 multiply-adds per output on one channel. As
  * a GEMM (im2col with K=9, M=1) it is all copying, and OpenBLAS has no
@@ -17,7 +17,7 @@
  * pair; the result sits in a fixed lane order (outputs 0 1 4 5 | 2 3 6 7)
  * that is the same for every tap, so it is undone once per 8 outputs.
  *
- * Small GEMM, why by hand: see px_sgemm_small_avx2 below (OpenBLAS's operand
+ * Small GEMM, why by hand: see px_nn_sgemm_small_avx2 below (OpenBLAS's operand
  * packing dominates at YuNet's K = 16..64).
  */
 #include "kernels_internal.h"
@@ -36,7 +36,7 @@ static void plane_dims(int oh, int ow, int s, int *rows, int *cols)
     *cols = s == 1 ? owv + 2 : 2 * owv + 2;
 }
 
-size_t px_dw3x3_avx2_scratch(int oh, int ow, int s)
+size_t px_nn_dw3x3_avx2_scratch(int oh, int ow, int s)
 {
     int rows, cols;
     plane_dims(oh, ow, s, &rows, &cols);
@@ -109,23 +109,23 @@ static inline __m256 row3_s2(const float *x, const __m256 *w, __m256 acc)
     return _mm256_fmadd_ps(w[2], e2, acc);
 }
 
-void px_dw3x3_avx2(const float *in, int ih, int iw, float *out, int oh, int ow, const float *w9,
+void px_nn_dw3x3_avx2(const float *in, int ih, int iw, float *out, int oh, int ow, const float *w9,
                    float bias, int relu, int s, int pt, int pl, float *pad)
 {
     int rows, cols;
     plane_dims(oh, ow, s, &rows, &cols);
     fill_plane(in, ih, iw, pt, pl, pad, rows, cols);
-    px_dw3x3_avx2_plane(pad, cols, out, oh, ow, w9, bias, relu, s);
+    px_nn_dw3x3_avx2_plane(pad, cols, out, oh, ow, w9, bias, relu, s);
 }
 
-int px_dw3x3_avx2_cols(int ow, int s)
+int px_nn_dw3x3_avx2_cols(int ow, int s)
 {
     int rows, cols;
     plane_dims(1, ow, s, &rows, &cols);
     return cols;
 }
 
-void px_dw3x3_avx2_plane(const float *pad, int cols, float *out, int oh, int ow, const float *w9,
+void px_nn_dw3x3_avx2_plane(const float *pad, int cols, float *out, int oh, int ow, const float *w9,
                          float bias, int relu, int s)
 {
     __m256 wv[9];
@@ -181,7 +181,7 @@ void px_dw3x3_avx2_plane(const float *pad, int cols, float *out, int oh, int ow,
     }
 }
 
-void px_bias_act_avx2(float *out, size_t n, float bias, int relu)
+void px_nn_bias_act_avx2(float *out, size_t n, float bias, int relu)
 {
     const __m256 bv = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
     size_t i = 0;
@@ -263,7 +263,7 @@ static inline __attribute__((always_inline)) void ukernel(const int mr, int k, c
     }
 }
 
-void px_sgemm_small_avx2(int m, int n, int k, const float *a, const float *b, size_t ldb,
+void px_nn_sgemm_small_avx2(int m, int n, int k, const float *a, const float *b, size_t ldb,
                          size_t bblock, float *c, size_t ldc, const float *bias, int relu)
 {
     for (int j = 0; j < n; j += 16, b += bblock) {
@@ -299,7 +299,7 @@ void px_sgemm_small_avx2(int m, int n, int k, const float *a, const float *b, si
     }
 }
 
-void px_pack_b16(int k, int n, const float *b, size_t ldb, float *packed)
+void px_nn_pack_b16(int k, int n, const float *b, size_t ldb, float *packed)
 {
     int nb = (n + 15) / 16;
     for (int p = 0; p < k; p++) {
@@ -318,7 +318,7 @@ void px_pack_b16(int k, int n, const float *b, size_t ldb, float *packed)
     }
 }
 
-void px_maxpool2x2_avx2(const float *in, int ih, int iw, float *out, int oh, int ow)
+void px_nn_maxpool2x2_avx2(const float *in, int ih, int iw, float *out, int oh, int ow)
 {
     (void)ih;
     for (int oy = 0; oy < oh; oy++) {
@@ -343,7 +343,7 @@ void px_maxpool2x2_avx2(const float *in, int ih, int iw, float *out, int oh, int
     }
 }
 
-void px_gather_s2_avx2(float *dst, const float *src, int count)
+void px_nn_gather_s2_avx2(float *dst, const float *src, int count)
 {
     int i = 0;
     /* A vector of 8 reads src[2i .. 2i+15]; stop while 2i+15 is still a
@@ -411,13 +411,13 @@ c3s2_block(const int mr, int ic, int cols, const float *plane, size_t plane_stri
     }
 }
 
-size_t px_conv3x3s2_avx2_scratch(int ic, int rows, int ow)
+size_t px_nn_conv3x3s2_avx2_scratch(int ic, int rows, int ow)
 {
     int cols = (ow + 15) / 16 * 32 + 2;
     return (size_t)ic * (size_t)((rows - 1) * 2 + 3) * (size_t)cols;
 }
 
-void px_conv3x3s2_avx2(const float *in, int ic, int ih, int iw, float *out, int oc, int oh, int ow,
+void px_nn_conv3x3s2_avx2(const float *in, int ic, int ih, int iw, float *out, int oc, int oh, int ow,
                        int r0, int r1, int pt, int pl, const float *w, const float *bias, int relu,
                        float *pad)
 {

@@ -26,7 +26,7 @@
  * a few MB; the largest face models are tens of MB). */
 #define NN_MAX_FILE_BYTES ((size_t)512 << 20)
 
-int nn_count(int rank, const int64_t *dims, size_t *count)
+int px_nn_count(int rank, const int64_t *dims, size_t *count)
 {
     size_t n = 1;
     for (int i = 0; i < rank; i++) {
@@ -48,7 +48,7 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
-int nn_find(const px_nn_model *m, const char *name)
+int px_nn_find(const px_nn_model *m, const char *name)
 {
     if (!m->hash_cap)
         return -1;
@@ -93,7 +93,7 @@ static int hash_insert(px_nn_model *m, int idx)
     return PX_OK;
 }
 
-int nn_add_tensor(px_nn_model *m, const char *name, int dtype, int kind, int rank,
+int px_nn_add_tensor(px_nn_model *m, const char *name, int dtype, int kind, int rank,
                   const int64_t *dims, px_err *err)
 {
     if (!name || !name[0])
@@ -106,10 +106,10 @@ int nn_add_tensor(px_nn_model *m, const char *name, int dtype, int kind, int ran
     for (int i = 0; i < rank; i++)
         d[i] = dims[i];
     size_t count;
-    if (nn_count(rank, d, &count) != PX_OK)
+    if (px_nn_count(rank, d, &count) != PX_OK)
         return px_err_set(err, PX_ELIMIT, "tensor '%s': negative dimension or more than %zu elements",
                           name, NN_MAX_ELEMS);
-    if (nn_find(m, name) >= 0)
+    if (px_nn_find(m, name) >= 0)
         return px_err_set(err, PX_EINVAL, "tensor '%s' is defined twice", name);
     if (m->nt == m->cap_t) {
         int cap = m->cap_t ? m->cap_t * 2 : 64;
@@ -140,7 +140,7 @@ int nn_add_tensor(px_nn_model *m, const char *name, int dtype, int kind, int ran
     return m->nt++;
 }
 
-int nn_add_step(px_nn_model *m, nn_opkind kind, const char *name, const char *op, px_err *err)
+int px_nn_add_step(px_nn_model *m, nn_opkind kind, const char *name, const char *op, px_err *err)
 {
     if (m->ns == m->cap_s) {
         int cap = m->cap_s ? m->cap_s * 2 : 64;
@@ -166,7 +166,7 @@ int nn_add_step(px_nn_model *m, nn_opkind kind, const char *name, const char *op
 /* Copies n elements of a TensorProto's typed field or raw_data into a new
  * constant; raw_data is little-endian as ONNX specifies (so is every host we
  * build for). */
-int nn_const_from_proto(px_nn_model *m, const char *name, const Onnx__TensorProto *tp,
+int px_nn_const_from_proto(px_nn_model *m, const char *name, const Onnx__TensorProto *tp,
                         px_err *err)
 {
     if (tp->n_dims > PX_NN_MAX_DIMS)
@@ -201,7 +201,7 @@ int nn_const_from_proto(px_nn_model *m, const char *name, const Onnx__TensorProt
     int64_t dims[PX_NN_MAX_DIMS];
     for (size_t i = 0; i < tp->n_dims; i++)
         dims[i] = tp->dims[i];
-    int idx = nn_add_tensor(m, name, dtype, NN_CONST, (int)tp->n_dims, dims, err);
+    int idx = px_nn_add_tensor(m, name, dtype, NN_CONST, (int)tp->n_dims, dims, err);
     if (idx < 0)
         return idx;
     nn_tensor *t = &m->t[idx];
@@ -268,7 +268,7 @@ int nn_const_from_proto(px_nn_model *m, const char *name, const Onnx__TensorProt
     return idx;
 }
 
-void nn_step_free(nn_step *s)
+void px_nn_step_free(nn_step *s)
 {
     free(s->name);
     free(s->many_in);
@@ -276,7 +276,7 @@ void nn_step_free(nn_step *s)
     case NN_OP_CONV:
         free(s->u.conv.w);
         free(s->u.conv.b);
-        px_conv_packed_destroy(s->u.conv.packed);
+        px_nn_conv_packed_destroy(s->u.conv.packed);
         break;
     case NN_OP_RESIZE:
         free(s->u.resize.ys);
@@ -309,7 +309,7 @@ void px_nn_model_destroy(px_nn_model *m)
         free(m->t[i].data);
     }
     for (int i = 0; i < m->ns; i++)
-        nn_step_free(&m->s[i]);
+        px_nn_step_free(&m->s[i]);
     free(m->t);
     free(m->s);
     free(m->inputs);
@@ -351,7 +351,7 @@ static int add_graph_input(px_nn_model *m, const Onnx__ValueInfoProto *vi, px_er
                               "graph input '%s': dimension %zu is unknown (fixed shapes only)",
                               name, i);
     }
-    int idx = nn_add_tensor(m, name, NN_F32, NN_INPUT, (int)tt->shape->n_dim, dims, err);
+    int idx = px_nn_add_tensor(m, name, NN_F32, NN_INPUT, (int)tt->shape->n_dim, dims, err);
     if (idx < 0)
         return idx;
     m->t[idx].pinned = 1;
@@ -384,7 +384,7 @@ static int build(px_nn_model *m, const Onnx__ModelProto *mp, px_err *err)
         const Onnx__TensorProto *tp = g->initializer[i];
         if (!tp || !tp->name || !tp->name[0])
             return px_err_set(err, PX_EINVAL, "initializer %zu has no name", i);
-        if ((rc = nn_const_from_proto(m, tp->name, tp, err)) < 0)
+        if ((rc = px_nn_const_from_proto(m, tp->name, tp, err)) < 0)
             return px_err_prefix(err, rc, "initializer");
     }
     for (size_t i = 0; i < g->n_input; i++) {
@@ -392,7 +392,7 @@ static int build(px_nn_model *m, const Onnx__ModelProto *mp, px_err *err)
         if (!vi)
             continue;
         /* older exporters list initializers among the inputs too */
-        if (vi->name && nn_find(m, vi->name) >= 0 && m->t[nn_find(m, vi->name)].kind == NN_CONST)
+        if (vi->name && px_nn_find(m, vi->name) >= 0 && m->t[px_nn_find(m, vi->name)].kind == NN_CONST)
             continue;
         if ((rc = add_graph_input(m, vi, err)) < 0)
             return rc;
@@ -402,7 +402,7 @@ static int build(px_nn_model *m, const Onnx__ModelProto *mp, px_err *err)
     for (size_t i = 0; i < g->n_node; i++) {
         if (!g->node[i])
             return px_err_set(err, PX_ECORRUPT, "node %zu is empty", i);
-        if ((rc = nn_build_node(m, g->node[i], err)) < 0)
+        if ((rc = px_nn_build_node(m, g->node[i], err)) < 0)
             return rc;
     }
     if (g->n_output == 0)
@@ -412,7 +412,7 @@ static int build(px_nn_model *m, const Onnx__ModelProto *mp, px_err *err)
         return px_err_set(err, PX_ENOMEM, "out of memory");
     for (size_t i = 0; i < g->n_output; i++) {
         const char *name = g->output[i] && g->output[i]->name ? g->output[i]->name : "";
-        int t = nn_find(m, name);
+        int t = px_nn_find(m, name);
         if (t < 0)
             return px_err_set(err, PX_EINVAL, "graph output '%s' is not produced by any node", name);
         if (m->t[t].dtype != NN_F32)
@@ -420,7 +420,7 @@ static int build(px_nn_model *m, const Onnx__ModelProto *mp, px_err *err)
         m->t[t].pinned = 1;
         m->outputs[m->n_outputs++] = t;
     }
-    return nn_plan(m, err);
+    return px_nn_plan(m, err);
 }
 
 int px_nn_model_load_buffer(const void *data, size_t len, px_nn_model **out, px_err *err)

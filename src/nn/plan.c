@@ -4,9 +4,9 @@
  * 1. Fusion. A Conv whose output feeds exactly one BatchNormalization (and
  *    nothing else, and is not a graph output) absorbs it: per output channel
  *    s = scale / sqrt(var + eps), w *= s, b = (b - mean) * s + beta. A Conv
- *    whose output feeds exactly one Relu absorbs it as px_conv_params.act.
+ *    whose output feeds exactly one Relu absorbs it as px_nn_conv_params.act.
  *    The fused step is marked dead and the Conv writes the later tensor.
- * 2. Packing. Conv weights are handed to px_conv_prepare (after fusion, as
+ * 2. Packing. Conv weights are handed to px_nn_conv_prepare (after fusion, as
  *    the packed layout depends on the final values) and the copies dropped.
  * 3. Storage. Every runtime tensor gets a root: itself, or for alias steps
  *    (Reshape & co.) the root of its input, or for a unary/softmax step whose
@@ -64,9 +64,9 @@ static void fuse(px_nn_model *m, int *uses, int *user)
             nn_step *nx = &m->s[user[t]];
             if (nx->dead || nx->in[0] != t)
                 break;
-            if (nx->kind == NN_OP_BATCHNORM && cv->u.conv.p.act == PX_ACT_NONE &&
+            if (nx->kind == NN_OP_BATCHNORM && cv->u.conv.p.act == PX_NN_ACT_NONE &&
                 nx->u.bn.c == cv->u.conv.p.oc) {
-                const px_conv_params *p = &cv->u.conv.p;
+                const px_nn_conv_params *p = &cv->u.conv.p;
                 size_t per = (size_t)(p->ic / p->group) * (size_t)p->kh * (size_t)p->kw;
                 for (int o = 0; o < p->oc; o++) {
                     float s = nx->u.bn.scale[o] / sqrtf(nx->u.bn.var[o] + nx->u.bn.eps);
@@ -75,9 +75,9 @@ static void fuse(px_nn_model *m, int *uses, int *user)
                         w[k] *= s;
                     cv->u.conv.b[o] = (cv->u.conv.b[o] - nx->u.bn.mean[o]) * s + nx->u.bn.bias[o];
                 }
-            } else if (nx->kind == NN_OP_UNARY && nx->u.unary == PX_UN_RELU &&
-                       cv->u.conv.p.act == PX_ACT_NONE) {
-                cv->u.conv.p.act = PX_ACT_RELU;
+            } else if (nx->kind == NN_OP_UNARY && nx->u.unary == PX_NN_UN_RELU &&
+                       cv->u.conv.p.act == PX_NN_ACT_NONE) {
+                cv->u.conv.p.act = PX_NN_ACT_RELU;
             } else {
                 break;
             }
@@ -199,7 +199,7 @@ static int assign_storage(px_nn_model *m, int *root_last, block *live, px_err *e
     return PX_OK;
 }
 
-int nn_plan(px_nn_model *m, px_err *err)
+int px_nn_plan(px_nn_model *m, px_err *err)
 {
     int rc = PX_OK;
     int *a = malloc((size_t)(m->nt ? m->nt : 1) * sizeof(int));
@@ -226,12 +226,12 @@ int nn_plan(px_nn_model *m, px_err *err)
             if (nx && (nx->dead || nx->kind != NN_OP_CONV || nx->in[0] != t))
                 nx = NULL;
             /* A 2x2/2 MaxPool after the depthwise conv (nx, or st itself) is
-             * folded into it: px_conv_params.pool. */
+             * folded into it: px_nn_conv_params.pool. */
             nn_step *dw = nx ? nx : st;
             int t2 = dw->out;
             nn_step *mp = a[t2] == 1 && b[t2] >= 0 ? &m->s[b[t2]] : NULL;
             if (mp && !mp->dead && mp->kind == NN_OP_MAXPOOL && mp->in[0] == t2 &&
-                px_conv_pool_fusable(&dw->u.conv.p) && mp->u.pool.kh == 2 && mp->u.pool.kw == 2 &&
+                px_nn_conv_pool_fusable(&dw->u.conv.p) && mp->u.pool.kh == 2 && mp->u.pool.kw == 2 &&
                 mp->u.pool.sh == 2 && mp->u.pool.sw == 2 && !mp->u.pool.pt && !mp->u.pool.pl &&
                 !mp->u.pool.pb && !mp->u.pool.pr && mp->u.pool.oh == dw->u.conv.p.oh / 2 &&
                 mp->u.pool.ow == dw->u.conv.p.ow / 2) {
@@ -241,9 +241,9 @@ int nn_plan(px_nn_model *m, px_err *err)
                 dw->out = mp->out;
                 m->t[dw->out].producer = (int)(dw - m->s);
             }
-            /* 1x1 conv -> depthwise 3x3 conv: one step (px_conv_prepare_dp). */
-            if (nx && px_conv_dp_fusable(&st->u.conv.p, &nx->u.conv.p)) {
-                rc = px_conv_prepare_dp(&st->u.conv.p, st->u.conv.w, st->u.conv.b, &nx->u.conv.p,
+            /* 1x1 conv -> depthwise 3x3 conv: one step (px_nn_conv_prepare_dp). */
+            if (nx && px_nn_conv_dp_fusable(&st->u.conv.p, &nx->u.conv.p)) {
+                rc = px_nn_conv_prepare_dp(&st->u.conv.p, st->u.conv.w, st->u.conv.b, &nx->u.conv.p,
                                         nx->u.conv.w, nx->u.conv.b, &st->u.conv.packed, err);
                 if (rc < 0)
                     goto out;
@@ -257,7 +257,7 @@ int nn_plan(px_nn_model *m, px_err *err)
                 continue;
             }
         }
-        rc = px_conv_prepare(&st->u.conv.p, st->u.conv.w, st->u.conv.b, &st->u.conv.packed, err);
+        rc = px_nn_conv_prepare(&st->u.conv.p, st->u.conv.w, st->u.conv.b, &st->u.conv.packed, err);
         if (rc < 0) {
             rc = px_err_prefix(err, rc, "node '%s' (Conv)", st->name);
             goto out;

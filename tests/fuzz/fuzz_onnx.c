@@ -23,10 +23,10 @@ static double conv_work(const px_nn_model *m)
         if (st->dead)
             continue;
         if (st->kind == NN_OP_CONV) {
-            const px_conv_params *p = &st->u.conv.p;
+            const px_nn_conv_params *p = &st->u.conv.p;
             w += (double)p->oc * p->oh * p->ow * (p->ic / p->group) * p->kh * p->kw;
         } else if (st->kind == NN_OP_MAXPOOL) {
-            const px_pool2d_params *p = &st->u.pool;
+            const px_nn_pool2d_params *p = &st->u.pool;
             w += (double)p->c * p->oh * p->ow * p->kh * p->kw;
         }
     }

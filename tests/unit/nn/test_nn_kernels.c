@@ -123,7 +123,7 @@ static double *conv_ref(const conv_case *t, const float *in, const float *w, con
                             acc += (double)w[((oc * icg + c) * t->kh + ky) * t->kw + kx] *
                                    in[((size_t)(g * icg + c) * t->ih + iy) * t->iw + ix];
                         }
-                if (t->act == PX_ACT_RELU && acc < 0)
+                if (t->act == PX_NN_ACT_RELU && acc < 0)
                     acc = 0;
                 out[((size_t)oc * oh + oy) * ow + ox] = acc;
             }
@@ -131,9 +131,9 @@ static double *conv_ref(const conv_case *t, const float *in, const float *w, con
     return out;
 }
 
-static float *run_conv(const px_conv_packed *c, const float *in, size_t n_out, px_pool *pool)
+static float *run_conv(const px_nn_conv_packed *c, const float *in, size_t n_out, px_pool *pool)
 {
-    size_t ss = px_conv_scratch_size(c, px_pool_threads(pool));
+    size_t ss = px_nn_conv_scratch_size(c, px_pool_threads(pool));
     void *scratch = ss ? px_aligned_alloc(ss) : NULL;
     if (ss)
         assert_non_null(scratch);
@@ -141,7 +141,7 @@ static float *run_conv(const px_conv_packed *c, const float *in, size_t n_out, p
     assert_non_null(out);
     for (size_t i = 0; i < n_out; i++)
         out[i] = NAN; /* every output must be written */
-    px_conv_run(c, in, out, scratch, pool);
+    px_nn_conv_run(c, in, out, scratch, pool);
     px_aligned_free(scratch);
     return out;
 }
@@ -150,7 +150,7 @@ static void check_conv_case(const conv_case *t, px_pool *pool3)
 {
     int oh, ow;
     conv_out_size(t, &oh, &ow);
-    px_conv_params p = {t->ic, t->ih, t->iw, t->oc, oh,    ow,    t->kh,    t->kw,  t->sh, t->sw,
+    px_nn_conv_params p = {t->ic, t->ih, t->iw, t->oc, oh,    ow,    t->kh,    t->kw,  t->sh, t->sw,
                         t->pt, t->pl, t->pb, t->pr, t->dh, t->dw, t->group, t->act, 0};
     size_t n_in = (size_t)t->ic * t->ih * t->iw, n_out = (size_t)t->oc * oh * ow;
     size_t n_w = (size_t)t->oc * (t->ic / t->group) * t->kh * t->kw;
@@ -162,10 +162,10 @@ static void check_conv_case(const conv_case *t, px_pool *pool3)
 
     for (int generic = 0; generic < 2; generic++) {
         px_nn_force_generic(generic);
-        px_conv_packed *c = NULL;
+        px_nn_conv_packed *c = NULL;
         px_err err = {{0}};
-        assert_int_equal(px_conv_prepare(&p, w, b, &c, &err), PX_OK);
-        const char *algo = px_conv_algo(c);
+        assert_int_equal(px_nn_conv_prepare(&p, w, b, &c, &err), PX_OK);
+        const char *algo = px_nn_conv_algo(c);
         const char *want = t->algo;
         if (strcmp(want, "c3s2") == 0) /* direct kernel on AVX2, im2col otherwise */
             want = strcmp(px_nn_isa(), "avx2+fma") == 0 ? "conv3x3s2-avx2" : "im2col";
@@ -182,7 +182,7 @@ static void check_conv_case(const conv_case *t, px_pool *pool3)
         assert_memory_equal(o1, o3, n_out * sizeof(float));
         free(o1);
         free(o3);
-        px_conv_packed_destroy(c);
+        px_nn_conv_packed_destroy(c);
     }
     px_nn_force_generic(0);
     free(in);
@@ -225,33 +225,33 @@ static void test_conv_invalid(void **state)
 {
     (void)state;
     float w[64] = {0};
-    px_conv_packed *c = (px_conv_packed *)&c; /* must be reset to NULL on failure */
+    px_nn_conv_packed *c = (px_nn_conv_packed *)&c; /* must be reset to NULL on failure */
     px_err err = {{0}};
     /* group does not divide channels */
-    px_conv_params p = {3, 8, 8, 4, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, 0, 0};
-    assert_int_equal(px_conv_prepare(&p, w, NULL, &c, &err), PX_EINVAL);
+    px_nn_conv_params p = {3, 8, 8, 4, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 2, 0, 0};
+    assert_int_equal(px_nn_conv_prepare(&p, w, NULL, &c, &err), PX_EINVAL);
     assert_null(c);
     assert_non_null(strstr(err.msg, "group"));
     /* output size inconsistent with the formula */
-    px_conv_params q = {1, 8, 8, 1, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
+    px_nn_conv_params q = {1, 8, 8, 1, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0};
     err.msg[0] = 0;
-    assert_int_equal(px_conv_prepare(&q, w, NULL, &c, &err), PX_EINVAL);
+    assert_int_equal(px_nn_conv_prepare(&q, w, NULL, &c, &err), PX_EINVAL);
     assert_non_null(strstr(err.msg, "output"));
     /* kernel larger than the padded input */
-    px_conv_params r = {1, 2, 2, 1, 1, 1, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0};
-    assert_int_equal(px_conv_prepare(&r, w, NULL, &c, &err), PX_EINVAL);
+    px_nn_conv_params r = {1, 2, 2, 1, 1, 1, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0};
+    assert_int_equal(px_nn_conv_prepare(&r, w, NULL, &c, &err), PX_EINVAL);
     /* negative padding, zero stride, unknown activation, missing weights */
-    px_conv_params s = {1, 8, 8, 1, 8, 8, 1, 1, 1, 1, -1, 0, 1, 0, 1, 1, 1, 0, 0};
-    assert_int_equal(px_conv_prepare(&s, w, NULL, &c, &err), PX_EINVAL);
-    px_conv_params u = {1, 8, 8, 1, 8, 8, 1, 1, 0, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0};
-    assert_int_equal(px_conv_prepare(&u, w, NULL, &c, &err), PX_EINVAL);
-    px_conv_params v = {1, 8, 8, 1, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 7, 0};
-    assert_int_equal(px_conv_prepare(&v, w, NULL, &c, &err), PX_EINVAL);
-    px_conv_params ok = {1, 8, 8, 1, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0};
-    assert_int_equal(px_conv_prepare(&ok, NULL, NULL, &c, &err), PX_EINVAL);
+    px_nn_conv_params s = {1, 8, 8, 1, 8, 8, 1, 1, 1, 1, -1, 0, 1, 0, 1, 1, 1, 0, 0};
+    assert_int_equal(px_nn_conv_prepare(&s, w, NULL, &c, &err), PX_EINVAL);
+    px_nn_conv_params u = {1, 8, 8, 1, 8, 8, 1, 1, 0, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0};
+    assert_int_equal(px_nn_conv_prepare(&u, w, NULL, &c, &err), PX_EINVAL);
+    px_nn_conv_params v = {1, 8, 8, 1, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 7, 0};
+    assert_int_equal(px_nn_conv_prepare(&v, w, NULL, &c, &err), PX_EINVAL);
+    px_nn_conv_params ok = {1, 8, 8, 1, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0};
+    assert_int_equal(px_nn_conv_prepare(&ok, NULL, NULL, &c, &err), PX_EINVAL);
     assert_non_null(strstr(err.msg, "weights"));
-    px_conv_packed_destroy(NULL);
-    assert_string_equal(px_conv_algo(NULL), "none");
+    px_nn_conv_packed_destroy(NULL);
+    assert_string_equal(px_nn_conv_algo(NULL), "none");
 }
 
 /* ---- depthwise 3x3 with a fused 2x2/2 max pool ---- */
@@ -291,22 +291,22 @@ static void test_conv_pool(void **state)
         float *b = rand_buf((size_t)t->oc);
         double *conv = conv_ref(t, in, w, b), *ref = pool_ref(conv, t->oc, oh, ow);
         size_t n_out = (size_t)t->oc * (oh / 2) * (ow / 2);
-        px_conv_params p = {t->ic, t->ih, t->iw, t->oc, oh, ow, 3,        3,      t->sh, t->sw,
+        px_nn_conv_params p = {t->ic, t->ih, t->iw, t->oc, oh, ow, 3,        3,      t->sh, t->sw,
                             t->pt, t->pl, t->pb, t->pr, 1,  1,  t->group, t->act, 0};
-        assert_true(px_conv_pool_fusable(&p));
+        assert_true(px_nn_conv_pool_fusable(&p));
         p.pool = 1;
-        assert_false(px_conv_pool_fusable(&p)); /* already has one */
+        assert_false(px_nn_conv_pool_fusable(&p)); /* already has one */
         for (int generic = 0; generic < 2; generic++) {
             px_nn_force_generic(generic);
-            px_conv_packed *c = NULL;
+            px_nn_conv_packed *c = NULL;
             px_err err = {{0}};
-            assert_int_equal(px_conv_prepare(&p, w, b, &c, &err), PX_OK);
+            assert_int_equal(px_nn_conv_prepare(&p, w, b, &c, &err), PX_OK);
             float *o1 = run_conv(c, in, n_out, NULL), *o3 = run_conv(c, in, n_out, pool3);
             assert_close(o1, ref, n_out, 2e-5, "dw3x3 + max pool");
             assert_memory_equal(o1, o3, n_out * sizeof(float));
             free(o1);
             free(o3);
-            px_conv_packed_destroy(c);
+            px_nn_conv_packed_destroy(c);
         }
         px_nn_force_generic(0);
         free(in);
@@ -319,15 +319,15 @@ static void test_conv_pool(void **state)
 
     /* only a depthwise 3x3 takes a fused pool; the flag is 0 or 1 */
     float w[64] = {0};
-    px_conv_packed *c = NULL;
+    px_nn_conv_packed *c = NULL;
     px_err err = {{0}};
-    px_conv_params g = {4, 8, 8, 4, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 1};
-    assert_false(px_conv_pool_fusable(&g));
-    assert_int_equal(px_conv_prepare(&g, w, NULL, &c, &err), PX_EUNSUPPORTED);
+    px_nn_conv_params g = {4, 8, 8, 4, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 1};
+    assert_false(px_nn_conv_pool_fusable(&g));
+    assert_int_equal(px_nn_conv_prepare(&g, w, NULL, &c, &err), PX_EUNSUPPORTED);
     assert_null(c);
     assert_non_null(strstr(err.msg, "pool"));
-    px_conv_params d = {4, 8, 8, 4, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4, 0, 2};
-    assert_int_equal(px_conv_prepare(&d, w, NULL, &c, &err), PX_EINVAL);
+    px_nn_conv_params d = {4, 8, 8, 4, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4, 0, 2};
+    assert_int_equal(px_nn_conv_prepare(&d, w, NULL, &c, &err), PX_EINVAL);
 }
 
 /* ---- fused 1x1 -> depthwise 3x3 ---- */
@@ -362,27 +362,27 @@ static void check_dp_case(const dp_case *t, px_pool *pool3)
     }
     if (t->pool)
         n_out = (size_t)t->mid * (oh / 2) * (ow / 2);
-    px_conv_params pp = {t->ic, t->h, t->w, t->mid, t->h, t->w, 1, 1,         1, 1,
+    px_nn_conv_params pp = {t->ic, t->h, t->w, t->mid, t->h, t->w, 1, 1,         1, 1,
                          0,     0,    0,    0,      1,    1,    1, t->pw_act, 0};
-    px_conv_params dp = {t->mid, t->h,  t->w,  t->mid, oh, ow, 3,      3,         t->s,   t->s,
+    px_nn_conv_params dp = {t->mid, t->h,  t->w,  t->mid, oh, ow, 3,      3,         t->s,   t->s,
                          t->pt,  t->pl, t->pb, t->pr,  1,  1,  t->mid, t->dw_act, t->pool};
     /* worth fusing only from 4 MiB of intermediate up, memory-bound or pooled */
-    assert_int_equal(px_conv_dp_fusable(&pp, &dp),
+    assert_int_equal(px_nn_conv_dp_fusable(&pp, &dp),
                      n_mid * sizeof(float) >= ((size_t)4 << 20) && (t->ic <= 32 || t->pool));
     for (int generic = 0; generic < 2; generic++) {
         px_nn_force_generic(generic);
         px_err err = {{0}};
-        px_conv_packed *f = NULL, *a = NULL, *b = NULL;
-        assert_int_equal(px_conv_prepare_dp(&pp, pw_w, pw_b, &dp, dw_w, dw_b, &f, &err), PX_OK);
-        assert_non_null(strstr(px_conv_algo(f), "gemm1x1+dw3x3"));
+        px_nn_conv_packed *f = NULL, *a = NULL, *b = NULL;
+        assert_int_equal(px_nn_conv_prepare_dp(&pp, pw_w, pw_b, &dp, dw_w, dw_b, &f, &err), PX_OK);
+        assert_non_null(strstr(px_nn_conv_algo(f), "gemm1x1+dw3x3"));
         float *o1 = run_conv(f, in, n_out, NULL);
         float *o3 = run_conv(f, in, n_out, pool3);
         assert_close(o1, ref, n_out, 1e-4, "fused 1x1+dw3x3");
         assert_memory_equal(o1, o3, n_out * sizeof(float));
         if (!generic && strcmp(px_nn_isa(), "avx2+fma") == 0) {
             /* the fused step computes exactly what the two steps compute */
-            assert_int_equal(px_conv_prepare(&pp, pw_w, pw_b, &a, &err), PX_OK);
-            assert_int_equal(px_conv_prepare(&dp, dw_w, dw_b, &b, &err), PX_OK);
+            assert_int_equal(px_nn_conv_prepare(&pp, pw_w, pw_b, &a, &err), PX_OK);
+            assert_int_equal(px_nn_conv_prepare(&dp, dw_w, dw_b, &b, &err), PX_OK);
             float *m = run_conv(a, in, n_mid, NULL);
             float *o = run_conv(b, m, n_out, NULL);
             assert_memory_equal(o, o1, n_out * sizeof(float));
@@ -391,9 +391,9 @@ static void check_dp_case(const dp_case *t, px_pool *pool3)
         }
         free(o1);
         free(o3);
-        px_conv_packed_destroy(f);
-        px_conv_packed_destroy(a);
-        px_conv_packed_destroy(b);
+        px_nn_conv_packed_destroy(f);
+        px_nn_conv_packed_destroy(a);
+        px_nn_conv_packed_destroy(b);
     }
     px_nn_force_generic(0);
     free(in);
@@ -430,30 +430,30 @@ static void test_conv_dp(void **state)
     px_pool_destroy(pool3);
 
     /* pairs that do not fit are refused, nothing allocated */
-    px_conv_params pw = {4, 256, 256, 16, 256, 256, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0};
-    px_conv_params dw = {16, 256, 256, 16, 256, 256, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 16, 1, 0};
+    px_nn_conv_params pw = {4, 256, 256, 16, 256, 256, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0};
+    px_nn_conv_params dw = {16, 256, 256, 16, 256, 256, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 16, 1, 0};
     float w[64] = {0};
-    px_conv_packed *f = NULL;
+    px_nn_conv_packed *f = NULL;
     px_err err = {{0}};
-    assert_true(px_conv_dp_fusable(&pw, &dw)); /* 4 MiB between them */
+    assert_true(px_nn_conv_dp_fusable(&pw, &dw)); /* 4 MiB between them */
     pw.ic = 64;
-    assert_false(px_conv_dp_fusable(&pw, &dw)); /* compute-bound 1x1 */
+    assert_false(px_nn_conv_dp_fusable(&pw, &dw)); /* compute-bound 1x1 */
     dw.pool = 1;
-    assert_true(px_conv_dp_fusable(&pw, &dw)); /* ... unless a pool comes along */
+    assert_true(px_nn_conv_dp_fusable(&pw, &dw)); /* ... unless a pool comes along */
     pw.ic = 4;
     dw.pool = 0;
     pw.ih = pw.iw = pw.oh = pw.ow = dw.ih = dw.iw = dw.oh = dw.ow = 255;
-    assert_false(px_conv_dp_fusable(&pw, &dw)); /* supported but not worth it */
+    assert_false(px_nn_conv_dp_fusable(&pw, &dw)); /* supported but not worth it */
     pw.ih = pw.iw = pw.oh = pw.ow = dw.ih = dw.iw = dw.oh = dw.ow = 256;
     dw.ic = dw.oc = dw.group = 8; /* channels do not match pw's output */
-    assert_false(px_conv_dp_fusable(&pw, &dw));
-    assert_int_equal(px_conv_prepare_dp(&pw, w, NULL, &dw, w, NULL, &f, &err), PX_EUNSUPPORTED);
+    assert_false(px_nn_conv_dp_fusable(&pw, &dw));
+    assert_int_equal(px_nn_conv_prepare_dp(&pw, w, NULL, &dw, w, NULL, &f, &err), PX_EUNSUPPORTED);
     assert_null(f);
     assert_true(err.msg[0] != '\0');
     dw.ic = dw.oc = dw.group = 16;
     pw.kh = pw.kw = 3; /* not a 1x1 */
     pw.pt = pw.pl = pw.pb = pw.pr = 1;
-    assert_false(px_conv_dp_fusable(&pw, &dw));
+    assert_false(px_nn_conv_dp_fusable(&pw, &dw));
 }
 
 /* ---- max pooling ---- */
@@ -462,7 +462,7 @@ static void check_maxpool(int c, int ih, int iw, int k, int s, int pad_lo, int p
                           px_pool *pool3)
 {
     int oh = (ih + pad_lo + pad_hi - k) / s + 1, ow = (iw + pad_lo + pad_hi - k) / s + 1;
-    px_pool2d_params p = {c, ih, iw, oh, ow, k, k, s, s, pad_lo, pad_lo, pad_hi, pad_hi};
+    px_nn_pool2d_params p = {c, ih, iw, oh, ow, k, k, s, s, pad_lo, pad_lo, pad_hi, pad_hi};
     float *in = rand_buf((size_t)c * ih * iw);
     size_t n = (size_t)c * oh * ow;
     float *o1 = malloc(n * sizeof(float)), *o3 = malloc(n * sizeof(float));
@@ -481,8 +481,8 @@ static void check_maxpool(int c, int ih, int iw, int k, int s, int pad_lo, int p
                     }
                 ref[((size_t)ch * oh + oy) * ow + ox] = m;
             }
-    px_maxpool2d(&p, in, o1, NULL);
-    px_maxpool2d(&p, in, o3, pool3);
+    px_nn_maxpool2d(&p, in, o1, NULL);
+    px_nn_maxpool2d(&p, in, o3, pool3);
     assert_close(o1, ref, n, 0.0, "maxpool");
     assert_memory_equal(o1, o3, n * sizeof(float));
     free(in);
@@ -523,8 +523,8 @@ static void test_resize_nearest(void **state)
         xs[i] = (i * iw) / ow;
     float *in = rand_buf((size_t)c * ih * iw);
     float o1[3 * 10 * 13], o3[3 * 10 * 13];
-    px_resize_nearest(c, ih, iw, oh, ow, ys, xs, in, o1, NULL);
-    px_resize_nearest(c, ih, iw, oh, ow, ys, xs, in, o3, pool3);
+    px_nn_resize_nearest(c, ih, iw, oh, ow, ys, xs, in, o1, NULL);
+    px_nn_resize_nearest(c, ih, iw, oh, ow, ys, xs, in, o3, pool3);
     for (int ch = 0; ch < c; ch++)
         for (int y = 0; y < oh; y++)
             for (int x = 0; x < ow; x++)
@@ -536,14 +536,14 @@ static void test_resize_nearest(void **state)
 
 /* ---- binary with broadcasting ---- */
 
-static float bin_ref(px_binop op, float x, float y)
+static float bin_ref(px_nn_binop op, float x, float y)
 {
     switch (op) {
-    case PX_BIN_ADD:
+    case PX_NN_BIN_ADD:
         return x + y;
-    case PX_BIN_SUB:
+    case PX_NN_BIN_SUB:
         return x - y;
-    case PX_BIN_MUL:
+    case PX_NN_BIN_MUL:
         return x * y;
     default:
         return x / y;
@@ -565,9 +565,9 @@ static void check_binary(int rank, const int64_t *od, const int64_t *ad, const i
             b[i] = 0.5f;
     float *o1 = malloc(n * sizeof(float)), *o3 = malloc(n * sizeof(float));
     assert_true(o1 && o3);
-    for (int op = PX_BIN_ADD; op <= PX_BIN_DIV; op++) {
-        px_binary((px_binop)op, rank, od, a, ad, b, bd, o1, NULL);
-        px_binary((px_binop)op, rank, od, a, ad, b, bd, o3, pool3);
+    for (int op = PX_NN_BIN_ADD; op <= PX_NN_BIN_DIV; op++) {
+        px_nn_binary((px_nn_binop)op, rank, od, a, ad, b, bd, o1, NULL);
+        px_nn_binary((px_nn_binop)op, rank, od, a, ad, b, bd, o3, pool3);
         assert_memory_equal(o1, o3, n * sizeof(float));
         int64_t idx[6] = {0};
         for (size_t i = 0; i < n; i++) {
@@ -576,7 +576,7 @@ static void check_binary(int rank, const int64_t *od, const int64_t *ad, const i
                 ai = ai * (size_t)ad[d] + (ad[d] == 1 ? 0 : (size_t)idx[d]);
                 bi = bi * (size_t)bd[d] + (bd[d] == 1 ? 0 : (size_t)idx[d]);
             }
-            float want = bin_ref((px_binop)op, a[ai], b[bi]);
+            float want = bin_ref((px_nn_binop)op, a[ai], b[bi]);
             if (memcmp(&o1[i], &want, sizeof want) != 0) {
                 print_error("binary op %d rank %d element %zu: %g vs %g\n", op, rank, i,
                             (double)o1[i], (double)want);
@@ -628,7 +628,7 @@ static void test_binary(void **state)
     }
     /* rank 0: two scalars */
     float x = 3.0f, y = 4.0f, z = 0.0f;
-    px_binary(PX_BIN_MUL, 0, NULL, &x, NULL, &y, NULL, &z, NULL);
+    px_nn_binary(PX_NN_BIN_MUL, 0, NULL, &x, NULL, &y, NULL, &z, NULL);
     assert_true(z == 12.0f);
     px_pool_destroy(pool3);
 }
@@ -647,19 +647,19 @@ static void test_unary(void **state)
     float *o1 = malloc(n * sizeof(float)), *o3 = malloc(n * sizeof(float));
     double *ref = malloc(n * sizeof(double));
     assert_true(o1 && o3 && ref);
-    for (int op = PX_UN_RELU; op <= PX_UN_EXP; op++) {
+    for (int op = PX_NN_UN_RELU; op <= PX_NN_UN_EXP; op++) {
         for (size_t i = 0; i < n; i++) {
             double v = in[i];
-            ref[i] = op == PX_UN_RELU      ? (v < 0 ? 0 : v)
-                     : op == PX_UN_SIGMOID ? 1.0 / (1.0 + exp(-v))
+            ref[i] = op == PX_NN_UN_RELU      ? (v < 0 ? 0 : v)
+                     : op == PX_NN_UN_SIGMOID ? 1.0 / (1.0 + exp(-v))
                                            : exp(v);
         }
-        px_unary((px_unop)op, in, o1, n, NULL);
-        px_unary((px_unop)op, in, o3, n, pool3);
-        assert_close(o1, ref, n, op == PX_UN_RELU ? 0.0 : 1e-6, "unary");
+        px_nn_unary((px_nn_unop)op, in, o1, n, NULL);
+        px_nn_unary((px_nn_unop)op, in, o3, n, pool3);
+        assert_close(o1, ref, n, op == PX_NN_UN_RELU ? 0.0 : 1e-6, "unary");
         assert_memory_equal(o1, o3, n * sizeof(float));
         memcpy(o3, in, n * sizeof(float));
-        px_unary((px_unop)op, o3, o3, n, pool3); /* in place */
+        px_nn_unary((px_nn_unop)op, o3, o3, n, pool3); /* in place */
         assert_memory_equal(o1, o3, n * sizeof(float));
     }
     free(in);
@@ -689,9 +689,9 @@ static void test_softmax(void **state)
             for (size_t k = 0; k < len; k++)
                 ref[(o * len + k) * inner + i] = exp(in[(o * len + k) * inner + i] - m) / s;
         }
-    px_softmax(in, out, outer, len, inner);
+    px_nn_softmax(in, out, outer, len, inner);
     assert_close(out, ref, n, 1e-6, "softmax");
-    px_softmax(in, in, outer, len, inner); /* in place */
+    px_nn_softmax(in, in, outer, len, inner); /* in place */
     assert_memory_equal(in, out, n * sizeof(float));
     free(in);
     free(out);
@@ -709,7 +709,7 @@ static void check_transpose(int rank, const int64_t *dims, const int *perm)
     assert_true(in && out);
     for (size_t i = 0; i < n; i++)
         in[i] = (float)i;
-    px_transpose(in, rank, dims, perm, out);
+    px_nn_permute(in, rank, dims, perm, out);
     int64_t od[6], idx[6] = {0}, st[6];
     int64_t s = 1;
     for (int d = rank - 1; d >= 0; d--) {
@@ -762,7 +762,7 @@ static void test_concat(void **state)
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         c[i] = 2000.0f + (float)i;
     const float *ins[3] = {a, b, c};
-    px_concat(ins, lens, 3, outer, inner, out);
+    px_nn_concat(ins, lens, 3, outer, inner, out);
     for (size_t o = 0; o < outer; o++)
         for (size_t k = 0; k < 8; k++)
             for (size_t i = 0; i < inner; i++) {
@@ -786,7 +786,7 @@ static void test_batchnorm(void **state)
         for (size_t i = 0; i < hw; i++)
             ref[ch * hw + i] =
                 ((double)in[ch * hw + i] - mean[ch]) / sqrt(var[ch] + 1e-5) * scale[ch] + bias[ch];
-    px_batchnorm(in, out, c, hw, scale, bias, mean, var, 1e-5f);
+    px_nn_batchnorm(in, out, c, hw, scale, bias, mean, var, 1e-5f);
     assert_close(out, ref, (size_t)c * hw, 1e-5, "batchnorm");
     free(in);
 }

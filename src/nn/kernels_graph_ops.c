@@ -21,7 +21,7 @@
 /* ---- MaxPool ---- */
 
 typedef struct {
-    const px_pool2d_params *p;
+    const px_nn_pool2d_params *p;
     const float *in;
     float *out;
     int plain2x2; /* 2x2 stride 2, no padding, window always inside: YuNet's pools */
@@ -32,12 +32,12 @@ static void maxpool_task(void *ctx, int64_t begin, int64_t end, int worker)
 {
     (void)worker;
     const pool_job *j = ctx;
-    const px_pool2d_params *p = j->p;
+    const px_nn_pool2d_params *p = j->p;
     for (int64_t ch = begin; ch < end; ch++) {
         const float *in = j->in + (size_t)ch * p->ih * p->iw;
         float *out = j->out + (size_t)ch * p->oh * p->ow;
         if (j->fast2x2) {
-            px_maxpool2x2_avx2(in, p->ih, p->iw, out, p->oh, p->ow);
+            px_nn_maxpool2x2_avx2(in, p->ih, p->iw, out, p->oh, p->ow);
             continue;
         }
         if (j->plain2x2) { /* the portable twin, no clipping needed */
@@ -78,7 +78,7 @@ static void maxpool_task(void *ctx, int64_t begin, int64_t end, int worker)
     }
 }
 
-void px_maxpool2d(const px_pool2d_params *p, const float *in, float *out, px_pool *pool)
+void px_nn_maxpool2d(const px_nn_pool2d_params *p, const float *in, float *out, px_pool *pool)
 {
     int plain = p->kh == 2 && p->kw == 2 && p->sh == 2 && p->sw == 2 && !p->pt && !p->pl &&
                 2 * p->oh <= p->ih && 2 * p->ow <= p->iw;
@@ -109,7 +109,7 @@ static void resize_task(void *ctx, int64_t begin, int64_t end, int worker)
     }
 }
 
-void px_resize_nearest(int c, int ih, int iw, int oh, int ow, const int32_t *ys, const int32_t *xs,
+void px_nn_resize_nearest(int c, int ih, int iw, int oh, int ow, const int32_t *ys, const int32_t *xs,
                        const float *in, float *out, px_pool *pool)
 {
     resize_job j = {ih, iw, oh, ow, ys, xs, in, out};
@@ -119,7 +119,7 @@ void px_resize_nearest(int c, int ih, int iw, int oh, int ow, const int32_t *ys,
 /* ---- Binary with broadcasting ---- */
 
 typedef struct {
-    px_binop op;
+    px_nn_binop op;
     int rank;
     int64_t dims[6];      /* output dims */
     int64_t as[6], bs[6]; /* element strides of a and b per output dim, 0 where broadcast */
@@ -128,7 +128,7 @@ typedef struct {
     float *out;
 } bin_job;
 
-static void bin_row(px_binop op, const float *a, int64_t sa, const float *b, int64_t sb, float *o,
+static void bin_row(px_nn_binop op, const float *a, int64_t sa, const float *b, int64_t sb, float *o,
                     int64_t n)
 {
     /* Separate loops per stride pattern so the common cases vectorise. */
@@ -158,16 +158,16 @@ static void bin_row(px_binop op, const float *a, int64_t sa, const float *b, int
         }                                                                                          \
     } while (0)
     switch (op) {
-    case PX_BIN_ADD:
+    case PX_NN_BIN_ADD:
         PX_BIN_LOOP(x + y);
         break;
-    case PX_BIN_SUB:
+    case PX_NN_BIN_SUB:
         PX_BIN_LOOP(x - y);
         break;
-    case PX_BIN_MUL:
+    case PX_NN_BIN_MUL:
         PX_BIN_LOOP(x * y);
         break;
-    case PX_BIN_DIV:
+    case PX_NN_BIN_DIV:
         PX_BIN_LOOP(x / y);
         break;
     }
@@ -192,7 +192,7 @@ static void binary_task(void *ctx, int64_t begin, int64_t end, int worker)
     }
 }
 
-void px_binary(px_binop op, int rank, const int64_t *out_dims, const float *a,
+void px_nn_binary(px_nn_binop op, int rank, const int64_t *out_dims, const float *a,
                const int64_t *a_dims, const float *b, const int64_t *b_dims, float *out,
                px_pool *pool)
 {
@@ -246,7 +246,7 @@ void px_binary(px_binop op, int rank, const int64_t *out_dims, const float *a,
 /* ---- Unary ---- */
 
 typedef struct {
-    px_unop op;
+    px_nn_unop op;
     const float *in;
     float *out;
     size_t n;
@@ -264,22 +264,22 @@ static void unary_task(void *ctx, int64_t begin, int64_t end, int worker)
     const float *in = j->in;
     float *out = j->out;
     switch (j->op) {
-    case PX_UN_RELU:
+    case PX_NN_UN_RELU:
         for (size_t i = i0; i < i1; i++)
             out[i] = in[i] < 0.0f ? 0.0f : in[i];
         break;
-    case PX_UN_SIGMOID:
+    case PX_NN_UN_SIGMOID:
         for (size_t i = i0; i < i1; i++)
             out[i] = 1.0f / (1.0f + expf(-in[i]));
         break;
-    case PX_UN_EXP:
+    case PX_NN_UN_EXP:
         for (size_t i = i0; i < i1; i++)
             out[i] = expf(in[i]);
         break;
     }
 }
 
-void px_unary(px_unop op, const float *in, float *out, size_t n, px_pool *pool)
+void px_nn_unary(px_nn_unop op, const float *in, float *out, size_t n, px_pool *pool)
 {
     un_job j = {op, in, out, n};
     px_pool_for(pool, (int64_t)((n + UN_BLOCK - 1) / UN_BLOCK), unary_task, &j);
@@ -287,7 +287,7 @@ void px_unary(px_unop op, const float *in, float *out, size_t n, px_pool *pool)
 
 /* ---- Softmax ---- */
 
-void px_softmax(const float *in, float *out, size_t outer, size_t axis_len, size_t inner)
+void px_nn_softmax(const float *in, float *out, size_t outer, size_t axis_len, size_t inner)
 {
     for (size_t o = 0; o < outer; o++) {
         for (size_t i = 0; i < inner; i++) {
@@ -314,7 +314,7 @@ void px_softmax(const float *in, float *out, size_t outer, size_t axis_len, size
 
 /* ---- Transpose ---- */
 
-void px_transpose(const float *in, int rank, const int64_t *in_dims, const int *perm, float *out)
+void px_nn_permute(const float *in, int rank, const int64_t *in_dims, const int *perm, float *out)
 {
     if (rank <= 0) {
         out[0] = in[0];
@@ -353,7 +353,7 @@ void px_transpose(const float *in, int rank, const int64_t *in_dims, const int *
 
 /* ---- Concat ---- */
 
-void px_concat(const float *const *ins, const size_t *lens, int n_inputs, size_t outer,
+void px_nn_concat(const float *const *ins, const size_t *lens, int n_inputs, size_t outer,
                size_t inner, float *out)
 {
     size_t total = 0;
@@ -372,7 +372,7 @@ void px_concat(const float *const *ins, const size_t *lens, int n_inputs, size_t
 
 /* ---- BatchNormalization ---- */
 
-void px_batchnorm(const float *in, float *out, int c, size_t hw, const float *scale,
+void px_nn_batchnorm(const float *in, float *out, int c, size_t hw, const float *scale,
                   const float *bias, const float *mean, const float *var, float eps)
 {
     for (int ch = 0; ch < c; ch++) {
