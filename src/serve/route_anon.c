@@ -104,9 +104,9 @@ enum MHD_Result px_anon_submit(struct MHD_Connection *c, px_req *r)
 {
     px_server *srv = r->srv;
     if (r->body.len == 0)
-        return px_reply_error(c, r, 400, "empty body: send a JPEG, PNG or WebP image");
+        return px_reply_error(c, r, 400, "empty body: send a JPEG, PNG, WebP, TIFF, GIF, HEIC or AVIF image");
     if (px_image_sniff(r->body.data, r->body.len) == PX_FMT_UNKNOWN)
-        return px_reply_error(c, r, 415, "body is not a JPEG, PNG or WebP image (%zu bytes)",
+        return px_reply_error(c, r, 415, "body is not a JPEG, PNG, WebP, TIFF, GIF, HEIC or AVIF image (%zu bytes)",
                               r->body.len);
     px_anon_opts o;
     int want_json;
