@@ -195,7 +195,7 @@ static void test_routes_and_limits(void **state)
 
     const char text[] = "this is not an image at all, just some text";
     assert_int_equal(fx_http("POST", u, text, sizeof text - 1, NULL, &r), 0);
-    expect_error(&r, 415, "not a JPEG, PNG or WebP");
+    expect_error(&r, 415, "not a JPEG, PNG, WebP, TIFF, GIF, HEIC or AVIF");
     fx_resp_free(&r);
 
     /* a real PNG header, but this server has no detector */
