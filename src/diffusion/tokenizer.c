@@ -143,7 +143,7 @@ static int tok_intern(px_sd_tokenizer *t, const char *s, size_t n, uint32_t *out
     }
     if (t->nsyms == t->syms_cap) {
         uint32_t cap = t->syms_cap ? t->syms_cap * 2 : 1024;
-        tok_sym *syms = realloc(t->syms, (size_t)cap * sizeof *syms);
+        tok_sym *syms = px_realloc(t->syms, (size_t)cap * sizeof *syms);
         if (!syms)
             return PX_ENOMEM;
         t->syms = syms;
@@ -153,7 +153,7 @@ static int tok_intern(px_sd_tokenizer *t, const char *s, size_t n, uint32_t *out
         size_t cap = t->chars_cap ? t->chars_cap * 2 : 65536;
         while (cap < t->nchars + n)
             cap *= 2;
-        char *chars = realloc(t->chars, cap);
+        char *chars = px_realloc(t->chars, cap);
         if (!chars)
             return PX_ENOMEM;
         t->chars = chars;

@@ -52,7 +52,7 @@ int sd_w_add(px_sd_weights *w, px_sd_part part, const char *name, const px_st_te
     sd_wpart *p = &w->parts[part];
     if (p->n == p->cap) {
         size_t cap = p->cap ? 2 * p->cap : 256;
-        sd_wref *r = realloc(p->r, cap * sizeof *r);
+        sd_wref *r = px_realloc(p->r, cap * sizeof *r);
         if (!r)
             return PX_ENOMEM;
         p->r = r;

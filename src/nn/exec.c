@@ -90,7 +90,7 @@ int px_nn_session_create(const px_nn_model *m, int threads, px_nn_session **out,
     if (!m || !out)
         return px_err_set(err, PX_EINVAL, "px_nn_session_create: NULL argument");
     *out = NULL;
-    px_nn_session *s = calloc(1, sizeof *s);
+    px_nn_session *s = px_calloc(1, sizeof *s);
     if (!s)
         return px_err_set(err, PX_ENOMEM, "out of memory");
     s->m = m;
@@ -113,13 +113,13 @@ int px_nn_session_create(const px_nn_model *m, int threads, px_nn_session **out,
         }
     }
     s->arena = px_aligned_alloc(m->arena_bytes ? m->arena_bytes : 64);
-    s->ptr = calloc((size_t)(m->nt ? m->nt : 1), sizeof *s->ptr);
-    s->cat_ptrs = calloc(n_cat ? n_cat : 1, sizeof *s->cat_ptrs);
-    s->cat_base = calloc((size_t)(m->ns ? m->ns : 1), sizeof *s->cat_base);
+    s->ptr = px_calloc((size_t)(m->nt ? m->nt : 1), sizeof *s->ptr);
+    s->cat_ptrs = px_calloc(n_cat ? n_cat : 1, sizeof *s->cat_ptrs);
+    s->cat_base = px_calloc((size_t)(m->ns ? m->ns : 1), sizeof *s->cat_base);
     s->scratch = scratch ? px_aligned_alloc(scratch) : NULL;
     const char *prof = getenv("PX_NN_PROFILE");
     if (prof && prof[0] && strcmp(prof, "0") != 0)
-        s->prof_ms = calloc((size_t)(m->ns ? m->ns : 1), sizeof *s->prof_ms);
+        s->prof_ms = px_calloc((size_t)(m->ns ? m->ns : 1), sizeof *s->prof_ms);
     if (!s->arena || !s->ptr || !s->cat_ptrs || !s->cat_base || (scratch && !s->scratch) ||
         (prof && prof[0] && strcmp(prof, "0") != 0 && !s->prof_ms)) {
         px_nn_session_destroy(s);
@@ -248,9 +248,9 @@ int px_nn_fold_step(px_nn_model *m, int si, px_err *err)
     if (work > 2e8)
         return px_err_set(err, PX_ELIMIT, "node '%s' (%s): too much work to fold at load time",
                           st->name, st->op);
-    float *data = malloc(bytes ? bytes : 1);
-    float **ptr = calloc((size_t)m->nt, sizeof *ptr);
-    const float **cat = calloc((size_t)(st->n_in ? st->n_in : 1), sizeof *cat);
+    float *data = px_malloc(bytes ? bytes : 1);
+    float **ptr = px_calloc((size_t)m->nt, sizeof *ptr);
+    const float **cat = px_calloc((size_t)(st->n_in ? st->n_in : 1), sizeof *cat);
     void *scratch = NULL;
     if (!data || !ptr || !cat) {
         rc = px_err_set(err, PX_ENOMEM, "out of memory");

@@ -169,7 +169,7 @@ static int out_const(nctx *c, int k, int dtype, int rank, const int64_t *dims, v
     if (c->m->fold_bytes + bytes > NN_MAX_FOLD_BYTES)
         return nerr(c, PX_ELIMIT, "folded constants exceed %zu bytes", NN_MAX_FOLD_BYTES);
     c->m->fold_bytes += bytes;
-    t->data = bytes ? calloc(1, bytes) : NULL;
+    t->data = bytes ? px_calloc(1, bytes) : NULL;
     if (bytes && !t->data)
         return nerr(c, PX_ENOMEM, "out of memory");
     *data = t->data;
@@ -603,8 +603,8 @@ static int op_concat(nctx *c)
     if (o < 0)
         return o;
     nn_step *st = &c->m->s[s];
-    st->many_in = malloc((size_t)n * sizeof(int));
-    st->u.concat.lens = malloc((size_t)n * sizeof(size_t));
+    st->many_in = px_malloc((size_t)n * sizeof(int));
+    st->u.concat.lens = px_malloc((size_t)n * sizeof(size_t));
     if (!st->many_in || !st->u.concat.lens)
         return nerr(c, PX_ENOMEM, "out of memory");
     st->n_in = n;
@@ -644,7 +644,7 @@ static int op_gather(nctx *c)
     for (int i = axis + 1; i < r; i++)
         dims[k++] = t->dims[i];
     size_t n_idx = it->count;
-    int64_t *idx = malloc((n_idx ? n_idx : 1) * sizeof *idx);
+    int64_t *idx = px_malloc((n_idx ? n_idx : 1) * sizeof *idx);
     if (!idx)
         return nerr(c, PX_ENOMEM, "out of memory");
     int64_t alen = t->dims[axis];
@@ -1165,8 +1165,8 @@ static int op_conv(nctx *c)
     st->u.conv.p = p;
     /* private copies: BN fusion rewrites them before packing */
     size_t wn = T(c, w)->count;
-    st->u.conv.w = malloc(wn * sizeof(float));
-    st->u.conv.b = calloc((size_t)p.oc, sizeof(float));
+    st->u.conv.w = px_malloc(wn * sizeof(float));
+    st->u.conv.b = px_calloc((size_t)p.oc, sizeof(float));
     if (!st->u.conv.w || !st->u.conv.b)
         return nerr(c, PX_ENOMEM, "out of memory");
     memcpy(st->u.conv.w, T(c, w)->data, wn * sizeof(float));
@@ -1340,8 +1340,8 @@ static int op_resize(nctx *c)
     st->u.resize.iw = (int)t->dims[3];
     st->u.resize.oh = (int)od[2];
     st->u.resize.ow = (int)od[3];
-    st->u.resize.ys = malloc((size_t)od[2] * sizeof(int32_t));
-    st->u.resize.xs = malloc((size_t)od[3] * sizeof(int32_t));
+    st->u.resize.ys = px_malloc((size_t)od[2] * sizeof(int32_t));
+    st->u.resize.xs = px_malloc((size_t)od[3] * sizeof(int32_t));
     if (!st->u.resize.ys || !st->u.resize.xs)
         return nerr(c, PX_ENOMEM, "out of memory");
     for (int i = 0; i < (int)od[2]; i++)
@@ -1385,7 +1385,7 @@ static int op_batchnorm(nctx *c)
     st->u.bn.eps = attr_float(c, "epsilon", 1e-5f);
     float **dst[4] = {&st->u.bn.scale, &st->u.bn.bias, &st->u.bn.mean, &st->u.bn.var};
     for (int i = 0; i < 4; i++) {
-        *dst[i] = malloc(ch * sizeof(float));
+        *dst[i] = px_malloc(ch * sizeof(float));
         if (!*dst[i])
             return nerr(c, PX_ENOMEM, "out of memory");
         memcpy(*dst[i], T(c, input(c, i + 1))->data, ch * sizeof(float));

@@ -40,6 +40,22 @@ int px_nn_count(int rank, const int64_t *dims, size_t *count)
     return PX_OK;
 }
 
+/* protobuf-c allocates the parsed model through core's allocator too, so a
+ * PX_FAULT_INJECTION build reaches every allocation of a model load. */
+static void *pb_alloc(void *data, size_t n)
+{
+    (void)data;
+    return px_malloc(n);
+}
+
+static void pb_free(void *data, void *p)
+{
+    (void)data;
+    free(p);
+}
+
+static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
+
 static uint64_t hash_str(const char *s)
 {
     uint64_t h = 1469598103934665603ull; /* FNV-1a */
@@ -67,7 +83,7 @@ static int hash_insert(px_nn_model *m, int idx)
     /* keep the load factor under 1/2 */
     if ((size_t)(m->nt + 1) * 2 > m->hash_cap) {
         size_t cap = m->hash_cap ? m->hash_cap * 2 : 256;
-        int *h = malloc(cap * sizeof *h);
+        int *h = px_malloc(cap * sizeof *h);
         if (!h)
             return PX_ENOMEM;
         for (size_t i = 0; i < cap; i++)
@@ -113,7 +129,7 @@ int px_nn_add_tensor(px_nn_model *m, const char *name, int dtype, int kind, int 
         return px_err_set(err, PX_EINVAL, "tensor '%s' is defined twice", name);
     if (m->nt == m->cap_t) {
         int cap = m->cap_t ? m->cap_t * 2 : 64;
-        nn_tensor *t = realloc(m->t, (size_t)cap * sizeof *t);
+        nn_tensor *t = px_realloc(m->t, (size_t)cap * sizeof *t);
         if (!t)
             return px_err_set(err, PX_ENOMEM, "out of memory");
         m->t = t;
@@ -121,7 +137,7 @@ int px_nn_add_tensor(px_nn_model *m, const char *name, int dtype, int kind, int 
     }
     nn_tensor *t = &m->t[m->nt];
     memset(t, 0, sizeof *t);
-    t->name = strdup(name);
+    t->name = px_strdup(name);
     if (!t->name)
         return px_err_set(err, PX_ENOMEM, "out of memory");
     t->dtype = dtype;
@@ -144,7 +160,7 @@ int px_nn_add_step(px_nn_model *m, nn_opkind kind, const char *name, const char 
 {
     if (m->ns == m->cap_s) {
         int cap = m->cap_s ? m->cap_s * 2 : 64;
-        nn_step *s = realloc(m->s, (size_t)cap * sizeof *s);
+        nn_step *s = px_realloc(m->s, (size_t)cap * sizeof *s);
         if (!s)
             return px_err_set(err, PX_ENOMEM, "out of memory");
         m->s = s;
@@ -157,7 +173,7 @@ int px_nn_add_step(px_nn_model *m, nn_opkind kind, const char *name, const char 
     s->out = -1;
     for (int i = 0; i < 8; i++)
         s->in[i] = -1;
-    s->name = strdup(name ? name : "");
+    s->name = px_strdup(name ? name : "");
     if (!s->name)
         return px_err_set(err, PX_ENOMEM, "out of memory");
     return m->ns++;
@@ -226,7 +242,7 @@ int px_nn_const_from_proto(px_nn_model *m, const char *name, const Onnx__TensorP
     }
     if (n == 0)
         return idx;
-    t->data = malloc(n * (dtype == NN_F32 ? 4 : 8));
+    t->data = px_malloc(n * (dtype == NN_F32 ? 4 : 8));
     if (!t->data)
         return px_err_set(err, PX_ENOMEM, "tensor '%s': out of memory", name);
     float *f = t->data;
@@ -355,7 +371,7 @@ static int add_graph_input(px_nn_model *m, const Onnx__ValueInfoProto *vi, px_er
     if (idx < 0)
         return idx;
     m->t[idx].pinned = 1;
-    int *in = realloc(m->inputs, (size_t)(m->n_inputs + 1) * sizeof *in);
+    int *in = px_realloc(m->inputs, (size_t)(m->n_inputs + 1) * sizeof *in);
     if (!in)
         return px_err_set(err, PX_ENOMEM, "out of memory");
     m->inputs = in;
@@ -407,7 +423,7 @@ static int build(px_nn_model *m, const Onnx__ModelProto *mp, px_err *err)
     }
     if (g->n_output == 0)
         return px_err_set(err, PX_EINVAL, "graph has no output");
-    m->outputs = malloc(g->n_output * sizeof *m->outputs);
+    m->outputs = px_malloc(g->n_output * sizeof *m->outputs);
     if (!m->outputs)
         return px_err_set(err, PX_ENOMEM, "out of memory");
     for (size_t i = 0; i < g->n_output; i++) {
@@ -433,16 +449,16 @@ int px_nn_model_load_buffer(const void *data, size_t len, px_nn_model **out, px_
     if (len > NN_MAX_FILE_BYTES)
         return px_err_set(err, PX_ELIMIT, "ONNX model: %zu bytes (limit %zu)", len,
                           NN_MAX_FILE_BYTES);
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, data);
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(&pb_allocator, len, data);
     if (!mp)
         return px_err_set(err, PX_ECORRUPT, "ONNX model: not a valid ModelProto (truncated or garbage)");
-    px_nn_model *m = calloc(1, sizeof *m);
+    px_nn_model *m = px_calloc(1, sizeof *m);
     if (!m) {
-        onnx__model_proto__free_unpacked(mp, NULL);
+        onnx__model_proto__free_unpacked(mp, &pb_allocator);
         return px_err_set(err, PX_ENOMEM, "out of memory");
     }
     int rc = build(m, mp, err);
-    onnx__model_proto__free_unpacked(mp, NULL);
+    onnx__model_proto__free_unpacked(mp, &pb_allocator);
     if (rc < 0) {
         px_nn_model_destroy(m);
         return rc;

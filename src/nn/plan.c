@@ -202,9 +202,9 @@ static int assign_storage(px_nn_model *m, int *root_last, block *live, px_err *e
 int px_nn_plan(px_nn_model *m, px_err *err)
 {
     int rc = PX_OK;
-    int *a = malloc((size_t)(m->nt ? m->nt : 1) * sizeof(int));
-    int *b = malloc((size_t)(m->nt ? m->nt : 1) * sizeof(int));
-    block *live = malloc((size_t)(m->nt + 1) * sizeof(block));
+    int *a = px_malloc((size_t)(m->nt ? m->nt : 1) * sizeof(int));
+    int *b = px_malloc((size_t)(m->nt ? m->nt : 1) * sizeof(int));
+    block *live = px_malloc((size_t)(m->nt + 1) * sizeof(block));
     if (!a || !b || !live) {
         rc = px_err_set(err, PX_ENOMEM, "out of memory");
         goto out;
