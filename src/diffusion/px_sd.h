@@ -21,8 +21,8 @@
 #ifndef PX_SD_H
 #define PX_SD_H
 
-#include "../core/px_core.h"
-#include "../image/px_image.h"
+#include "core/px_core.h"
+#include "image/px_image.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -21,8 +21,8 @@
 #ifndef PX_SD_INTERNAL_H
 #define PX_SD_INTERNAL_H
 
-#include "../core/px_core.h"
-#include "../nn/px_nn_ops.h"
+#include "core/px_core.h"
+#include "nn/px_nn_ops.h"
 
 /* ======================================================================
  * safetensors.c — the safetensors container (read-only, mmap).

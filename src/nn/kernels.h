@@ -12,7 +12,7 @@
 #ifndef PX_NN_KERNELS_H
 #define PX_NN_KERNELS_H
 
-#include "../core/px_core.h"
+#include "core/px_core.h"
 
 enum { PX_NN_ACT_NONE = 0, PX_NN_ACT_RELU = 1 };
 

@@ -21,7 +21,7 @@
 #ifndef PX_NN_H
 #define PX_NN_H
 
-#include "../core/px_core.h"
+#include "core/px_core.h"
 
 #ifdef __cplusplus
 extern "C" {

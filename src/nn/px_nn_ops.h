@@ -31,7 +31,7 @@
 #ifndef PX_NN_OPS_H
 #define PX_NN_OPS_H
 
-#include "../core/px_core.h"
+#include "core/px_core.h"
 
 #ifdef __cplusplus
 extern "C" {
