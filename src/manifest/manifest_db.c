@@ -9,6 +9,7 @@
  * crash loses nothing committed; only a power cut may lose the last commits,
  * which resume then simply redoes.
  */
+#include "manifest_internal.h"
 #include "px_manifest.h"
 
 #include <pthread.h>
@@ -18,12 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-struct px_manifest {
-    sqlite3 *db;
-    pthread_mutex_t mu;
-    char *path;
-};
 
 static const char *k_schema =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -64,7 +59,7 @@ void px_manifest_now_iso(char *buf, size_t cap)
         buf[0] = '\0';
 }
 
-static int db_err(px_manifest *s, px_err *err, const char *what)
+int mf_db_err(px_manifest *s, px_err *err, const char *what)
 {
     int code = sqlite3_errcode(s->db);
     int st = PX_EIO;
@@ -79,7 +74,7 @@ static int db_err(px_manifest *s, px_err *err, const char *what)
     return px_err_set(err, st, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
-static char *dupstr(const char *p)
+char *mf_dupstr(const char *p)
 {
     if (!p)
         p = "";
@@ -90,9 +85,9 @@ static char *dupstr(const char *p)
     return d;
 }
 
-static char *col_str(sqlite3_stmt *st, int i)
+char *mf_col_str(sqlite3_stmt *st, int i)
 {
-    return dupstr((const char *)sqlite3_column_text(st, i));
+    return mf_dupstr((const char *)sqlite3_column_text(st, i));
 }
 
 int px_manifest_open(const char *db_path, int readonly, px_manifest **out, px_err *err)
@@ -101,7 +96,7 @@ int px_manifest_open(const char *db_path, int readonly, px_manifest **out, px_er
     if (!db_path || !*db_path)
         return px_err_set(err, PX_EINVAL, "manifest: empty database path");
     px_manifest *s = px_calloc(1, sizeof *s);
-    if (!s || !(s->path = dupstr(db_path))) {
+    if (!s || !(s->path = mf_dupstr(db_path))) {
         free(s);
         return px_err_set(err, PX_ENOMEM, "%s: out of memory", db_path);
     }
@@ -128,6 +123,8 @@ int px_manifest_open(const char *db_path, int readonly, px_manifest **out, px_er
                           NULL, NULL, &msg);
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(s->db, k_schema, NULL, NULL, &msg);
+        if (rc == SQLITE_OK)
+            rc = mf_extend(s, &msg);
         if (rc != SQLITE_OK) {
             st = px_err_set(err, rc == SQLITE_NOTADB ? PX_ECORRUPT : PX_EIO,
                             "%s: cannot set up manifest: %s", db_path, msg ? msg : "?");
@@ -174,30 +171,30 @@ const char *px_manifest_path(const px_manifest *s)
 }
 
 /* Prepares sql, reporting failure through err. Caller holds the mutex. */
-static int prep(px_manifest *s, const char *sql, sqlite3_stmt **st, px_err *err)
+int mf_prep(px_manifest *s, const char *sql, sqlite3_stmt **st, px_err *err)
 {
     if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
-        return db_err(s, err, "prepare");
+        return mf_db_err(s, err, "prepare");
     return PX_OK;
 }
 
-static int exec_locked(px_manifest *s, const char *sql, px_err *err)
+int mf_exec_locked(px_manifest *s, const char *sql, px_err *err)
 {
     if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        return db_err(s, err, sql);
+        return mf_db_err(s, err, sql);
     return PX_OK;
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
+void mf_bind_text(sqlite3_stmt *st, int i, const char *v)
 {
     sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_TRANSIENT);
 }
 
 /* Runs a statement that returns no rows. */
-static int step_done(px_manifest *s, sqlite3_stmt *st, px_err *err, const char *what)
+int mf_step_done(px_manifest *s, sqlite3_stmt *st, px_err *err, const char *what)
 {
     int rc = sqlite3_step(st);
-    int r = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? PX_OK : db_err(s, err, what);
+    int r = (rc == SQLITE_DONE || rc == SQLITE_ROW) ? PX_OK : mf_db_err(s, err, what);
     sqlite3_finalize(st);
     return r;
 }
@@ -207,25 +204,25 @@ static int step_done(px_manifest *s, sqlite3_stmt *st, px_err *err, const char *
  * 'i' int, 'I' int64_t). *rowid (may be NULL) receives the last insert id,
  * *changes (may be NULL) the number of rows changed. `what` names the action
  * in errors. */
-static int run_stmt(px_manifest *s, px_err *err, const char *what, int64_t *rowid, int *changes,
+int mf_run_stmt(px_manifest *s, px_err *err, const char *what, int64_t *rowid, int *changes,
                     const char *sql, const char *types, ...)
 {
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, sql, &st, err);
+    int r = mf_prep(s, sql, &st, err);
     if (r == PX_OK) {
         va_list ap;
         va_start(ap, types);
         for (int i = 0; types[i]; i++) {
             if (types[i] == 't')
-                bind_text(st, i + 1, va_arg(ap, const char *));
+                mf_bind_text(st, i + 1, va_arg(ap, const char *));
             else if (types[i] == 'i')
                 sqlite3_bind_int(st, i + 1, va_arg(ap, int));
             else
                 sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
         }
         va_end(ap);
-        r = step_done(s, st, err, what);
+        r = mf_step_done(s, st, err, what);
         if (r == PX_OK && rowid)
             *rowid = sqlite3_last_insert_rowid(s->db);
         if (r == PX_OK && changes)
@@ -239,9 +236,9 @@ int px_manifest_meta_get(px_manifest *s, const char *key, char *buf, size_t cap,
 {
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, "SELECT value FROM meta WHERE key=?", &st, err);
+    int r = mf_prep(s, "SELECT value FROM meta WHERE key=?", &st, err);
     if (r == PX_OK) {
-        bind_text(st, 1, key);
+        mf_bind_text(st, 1, key);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             const char *v = (const char *)sqlite3_column_text(st, 0);
@@ -249,7 +246,7 @@ int px_manifest_meta_get(px_manifest *s, const char *key, char *buf, size_t cap,
         } else if (rc == SQLITE_DONE) {
             r = px_err_set(err, PX_ENOTFOUND, "%s: no setting '%s'", s->path, key);
         } else {
-            r = db_err(s, err, "read meta");
+            r = mf_db_err(s, err, "read meta");
         }
         sqlite3_finalize(st);
     }
@@ -259,7 +256,7 @@ int px_manifest_meta_get(px_manifest *s, const char *key, char *buf, size_t cap,
 
 int px_manifest_meta_set(px_manifest *s, const char *key, const char *value, px_err *err)
 {
-    return run_stmt(s, err, "write meta", NULL, NULL,
+    return mf_run_stmt(s, err, "write meta", NULL, NULL,
                     "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", "tt", key, value);
 }
 
@@ -297,26 +294,26 @@ static int read_image_row(sqlite3_stmt *st, px_manifest_image *m)
 {
     memset(m, 0, sizeof *m);
     m->id = sqlite3_column_int64(st, 0);
-    m->theme = col_str(st, 1);
-    m->theme_slug = col_str(st, 2);
-    m->type = col_str(st, 3);
-    m->path = col_str(st, 4);
-    m->sha256 = col_str(st, 5);
+    m->theme = mf_col_str(st, 1);
+    m->theme_slug = mf_col_str(st, 2);
+    m->type = mf_col_str(st, 3);
+    m->path = mf_col_str(st, 4);
+    m->sha256 = mf_col_str(st, 5);
     m->bytes = sqlite3_column_int64(st, 6);
     m->width = sqlite3_column_int(st, 7);
     m->height = sqlite3_column_int(st, 8);
     m->phash = (uint64_t)sqlite3_column_int64(st, 9);
-    m->status = col_str(st, 10);
-    m->reason = col_str(st, 11);
-    m->checks = col_str(st, 12);
-    m->prompt = col_str(st, 13);
-    m->negative = col_str(st, 14);
+    m->status = mf_col_str(st, 10);
+    m->reason = mf_col_str(st, 11);
+    m->checks = mf_col_str(st, 12);
+    m->prompt = mf_col_str(st, 13);
+    m->negative = mf_col_str(st, 14);
     m->seed = sqlite3_column_int64(st, 15);
-    m->backend = col_str(st, 16);
-    m->model = col_str(st, 17);
-    m->created_at = col_str(st, 18);
-    m->verdict = col_str(st, 19);
-    m->verdict_by = col_str(st, 20);
+    m->backend = mf_col_str(st, 16);
+    m->model = mf_col_str(st, 17);
+    m->created_at = mf_col_str(st, 18);
+    m->verdict = mf_col_str(st, 19);
+    m->verdict_by = mf_col_str(st, 20);
     if (!m->theme || !m->theme_slug || !m->type || !m->path || !m->sha256 || !m->status ||
         !m->reason || !m->checks || !m->prompt || !m->negative || !m->backend || !m->model ||
         !m->created_at || !m->verdict || !m->verdict_by) {
@@ -347,15 +344,15 @@ int px_manifest_list_images(px_manifest *s, const px_manifest_filter *f, px_mani
              vf[f->verdict]);
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, sql, &st, err);
+    int r = mf_prep(s, sql, &st, err);
     if (r == PX_OK) {
         sqlite3_bind_int64(st, 1, f->after_id);
         if (f->theme_slug)
-            bind_text(st, 2, f->theme_slug);
+            mf_bind_text(st, 2, f->theme_slug);
         if (f->type)
-            bind_text(st, 3, f->type);
+            mf_bind_text(st, 3, f->type);
         if (f->status)
-            bind_text(st, 4, f->status);
+            mf_bind_text(st, 4, f->status);
         sqlite3_bind_int(st, 5, limit);
         px_manifest_image *v = px_calloc((size_t)limit, sizeof *v);
         size_t k = 0;
@@ -369,7 +366,7 @@ int px_manifest_list_images(px_manifest *s, const px_manifest_filter *f, px_mani
                 k++;
         }
         if (r == PX_OK && rc != SQLITE_DONE)
-            r = db_err(s, err, "list images");
+            r = mf_db_err(s, err, "list images");
         sqlite3_finalize(st);
         if (r != PX_OK || k == 0) {
             px_manifest_images_free(v, k);
@@ -389,7 +386,7 @@ static int get_by_id(px_manifest *s, const char *sql, int64_t id,
 {
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, sql, &st, err);
+    int r = mf_prep(s, sql, &st, err);
     if (r == PX_OK) {
         sqlite3_bind_int64(st, 1, id);
         int rc = sqlite3_step(st);
@@ -400,7 +397,7 @@ static int get_by_id(px_manifest *s, const char *sql, int64_t id,
             r = px_err_set(err, PX_ENOTFOUND, "%s: no %s with id %lld", s->path, what,
                            (long long)id);
         else
-            r = db_err(s, err, what);
+            r = mf_db_err(s, err, what);
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->mu);
@@ -434,7 +431,7 @@ int px_manifest_add_verdict(px_manifest *s, int64_t image_id, const char *review
     char now[32];
     px_manifest_now_iso(now, sizeof now);
     int changes = 0;
-    int r = run_stmt(s, err, "add verdict", id, &changes,
+    int r = mf_run_stmt(s, err, "add verdict", id, &changes,
                      "INSERT INTO verdicts(image_id, reviewer, verdict, reason, created_at)"
                      " SELECT id, ?2, ?3, ?4, ?5 FROM images WHERE id = ?1",
                      "Itttt", image_id, reviewer, verdict, reason, (const char *)now);
@@ -464,7 +461,7 @@ int px_manifest_list_verdicts(px_manifest *s, int64_t image_id, px_manifest_verd
     *n = 0;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s,
+    int r = mf_prep(s,
                  "SELECT id, image_id, reviewer, verdict, reason, created_at FROM verdicts"
                  " WHERE ?1 = 0 OR image_id = ?1 ORDER BY id",
                  &st, err);
@@ -487,17 +484,17 @@ int px_manifest_list_verdicts(px_manifest *s, int64_t image_id, px_manifest_verd
             px_manifest_verdict *e = &v[k++];
             e->id = sqlite3_column_int64(st, 0);
             e->image_id = sqlite3_column_int64(st, 1);
-            e->reviewer = col_str(st, 2);
-            e->verdict = col_str(st, 3);
-            e->reason = col_str(st, 4);
-            e->created_at = col_str(st, 5);
+            e->reviewer = mf_col_str(st, 2);
+            e->verdict = mf_col_str(st, 3);
+            e->reason = mf_col_str(st, 4);
+            e->created_at = mf_col_str(st, 5);
             if (!e->reviewer || !e->verdict || !e->reason || !e->created_at) {
                 r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                 break;
             }
         }
         if (r == PX_OK && rc != SQLITE_DONE)
-            r = db_err(s, err, "list verdicts");
+            r = mf_db_err(s, err, "list verdicts");
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->mu);
@@ -552,7 +549,7 @@ int px_manifest_stats(px_manifest *s, px_manifest_stat **out, size_t *n, px_err 
         " FROM slots s ORDER BY s.theme_slug, s.type";
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, sql, &st, err);
+    int r = mf_prep(s, sql, &st, err);
     px_manifest_stat *v = NULL;
     size_t k = 0, cap = 0;
     if (r == PX_OK) {
@@ -580,7 +577,7 @@ int px_manifest_stats(px_manifest *s, px_manifest_stat **out, size_t *n, px_err 
                 *f[i] = sqlite3_column_int(st, 3 + i);
         }
         if (r == PX_OK && rc != SQLITE_DONE)
-            r = db_err(s, err, "stats");
+            r = mf_db_err(s, err, "stats");
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->mu);
@@ -600,7 +597,7 @@ int px_manifest_add_campaign(px_manifest *s, const char *name, const char *json,
 {
     char now[32];
     px_manifest_now_iso(now, sizeof now);
-    return run_stmt(s, err, "add campaign", id, NULL,
+    return mf_run_stmt(s, err, "add campaign", id, NULL,
                     "INSERT INTO campaigns(name, json, created_at) VALUES(?, ?, ?)", "ttt", name,
                     json, (const char *)now);
 }
@@ -608,7 +605,7 @@ int px_manifest_add_campaign(px_manifest *s, const char *name, const char *json,
 int px_manifest_set_quota(px_manifest *s, int64_t campaign_id, const char *theme,
                           const char *theme_slug, const char *type, int quota, px_err *err)
 {
-    return run_stmt(s, err, "set quota", NULL, NULL,
+    return mf_run_stmt(s, err, "set quota", NULL, NULL,
                     "INSERT OR REPLACE INTO quotas(theme_slug, type, theme, quota, campaign_id)"
                     " VALUES(?, ?, ?, ?, ?)",
                     "tttiI", theme_slug, type, theme, quota, campaign_id);
@@ -619,7 +616,7 @@ int px_manifest_count(px_manifest *s, const char *theme_slug, const char *type, 
 {
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s,
+    int r = mf_prep(s,
                  "SELECT (SELECT COUNT(*) FROM images WHERE theme_slug=?1 AND type=?2"
                  "  AND status IN ('accepted','flagged')),"
                  " (SELECT COUNT(*) FROM jobs WHERE theme_slug=?1 AND type=?2"
@@ -629,8 +626,8 @@ int px_manifest_count(px_manifest *s, const char *theme_slug, const char *type, 
                  "  AND status='rejected')",
                  &st, err);
     if (r == PX_OK) {
-        bind_text(st, 1, theme_slug);
-        bind_text(st, 2, type);
+        mf_bind_text(st, 1, theme_slug);
+        mf_bind_text(st, 2, type);
         if (sqlite3_step(st) == SQLITE_ROW) {
             if (good)
                 *good = sqlite3_column_int(st, 0);
@@ -641,7 +638,7 @@ int px_manifest_count(px_manifest *s, const char *theme_slug, const char *type, 
             if (rejected)
                 *rejected = sqlite3_column_int(st, 3);
         } else {
-            r = db_err(s, err, "count");
+            r = mf_db_err(s, err, "count");
         }
         sqlite3_finalize(st);
     }
@@ -664,7 +661,7 @@ int px_manifest_all_prompts(px_manifest *s, char ***texts, size_t *n, px_err *er
     *n = 0;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, "SELECT text FROM prompts ORDER BY id", &st, err);
+    int r = mf_prep(s, "SELECT text FROM prompts ORDER BY id", &st, err);
     char **v = NULL;
     size_t k = 0, cap = 0;
     if (r == PX_OK) {
@@ -680,14 +677,14 @@ int px_manifest_all_prompts(px_manifest *s, char ***texts, size_t *n, px_err *er
                 v = nv;
                 cap = nc;
             }
-            if (!(v[k] = col_str(st, 0))) {
+            if (!(v[k] = mf_col_str(st, 0))) {
                 r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
                 break;
             }
             k++;
         }
         if (r == PX_OK && rc != SQLITE_DONE)
-            r = db_err(s, err, "list prompts");
+            r = mf_db_err(s, err, "list prompts");
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->mu);
@@ -728,64 +725,64 @@ int px_manifest_add_job(px_manifest *s, const px_manifest_job *j, const char *wr
     char now[32];
     px_manifest_now_iso(now, sizeof now);
     pthread_mutex_lock(&s->mu);
-    int r = exec_locked(s, "BEGIN IMMEDIATE", err);
+    int r = mf_exec_locked(s, "BEGIN IMMEDIATE", err);
     if (r != PX_OK) {
         pthread_mutex_unlock(&s->mu);
         return r;
     }
     sqlite3_stmt *st;
-    r = prep(s,
+    r = mf_prep(s,
              "INSERT INTO prompts(theme_slug, type, text, writer, subtopic, created_at)"
              " VALUES(?, ?, ?, ?, ?, ?)",
              &st, err);
     if (r == PX_OK) {
-        bind_text(st, 1, j->theme_slug);
-        bind_text(st, 2, j->type);
-        bind_text(st, 3, j->scene ? j->scene : j->prompt);
-        bind_text(st, 4, writer);
-        bind_text(st, 5, subtopic);
-        bind_text(st, 6, now);
-        r = step_done(s, st, err, "add prompt");
+        mf_bind_text(st, 1, j->theme_slug);
+        mf_bind_text(st, 2, j->type);
+        mf_bind_text(st, 3, j->scene ? j->scene : j->prompt);
+        mf_bind_text(st, 4, writer);
+        mf_bind_text(st, 5, subtopic);
+        mf_bind_text(st, 6, now);
+        r = mf_step_done(s, st, err, "add prompt");
     }
     int64_t pid = sqlite3_last_insert_rowid(s->db), jid = 0, sd = j->seed;
     if (r == PX_OK)
-        r = prep(s,
+        r = mf_prep(s,
                  "INSERT INTO jobs(theme, theme_slug, type, prompt_id, prompt, negative, seed,"
                  " width, height, steps, cfg, sampler, backend, model, status, created_at,"
                  " rerender_of) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)",
                  &st, err);
     if (r == PX_OK) {
-        bind_text(st, 1, j->theme);
-        bind_text(st, 2, j->theme_slug);
-        bind_text(st, 3, j->type);
+        mf_bind_text(st, 1, j->theme);
+        mf_bind_text(st, 2, j->theme_slug);
+        mf_bind_text(st, 3, j->type);
         sqlite3_bind_int64(st, 4, pid);
-        bind_text(st, 5, j->prompt);
-        bind_text(st, 6, j->negative);
+        mf_bind_text(st, 5, j->prompt);
+        mf_bind_text(st, 6, j->negative);
         sqlite3_bind_int64(st, 7, j->seed < 0 ? 0 : j->seed);
         sqlite3_bind_int(st, 8, j->width);
         sqlite3_bind_int(st, 9, j->height);
         sqlite3_bind_int(st, 10, j->steps);
         sqlite3_bind_double(st, 11, j->cfg);
-        bind_text(st, 12, j->sampler);
-        bind_text(st, 13, j->backend);
-        bind_text(st, 14, j->model);
-        bind_text(st, 15, now);
+        mf_bind_text(st, 12, j->sampler);
+        mf_bind_text(st, 13, j->backend);
+        mf_bind_text(st, 14, j->model);
+        mf_bind_text(st, 15, now);
         sqlite3_bind_int64(st, 16, j->rerender_of);
-        r = step_done(s, st, err, "add job");
+        r = mf_step_done(s, st, err, "add job");
         jid = sqlite3_last_insert_rowid(s->db);
     }
     if (r == PX_OK && j->seed < 0) {
         /* a seed derived from the unique job id: distinct, reproducible, recorded */
         sd = jid;
-        r = prep(s, "UPDATE jobs SET seed = ? WHERE id = ?", &st, err);
+        r = mf_prep(s, "UPDATE jobs SET seed = ? WHERE id = ?", &st, err);
         if (r == PX_OK) {
             sqlite3_bind_int64(st, 1, sd);
             sqlite3_bind_int64(st, 2, jid);
-            r = step_done(s, st, err, "set seed");
+            r = mf_step_done(s, st, err, "set seed");
         }
     }
     if (r == PX_OK)
-        r = exec_locked(s, "COMMIT", err);
+        r = mf_exec_locked(s, "COMMIT", err);
     if (r != PX_OK)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     pthread_mutex_unlock(&s->mu);
@@ -806,23 +803,23 @@ static int read_job_row(sqlite3_stmt *st, px_manifest_job *j)
 {
     memset(j, 0, sizeof *j);
     j->id = sqlite3_column_int64(st, 0);
-    j->theme = col_str(st, 1);
-    j->theme_slug = col_str(st, 2);
-    j->type = col_str(st, 3);
-    j->prompt = col_str(st, 4);
-    j->negative = col_str(st, 5);
+    j->theme = mf_col_str(st, 1);
+    j->theme_slug = mf_col_str(st, 2);
+    j->type = mf_col_str(st, 3);
+    j->prompt = mf_col_str(st, 4);
+    j->negative = mf_col_str(st, 5);
     j->seed = sqlite3_column_int64(st, 6);
     j->width = sqlite3_column_int(st, 7);
     j->height = sqlite3_column_int(st, 8);
     j->steps = sqlite3_column_int(st, 9);
     j->cfg = sqlite3_column_double(st, 10);
-    j->sampler = col_str(st, 11);
-    j->backend = col_str(st, 12);
-    j->model = col_str(st, 13);
-    j->status = col_str(st, 14);
+    j->sampler = mf_col_str(st, 11);
+    j->backend = mf_col_str(st, 12);
+    j->model = mf_col_str(st, 13);
+    j->status = mf_col_str(st, 14);
     j->attempts = sqlite3_column_int(st, 15);
-    j->server = col_str(st, 16);
-    j->error = col_str(st, 17);
+    j->server = mf_col_str(st, 16);
+    j->error = mf_col_str(st, 17);
     j->rerender_of = sqlite3_column_int64(st, 18);
     if (!j->theme || !j->theme_slug || !j->type || !j->prompt || !j->negative || !j->sampler ||
         !j->backend || !j->model || !j->status || !j->server || !j->error) {
@@ -839,7 +836,7 @@ int px_manifest_list_jobs(px_manifest *s, const char *status, int limit, px_mani
     *n = 0;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s,
+    int r = mf_prep(s,
                  JOB_COLS " WHERE (?1 IS NULL AND status IN ('pending','running')) OR status = ?1"
                           " ORDER BY id LIMIT ?2",
                  &st, err);
@@ -847,7 +844,7 @@ int px_manifest_list_jobs(px_manifest *s, const char *status, int limit, px_mani
     size_t k = 0, cap = 0;
     if (r == PX_OK) {
         if (status)
-            bind_text(st, 1, status);
+            mf_bind_text(st, 1, status);
         sqlite3_bind_int(st, 2, limit <= 0 ? -1 : limit);
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -868,7 +865,7 @@ int px_manifest_list_jobs(px_manifest *s, const char *status, int limit, px_mani
             k++;
         }
         if (r == PX_OK && rc != SQLITE_DONE)
-            r = db_err(s, err, "list jobs");
+            r = mf_db_err(s, err, "list jobs");
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->mu);
@@ -896,7 +893,7 @@ int px_manifest_job_start(px_manifest *s, int64_t id, const char *server, px_err
 {
     char now[32];
     px_manifest_now_iso(now, sizeof now);
-    return run_stmt(s, err, "start job", NULL, NULL,
+    return mf_run_stmt(s, err, "start job", NULL, NULL,
                     "UPDATE jobs SET status='running', attempts=attempts+1, server=?, started_at=?"
                     " WHERE id=?",
                     "ttI", server, (const char *)now, id);
@@ -906,7 +903,7 @@ int px_manifest_job_fail(px_manifest *s, int64_t id, const char *error, int give
 {
     char now[32];
     px_manifest_now_iso(now, sizeof now);
-    return run_stmt(s, err, "fail job", NULL, NULL,
+    return mf_run_stmt(s, err, "fail job", NULL, NULL,
                     "UPDATE jobs SET status=?, error=?, finished_at=? WHERE id=?", "tttI",
                     give_up ? "failed" : "pending", error, (const char *)now, id);
 }
@@ -916,12 +913,12 @@ int px_manifest_max_job_id(px_manifest *s, int64_t *id, px_err *err)
     *id = 0;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s, "SELECT COALESCE(MAX(id), 0) FROM jobs", &st, err);
+    int r = mf_prep(s, "SELECT COALESCE(MAX(id), 0) FROM jobs", &st, err);
     if (r == PX_OK) {
         if (sqlite3_step(st) == SQLITE_ROW)
             *id = sqlite3_column_int64(st, 0);
         else
-            r = db_err(s, err, "max job id");
+            r = mf_db_err(s, err, "max job id");
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->mu);
@@ -931,7 +928,7 @@ int px_manifest_max_job_id(px_manifest *s, int64_t *id, px_err *err)
 int px_manifest_reset_running(px_manifest *s, int *n, px_err *err)
 {
     pthread_mutex_lock(&s->mu);
-    int r = exec_locked(s, "UPDATE jobs SET status='pending' WHERE status='running'", err);
+    int r = mf_exec_locked(s, "UPDATE jobs SET status='pending' WHERE status='running'", err);
     if (r == PX_OK && n)
         *n = sqlite3_changes(s->db);
     pthread_mutex_unlock(&s->mu);
@@ -943,13 +940,13 @@ int px_manifest_add_image(px_manifest *s, const px_manifest_image_rec *rec, px_e
     char now[32];
     px_manifest_now_iso(now, sizeof now);
     pthread_mutex_lock(&s->mu);
-    int r = exec_locked(s, "BEGIN IMMEDIATE", err);
+    int r = mf_exec_locked(s, "BEGIN IMMEDIATE", err);
     if (r != PX_OK) {
         pthread_mutex_unlock(&s->mu);
         return r;
     }
     sqlite3_stmt *st;
-    r = prep(s,
+    r = mf_prep(s,
              "INSERT OR REPLACE INTO images(id, job_id, theme_slug, type, path, sha256, bytes,"
              " width, height, phash, status, reason, checks, created_at)"
              " SELECT ?1, ?1, theme_slug, type, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11"
@@ -957,35 +954,35 @@ int px_manifest_add_image(px_manifest *s, const px_manifest_image_rec *rec, px_e
              &st, err);
     if (r == PX_OK) {
         sqlite3_bind_int64(st, 1, rec->job_id);
-        bind_text(st, 2, rec->path);
-        bind_text(st, 3, rec->sha256);
+        mf_bind_text(st, 2, rec->path);
+        mf_bind_text(st, 3, rec->sha256);
         sqlite3_bind_int64(st, 4, rec->bytes);
         sqlite3_bind_int(st, 5, rec->width);
         sqlite3_bind_int(st, 6, rec->height);
         sqlite3_bind_int64(st, 7, (int64_t)rec->phash);
-        bind_text(st, 8, rec->status);
-        bind_text(st, 9, rec->reason);
-        bind_text(st, 10, rec->checks && *rec->checks ? rec->checks : "{}");
-        bind_text(st, 11, now);
-        r = step_done(s, st, err, "add image");
+        mf_bind_text(st, 8, rec->status);
+        mf_bind_text(st, 9, rec->reason);
+        mf_bind_text(st, 10, rec->checks && *rec->checks ? rec->checks : "{}");
+        mf_bind_text(st, 11, now);
+        r = mf_step_done(s, st, err, "add image");
         if (r == PX_OK && sqlite3_changes(s->db) == 0)
             r = px_err_set(err, PX_ENOTFOUND, "%s: no job with id %lld", s->path,
                            (long long)rec->job_id);
     }
     if (r == PX_OK)
-        r = prep(s,
+        r = mf_prep(s,
                  "UPDATE jobs SET status='done', server=?2, finished_at=?3,"
                  " render_ms=?4 WHERE id=?1",
                  &st, err);
     if (r == PX_OK) {
         sqlite3_bind_int64(st, 1, rec->job_id);
-        bind_text(st, 2, rec->server);
-        bind_text(st, 3, now);
+        mf_bind_text(st, 2, rec->server);
+        mf_bind_text(st, 3, now);
         sqlite3_bind_double(st, 4, rec->render_ms);
-        r = step_done(s, st, err, "finish job");
+        r = mf_step_done(s, st, err, "finish job");
     }
     if (r == PX_OK)
-        r = exec_locked(s, "COMMIT", err);
+        r = mf_exec_locked(s, "COMMIT", err);
     if (r != PX_OK)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     pthread_mutex_unlock(&s->mu);
@@ -1000,7 +997,7 @@ int px_manifest_all_phashes(px_manifest *s, int64_t **ids, uint64_t **hashes, si
     *n = 0;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st;
-    int r = prep(s,
+    int r = mf_prep(s,
                  "SELECT id, phash FROM images WHERE status IN ('accepted','flagged')"
                  " ORDER BY id",
                  &st, err);
@@ -1028,7 +1025,7 @@ int px_manifest_all_phashes(px_manifest *s, int64_t **ids, uint64_t **hashes, si
             k++;
         }
         if (r == PX_OK && rc != SQLITE_DONE)
-            r = db_err(s, err, "list phashes");
+            r = mf_db_err(s, err, "list phashes");
         sqlite3_finalize(st);
     }
     pthread_mutex_unlock(&s->mu);
