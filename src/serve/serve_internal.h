@@ -180,6 +180,21 @@ void px_guard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
 void px_guard_conn_busy(px_server *srv, struct MHD_Connection *c, int busy);
 void *px_guard_sweeper(void *arg);
 
+/* auth.c: who is asking. px_auth_role gives the role of the request's
+ * credentials (PX_ROLE_NONE: none or wrong ones) and *account_id (may be
+ * NULL) its account, 0 for the legacy --token and the local anonymous admin. */
+typedef enum px_role { PX_ROLE_NONE = 0, PX_ROLE_REVIEWER, PX_ROLE_ADMIN } px_role;
+px_role px_auth_role(struct MHD_Connection *c, px_req *r, int64_t *account_id);
+/* Whether a write with these credentials must carry the CSRF token (a
+ * browser's: session cookie or anonymous; not a bearer token). */
+int px_auth_uses_csrf(struct MHD_Connection *c, px_req *r);
+/* Answers 401 (no or wrong credentials, with WWW-Authenticate) or 403 (role
+ * below need) and returns 1 (the handler returns *ret); 0 to go on. */
+int px_auth_require(struct MHD_Connection *c, px_req *r, px_role need, int64_t *account_id,
+                    enum MHD_Result *ret);
+/* A 401 JSON answer with WWW-Authenticate: Bearer. */
+enum MHD_Result px_auth_unauthorized(struct MHD_Connection *c, px_req *r, const char *msg);
+
 /* route_pool.c */
 int px_pool_open(px_server *srv, const char *pool_dir, px_err *err);
 void px_pool_close(px_server *srv);

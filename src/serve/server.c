@@ -264,21 +264,6 @@ static int is_write(px_route r)
     return r == PX_R_POOL_VERDICT;
 }
 
-/* Constant-time compare of the presented bearer token, so timing does not
- * leak how much of a guess was right. */
-static int token_ok(const px_server *srv, struct MHD_Connection *c)
-{
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncmp(h, "Bearer ", 7))
-        return 0;
-    const char *got = h + 7;
-    size_t n = strlen(srv->token), m = strlen(got);
-    unsigned diff = (unsigned)(n ^ m);
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)srv->token[i] ^ (unsigned char)(i < m ? got[i] : 0);
-    return diff == 0;
-}
-
 static enum MHD_Result serve_healthz(struct MHD_Connection *c, px_req *r)
 {
     px_server *srv = r->srv;
@@ -375,14 +360,9 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, px_req *r, const cha
     }
     if (!head && strcmp(method, "GET") && px_guard_origin(c, r, &ret))
         return ret;
-    if (is_write(r->route) && srv->token && !token_ok(srv, c)) {
-        struct MHD_Response *resp = error_response("missing or wrong bearer token");
-        if (!resp)
-            return MHD_NO;
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-        return px_reply_response(c, r, 401, resp, "application/json");
-    }
-    if (is_write(r->route) && !srv->token && px_guard_csrf(c, r, &ret))
+    if (is_write(r->route) && px_auth_require(c, r, PX_ROLE_REVIEWER, NULL, &ret))
+        return ret;
+    if (is_write(r->route) && px_auth_uses_csrf(c, r) && px_guard_csrf(c, r, &ret))
         return ret;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
