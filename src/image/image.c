@@ -212,8 +212,9 @@ int px_image_check_size(uint64_t w, uint64_t h, uint64_t max_pixels, const char 
     return PX_OK;
 }
 
-int px_image_decode(const uint8_t *data, size_t len, const px_decode_opts *opts, px_image *out,
-                    px_decode_info *info, px_err *err)
+/* px_image_decode, with a JPEG decoded at 1/denom of its size. */
+static int decode(const uint8_t *data, size_t len, const px_decode_opts *opts, int denom,
+                  px_image *out, px_decode_info *info, px_err *err)
 {
     px_decode_info local;
     if (!info)
@@ -234,7 +235,7 @@ int px_image_decode(const uint8_t *data, size_t len, const px_decode_opts *opts,
     int st;
     switch (f) {
     case PX_FMT_JPEG:
-        st = px_jpeg_decode(data, len, max_pixels, out, info, err);
+        st = px_jpeg_decode_scaled(data, len, max_pixels, denom, out, info, err);
         break;
     case PX_FMT_PNG:
         st = px_png_decode(data, len, max_pixels, out, info, err);
@@ -271,6 +272,30 @@ int px_image_decode(const uint8_t *data, size_t len, const px_decode_opts *opts,
         }
     }
     return PX_OK;
+}
+
+int px_image_decode(const uint8_t *data, size_t len, const px_decode_opts *opts, px_image *out,
+                    px_decode_info *info, px_err *err)
+{
+    return decode(data, len, opts, 1, out, info, err);
+}
+
+int px_image_decode_scaled(const uint8_t *data, size_t len, const px_decode_opts *opts, int denom,
+                           px_image *out, px_decode_info *info, int *applied, px_err *err)
+{
+    if (applied)
+        *applied = 1;
+    if (denom != 1 && denom != 2 && denom != 4 && denom != 8) {
+        if (out)
+            memset(out, 0, sizeof *out);
+        return px_err_set(err, PX_EINVAL, "scaled decode: denominator %d is not 1, 2, 4 or 8",
+                          denom);
+    }
+    const int jpeg = px_image_sniff(data, len) == PX_FMT_JPEG;
+    const int st = decode(data, len, opts, jpeg ? denom : 1, out, info, err);
+    if (st == PX_OK && applied && jpeg)
+        *applied = denom;
+    return st;
 }
 
 int px_image_exif_orientation(const uint8_t *data, size_t len)

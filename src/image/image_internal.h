@@ -15,8 +15,10 @@
 /* Per-format decoders. They fill *out (stored orientation, not yet rotated),
  * info->orientation/stored size/had_metadata, and return a PX_* status with
  * err set. On failure *out is left zeroed. max_pixels is already resolved. */
-int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
-                   px_decode_info *info, px_err *err);
+/* JPEG, at 1/denom of the size (denom 1, 2, 4 or 8; libjpeg-turbo scales in
+ * the inverse DCT); info->stored_w/h stay the full stored size. */
+int px_jpeg_decode_scaled(const uint8_t *data, size_t len, uint64_t max_pixels, int denom,
+                          px_image *out, px_decode_info *info, px_err *err);
 int px_png_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
                   px_decode_info *info, px_err *err);
 int px_webp_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,

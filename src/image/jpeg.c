@@ -18,29 +18,16 @@
  * chunks. We write nothing but what jpeg_start_compress emits by default (SOI,
  * JFIF APP0, tables, frame, scans, EOI): no EXIF, ICC or comment ever.
  */
-#include "image_internal.h"
+#include "jpeg_internal.h"
 
-#include <setjmp.h>
-#include <stdio.h> /* jpeglib.h needs FILE */
 #include <stdlib.h>
 #include <string.h>
-
-/* jpeglib.h first: it pulls in jconfig.h, whose JPEG_LIB_VERSION and
- * D_ARITH_CODING_SUPPORTED decide the numbering of jerror.h's message codes. */
-#include <jpeglib.h>
 
 #include <jerror.h>
 
 /* Above this many scans a progressive JPEG is treated as hostile (real
  * encoders use about 10; libjpeg-turbo's own fuzzers cap at 500). */
 #define PX_JPEG_MAX_SCANS 500
-
-typedef struct jerr_mgr {
-    struct jpeg_error_mgr pub;
-    jmp_buf jb;
-    int status; /* PX_* status to return after the longjmp */
-    char msg[JMSG_LENGTH_MAX];
-} jerr_mgr;
 
 static void on_error_exit(j_common_ptr cinfo)
 {
@@ -82,7 +69,7 @@ static void on_output_message(j_common_ptr cinfo)
     (void)cinfo; /* library code never prints */
 }
 
-static void init_err(jerr_mgr *m)
+void px_jpeg_err_init(jerr_mgr *m)
 {
     memset(m, 0, sizeof *m);
     jpeg_std_error(&m->pub);
@@ -124,7 +111,7 @@ typedef struct jdec {
 
 static void jdec_start(jdec *d, const uint8_t *data, size_t len)
 {
-    init_err(&d->jerr);
+    px_jpeg_err_init(&d->jerr);
     d->cinfo.err = &d->jerr.pub;
     jpeg_create_decompress(&d->cinfo);
     d->progress.progress_monitor = on_progress;
@@ -173,8 +160,8 @@ static void cmyk_to_rgb(const uint8_t *src, uint8_t *dst, int w, int inverted)
     }
 }
 
-int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_image *out,
-                   px_decode_info *info, px_err *err)
+int px_jpeg_decode_scaled(const uint8_t *data, size_t len, uint64_t max_pixels, int denom,
+                          px_image *out, px_decode_info *info, px_err *err)
 {
     jdec *d = px_calloc(1, sizeof *d);
     if (!d)
@@ -218,6 +205,10 @@ int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
                             d->cinfo.num_components);
         goto done;
     }
+    /* libjpeg-turbo scales in the IDCT (a 4x4, 2x2 or 1x1 inverse transform
+     * per block): far less work than decoding everything and shrinking. */
+    d->cinfo.scale_num = 1;
+    d->cinfo.scale_denom = (unsigned int)denom;
     jpeg_start_decompress(&d->cinfo);
 
     int w = (int)d->cinfo.output_width, h = (int)d->cinfo.output_height;
@@ -242,8 +233,8 @@ int px_jpeg_decode(const uint8_t *data, size_t len, uint64_t max_pixels, px_imag
             cmyk_to_rgb(d->row, dst, w, d->cinfo.saw_Adobe_marker);
     }
     jpeg_finish_decompress(&d->cinfo); /* reads to EOI: catches a cut-off tail */
-    info->stored_w = w;
-    info->stored_h = h;
+    info->stored_w = (int)d->cinfo.image_width; /* the full size, also when scaled */
+    info->stored_h = (int)d->cinfo.image_height;
     if (!cmyk && d->icc && px_icc_to_srgb(out, d->icc, d->icc_len, info) != PX_OK)
         status = px_err_set(err, PX_ENOMEM, "out of memory converting a JPEG's colours to sRGB");
 
@@ -258,12 +249,6 @@ done:
 }
 
 /* ---- encoder ---- */
-
-typedef struct jdest {
-    struct jpeg_destination_mgr pub;
-    px_buf *out;
-    uint8_t chunk[16384];
-} jdest;
 
 static void dest_init(j_compress_ptr c)
 {
@@ -290,6 +275,14 @@ static void dest_term(j_compress_ptr c)
         ERREXIT1(c, JERR_OUT_OF_MEMORY, 2);
 }
 
+void px_jpeg_dest_init(jdest *d, px_buf *out)
+{
+    d->out = out;
+    d->pub.init_destination = dest_init;
+    d->pub.empty_output_buffer = dest_empty;
+    d->pub.term_destination = dest_term;
+}
+
 typedef struct jenc {
     struct jpeg_compress_struct cinfo;
     jerr_mgr jerr;
@@ -307,7 +300,7 @@ int px_jpeg_encode(const px_image *img, int quality, px_buf *out, px_err *err)
         return px_err_set(err, PX_ENOMEM, "out of memory starting the JPEG encoder");
     const size_t start_len = out->len;
     int status = PX_OK;
-    init_err(&e->jerr);
+    px_jpeg_err_init(&e->jerr);
     e->cinfo.err = &e->jerr.pub;
     jpeg_create_compress(&e->cinfo);
     if (setjmp(e->jerr.jb) != 0) {
@@ -324,10 +317,7 @@ int px_jpeg_encode(const px_image *img, int quality, px_buf *out, px_err *err)
             goto done;
         }
     }
-    e->dest.out = out;
-    e->dest.pub.init_destination = dest_init;
-    e->dest.pub.empty_output_buffer = dest_empty;
-    e->dest.pub.term_destination = dest_term;
+    px_jpeg_dest_init(&e->dest, out);
     e->cinfo.dest = &e->dest.pub;
 
     e->cinfo.image_width = (JDIMENSION)img->w;

@@ -91,6 +91,20 @@ typedef struct px_decode_info {
 int px_image_decode(const uint8_t *data, size_t len, const px_decode_opts *opts, px_image *out,
                     px_decode_info *info, px_err *err);
 
+/* Like px_image_decode, but a JPEG comes out at 1/denom of its size (denom 1,
+ * 2, 4 or 8): libjpeg-turbo scales in the inverse DCT, so a 1/4 decode of a
+ * 12 MP photo costs a fraction of a full one (docs/image.md). Meant for
+ * coarse detection passes. The stored image of W x H pixels becomes
+ * ceil(W/denom) x ceil(H/denom), then the orientation is applied as opts
+ * says; info->stored_w/h stay the full stored size, so a coordinate x found
+ * on the result maps back by x * stored_w / (its stored-orientation width).
+ * Other formats are decoded at full size. *applied (may be NULL) is the
+ * denominator used: denom for a JPEG, 1 otherwise and on error. The pixel
+ * cap applies to the full size. Errors: those of px_image_decode, and
+ * PX_EINVAL for a denom other than 1, 2, 4, 8. Thread-safe. */
+int px_image_decode_scaled(const uint8_t *data, size_t len, const px_decode_opts *opts, int denom,
+                           px_image *out, px_decode_info *info, int *applied, px_err *err);
+
 /* EXIF orientation (1..8) of a JPEG/PNG/WebP buffer, 1 when absent or corrupt. */
 int px_image_exif_orientation(const uint8_t *data, size_t len);
 
@@ -105,6 +119,56 @@ int px_image_apply_orientation(px_image *img, int o);
  * quality), PX_EUNSUPPORTED (format), PX_ELIMIT (JPEG > 65500 or WebP > 16383
  * px a side), PX_ENOMEM. */
 int px_image_encode(const px_image *img, px_format f, int quality, px_buf *out, px_err *err);
+
+/* ---- JPEG in, JPEG out: only the changed blocks re-encoded ----
+ * A fingerprint of an image's 8x8 pixel tiles, taken before it is changed
+ * (concealed), so that px_image_encode_jpeg_patched can tell which tiles
+ * changed without being told where: every tile whose pixels differ is
+ * re-encoded, whoever changed it. */
+typedef struct px_image_print {
+    int w, h;             /* size of the image it was taken from */
+    int tiles_x, tiles_y; /* ceil(w/8), ceil(h/8) */
+    uint64_t *tile;       /* (tiles_y, tiles_x) 64-bit hashes of the tiles' pixels, row-major */
+} px_image_print;
+
+/* Takes img's fingerprint into *p (free with px_image_print_free). PX_OK,
+ * PX_EINVAL (no image) or PX_ENOMEM (p zeroed then). Reads every pixel once:
+ * about 1 ms per megapixel on the build machine. Thread-safe. */
+int px_image_print_take(const px_image *img, px_image_print *p, px_err *err);
+void px_image_print_free(px_image_print *p); /* zeroes *p; safe on a zeroed print */
+
+/* How px_image_encode_jpeg_patched wrote its output. */
+typedef struct px_jpeg_patch_info {
+    int lossless;          /* 1: DCT blocks of unchanged tiles copied from the input, the
+                            * changed ones re-encoded with the input's quantisation tables;
+                            * 0: the whole image was encoded afresh (px_image_encode) */
+    char why[128];         /* when lossless is 0: why the copy could not apply */
+    long blocks;           /* lossless: DCT blocks in the image, all components */
+    long blocks_reencoded; /* lossless: how many of them were re-encoded */
+} px_jpeg_patch_info;
+
+/* Writes img, the decoded (and since changed) pixels of the JPEG jpeg[len],
+ * as a JPEG that keeps the input's DCT coefficients wherever img still
+ * equals the decoded input: the blocks whose 8x8 pixel tiles (per
+ * component, so a 4:2:0 chroma block spans 2x2 tiles) changed since
+ * `before` was taken are re-encoded from img (forward DCT, quantised with
+ * the input's own tables), every other block is copied bit for bit. No
+ * generation loss outside the changed areas, and faster than encoding
+ * afresh. No metadata is copied: the output carries a JFIF APP0 and the
+ * tables, frame and scans only (progressive stays progressive, arithmetic
+ * coding becomes optimised Huffman). dinfo is what px_image_decode reported
+ * for jpeg. Where the copy cannot apply, img is encoded afresh at `quality`
+ * exactly as px_image_encode does and info->why says why: pixels converted
+ * from an ICC profile, an EXIF orientation other than 1 (the blocks would
+ * have to be turned), a colour space other than YCbCr or grey (CMYK, YCCK,
+ * RGB), sampling factors that are not whole multiples of each other,
+ * 12-bit samples, an image or fingerprint of another size, RGBA pixels.
+ * Appends to *out (caller frees; on failure out->len is unchanged). Errors:
+ * those of px_image_encode, PX_EINVAL for missing arguments. info may be
+ * NULL. Thread-safe. */
+int px_image_encode_jpeg_patched(const uint8_t *jpeg, size_t len, const px_decode_info *dinfo,
+                                 const px_image *img, const px_image_print *before, int quality,
+                                 px_buf *out, px_jpeg_patch_info *info, px_err *err);
 
 /* ---- Text metadata of generated images ----
  * Two texts ride along with an image, each where other tools look for it:
