@@ -30,6 +30,7 @@ px_anon_opts px_anon_opts_default(void)
     o.mask = px_mask_opts_default();
     o.detect = px_face_detect_opts_default();
     o.out_format = PX_FMT_UNKNOWN;
+    o.jpeg_keep_blocks = 1;
     o.jpeg_quality = 90;
     o.max_pixels = 0;
     o.seed = 0;
@@ -135,6 +136,14 @@ int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
     if (st != PX_OK)
         return st;
     double t1 = px_now_ms();
+    /* JPEG to JPEG: fingerprint the pixels before anything changes them, so
+     * that the encoder copies every block that still matches (docs/image.md) */
+    px_image_print print;
+    memset(&print, 0, sizeof print);
+    const int keep_blocks = o->jpeg_keep_blocks && info.format == PX_FMT_JPEG &&
+                            (o->out_format == PX_FMT_UNKNOWN || o->out_format == PX_FMT_JPEG);
+    if (keep_blocks && px_image_print_take(&img, &print, NULL) != PX_OK)
+        px_image_print_free(&print); /* no memory for it: encoded afresh */
 
     px_face *faces = NULL;
     int n = 0;
@@ -148,7 +157,10 @@ int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
                           : px_format_writable(info.format) ? info.format
                                                             : PX_FMT_JPEG;
     if (st == PX_OK)
-        st = px_image_encode(&img, fmt, o->jpeg_quality, &res->out, err);
+        st = keep_blocks ? px_image_encode_jpeg_patched(data, len, &info, &img, &print,
+                                                        o->jpeg_quality, &res->out, &res->jpeg, err)
+                         : px_image_encode(&img, fmt, o->jpeg_quality, &res->out, err);
+    px_image_print_free(&print);
     double t4 = px_now_ms();
     if (st != PX_OK) {
         px_buf_free(&res->out);

@@ -24,6 +24,9 @@ typedef struct px_anon_opts {
     px_mask_opts mask;          /* ellipse 1.4x by default; PX_MASK_BOX for --boxes */
     px_face_detect_opts detect; /* threshold, NMS, smallest face */
     px_format out_format;       /* PX_FMT_UNKNOWN: the input's if writable, else JPEG */
+    int jpeg_keep_blocks;       /* 1 (default): JPEG in, JPEG out copies the input's DCT blocks
+                                   outside what was concealed (jpeg_quality then applies only
+                                   where that cannot be done: res->jpeg); 0: always afresh */
     int jpeg_quality;           /* 1..100, default 90 */
     uint64_t max_pixels;        /* decode limit (0: default 100 MP) */
     uint64_t seed;              /* noise seed (0: random per call) */
@@ -34,6 +37,8 @@ typedef struct px_anon_result {
     px_buf out;              /* encoded image; free with px_buf_free (or px_anon_result_free) */
     px_format out_format;
     px_format in_format;
+    px_jpeg_patch_info jpeg; /* JPEG in and out with jpeg_keep_blocks: jpeg.lossless 1 when
+                                blocks were copied, else jpeg.why; zeroed otherwise */
     int width, height;       /* upright output size */
     int orientation;         /* EXIF orientation that was applied */
     px_face *faces;          /* n_faces boxes in output pixel coordinates; malloc'd */

@@ -89,7 +89,8 @@ static void usage(FILE *f)
             "      --in-place       overwrite the inputs (never done otherwise)\n"
             "      --format FMT     jpeg, png or webp (default: -o's extension, else the\n"
             "                       input's; TIFF, GIF, HEIF and AVIF inputs give JPEG)\n"
-            "      --quality N      JPEG/WebP quality 1..100 (default 90)\n"
+            "      --quality N      JPEG/WebP quality 1..100 (default 90; a JPEG written from\n"
+            "                       a JPEG otherwise keeps the input's blocks and quality)\n"
             "  Without -o/--outdir, NAME.EXT becomes NAME.anon.EXT beside the input.\n"
             "\n"
             "Concealment:\n"
@@ -567,6 +568,12 @@ static void report_ok(run_ctx *c, const job *j, const char *out, const px_anon_r
             json_set_name(o, "input", j->in);
             json_set_name(o, "output", out);
             json_object_update(o, rest);
+            if (r->out_format == PX_FMT_JPEG) /* docs/anonymize.md: JPEG in, JPEG out */
+                json_object_set_new(o, "jpeg",
+                                    json_string(r->jpeg.lossless ? "lossless-outside-masks"
+                                                                 : "reencoded"));
+            if (r->jpeg.why[0])
+                json_object_set_new(o, "jpeg_reencoded_because", json_string(r->jpeg.why));
         }
         json_decref(rest);
         char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
@@ -746,6 +753,7 @@ static int parse_options(int argc, char **argv, run_ctx *c, const char **model, 
             if (opt_long("--quality", optarg, 1, 100, &lv))
                 rc = PX_EXIT_USAGE;
             c->aopts.jpeg_quality = (int)lv;
+            c->aopts.jpeg_keep_blocks = 0; /* a quality asked for: encode at it */
             break;
         case OPT_MODE:
             if (px_anon_mode_parse(optarg, &c->aopts.mode))

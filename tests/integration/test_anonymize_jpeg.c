@@ -1,0 +1,151 @@
+/*
+ * JPEG in, JPEG out through the whole anonymize job (px_anon_process with the
+ * real YuNet model and the photos in ../shared/testdata/faces): the output
+ * keeps the input's DCT blocks away from the faces (read back with libjpeg
+ * and compared block by block), every luma block inside a found face is new,
+ * the output decodes at the input's size; a photo whose ICC profile was
+ * converted, and any run with jpeg_keep_blocks off, is encoded afresh and
+ * says so. Prints the encode time both ways (never asserted).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jpeglib.h>
+
+#include "anon/px_anon.h"
+
+#define FACES PX_SHARED_DIR "/testdata/faces"
+#define MODEL PX_MODEL_DIR "/" PX_ANON_DEFAULT_MODEL
+
+static const char *photos[] = {"centerface_t3.jpeg", "deface_city.jpg",     "inspireface_view.jpg",
+                               "libfd_ios_test.jpg", "libfd_keliamoniz1.jpg", "ultraface_imgs_2.jpg",
+                               "ultraface_imgs_27.jpg", "ultraface_imgs_3.jpg"};
+
+static jmp_buf jb;
+static void die(j_common_ptr c)
+{
+    (void)c;
+    longjmp(jb, 1);
+}
+
+/* The luma plane's quantised blocks: wb*hb blocks of 64, row-major. */
+static JCOEF *luma_blocks(const uint8_t *data, size_t len, int *wb, int *hb)
+{
+    struct jpeg_decompress_struct d;
+    struct jpeg_error_mgr e;
+    d.err = jpeg_std_error(&e);
+    e.error_exit = die;
+    if (setjmp(jb))
+        fail_msg("libjpeg could not read the coefficients");
+    jpeg_create_decompress(&d);
+    jpeg_mem_src(&d, data, (unsigned long)len);
+    jpeg_read_header(&d, TRUE);
+    jvirt_barray_ptr *arr = jpeg_read_coefficients(&d);
+    *wb = (int)d.comp_info[0].width_in_blocks;
+    *hb = (int)d.comp_info[0].height_in_blocks;
+    JCOEF *c = malloc((size_t)*wb * (size_t)*hb * 64 * sizeof(JCOEF));
+    assert_non_null(c);
+    for (int by = 0; by < *hb; by++) {
+        JBLOCKARRAY r =
+            (*d.mem->access_virt_barray)((j_common_ptr)&d, arr[0], (JDIMENSION)by, 1, FALSE);
+        memcpy(c + (size_t)by * (size_t)*wb * 64, r[0], (size_t)*wb * 64 * sizeof(JCOEF));
+    }
+    jpeg_finish_decompress(&d);
+    jpeg_destroy_decompress(&d);
+    return c;
+}
+
+static void test_faces_reencoded_rest_copied(void **state)
+{
+    (void)state;
+    px_face_detector *det = NULL;
+    px_err e;
+    if (px_face_detector_create(MODEL, NULL, &det, &e) != PX_OK)
+        fail_msg("%s", e.msg);
+    int lossless_photos = 0;
+    for (size_t i = 0; i < sizeof photos / sizeof photos[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", FACES, photos[i]);
+        uint8_t *data;
+        size_t len;
+        if (px_read_file(path, (size_t)1 << 26, &data, &len, &e) != PX_OK)
+            fail_msg("%s: %s", path, e.msg);
+        px_decode_info di;
+        px_image img;
+        assert_int_equal(px_image_decode(data, len, NULL, &img, &di, &e), PX_OK);
+        px_anon_opts o = px_anon_opts_default();
+        o.seed = 11;
+        px_anon_result r, fresh;
+        if (px_anon_process(det, data, len, &o, &r, &e) != PX_OK)
+            fail_msg("%s: %s", photos[i], e.msg);
+        o.jpeg_keep_blocks = 0;
+        assert_int_equal(px_anon_process(det, data, len, &o, &fresh, &e), PX_OK);
+        assert_false(fresh.jpeg.lossless);
+        assert_int_equal(fresh.jpeg.why[0], '\0');
+        assert_int_equal(r.out_format, PX_FMT_JPEG);
+        printf("%-22s %d faces: encode %.1f ms keeping blocks (%s%s), %.1f ms afresh; %zu vs %zu "
+               "bytes\n",
+               photos[i], r.n_faces, r.ms_encode, r.jpeg.lossless ? "lossless" : "fresh: ",
+               r.jpeg.why, fresh.ms_encode, r.out.len, fresh.out.len);
+        if (di.icc == 1) { /* converted colours: nothing to copy */
+            assert_false(r.jpeg.lossless);
+            assert_non_null(strstr(r.jpeg.why, "ICC"));
+        } else {
+            assert_true(r.jpeg.lossless);
+            lossless_photos++;
+            int wb, hb, wb2, hb2;
+            JCOEF *a = luma_blocks(data, len, &wb, &hb);
+            JCOEF *b = luma_blocks(r.out.data, r.out.len, &wb2, &hb2);
+            assert_int_equal(wb, wb2);
+            assert_int_equal(hb, hb2);
+            long same = 0, inside = 0, inside_changed = 0;
+            for (int by = 0; by < hb; by++)
+                for (int bx = 0; bx < wb; bx++) {
+                    const size_t off = ((size_t)by * (size_t)wb + (size_t)bx) * 64;
+                    const int eq = !memcmp(a + off, b + off, 64 * sizeof(JCOEF));
+                    same += eq;
+                    for (int f = 0; f < r.n_faces; f++) {
+                        const px_face *fc = &r.faces[f];
+                        if (bx * 8 >= fc->x1 && bx * 8 + 8 <= fc->x2 && by * 8 >= fc->y1 &&
+                            by * 8 + 8 <= fc->y2) {
+                            inside++;
+                            inside_changed += !eq;
+                            break;
+                        }
+                    }
+                }
+            assert_int_equal(inside_changed, inside); /* noise over every face block */
+            if (r.n_faces > 0)
+                assert_true(inside > 0);
+            assert_true(same > (long)wb * hb / 4); /* the rest kept */
+            assert_true(r.jpeg.blocks_reencoded > 0 || r.n_faces == 0);
+            free(a);
+            free(b);
+        }
+        px_image back;
+        assert_int_equal(px_image_decode(r.out.data, r.out.len, NULL, &back, NULL, &e), PX_OK);
+        assert_int_equal(back.w, img.w);
+        assert_int_equal(back.h, img.h);
+        px_image_free(&back);
+        px_image_free(&img);
+        px_anon_result_free(&r);
+        px_anon_result_free(&fresh);
+        free(data);
+    }
+    assert_true(lossless_photos >= 6);
+    px_face_detector_destroy(det);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_faces_reencoded_rest_copied),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
