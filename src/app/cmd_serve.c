@@ -22,12 +22,15 @@
 #include "anon/px_anon.h"
 #include "commands.h"
 #include "core/px_core.h"
+#include "manifest/px_manifest.h"
 #include "serve/px_serve.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: pixpipe serve [options]\n"
+            "       pixpipe serve reviewer add NAME [--admin] --pool DIR\n"
+            "       pixpipe serve reviewer list|remove [NAME] --pool DIR\n"
             "\n"
             "HTTP API (/v1/anonymize, /v1/pool/...), metrics and the expert review page\n"
             "(http://ADDR:PORT/review/). See docs/api.md and docs/review.md.\n"
@@ -50,11 +53,17 @@ static void usage(FILE *f)
             "  --allowed-host NAME  also answer to this Host (NAME or NAME:PORT; repeatable);\n"
             "                       default: the listen address, localhost and 127.0.0.1\n"
             "  --grace S            shutdown grace period for requests in progress (default 10)\n"
+            "  --lease-seconds S    how long a reviewer's claimed images stay theirs (default 600)\n"
+            "  --secure-cookie      mark the login cookie Secure (when served behind HTTPS)\n"
             "  -v, --verbose        log every request\n"
             "  -h, --help           this text\n"
             "\n"
-            "Environment: PIXPIPE_API_TOKEN, when set, is the bearer token write endpoints\n"
-            "(verdicts) require: 'Authorization: Bearer TOKEN'.\n",
+            "Accounts: `reviewer add` prints a login token once (the pool keeps only its\n"
+            "SHA-256); the review page logs in with it, scripts send it as a bearer token.\n"
+            "Once the pool has an account, every pool and review request needs one.\n"
+            "\n"
+            "Environment: PIXPIPE_API_TOKEN, when set, is a bearer token with the admin role\n"
+            "('Authorization: Bearer TOKEN'), for scripts from before accounts.\n",
             PX_ANON_DEFAULT_MODEL);
 }
 
@@ -126,6 +135,12 @@ static int parse_args(int argc, char **argv, serve_args *args)
             if (v < 0)
                 return PX_EXIT_USAGE;
             args->o.header_timeout_s = (int)v;
+        } else if (NUM("--lease-seconds", 1, 86400)) {
+            if (v < 0)
+                return PX_EXIT_USAGE;
+            args->o.lease_seconds = (int)v;
+        } else if (!strcmp(a, "--secure-cookie")) {
+            args->o.secure_cookie = 1;
         } else if (NUM("--per-ip", 1, 100000)) {
             if (v < 0)
                 return PX_EXIT_USAGE;
@@ -263,8 +278,94 @@ static int run_server(serve_args *a)
     return PX_EXIT_OK;
 }
 
+/* ---- pixpipe serve reviewer add|list|remove ---------------------------------- */
+
+static int reviewer_usage(const char *why)
+{
+    fprintf(stderr, "pixpipe serve reviewer: %s\n"
+                    "usage: pixpipe serve reviewer add NAME [--admin] --pool DIR\n"
+                    "       pixpipe serve reviewer list --pool DIR\n"
+                    "       pixpipe serve reviewer remove NAME --pool DIR\n", why);
+    return PX_EXIT_USAGE;
+}
+
+/* Opens POOL/manifest.sqlite read-write; an error names the pool. */
+static int open_pool(const char *pool, px_manifest **m)
+{
+    char db[PATH_MAX];
+    px_err err;
+    px_err_clear(&err);
+    snprintf(db, sizeof db, "%s/%s", pool, PX_MANIFEST_FILE);
+    if (access(db, F_OK) != 0) {
+        fprintf(stderr, "pixpipe serve reviewer: pool '%s': no %s in it\n", pool,
+                PX_MANIFEST_FILE);
+        return PX_EXIT_SETUP;
+    }
+    if (px_manifest_open(db, 0, m, &err) != PX_OK) {
+        fprintf(stderr, "pixpipe serve reviewer: %s\n", err.msg);
+        return PX_EXIT_SETUP;
+    }
+    return PX_EXIT_OK;
+}
+
+static int reviewer_cmd(int argc, char **argv)
+{
+    const char *verb = argc > 1 ? argv[1] : NULL, *name = NULL, *pool = NULL;
+    int admin = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--pool") && i + 1 < argc)
+            pool = argv[++i];
+        else if (!strcmp(argv[i], "--admin"))
+            admin = 1;
+        else if (argv[i][0] != '-' && !name)
+            name = argv[i];
+        else
+            return reviewer_usage("unknown or incomplete argument");
+    }
+    if (!verb || (strcmp(verb, "add") && strcmp(verb, "list") && strcmp(verb, "remove")))
+        return reviewer_usage("expected add, list or remove");
+    if (!pool)
+        return reviewer_usage("--pool DIR is required");
+    if (strcmp(verb, "list") && !name)
+        return reviewer_usage("a reviewer NAME is required");
+    px_manifest *m = NULL;
+    int rc = open_pool(pool, &m);
+    if (rc)
+        return rc;
+    px_err err;
+    px_err_clear(&err);
+    int st = PX_OK;
+    if (!strcmp(verb, "add")) {
+        char token[65];
+        if ((st = px_manifest_account_add(m, name, admin, token, NULL, &err)) == PX_OK) {
+            printf("%s\n", token);
+            fprintf(stderr, "pixpipe serve reviewer: added %s (%s); the line above is the login "
+                            "token, shown only now\n", name, admin ? "admin" : "reviewer");
+        }
+    } else if (!strcmp(verb, "remove")) {
+        if ((st = px_manifest_account_remove(m, name, &err)) == PX_OK)
+            fprintf(stderr, "pixpipe serve reviewer: removed %s\n", name);
+    } else {
+        px_manifest_account *v = NULL;
+        size_t n = 0;
+        if ((st = px_manifest_account_list(m, &v, &n, &err)) == PX_OK)
+            for (size_t i = 0; i < n; i++)
+                printf("%s\t%s\t%s\n", v[i].name, v[i].admin ? "admin" : "reviewer",
+                       v[i].created_at);
+        free(v);
+    }
+    px_manifest_close(m);
+    if (st != PX_OK) {
+        fprintf(stderr, "pixpipe serve reviewer: %s\n", err.msg);
+        return st == PX_EINVAL || st == PX_ENOTFOUND ? PX_EXIT_USAGE : PX_EXIT_SETUP;
+    }
+    return PX_EXIT_OK;
+}
+
 int px_cmd_serve(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "reviewer"))
+        return reviewer_cmd(argc - 1, argv + 1);
     serve_args a;
     memset(&a, 0, sizeof a);
     int rc = parse_args(argc, argv, &a);

@@ -138,6 +138,54 @@ static int export_one(px_manifest *s, const char *pool, const char *out, const p
     return st ? px_err_set(err, st, "export: out of memory") : PX_OK;
 }
 
+/* votes = 1: every image whose latest verdict is approve, in pages of ids. */
+static int export_latest(px_manifest *s, const char *pool, const char *out_dir, px_buf *csv,
+                         size_t *total, px_err *err)
+{
+    px_manifest_filter f;
+    memset(&f, 0, sizeof f);
+    f.verdict = PX_VERDICT_FILTER_APPROVE;
+    f.limit = 500;
+    int st = PX_OK;
+    while (!st) {
+        px_manifest_image *imgs = NULL;
+        size_t n = 0;
+        if ((st = px_manifest_list_images(s, &f, &imgs, &n, err)) != PX_OK)
+            break;
+        for (size_t i = 0; i < n && !st; i++)
+            st = export_one(s, pool, out_dir, &imgs[i], csv, err);
+        if (n)
+            f.after_id = imgs[n - 1].id;
+        px_manifest_images_free(imgs, n);
+        *total += st ? 0 : n;
+        if (n < (size_t)f.limit)
+            break;
+    }
+    return st;
+}
+
+/* Double review (review.votes >= 2): only images with enough approvals and
+ * no reject among the reviewers' latest verdicts, or settled by an admin. */
+static int export_voted(px_manifest *s, const char *pool, const char *out_dir, int votes,
+                        px_buf *csv, size_t *total, px_err *err)
+{
+    px_manifest_tally *t = NULL;
+    size_t n = 0;
+    int st = px_manifest_review_tally(s, votes, &t, &n, err);
+    for (size_t i = 0; !st && i < n; i++) {
+        if (t[i].decided != 1)
+            continue;
+        px_manifest_image m;
+        if ((st = px_manifest_get_image(s, t[i].image_id, &m, err)) != PX_OK)
+            break;
+        st = export_one(s, pool, out_dir, &m, csv, err);
+        px_manifest_image_clear(&m);
+        *total += st ? 0 : 1;
+    }
+    free(t);
+    return st;
+}
+
 int px_manifest_export_approved(const char *pool_dir, const char *out_dir, size_t *n_out,
                                 px_err *err)
 {
@@ -161,24 +209,15 @@ int px_manifest_export_approved(const char *pool_dir, const char *out_dir, size_
     static const char header[] = "file,id,theme,theme_slug,type,width,height,title,prompt,sha256,"
                                  "bytes,reviewer,approved_at,backend,model,seed\r\n";
     st = px_buf_append(&csv, header, sizeof header - 1);
-    px_manifest_filter f;
-    memset(&f, 0, sizeof f);
-    f.verdict = PX_VERDICT_FILTER_APPROVE;
-    f.limit = 500;
     size_t total = 0;
-    while (!st) {
-        px_manifest_image *imgs = NULL;
-        size_t n = 0;
-        if ((st = px_manifest_list_images(s, &f, &imgs, &n, err)) != PX_OK)
-            break;
-        for (size_t i = 0; i < n && !st; i++)
-            st = export_one(s, pool, out_dir, &imgs[i], &csv, err);
-        if (n)
-            f.after_id = imgs[n - 1].id;
-        px_manifest_images_free(imgs, n);
-        total += st ? 0 : n;
-        if (n < (size_t)f.limit)
-            break;
+    px_manifest_review_cfg cfg;
+    if (!st && (st = px_manifest_review_cfg_get(s, &cfg, err)) == PX_OK) {
+        int votes = cfg.votes;
+        px_manifest_review_cfg_free(&cfg);
+        if (votes > 1)
+            st = export_voted(s, pool, out_dir, votes, &csv, &total, err);
+        else
+            st = export_latest(s, pool, out_dir, &csv, &total, err);
     }
     if (!st) {
         char path[PATH_MAX + 32];

@@ -9,10 +9,14 @@
 #include <string.h>
 
 typedef int (*mf_step_fn)(struct px_manifest *s, char **msg);
+int mf_step_accounts(struct px_manifest *s, char **msg); /* manifest_accounts.c */
+int mf_step_review(struct px_manifest *s, char **msg);   /* manifest_review.c */
 
 /* One line per feature, appended as features land. */
 static const mf_step_fn k_steps[] = {
     NULL,
+    mf_step_accounts,
+    mf_step_review,
 };
 
 int mf_extend(struct px_manifest *s, char **msg)

@@ -253,6 +253,132 @@ int px_manifest_meta_set(px_manifest *s, const char *key, const char *value, px_
 /* Current UTC time as ISO-8601 into buf (>= 21 bytes). */
 void px_manifest_now_iso(char *buf, size_t cap);
 
+/* ---- Accounts (manifest_accounts.c) --------------------------------------
+ * accounts(id, name UNIQUE, role 'reviewer'|'admin', token_sha256 UNIQUE, created_at)
+ * sessions(sid_sha256 PK, account_id, expires (Unix s), created_at)
+ * Only SHA-256 hex digests of login tokens and session ids are stored. */
+typedef struct px_manifest_account {
+    int64_t id;
+    char name[65]; /* 1..64 of letters, digits, space, . _ - */
+    int admin;     /* role admin (else reviewer) */
+    char created_at[32];
+} px_manifest_account;
+/* PX_OK when name is a valid reviewer name, else PX_EINVAL naming the fault. */
+int px_manifest_account_name_ok(const char *name, px_err *err);
+/* Creates an account with a new login token (32 random bytes, 64 hex digits
+ * into token); PX_EINVAL for a bad or existing name. *id may be NULL. */
+int px_manifest_account_add(px_manifest *s, const char *name, int admin, char token[65],
+                            int64_t *id, px_err *err);
+/* Removes the account, its sessions and its leases (its verdicts stay).
+ * PX_ENOTFOUND when there is none of that name. */
+int px_manifest_account_remove(px_manifest *s, const char *name, px_err *err);
+/* Every account, by name; free *out with free(). */
+int px_manifest_account_list(px_manifest *s, px_manifest_account **out, size_t *n, px_err *err);
+int px_manifest_account_count(px_manifest *s, int *n, px_err *err);
+/* The account whose login token this is: PX_ENOTFOUND (err untouched) when none. */
+int px_manifest_account_by_token(px_manifest *s, const char *token, px_manifest_account *out,
+                                 px_err *err);
+/* Sessions: sid is the cookie's random value (stored hashed). get finds the
+ * account of an unexpired session (PX_ENOTFOUND, err untouched, otherwise). */
+int px_manifest_session_add(px_manifest *s, const char *sid, int64_t account_id, double expires,
+                            px_err *err);
+int px_manifest_session_get(px_manifest *s, const char *sid, double now, px_manifest_account *out,
+                            px_err *err);
+int px_manifest_session_remove(px_manifest *s, const char *sid, px_err *err);
+/* SHA-256 of text as 64 hex digits (PX_OK or PX_ENOMEM); nbytes (<= 64)
+ * random bytes from the system as hex into out (2 * nbytes + 1 bytes). */
+int px_manifest_sha256_hex(const char *text, char out[65]);
+int px_manifest_random_hex(char *out, size_t nbytes, px_err *err);
+
+/* ---- Review: leases, double review, undo, QC (manifest_review.c) ----------
+ * leases(image_id PK, account_id, claimed, expires)   -- Unix seconds
+ * verdicts gain account_id (NULL: anonymous or legacy token), at (Unix s),
+ * seconds (time spent, NULL when not measured); images gain review_votes
+ * (different reviewers with a verdict, kept by triggers). Account 0 below
+ * means "no account" (anonymous local use or the legacy --token). */
+
+/* The campaign file's "review" object: {"votes": 1..5, "reject_reasons": [...]}. */
+typedef struct px_manifest_review_cfg {
+    int votes;       /* verdicts of different reviewers an image needs (default 1) */
+    char **reasons;  /* reject reasons (defaults when the campaign has none) */
+    size_t n_reasons;
+} px_manifest_review_cfg;
+/* From the latest campaign stored in the pool (defaults when none); PX_EINVAL
+ * when its "review" is malformed. Free with px_manifest_review_cfg_free. */
+int px_manifest_review_cfg_get(px_manifest *s, px_manifest_review_cfg *c, px_err *err);
+/* The same from campaign JSON text (NULL: defaults). */
+int px_manifest_review_cfg_parse(const char *campaign_json, px_manifest_review_cfg *c,
+                                 px_err *err);
+void px_manifest_review_cfg_free(px_manifest_review_cfg *c);
+
+typedef struct px_manifest_claim_req {
+    int64_t account_id;     /* who claims (0: no account) */
+    int votes;              /* review.votes */
+    const char *theme_slug; /* NULL: any */
+    const char *type;       /* NULL: any */
+    int n;                  /* 1..100 images wanted */
+    int lease_s;            /* lease length */
+    double now;             /* Unix seconds */
+} px_manifest_claim_req;
+typedef struct px_manifest_lease {
+    int64_t image_id;
+    double expires; /* Unix seconds */
+} px_manifest_lease;
+/* Leases up to r->n images to the account in one transaction: first its own
+ * unexpired leases under the filter (renewed), then accepted/flagged images
+ * that have fewer than r->votes reviewers, none of them this account, and no
+ * unexpired lease. out has room for r->n; *remaining (may be NULL) the images
+ * under the filter still needing this account's vote, not held by others. */
+int px_manifest_claim(px_manifest *s, const px_manifest_claim_req *r, px_manifest_lease *out,
+                      size_t *n_out, int64_t *remaining, px_err *err);
+
+typedef struct px_manifest_vote {
+    int64_t image_id;
+    int64_t account_id;  /* 0: no account */
+    const char *reviewer; /* the account's name, or the typed name without one */
+    const char *verdict;  /* approve | reject | skip */
+    const char *reason;   /* may be NULL */
+    double now;
+} px_manifest_vote_req;
+/* Stores a verdict and releases the image's lease. PX_EBUSY when another
+ * account holds an unexpired lease on it, PX_ENOTFOUND for an unknown image,
+ * PX_EINVAL for a bad field. */
+int px_manifest_vote(px_manifest *s, const px_manifest_vote_req *v, int64_t *verdict_id, px_err *err);
+/* Deletes the account's latest verdict if it is at most window_s old and
+ * leases the image back to it for lease_s (unless another holds it now).
+ * PX_ENOTFOUND when there is nothing to undo. */
+int px_manifest_undo(px_manifest *s, int64_t account_id, double now, int window_s, int lease_s,
+                     int64_t *image_id, int64_t *verdict_id, px_err *err);
+
+/* Review state of every image with a verdict, in image id order. */
+typedef struct px_manifest_tally {
+    int64_t image_id;
+    int voters;     /* different reviewers */
+    int approvals;  /* reviewers whose latest verdict is approve */
+    int rejects;    /* ... reject */
+    int decided;    /* 1 approved, -1 rejected, 0 open (needs votes or an admin) */
+    int disputed;   /* votes >= 2: approvals and rejects, not settled by an admin */
+    int settled;    /* decided by an admin's verdict after the others */
+} px_manifest_tally;
+/* votes <= 1: the latest verdict decides (as before double review). votes
+ * >= 2: approved when approvals >= votes and no reviewer's latest verdict
+ * is reject; an admin's verdict that comes last settles a dispute. Free
+ * *out with free(). */
+int px_manifest_review_tally(px_manifest *s, int votes, px_manifest_tally **out, size_t *n,
+                             px_err *err);
+
+/* Quality control per reviewer name. */
+typedef struct px_manifest_qc {
+    char name[132];
+    int judged;            /* images with a verdict of theirs */
+    int approved;          /* ... whose latest is approve */
+    double approval_rate;  /* approved / judged */
+    double median_seconds; /* per verdict; < 0 when none measured */
+    double agreement;      /* share of other reviewers' approve/reject on the same images
+                              that match theirs; < 0 when there is nothing to compare */
+} px_manifest_qc;
+int px_manifest_review_qc(px_manifest *s, px_manifest_qc **out, size_t *n, px_err *err);
+
 /* ---- Export ------------------------------------------------------------ */
 
 /* Writes the pool manifest as CSV (jsonl == 0) or JSON Lines to f (a FILE*),

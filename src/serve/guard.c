@@ -26,13 +26,14 @@
  */
 #include "serve_internal.h"
 
+#include "manifest/px_manifest.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,27 +99,9 @@ static int add_host(px_server *srv, const char *spec, px_err *err)
     return PX_OK;
 }
 
-static int random_hex(char *out, size_t nbytes, px_err *err)
-{
-    unsigned char b[64];
-    size_t got = 0;
-    while (got < nbytes) {
-        ssize_t k = getrandom(b + got, nbytes - got, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return px_err_set(err, PX_EIO, "serve: no random bytes for the CSRF token: %s",
-                              strerror(errno));
-        got += (size_t)k;
-    }
-    for (size_t i = 0; i < nbytes; i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
-    return PX_OK;
-}
-
 int px_guard_init(px_server *srv, px_err *err)
 {
-    int st = random_hex(srv->csrf, 32, err);
+    int st = px_manifest_random_hex(srv->csrf, 32, err);
     for (int i = 0; !st && srv->o.allowed_hosts && srv->o.allowed_hosts[i]; i++)
         st = add_host(srv, srv->o.allowed_hosts[i], err);
     srv->o.allowed_hosts = NULL; /* copied: the caller's list may go away */

@@ -12,6 +12,8 @@
  */
 #include "serve_internal.h"
 
+#include "manifest/px_manifest.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +26,22 @@ static const double buckets[PX_METRIC_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.
 
 const char *px_route_name(px_route r)
 {
-    static const char *names[PX_R_COUNT] = {"healthz",     "metrics",     "anonymize",
-                                            "pool_stats",  "pool_images", "pool_image",
-                                            "pool_verdict", "review",     "csrf",
-                                            "other"};
+    /* by name, so routes added in any order keep their labels */
+    static const char *names[PX_R_COUNT] = {
+        [PX_R_HEALTHZ] = "healthz",         [PX_R_METRICS] = "metrics",
+        [PX_R_ANONYMIZE] = "anonymize",     [PX_R_POOL_STATS] = "pool_stats",
+        [PX_R_POOL_IMAGES] = "pool_images", [PX_R_POOL_IMAGE] = "pool_image",
+        [PX_R_POOL_VERDICT] = "pool_verdict", [PX_R_REVIEW] = "review",
+        [PX_R_CSRF] = "csrf",               [PX_R_LOGIN] = "login",
+        [PX_R_LOGOUT] = "logout",           [PX_R_ME] = "me",
+        [PX_R_CLAIM] = "review_claim",      [PX_R_UNDO] = "review_undo",
+        [PX_R_REASONS] = "review_reasons",  [PX_R_ADMIN_QUEUE] = "review_admin_queue",
+        [PX_R_QC] = "review_qc",            [PX_R_POOL_THUMB] = "pool_thumb",
+        [PX_R_POOL_SIMILAR] = "pool_similar",
+        [PX_R_OTHER] = "other",
+    };
+    if ((unsigned)r < PX_R_COUNT && !names[r])
+        return "other";
     return (unsigned)r < PX_R_COUNT ? names[r] : "other";
 }
 
@@ -83,6 +97,67 @@ static int bprintf(px_buf *b, const char *fmt, ...)
     va_end(ap);
     b->len += (size_t)n;
     return PX_OK;
+}
+
+/* Review quality control per reviewer (the figures of GET /v1/review/qc),
+ * as gauges labelled by reviewer name. Names of accounts are letters,
+ * digits, space and . _ -; a legacy typed name is escaped as the text
+ * format asks (backslash, quote, newline). */
+static int label_escape(char *out, size_t cap, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"') {
+            out[o++] = '\\';
+            out[o++] = *s;
+        } else if (*s == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else {
+            out[o++] = *s;
+        }
+    }
+    out[o] = '\0';
+    return PX_OK;
+}
+
+static int reviewer_gauges(px_server *srv, px_buf *out)
+{
+    struct px_manifest *m = px_pool_store(srv);
+    if (!m)
+        return PX_OK;
+    px_manifest_qc *q = NULL;
+    size_t n = 0;
+    px_err err = {{0}};
+    if (px_manifest_review_qc(m, &q, &n, &err) != PX_OK) {
+        px_log(PX_LOG_WARN, "serve: metrics: %s", err.msg);
+        return PX_OK; /* the other metrics still go out */
+    }
+    int st = bprintf(out, "# HELP pixpipe_reviewer_judged Images with a verdict of the reviewer.\n"
+                          "# TYPE pixpipe_reviewer_judged gauge\n"
+                          "# HELP pixpipe_reviewer_approval_rate Share of the reviewer's images "
+                          "approved.\n"
+                          "# TYPE pixpipe_reviewer_approval_rate gauge\n"
+                          "# HELP pixpipe_reviewer_median_seconds Median seconds per verdict.\n"
+                          "# TYPE pixpipe_reviewer_median_seconds gauge\n"
+                          "# HELP pixpipe_reviewer_agreement Share of other reviewers' votes on "
+                          "the same images that match.\n"
+                          "# TYPE pixpipe_reviewer_agreement gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        char name[300];
+        label_escape(name, sizeof name, q[i].name);
+        st |= bprintf(out, "pixpipe_reviewer_judged{reviewer=\"%s\"} %d\n"
+                           "pixpipe_reviewer_approval_rate{reviewer=\"%s\"} %.4f\n",
+                      name, q[i].judged, name, q[i].approval_rate);
+        if (q[i].median_seconds >= 0)
+            st |= bprintf(out, "pixpipe_reviewer_median_seconds{reviewer=\"%s\"} %.3f\n", name,
+                          q[i].median_seconds);
+        if (q[i].agreement >= 0)
+            st |= bprintf(out, "pixpipe_reviewer_agreement{reviewer=\"%s\"} %.4f\n", name,
+                          q[i].agreement);
+    }
+    free(q);
+    return st;
 }
 
 int px_server_metrics_text(px_server *srv, px_buf *out)
@@ -175,5 +250,6 @@ int px_server_metrics_text(px_server *srv, px_buf *out)
                   "pixpipe_requests_in_flight %d\n",
                   srv->jobs ? px_queue_length(srv->jobs) : (size_t)0, srv->o.queue_capacity,
                   atomic_load(&srv->running), atomic_load(&srv->inflight));
+    st |= reviewer_gauges(srv, out);
     return st ? PX_ENOMEM : PX_OK;
 }

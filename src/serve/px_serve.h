@@ -69,6 +69,8 @@ typedef struct px_serve_opts {
     int per_ip_connections;     /* open connections from one client address (default 32) */
     int header_timeout_s;       /* a connection's request headers must be complete this long
                                    after it opened or its last request ended (default 15) */
+    int lease_seconds;          /* review claims last this long (default 600) */
+    int secure_cookie;          /* the session cookie gets Secure (behind HTTPS) */
 } px_serve_opts;
 
 /* Defaults as documented above (detector and pool unset). */

@@ -38,7 +38,14 @@
 struct px_pool_ctx {
     px_manifest *store;
     char dir[PATH_MAX]; /* the pool folder, resolved (no symlinks, no trailing '/') */
+    /* the campaign's review settings, read again after CFG_TTL seconds so a
+     * new campaign takes effect without a restart; cfg_mu guards them */
+    pthread_mutex_t cfg_mu;
+    px_manifest_review_cfg cfg;
+    double cfg_at;
 };
+
+#define CFG_TTL 5.0
 
 int px_pool_open(px_server *srv, const char *pool_dir, px_err *err)
 {
@@ -64,8 +71,44 @@ int px_pool_open(px_server *srv, const char *pool_dir, px_err *err)
         free(p);
         return st;
     }
+    pthread_mutex_init(&p->cfg_mu, NULL);
     srv->pool = p;
     return PX_OK;
+}
+
+px_manifest *px_pool_store(px_server *srv)
+{
+    return srv->pool ? srv->pool->store : NULL;
+}
+
+const char *px_pool_dir(px_server *srv)
+{
+    return srv->pool ? srv->pool->dir : NULL;
+}
+
+int px_pool_review_cfg(px_server *srv, int *votes, json_t **reasons, px_err *err)
+{
+    px_pool_ctx *p = srv->pool;
+    double now = px_auth_now();
+    pthread_mutex_lock(&p->cfg_mu);
+    int st = PX_OK;
+    if (!p->cfg_at || now - p->cfg_at > CFG_TTL) {
+        px_manifest_review_cfg c;
+        if ((st = px_manifest_review_cfg_get(p->store, &c, err)) == PX_OK) {
+            px_manifest_review_cfg_free(&p->cfg);
+            p->cfg = c;
+            p->cfg_at = now;
+        }
+    }
+    if (!st && votes)
+        *votes = p->cfg.votes;
+    if (!st && reasons) {
+        *reasons = json_array();
+        for (size_t i = 0; i < p->cfg.n_reasons; i++)
+            json_array_append_new(*reasons, json_string(p->cfg.reasons[i]));
+    }
+    pthread_mutex_unlock(&p->cfg_mu);
+    return st;
 }
 
 void px_pool_close(px_server *srv)
@@ -73,6 +116,8 @@ void px_pool_close(px_server *srv)
     if (!srv->pool)
         return;
     px_manifest_close(srv->pool->store);
+    px_manifest_review_cfg_free(&srv->pool->cfg);
+    pthread_mutex_destroy(&srv->pool->cfg_mu);
     free(srv->pool);
     srv->pool = NULL;
 }
@@ -128,6 +173,14 @@ static void set_file_url(json_t *o, int64_t id)
     char url[64];
     snprintf(url, sizeof url, "/v1/pool/images/%lld", (long long)id);
     json_object_set_new(o, "file", json_string(url));
+}
+
+json_t *px_pool_image_json(const px_manifest_image *m)
+{
+    json_t *o = image_json(m);
+    if (o)
+        set_file_url(o, m->id);
+    return o;
 }
 
 static enum MHD_Result pool_stats(struct MHD_Connection *c, px_req *r)
@@ -280,6 +333,46 @@ static enum MHD_Result pool_image_json(struct MHD_Connection *c, px_req *r, px_m
     return px_reply_json(c, r, 200, o);
 }
 
+int px_pool_file(px_server *srv, const char *rel, char *real)
+{
+    char joined[2 * PATH_MAX];
+    const char *dir = srv->pool->dir;
+    size_t dl = strlen(dir);
+    snprintf(joined, sizeof joined, "%s/%s", dir, rel);
+    return rel[0] != '/' && realpath(joined, real) && !strncmp(real, dir, dl) && real[dl] == '/';
+}
+
+enum MHD_Result px_pool_send_file(struct MHD_Connection *c, px_req *r, const char *path,
+                                  const char *etag, const char *ctype)
+{
+    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    struct MHD_Response *resp;
+    int code = 200;
+    if (inm && !strcmp(inm, etag)) {
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        code = 304;
+    } else {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            if (fd >= 0)
+                close(fd);
+            px_log(PX_LOG_WARN, "serve: image %lld: cannot open its file", (long long)r->id);
+            return px_reply_error(c, r, 404, "image %lld: its file cannot be opened",
+                                  (long long)r->id);
+        }
+        resp = MHD_create_response_from_fd((uint64_t)sb.st_size, fd);
+        if (!resp)
+            close(fd);
+    }
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+    /* an id always names the same bytes (a re-render gets a new id) */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "private, max-age=86400");
+    return px_reply_response(c, r, code, resp, code == 200 ? ctype : NULL);
+}
+
 static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
 {
     px_manifest_image m;
@@ -293,13 +386,10 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
         px_manifest_image_clear(&m);
         return ret;
     }
-    char joined[2 * PATH_MAX], real[PATH_MAX];
+    char real[PATH_MAX], etag[80];
     enum MHD_Result ret;
-    const char *dir = r->srv->pool->dir;
-    size_t dl = strlen(dir);
-    snprintf(joined, sizeof joined, "%s/%s", dir, m.path);
     /* the stored path must resolve to a file under the pool folder */
-    if (m.path[0] == '/' || !realpath(joined, real) || strncmp(real, dir, dl) || real[dl] != '/') {
+    if (!px_pool_file(r->srv, m.path, real)) {
         px_log(PX_LOG_WARN, "serve: image %lld: file '%s' is missing from the pool",
                (long long)r->id, m.path);
         ret = px_reply_error(c, r, 404, "image %lld: its file is missing from the pool",
@@ -307,30 +397,25 @@ static enum MHD_Result pool_image(struct MHD_Connection *c, px_req *r)
         px_manifest_image_clear(&m);
         return ret;
     }
-    int fd = open(real, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        if (fd >= 0)
-            close(fd);
-        px_log(PX_LOG_WARN, "serve: image %lld: cannot open '%s'", (long long)r->id, m.path);
-        ret = px_reply_error(c, r, 404, "image %lld: its file cannot be opened", (long long)r->id);
-        px_manifest_image_clear(&m);
-        return ret;
-    }
-    struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)sb.st_size, fd);
-    if (!resp) {
-        close(fd);
-        px_manifest_image_clear(&m);
-        return MHD_NO;
-    }
-    char etag[80];
     snprintf(etag, sizeof etag, "\"%.64s\"", m.sha256);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
-    /* an id always names the same bytes (a re-render gets a new id) */
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "private, max-age=86400");
-    ret = px_reply_response(c, r, 200, resp, content_type_of(m.path));
+    ret = px_pool_send_file(c, r, real, etag, content_type_of(m.path));
     px_manifest_image_clear(&m);
     return ret;
+}
+
+/* Checks the verdict body's fields; NULL when they are fine, else the message. */
+static const char *verdict_fault(const char *verdict, const char *reviewer, const char *reason)
+{
+    if (!verdict ||
+        (strcmp(verdict, "approve") && strcmp(verdict, "reject") && strcmp(verdict, "skip")))
+        return "verdict: field \"verdict\" must be \"approve\", \"reject\" or \"skip\"";
+    if (!reviewer || !*reviewer)
+        return "verdict: field \"reviewer\" must be a non-empty string";
+    if (!reason)
+        return "verdict: field \"reason\" must be a string";
+    if (!strcmp(verdict, "reject") && !*reason)
+        return "verdict: a rejection needs a \"reason\"";
+    return NULL;
 }
 
 static enum MHD_Result pool_verdict(struct MHD_Connection *c, px_req *r)
@@ -349,27 +434,24 @@ static enum MHD_Result pool_verdict(struct MHD_Connection *c, px_req *r)
                               v ? "other JSON value" : je.text);
     }
     const char *verdict = json_string_value(json_object_get(v, "verdict"));
-    const char *reviewer = json_string_value(json_object_get(v, "reviewer"));
+    /* a logged-in account is the reviewer; a typed name only counts without one */
+    const char *reviewer = r->account[0] ? r->account
+                                         : json_string_value(json_object_get(v, "reviewer"));
     json_t *jr = json_object_get(v, "reason");
     const char *reason = jr ? json_string_value(jr) : "";
+    const char *fault = verdict_fault(verdict, reviewer, reason);
     enum MHD_Result ret;
-    if (!verdict ||
-        (strcmp(verdict, "approve") && strcmp(verdict, "reject") && strcmp(verdict, "skip")))
-        ret = px_reply_error(c, r, 400,
-                             "verdict: field \"verdict\" must be \"approve\", "
-                             "\"reject\" or \"skip\"");
-    else if (!reviewer || !*reviewer)
-        ret = px_reply_error(c, r, 400, "verdict: field \"reviewer\" must be a non-empty string");
-    else if (!reason)
-        ret = px_reply_error(c, r, 400, "verdict: field \"reason\" must be a string");
-    else if (!strcmp(verdict, "reject") && !*reason)
-        ret = px_reply_error(c, r, 400, "verdict: a rejection needs a \"reason\"");
-    else {
+    if (fault) {
+        ret = px_reply_error(c, r, 400, "%s", fault);
+    } else {
         int64_t vid = 0;
         px_err err = {{0}};
-        int st = px_manifest_add_verdict(r->srv->pool->store, r->id, reviewer, verdict, reason,
-                                         &vid, &err);
-        if (st != PX_OK) {
+        px_manifest_vote_req q = {r->id, r->account_id, reviewer, verdict, reason, px_auth_now()};
+        int st = px_manifest_vote(r->srv->pool->store, &q, &vid, &err);
+        if (st == PX_EBUSY) {
+            ret = px_reply_error(c, r, 409, "image %lld is leased to another reviewer; claim "
+                                            "other images", (long long)r->id);
+        } else if (st != PX_OK) {
             ret = store_error(c, r, st, &err);
         } else {
             atomic_fetch_add(&r->srv->metrics.verdicts, 1);

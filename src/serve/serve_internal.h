@@ -24,6 +24,16 @@ typedef enum {
     PX_R_POOL_VERDICT,
     PX_R_REVIEW,
     PX_R_CSRF,
+    PX_R_LOGIN,         /* POST /v1/login (auth.c) */
+    PX_R_LOGOUT,        /* POST /v1/logout */
+    PX_R_ME,            /* GET /v1/me */
+    PX_R_CLAIM,         /* POST /v1/review/claim (route_review.c) */
+    PX_R_UNDO,          /* POST /v1/review/undo */
+    PX_R_REASONS,       /* GET /v1/review/reasons */
+    PX_R_ADMIN_QUEUE,   /* GET /v1/review/admin-queue */
+    PX_R_QC,            /* GET /v1/review/qc */
+    PX_R_POOL_THUMB,    /* GET /v1/pool/images/{id}/thumb */
+    PX_R_POOL_SIMILAR,  /* GET /v1/pool/images/{id}/similar */
     PX_R_OTHER,
     PX_R_COUNT
 } px_route;
@@ -129,6 +139,11 @@ typedef struct px_req {
     int too_large;
     int64_t id; /* pool image id from the URL */
     anon_job *job;
+    /* who is asking (auth.c), worked out on first use */
+    int auth_done, auth_kind;
+    int role;           /* px_role */
+    int64_t account_id; /* 0: no account (anonymous, legacy --token) */
+    char account[65];   /* the account's name, "" without one */
 } px_req;
 
 /* Reply helpers: each queues a response (taking ownership of body when take
@@ -194,11 +209,45 @@ int px_auth_require(struct MHD_Connection *c, px_req *r, px_role need, int64_t *
                     enum MHD_Result *ret);
 /* A 401 JSON answer with WWW-Authenticate: Bearer. */
 enum MHD_Result px_auth_unauthorized(struct MHD_Connection *c, px_req *r, const char *msg);
+/* Wall-clock time in Unix seconds (leases, sessions). */
+double px_auth_now(void);
+/* Whether the pool has any account (then nothing is anonymous). */
+int px_auth_accounts_exist(px_server *srv);
+#define PX_SESSION_COOKIE "px_session"
+/* POST /v1/login, POST /v1/logout, GET /v1/me */
+enum MHD_Result px_auth_handle(struct MHD_Connection *c, px_req *r);
+
+/* route_review.c: the routes of /v1/review/... and the image's thumb and
+ * similar; px_review_route maps a URL (0, or 404) and sets *want (method);
+ * px_review_gate checks role and CSRF token on the headers (1: answered). */
+int px_review_route(px_req *r, const char *url, const char **want);
+int px_review_gate(struct MHD_Connection *c, px_req *r, int write, enum MHD_Result *ret);
+enum MHD_Result px_review_handle(struct MHD_Connection *c, px_req *r);
+/* GET /v1/review/qc's JSON (also read by /metrics); NULL on error (err set). */
+struct json_t *px_review_qc_json(px_server *srv, px_err *err);
+/* route_review_thumb.c: GET /v1/pool/images/{id}/thumb and /similar */
+enum MHD_Result px_review_thumb(struct MHD_Connection *c, px_req *r);
+enum MHD_Result px_review_similar(struct MHD_Connection *c, px_req *r);
 
 /* route_pool.c */
 int px_pool_open(px_server *srv, const char *pool_dir, px_err *err);
 void px_pool_close(px_server *srv);
 int px_pool_available(const px_server *srv);
+struct px_manifest;
+struct px_manifest *px_pool_store(px_server *srv); /* NULL without a pool */
+struct px_manifest_image;
+struct json_t *px_pool_image_json(const struct px_manifest_image *m); /* with "file" */
+const char *px_pool_dir(px_server *srv);
+/* Whether rel (a manifest path) resolves to a file under the pool; its real
+ * path into real (PATH_MAX bytes). */
+int px_pool_file(px_server *srv, const char *rel, char *real);
+/* Answers with the file at path (200, or 304 when If-None-Match is etag),
+ * ETag and Cache-Control: private, max-age=86400; 404 JSON when unreadable. */
+enum MHD_Result px_pool_send_file(struct MHD_Connection *c, px_req *r, const char *path,
+                                  const char *etag, const char *ctype);
+/* review.votes and the reject reasons (a new JSON array) of the pool's
+ * latest campaign, cached for a few seconds; either out may be NULL. */
+int px_pool_review_cfg(px_server *srv, int *votes, struct json_t **reasons, px_err *err);
 enum MHD_Result px_pool_handle(struct MHD_Connection *c, px_req *r);
 
 #endif

@@ -243,13 +243,23 @@ static int route_of(px_req *r, const char *url, const char **want)
         const char *id = url + sizeof images - 1;
         const char *slash = strchr(id, '/');
         size_t n = slash ? (size_t)(slash - id) : strlen(id);
-        if (slash && strcmp(slash, "/verdict"))
+        if (slash && strcmp(slash, "/verdict") && strcmp(slash, "/thumb") &&
+            strcmp(slash, "/similar"))
             return 404;
-        r->route = slash ? PX_R_POOL_VERDICT : PX_R_POOL_IMAGE;
-        if (slash)
+        r->route = !slash ? PX_R_POOL_IMAGE
+                   : !strcmp(slash, "/verdict") ? PX_R_POOL_VERDICT
+                   : !strcmp(slash, "/thumb") ? PX_R_POOL_THUMB : PX_R_POOL_SIMILAR;
+        if (r->route == PX_R_POOL_VERDICT)
             *want = "POST";
         if (!parse_id(id, n, &r->id))
             return 400;
+    } else if (!strcmp(url, "/v1/login") || !strcmp(url, "/v1/logout")) {
+        r->route = url[4] == 'l' && url[7] == 'i' ? PX_R_LOGIN : PX_R_LOGOUT;
+        *want = "POST";
+    } else if (!strcmp(url, "/v1/me")) {
+        r->route = PX_R_ME;
+    } else if (!strncmp(url, "/v1/review/", 11)) {
+        return px_review_route(r, url, want);
     } else if (!strcmp(url, "/") || !strncmp(url, "/review", 7)) {
         r->route = PX_R_REVIEW;
     } else {
@@ -261,7 +271,7 @@ static int route_of(px_req *r, const char *url, const char **want)
 
 static int is_write(px_route r)
 {
-    return r == PX_R_POOL_VERDICT;
+    return r == PX_R_POOL_VERDICT || r == PX_R_CLAIM || r == PX_R_UNDO || r == PX_R_LOGOUT;
 }
 
 static enum MHD_Result serve_healthz(struct MHD_Connection *c, px_req *r)
@@ -327,6 +337,16 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, px_req *r, const char 
     case PX_R_POOL_VERDICT: return px_pool_handle(c, r);
     case PX_R_REVIEW: return serve_asset(c, r, url);
     case PX_R_CSRF: return px_guard_csrf_reply(c, r);
+    case PX_R_LOGIN:
+    case PX_R_LOGOUT:
+    case PX_R_ME: return px_auth_handle(c, r);
+    case PX_R_CLAIM:
+    case PX_R_UNDO:
+    case PX_R_REASONS:
+    case PX_R_ADMIN_QUEUE:
+    case PX_R_QC:
+    case PX_R_POOL_THUMB:
+    case PX_R_POOL_SIMILAR: return px_review_handle(c, r);
     default: return px_reply_error(c, r, 404, "no such endpoint: %.100s", url);
     }
 }
@@ -360,9 +380,7 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, px_req *r, const cha
     }
     if (!head && strcmp(method, "GET") && px_guard_origin(c, r, &ret))
         return ret;
-    if (is_write(r->route) && px_auth_require(c, r, PX_ROLE_REVIEWER, NULL, &ret))
-        return ret;
-    if (is_write(r->route) && px_auth_uses_csrf(c, r) && px_guard_csrf(c, r, &ret))
+    if (px_review_gate(c, r, is_write(r->route), &ret))
         return ret;
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
@@ -631,6 +649,8 @@ static int check_opts(px_serve_opts *o, px_err *err)
         o->per_ip_connections = 32;
     if (o->header_timeout_s <= 0)
         o->header_timeout_s = 15;
+    if (o->lease_seconds <= 0)
+        o->lease_seconds = 600;
     return PX_OK;
 }
 
