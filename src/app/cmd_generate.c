@@ -13,6 +13,7 @@
  * resumes.
  */
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -83,6 +84,7 @@ static void usage(FILE *f)
         "usage: pixpipe generate --theme THEME --type TYPE --count N --out POOL [options]\n"
         "       pixpipe generate --campaign FILE --out POOL [options]\n"
         "       pixpipe generate --rerender ID --out POOL [-o FILE] [options]\n"
+        "       pixpipe generate (--campaign FILE | --theme T --type T --count N) --dry-run[=N]\n"
         "Writes prompts, renders them on image servers and keeps the images that pass\n"
         "the automatic checks in POOL/<theme>/<type>/<id>.png (manifest: POOL/manifest.sqlite).\n"
         "Running the same command again resumes where it stopped.\n\n"
@@ -99,10 +101,16 @@ static void usage(FILE *f)
         "                     without it the offline writer uses vocab/ (13 shipped themes)\n"
         "  --llm-model NAME   --llm-temperature X (0.9)   --llm-seed N   --llm-batch N (8)\n"
         "  --llm-retries N    extra tries after an unusable answer (3)\n"
+        "  --llm-timeout S    per LLM request (120)   --llm-max-tokens N  answer budget per\n"
+        "                     request (default: scenes x 96 + 64)\n"
+        "  --llm-dialect auto|llamacpp|llamacpp-old|ollama|vllm|openai   how to ask for JSON\n"
+        "                     (auto: probe the server; docs/generate.md)\n"
         "                     API key from $PIXPIPE_LLM_API_KEY (or $OPENAI_API_KEY)\n"
         "  --vocab DIR        offline vocabularies (default %s/vocab)\n"
         "  --style FILE       per-type style suffix and negative prompt (default %s/styles/styles.json)\n"
-        "  --dedup X          near-duplicate prompt threshold, Jaccard 0..1 (0.7)\n"
+        "  --dedup X          near-duplicate prompt threshold, Jaccard 0..1 (0.7)\n",
+        data_dir(), data_dir(), data_dir());
+    fputs( /* two parts: ISO C bounds a string literal at 4095 characters */
         "rendering:\n"
         "  --server URL       render server, repeat for several (default http://127.0.0.1:7860)\n"
         "  --backend a1111|openai|comfyui|local (a1111)   --workflow FILE (ComfyUI API-format\n"
@@ -129,8 +137,11 @@ static void usage(FILE *f)
         "  --rerender ID      render image/job ID again into -o FILE (default POOL/rerender-ID.EXT,\n"
         "                     in the stored image's format; FILE's extension picks the format)\n"
         "  --fsync            fsync each image (survives power loss, slower)\n"
+        "  --dry-run[=N]      write prompts only (at most N): JSON Lines on stdout, one per\n"
+        "                     prompt; nothing rendered or stored, no image server needed;\n"
+        "                     --out is optional (an existing pool is only read)\n"
         "  --progress auto|bar|plain|none   -q, --quiet   -h, --help\n",
-        data_dir(), data_dir(), data_dir());
+        f);
 }
 
 typedef struct {
@@ -233,6 +244,7 @@ typedef struct gen_args {
     const char *servers[MAX_SERVERS];
     int nservers, count, quiet, people, width, height, steps, rerender, timeout_s, seed_set, seed,
         quality, threads;
+    int llm_timeout_s, dry_run, dry_max; /* --llm-timeout; --dry-run[=N] */
     px_format format; /* PX_FMT_UNKNOWN: not given */
     double cfg;
     char vocab_def[PATH_MAX + 16], style_def[PATH_MAX + 32], camp_path[PATH_MAX + 32];
@@ -244,7 +256,9 @@ enum {
     O_DEDUP, O_TIMEOUT, O_ATTEMPTS, O_SFAIL, O_SEED, O_FACES, O_FACEMODEL, O_MINBLUR,
     O_MINCONTRAST, O_PHASH, O_RERENDER, O_FSYNC, O_PROGRESS, O_PEOPLE, O_WIDTH, O_HEIGHT,
     O_STEPS, O_CFG, O_SAMPLER, O_MODEL, O_BACKOFF, O_LLMRETRIES, O_FORMAT, O_QUALITY,
-    O_TOKENIZER, O_TAESD, O_THREADS
+    O_TOKENIZER, O_TAESD, O_THREADS,
+    O_LLMDIALECT, O_LLMTIMEOUT, O_DRYRUN, O_LLMMAXTOK,
+    O_SIZEMISMATCH
 };
 
 static const struct option k_longopts[] = {
@@ -270,6 +284,9 @@ static const struct option k_longopts[] = {
     {"format", required_argument, 0, O_FORMAT},     {"quality", required_argument, 0, O_QUALITY},
     {"tokenizer", required_argument, 0, O_TOKENIZER}, {"taesd", required_argument, 0, O_TAESD},
     {"threads", required_argument, 0, O_THREADS},
+    {"llm-dialect", required_argument, 0, O_LLMDIALECT}, {"llm-timeout", required_argument, 0, O_LLMTIMEOUT},
+    {"dry-run", optional_argument, 0, O_DRYRUN}, {"llm-max-tokens", required_argument, 0, O_LLMMAXTOK},
+    {"size-mismatch", required_argument, 0, O_SIZEMISMATCH},
     {"quiet", no_argument, 0, 'q'},                 {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -358,6 +375,13 @@ static int parse_option(gen_args *a, int c, const char *arg)
     case O_TOKENIZER: a->tokenizer = arg; break;
     case O_TAESD: a->taesd = arg; break;
     case O_THREADS: bad = parse_int("--threads", arg, 1, 1024, &a->threads); break;
+    case O_LLMDIALECT: a->lo.dialect = arg; break;
+    case O_LLMTIMEOUT: bad = parse_int("--llm-timeout", arg, 1, 86400, &a->llm_timeout_s); break;
+    case O_LLMMAXTOK: bad = parse_int("--llm-max-tokens", arg, 16, 1000000, &a->lo.max_tokens); break;
+    case O_DRYRUN:
+        a->dry_run = 1;
+        bad = arg ? parse_int("--dry-run", arg, 1, 10000000, &a->dry_max) : 0;
+        break;
     case 'o': a->out_file = arg; break;
     case 'q': a->quiet = 1; break;
     case 'h': usage(stdout); return PX_EXIT_OK;
@@ -414,7 +438,13 @@ static int parse_args(int argc, char **argv, gen_args *a)
         fprintf(stderr, "pixpipe generate: unexpected argument '%s'\n", argv[optind]);
         return PX_EXIT_USAGE;
     }
-    if (!a->o.pool) {
+    if (a->llm_timeout_s)
+        a->lo.timeout_ms = (long)a->llm_timeout_s * 1000;
+    if (a->dry_run && a->rerender) {
+        fprintf(stderr, "pixpipe generate: --dry-run writes prompts; --rerender renders: not both\n");
+        return PX_EXIT_USAGE;
+    }
+    if (!a->o.pool && !a->dry_run) {
         fprintf(stderr, "pixpipe generate: --out POOL is required\n");
         return PX_EXIT_USAGE;
     }
@@ -638,6 +668,46 @@ static int setup_progress(const gen_args *a, progress_ctx *pc)
     return -1;
 }
 
+/* --dry-run: one JSON object per prompt on stdout. */
+static void print_prompt(void *ctx, const px_gen_prompt_rec *p)
+{
+    (void)ctx;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "theme", p->theme,
+                          "theme_slug", p->theme_slug, "type", p->type, "scene", p->scene,
+                          "prompt", p->prompt, "negative", p->negative, "subtopic", p->subtopic,
+                          "writer", p->writer);
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    if (s)
+        printf("%s\n", s);
+    fflush(stdout);
+    free(s);
+    json_decref(o);
+}
+
+/* --dry-run: prompts only, then a line on stderr saying what was done. */
+static int run_dry(gen_args *a)
+{
+    px_gen_summary sum;
+    px_err err;
+    a->o.stop = &g_stop;
+    signal(SIGINT, on_sigint);
+    int st = px_gen_dry_run(&a->o, a->dry_max, print_prompt, NULL, &sum, &err);
+    signal(SIGINT, SIG_DFL);
+    if (st != PX_OK) {
+        fprintf(stderr, "pixpipe generate: dry run: %s\n", err.msg);
+        return sum.prompts_written ? PX_EXIT_FAILED : PX_EXIT_SETUP;
+    }
+    char llm[1536];
+    if (!a->quiet) {
+        fprintf(stderr, "pixpipe generate: dry run: %d prompts written, %d near-duplicates "
+                "dropped, %.1f s; nothing rendered or stored\n",
+                sum.prompts_written - sum.prompts_dup, sum.prompts_dup, sum.seconds);
+        if (px_gen_llm_describe(a->o.writer, llm, sizeof llm))
+            fprintf(stderr, "pixpipe generate: LLM server: %s\n", llm);
+    }
+    return PX_EXIT_OK;
+}
+
 /* The run itself, Ctrl-C stopping it between images, then the summary. */
 static int run_and_report(gen_args *a, progress_ctx *pc)
 {
@@ -662,6 +732,9 @@ static int run_and_report(gen_args *a, progress_ctx *pc)
     }
     if (!a->quiet)
         print_summary(o->pool, &sum, stdout);
+    char llm[1536]; /* also in the manifest's meta table, key "llm" */
+    if (!a->quiet && px_gen_llm_describe(o->writer, llm, sizeof llm))
+        fprintf(stderr, "pixpipe generate: LLM server: %s\n", llm);
     if (g_stop && !a->quiet)
         fprintf(stderr, "pixpipe generate: stopped; run the same command again to resume\n");
     return rc;
@@ -684,7 +757,7 @@ int px_cmd_generate(int argc, char **argv)
     a->o.workflow = workflow;
     px_gen_local *local = NULL;
     if (rc < 0)
-        rc = make_local(a, &local);
+        rc = a->dry_run ? -1 : make_local(a, &local); /* --dry-run renders nothing */
     if (rc < 0 && a->rerender)
         rc = run_rerender(a);
     px_gen_campaign camp;
@@ -697,7 +770,7 @@ int px_cmd_generate(int argc, char **argv)
     if (rc < 0)
         rc = make_writer(a, &camp, &writer);
     if (rc < 0)
-        rc = make_detector(a, &det);
+        rc = a->dry_run ? run_dry(a) : make_detector(a, &det);
     if (rc < 0)
         rc = setup_progress(a, &pc);
     if (rc < 0)

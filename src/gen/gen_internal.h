@@ -34,6 +34,15 @@ int px_gen_b64_encode(const uint8_t *d, size_t n, px_buf *out);
 /* SHA-256 of data as 64 lowercase hex digits + NUL. */
 void px_gen_sha256_hex(const uint8_t *data, size_t len, char hex[65]);
 
+/* A writer's scene against the near-duplicate filter (dry_run.c): counts it
+ * in sum (prompts_written, prompts_dup); 1 when new (and added), 0 for a
+ * near-duplicate, PX_ENOMEM. */
+int px_gen_scene_fresh(px_gen_dedup *dd, const char *scene, px_gen_summary *sum, px_err *err);
+/* The prompt and negative prompt of a job: the scene with its type's style
+ * suffix; the type's negative, plus "no people" unless they are allowed. */
+void px_gen_compose(const px_gen_style *st, int type, int allow_people, const char *scene,
+                    char *prompt, size_t pcap, char *neg, size_t ncap);
+
 /* Joins base URL and path without doubling the slash, into out (cap). */
 void px_gen_join_url(const char *base, const char *path, char *out, size_t cap);
 

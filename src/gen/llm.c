@@ -8,8 +8,14 @@
  * favourite scenes. The answer is validated anyway (servers ignore schemas,
  * models wrap JSON in code fences or write prose): unusable answers are
  * retried a bounded number of times, then the writer fails with the reason.
+ *
+ * The server's dialect (llama.cpp old and new, Ollama, vLLM, OpenAI; see
+ * llm_dialect.c) is probed before the first request, or forced; each
+ * request carries a max_tokens sized for its batch and is checked against
+ * the server's context first. What the server reported (dialect, version,
+ * the model of the last answer) is kept for the manifest (px_gen_llm_describe).
  */
-#include "gen_internal.h"
+#include "llm_internal.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -20,10 +26,14 @@ typedef struct {
     char *url, *model, *key, *vocab;
     double temperature;
     int64_t seed;
-    int batch, retries;
+    int batch, retries, forced, max_tokens_opt;
     long timeout_ms;
     uint64_t rng;
     px_gen_client *http;
+    int probed;
+    llm_server sv;
+    char reported_model[256]; /* the "model" of the last usable answer */
+    int max_tokens, prompt_tokens; /* of the last request */
 } llm_state;
 
 px_gen_llm_opts px_gen_llm_opts_default(void)
@@ -36,7 +46,8 @@ px_gen_llm_opts px_gen_llm_opts_default(void)
                          .batch = 8,
                          .retries = 3,
                          .timeout_ms = 120000,
-                         .vocab_dir = NULL};
+                         .vocab_dir = NULL,
+                         .dialect = NULL};
     return o;
 }
 
@@ -132,6 +143,8 @@ int px_gen_llm_parse(const char *body, size_t len, char ***out, size_t *nout, px
         json_object_get(json_object_get(json_array_get(json_object_get(root, "choices"), 0),
                                         "message"),
                         "content");
+    if (!content) /* Ollama's own /api/chat: {"message": {"content": ...}} */
+        content = json_object_get(json_object_get(root, "message"), "content");
     if (!json_is_string(content)) {
         st = px_err_set(err, PX_ECORRUPT, "answer has no choices[0].message.content string");
         goto out;
@@ -206,8 +219,9 @@ out:
     return st;
 }
 
-static char *build_request(llm_state *s, const char *theme, const char *slug, int type, int n,
-                           char *subtopic, size_t cap)
+/* The chat messages of one batch request, and the schema of its answer. */
+static int build_messages(llm_state *s, const char *theme, const char *slug, int type, int n,
+                          char *subtopic, size_t cap, json_t **messages, json_t **schema)
 {
     char place[256];
     place_hint(s, slug, type, place, sizeof place);
@@ -230,66 +244,177 @@ static char *build_request(llm_state *s, const char *theme, const char *slug, in
              "people, no faces, no text, signs, logos or brand names.\n"
              "Answer with JSON only: {\"prompts\": [\"...\", ...]}.",
              theme, k_type_desc[type], n, sub, n);
-    json_t *schema = json_pack(
-        "{s:s, s:{s:{s:s, s:{s:s}, s:i, s:i}}, s:[s], s:b}", "type", "object", "properties",
-        "prompts", "type", "array", "items", "type", "string", "minItems", 1, "maxItems", n,
-        "required", "prompts", "additionalProperties", 0);
-    json_t *req = json_pack(
-        "{s:s, s:[{s:s, s:s}, {s:s, s:s}], s:f, s:{s:s, s:{s:s, s:b, s:o}}}", "model", s->model,
-        "messages", "role", "system", "content",
+    /* string lengths bound what a grammar-constrained server may write per scene */
+    *schema = json_pack("{s:s, s:{s:{s:s, s:{s:s, s:i, s:i}, s:i, s:i}}, s:[s], s:b}", "type",
+                        "object", "properties", "prompts", "type", "array", "items", "type",
+                        "string", "minLength", 12, "maxLength", 400, "minItems", 1, "maxItems", n,
+                        "required", "prompts", "additionalProperties", 0);
+    *messages = json_pack(
+        "[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content",
         "You write short, concrete scene descriptions for a text-to-image model that makes stock "
         "photos. You answer with JSON only.",
-        "role", "user", "content", user, "temperature", s->temperature, "response_format", "type",
-        "json_schema", "json_schema", "name", "scenes", "strict", 1, "schema", schema);
-    if (!req)
-        return NULL;
-    if (s->seed >= 0)
-        json_object_set_new(req, "seed", json_integer(s->seed + (int64_t)(s->rng & 0xffffff)));
-    char *body = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    return body;
+        "role", "user", "content", user);
+    if (*schema && *messages)
+        return PX_OK;
+    json_decref(*schema);
+    json_decref(*messages);
+    return PX_ENOMEM;
+}
+
+/* The "model" and finish reason of an answer ("" when absent). */
+static void answer_meta(const px_buf *resp, char *model, size_t mcap, char *finish, size_t fcap)
+{
+    model[0] = finish[0] = '\0';
+    json_t *root = resp->data ? json_loadb((const char *)resp->data, resp->len, 0, NULL) : NULL;
+    json_t *m = json_object_get(root, "model");
+    if (json_is_string(m))
+        snprintf(model, mcap, "%s", json_string_value(m));
+    json_t *f = json_object_get(json_array_get(json_object_get(root, "choices"), 0),
+                                "finish_reason");
+    if (!f)
+        f = json_object_get(root, "done_reason"); /* Ollama */
+    if (json_is_string(f))
+        snprintf(finish, fcap, "%s", json_string_value(f));
+    json_decref(root);
+}
+
+/* Probes the server once per writer and says what it found. Errors other
+ * than the transport's are final (a missing model name). */
+static int ensure_probed(llm_state *s, px_err *err)
+{
+    if (s->probed)
+        return PX_OK;
+    llm_conn c = {s->http, s->url, s->key, s->model, s->timeout_ms};
+    int st = llm_probe(&c, s->forced, &s->sv, err);
+    if (st != PX_OK)
+        return st;
+    s->probed = 1;
+    char ctx[32] = "unknown";
+    if (s->sv.n_ctx)
+        snprintf(ctx, sizeof ctx, "%d tokens", s->sv.n_ctx);
+    px_log(PX_LOG_INFO, "LLM %s: dialect %s%s%s, version %s, model %s, context %s", s->url,
+           llm_dialect_name(s->sv.dialect), s->forced ? " (--llm-dialect)" : " (probed)",
+           s->sv.guided_json ? ", guided_json" : "", s->sv.version[0] ? s->sv.version : "?",
+           s->sv.loaded_model[0] ? s->sv.loaded_model : "?", ctx);
+    return PX_OK;
+}
+
+/* One request for n scenes: PX_OK with *out filled, or an error in *last
+ * (final: PX_ELIMIT, PX_EINVAL, PX_ENOMEM). */
+static int llm_attempt(px_gen_writer *w, llm_state *s, const char *theme, const char *slug,
+                       int type, int n, char ***out, size_t *nout, char *subtopic, size_t cap,
+                       px_err *last)
+{
+    int st = ensure_probed(s, last);
+    if (st != PX_OK) {
+        px_gen_writer_count(w, 1, 0);
+        return st;
+    }
+    json_t *messages, *schema;
+    if (build_messages(s, theme, slug, type, n, subtopic, cap, &messages, &schema) != PX_OK)
+        return px_err_set(last, PX_ENOMEM, "LLM request: out of memory");
+    llm_conn c = {s->http, s->url, s->key, s->model, s->timeout_ms};
+    int max_tokens = s->max_tokens_opt > 0 ? s->max_tokens_opt
+                                           : n * LLM_TOKENS_PER_SCENE + LLM_TOKENS_OVERHEAD;
+    st = llm_check_context(&c, &s->sv, messages, n, max_tokens, &s->prompt_tokens, last);
+    /* Ollama takes the context per request (its default, 2048 or 4096, cuts prompts silently) */
+    int num_ctx = (s->prompt_tokens > 0 ? s->prompt_tokens : 1024) + max_tokens;
+    num_ctx = (num_ctx + 255) / 256 * 256;
+    if (num_ctx < 2048)
+        num_ctx = 2048;
+    if (s->sv.n_ctx > 0 && num_ctx > s->sv.n_ctx)
+        num_ctx = s->sv.n_ctx;
+    const char *route = NULL;
+    char *body = NULL;
+    int64_t seed = s->seed >= 0 ? s->seed + (int64_t)(s->rng & 0xffffff) : -1;
+    /* vLLM refuses a model name it does not serve: "" means the one it has */
+    const char *model = !s->model[0] && s->sv.dialect == LLM_VLLM ? s->sv.loaded_model : s->model;
+    if (st == PX_OK && llm_request(&s->sv, model, messages, schema, s->temperature, seed,
+                                   max_tokens, num_ctx, &route, &body) != PX_OK)
+        st = px_err_set(last, PX_ENOMEM, "LLM request: out of memory");
+    json_decref(messages);
+    json_decref(schema);
+    if (st != PX_OK)
+        return st;
+    s->max_tokens = max_tokens;
+    char url[1024];
+    px_gen_join_url(s->url, route, url, sizeof url);
+    px_buf resp = {0};
+    long status = 0;
+    st = px_gen_http(s->http, url, body, s->key, s->timeout_ms, 8u << 20, &status, &resp, last);
+    free(body);
+    px_gen_writer_count(w, 1, 0);
+    char said[256], finish[32];
+    answer_meta(&resp, said, sizeof said, finish, sizeof finish);
+    if (st == PX_ETIMEOUT) {
+        px_err_set(last, st, "%s: no answer in %ld s (--llm-timeout)", url, s->timeout_ms / 1000);
+    } else if (st == PX_OK && status != 200) {
+        st = px_err_set(last, status >= 500 ? PX_ENET : PX_ECORRUPT, "%s: HTTP %ld: %.100s", url,
+                        status, resp.data ? (char *)resp.data : "");
+    } else if (st == PX_OK) {
+        px_err pe;
+        st = px_gen_llm_parse((const char *)resp.data, resp.len, out, nout, &pe);
+        if (st != PX_OK && !strcmp(finish, "length"))
+            px_err_set(last, st, "%s: the answer was cut at max_tokens %d: %s", url, max_tokens,
+                       pe.msg);
+        else if (st != PX_OK)
+            px_err_set(last, st, "%s: %s", url, pe.msg);
+        else
+            snprintf(s->reported_model, sizeof s->reported_model, "%s", said);
+    }
+    px_buf_free(&resp);
+    return st;
 }
 
 static int llm_write(px_gen_writer *w, const char *theme, const char *slug, int type, int n,
                      char ***out, size_t *nout, char *subtopic, size_t cap, px_err *err)
 {
     llm_state *s = px_gen_writer_state(w);
-    char url[1024];
-    px_gen_join_url(s->url, "/v1/chat/completions", url, sizeof url);
     if (n > s->batch)
         n = s->batch;
     px_err last;
     px_err_clear(&last);
     int last_st = PX_ECORRUPT;
     for (int attempt = 0; attempt <= s->retries; attempt++) {
-        char *body = build_request(s, theme, slug, type, n, subtopic, cap);
-        if (!body)
-            return px_err_set(err, PX_ENOMEM, "LLM request: out of memory");
-        px_buf resp = {0};
-        long status = 0;
-        int st = px_gen_http(s->http, url, body, s->key, s->timeout_ms, 8u << 20, &status, &resp,
-                             &last);
-        free(body);
-        px_gen_writer_count(w, 1, 0);
-        if (st == PX_OK && status != 200) {
-            st = px_err_set(&last, status >= 500 ? PX_ENET : PX_ECORRUPT,
-                            "%s: HTTP %ld: %.100s", url, status, resp.data ? (char *)resp.data : "");
-        } else if (st == PX_OK) {
-            px_err pe;
-            st = px_gen_llm_parse((const char *)resp.data, resp.len, out, nout, &pe);
-            if (st != PX_OK)
-                px_err_set(&last, st, "%s: %s", url, pe.msg);
-        }
-        px_buf_free(&resp);
+        int st = llm_attempt(w, s, theme, slug, type, n, out, nout, subtopic, cap, &last);
         if (st == PX_OK)
             return PX_OK;
-        if (st == PX_ENOMEM)
+        if (st == PX_ENOMEM || st == PX_ELIMIT || st == PX_EINVAL)
             return px_err_set(err, st, "%s", last.msg);
         last_st = st;
         px_gen_writer_count(w, 0, 1);
     }
     return px_err_set(err, last_st, "LLM gave no usable answer in %d tries; last: %s",
                       s->retries + 1, last.msg);
+}
+
+int px_gen_llm_describe(px_gen_writer *w, char *buf, size_t cap)
+{
+    if (!w || strcmp(px_gen_writer_name(w), "llm") || !cap)
+        return 0;
+    llm_state *s = px_gen_writer_state(w);
+    if (!s->probed) {
+        buf[0] = '\0';
+        return 0;
+    }
+    /* llama-server serves the one model it loaded and echoes whatever name a request gave
+     * (none: "gpt-3.5-turbo"), so there its own report of the model counts */
+    int llama = s->sv.dialect == LLM_LLAMACPP || s->sv.dialect == LLM_LLAMACPP_OLD;
+    const char *model = (llama || !s->reported_model[0]) && s->sv.loaded_model[0]
+                            ? s->sv.loaded_model
+                            : s->reported_model;
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "server", s->url,
+                          "dialect", llm_dialect_name(s->sv.dialect), "how",
+                          s->forced ? "--llm-dialect" : "probed", "version", s->sv.version,
+                          "model", model, "answer_model", s->reported_model, "loaded_model",
+                          s->sv.loaded_model, "n_ctx", s->sv.n_ctx, "max_tokens", s->max_tokens,
+                          "prompt_tokens", s->prompt_tokens);
+    char *t = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    int ok = t && strlen(t) < cap;
+    snprintf(buf, cap, "%s", ok ? t : "");
+    free(t);
+    return ok;
 }
 
 int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_err *err)
@@ -310,6 +435,13 @@ int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_e
     s->batch = o->batch > 0 ? (o->batch > 50 ? 50 : o->batch) : 8;
     s->retries = o->retries >= 0 ? o->retries : 3;
     s->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 120000;
+    s->max_tokens_opt = o->max_tokens;
+    s->forced = llm_dialect_parse(o->dialect);
+    if (s->forced < 0) {
+        llm_state_free(s);
+        return px_err_set(err, PX_EINVAL, "LLM: --llm-dialect '%s': expected auto, llamacpp, "
+                          "llamacpp-old, ollama, vllm or openai", o->dialect);
+    }
     s->rng = (uint64_t)(o->seed >= 0 ? o->seed : 12345) ^ 0xd1b54a32d192ed03ULL;
     int st = PX_OK;
     if (!s->url || !s->model || (o->api_key && !s->key) || (o->vocab_dir && !s->vocab))

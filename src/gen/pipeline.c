@@ -637,21 +637,20 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
                                  sizeof sub, err);
     if (st != PX_OK)
         return st;
+    char llm[1536]; /* what the LLM server reported it used (dialect, version, model) */
+    if (px_gen_llm_describe(wr, llm, sizeof llm))
+        px_manifest_meta_set(r->store, "llm", llm, NULL);
     for (size_t i = 0; i < n && made < want; i++) {
-        sum->prompts_written++;
-        int dup = px_gen_dedup_add(dd, scenes[i]);
-        if (dup < 0) {
-            st = px_err_set(err, PX_ENOMEM, "dedup: out of memory");
+        int fresh = px_gen_scene_fresh(dd, scenes[i], sum, err);
+        if (fresh < 0) {
+            st = fresh;
             break;
         }
-        if (dup) {
-            sum->prompts_dup++;
+        if (!fresh)
             continue;
-        }
         char prompt[4096], neg[2048];
-        snprintf(prompt, sizeof prompt, "%s, %s", scenes[i], r->style.suffix[s->type]);
-        snprintf(neg, sizeof neg, "%s%s%s", r->style.negative[s->type],
-                 c->allow_people ? "" : ", ", c->allow_people ? "" : r->style.no_people);
+        px_gen_compose(&r->style, s->type, c->allow_people, scenes[i], prompt, sizeof prompt, neg,
+                       sizeof neg);
         px_manifest_job j = {.theme = (char *)s->theme,
                           .theme_slug = (char *)s->slug,
                           .type = (char *)px_gen_type_name(s->type),

@@ -129,9 +129,23 @@ typedef struct px_gen_llm_opts {
     int retries;         /* extra attempts on bad output (default 3) */
     long timeout_ms;     /* per request (default 120000) */
     const char *vocab_dir; /* optional: _common.json sub-topic lists; NULL: built-in lists */
+    const char *dialect;   /* "auto" or NULL: probe the server; "llamacpp", "llamacpp-old",
+                            * "ollama", "vllm", "openai": force one (docs/generate.md) */
+    int max_tokens;        /* answer budget per request; 0: scenes x 96 + 64 */
 } px_gen_llm_opts;
 px_gen_llm_opts px_gen_llm_opts_default(void);
+/* PX_EINVAL for an unknown dialect. The server is probed before the first
+ * request (a missing Ollama model, or a batch that does not fit the server's
+ * context, then fails that request with PX_EINVAL / PX_ELIMIT, not retried). */
 int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_err *err);
+/* What an LLM writer's server reported once it has been probed, as a JSON
+ * object text into buf: server, dialect, how ("probed" | "--llm-dialect"),
+ * version, model (what the server used: the loaded model where the server
+ * reports one, as llama-server echoes any name asked for; else the last
+ * usable answer's "model"), answer_model, loaded_model, n_ctx, max_tokens
+ * and prompt_tokens of the last request. Returns 1 when written, 0 (buf "") for another writer, before the
+ * first request, or when cap is too small. */
+int px_gen_llm_describe(px_gen_writer *w, char *buf, size_t cap);
 
 /* Writes up to n (1..50) scene descriptions for theme/type. *out gets a
  * malloc'd array of *nout malloc'd strings (free with px_manifest_strings_free);
@@ -362,6 +376,26 @@ typedef struct px_gen_summary {
  * an end (complete or out of budget, see summary), or an error that stopped
  * it (store, disk, writer). Calls progress from the calling thread. */
 int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err);
+
+/* One prompt of a dry run, as a job would get it (strings borrowed for the call). */
+typedef struct px_gen_prompt_rec {
+    const char *theme, *theme_slug, *type; /* type: "interiors" ... */
+    const char *scene;                     /* the writer's scene description */
+    const char *prompt, *negative;         /* with the type's style suffix and negative */
+    const char *subtopic, *writer;         /* the variation asked for; "offline" | "llm" */
+} px_gen_prompt_rec;
+typedef void (*px_gen_prompt_fn)(void *ctx, const px_gen_prompt_rec *p);
+
+/* `generate --dry-run`: writes the prompts a run of o would write, at most
+ * max_prompts (<= 0: every image still needed), and hands each to fn (from
+ * the calling thread), round robin over theme x type so a capped preview
+ * covers every slot. Nothing is rendered or stored and no render server is
+ * used; o->pool (may be NULL) is only read when its manifest exists: its
+ * good images and open jobs count against the quotas and its prompts as
+ * near-duplicates. sum gets prompts_written, prompts_dup, seconds and
+ * complete. Errors: the writer's (an LLM that fails), style, manifest. */
+int px_gen_dry_run(const px_gen_opts *o, int max_prompts, px_gen_prompt_fn fn, void *ctx,
+                   px_gen_summary *sum, px_err *err);
 
 /* Renders job `id` of the pool again with its recorded prompt and seed and
  * writes it to out_path (PNG with the same metadata). *same (may be NULL)
