@@ -70,6 +70,11 @@ static const char *data_dir(void)
     return dir;
 }
 
+const char *px_app_data_dir(void)
+{
+    return data_dir();
+}
+
 static volatile int g_stop;
 static void on_sigint(int sig)
 {

@@ -56,6 +56,13 @@ static void usage(FILE *f)
             "  --lease-seconds S    how long a reviewer's claimed images stay theirs (default 600)\n"
             "  --secure-cookie      mark the login cookie Secure (when served behind HTTPS)\n"
             "  -v, --verbose        log every request\n"
+            "Campaigns page (admin; docs/campaigns.md): what it may render on and ask prompts of\n"
+            "  --gen-server NAME=URL  a render server the page may choose (repeatable)\n"
+            "  --gen-backend a1111|openai   their API (a1111)\n"
+            "  --gen-llm NAME=URL   an OpenAI-compatible LLM for prompts (repeatable)\n"
+            "  --gen-llm-model M    model name sent to it; key from $PIXPIPE_LLM_API_KEY\n"
+            "  --gen-model PATH     the local engine (SD 1.x) as a render choice\n"
+            "  --gen-threads N      its compute threads (default half the cores)\n"
             "  -h, --help           this text\n"
             "\n"
             "Accounts: `reviewer add` prints a login token once (the pool keeps only its\n"
@@ -98,7 +105,63 @@ typedef struct serve_args {
     long threads, grace;
     const char *hosts[33]; /* --allowed-host, NULL-terminated */
     int n_hosts;
+    const char *gen_servers[65], *gen_llms[65]; /* --gen-server, --gen-llm, NULL-terminated */
+    int n_gen_servers, n_gen_llms;
+    char vocab[PATH_MAX + 16], style[PATH_MAX + 32], clip[PATH_MAX];
 } serve_args;
+
+/* The Campaigns page's options: 1 when argv[*i] was one (taken), 0 when it is
+ * not, -1 for a bad one (printed). */
+static int parse_gen_option(serve_args *args, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    const char *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+    if (!val || strncmp(a, "--gen-", 6))
+        return 0;
+    int is_server = !strcmp(a, "--gen-server"), is_llm = !strcmp(a, "--gen-llm");
+    if (is_server || is_llm) {
+        int *n = is_server ? &args->n_gen_servers : &args->n_gen_llms;
+        if (*n >= 64) {
+            fprintf(stderr, "pixpipe serve: %s: at most 64\n", a);
+            return -1;
+        }
+        (is_server ? args->gen_servers : args->gen_llms)[(*n)++] = val;
+    } else if (!strcmp(a, "--gen-backend")) {
+        args->o.gen_backend = val;
+    } else if (!strcmp(a, "--gen-llm-model")) {
+        args->o.gen_llm_model = val;
+    } else if (!strcmp(a, "--gen-model")) {
+        args->o.gen_model = val;
+    } else if (!strcmp(a, "--gen-threads")) {
+        long v;
+        if (int_arg(a, val, 1, 1024, &v))
+            return -1;
+        args->o.gen_threads = (int)v;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}
+
+/* Where the Campaigns page's writer and styles come from: the data folder
+ * `pixpipe generate` uses. */
+static void gen_paths(serve_args *a)
+{
+    snprintf(a->vocab, sizeof a->vocab, "%s/vocab", px_app_data_dir());
+    snprintf(a->style, sizeof a->style, "%s/styles/styles.json", px_app_data_dir());
+    a->o.gen_vocab_dir = access(a->vocab, R_OK) == 0 ? a->vocab : NULL;
+    a->o.gen_style_path = access(a->style, R_OK) == 0 ? a->style : NULL;
+    a->o.gen_servers = a->n_gen_servers ? a->gen_servers : NULL;
+    a->o.gen_llms = a->n_gen_llms ? a->gen_llms : NULL;
+    const char *key = getenv("PIXPIPE_LLM_API_KEY");
+    a->o.gen_llm_api_key = key && *key ? key : getenv("OPENAI_API_KEY");
+    px_err err;
+    if (a->o.gen_model &&
+        px_anon_find_model(NULL, "bpe_simple_vocab_16e6.txt.gz", a->clip, sizeof a->clip, &err) ==
+            PX_OK)
+        a->o.gen_clip_vocab = a->clip;
+}
 
 /* Parses argv into *a: -1 to go on, else the exit code. */
 static int parse_args(int argc, char **argv, serve_args *args)
@@ -112,6 +175,11 @@ static int parse_args(int argc, char **argv, serve_args *args)
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
 #define NUM(name, lo, hi)                                                                         \
     (!strcmp(a, name) && (int_arg(name, val, lo, hi, &v) == 0 ? (i++, 1) : (v = -1, 1)))
+        int g = parse_gen_option(args, argc, argv, &i);
+        if (g < 0)
+            return PX_EXIT_USAGE;
+        if (g)
+            continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return PX_EXIT_OK;
@@ -200,6 +268,7 @@ static int parse_args(int argc, char **argv, serve_args *args)
         }
 #undef NUM
     }
+    gen_paths(args);
     args->o.listen_addr = args->addr;
     args->o.allowed_hosts = args->n_hosts ? args->hosts : NULL;
     args->o.log_requests = args->verbose;

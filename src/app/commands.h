@@ -18,4 +18,8 @@ int px_cmd_generate(int argc, char **argv);
 int px_cmd_export(int argc, char **argv);
 int px_cmd_render(int argc, char **argv);
 
+/* The data folder (vocab/, styles/, campaigns/) `pixpipe generate` reads,
+ * for `pixpipe serve`'s Campaigns page too (cmd_generate.c). */
+const char *px_app_data_dir(void);
+
 #endif

@@ -704,9 +704,29 @@ static void fmt_eta(double s, char *out, size_t cap)
         snprintf(out, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
+/* Every server's state to o->servers_status. */
+static void servers_status(run *r)
+{
+    px_gen_server_status st[64];
+    int n = r->o->nservers < 64 ? r->o->nservers : 64;
+    double now = px_now_ms();
+    for (int i = 0; i < n; i++) {
+        server *sv = &r->servers[i];
+        pthread_mutex_lock(&sv->mu);
+        st[i] = (px_gen_server_status){sv->url, sv->done, sv->failures,
+                                       sv->dead                  ? PX_GEN_SERVER_SET_ASIDE
+                                       : sv->backoff_until > now ? PX_GEN_SERVER_BACKOFF
+                                                                 : PX_GEN_SERVER_OK};
+        pthread_mutex_unlock(&sv->mu);
+    }
+    r->o->servers_status(r->o->progress_ctx, st, n);
+}
+
 static void report(run *r, const px_gen_summary *sum, double t0, int done0, int final)
 {
     const px_gen_opts *o = r->o;
+    if (o->servers_status)
+        servers_status(r);
     if (!o->progress)
         return;
     int total = 0, good = 0;
@@ -1033,7 +1053,7 @@ static int control(controller *c)
         c->done0 += r->slots[i].good < r->slots[i].quota ? r->slots[i].good : r->slots[i].quota;
     int st = PX_OK;
     while (st == PX_OK) {
-        int stop = (o->stop && *o->stop) || c->fatal;
+        int stop = (o->stop && __atomic_load_n(o->stop, __ATOMIC_RELAXED)) || c->fatal;
         int budget_left = plan_jobs(c, stop);
         st = c->writer_st; /* a writer failure ends the loop after this round */
         int alive = servers_alive(r);

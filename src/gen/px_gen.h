@@ -331,6 +331,19 @@ int px_gen_local_render(px_gen_local *l, const px_gen_render_req *req, px_gen_lo
 
 typedef void (*px_gen_progress_fn)(void *ctx, const char *line, int final);
 
+/* One render server's state with each progress report (serve's Campaigns page). */
+typedef enum px_gen_server_state {
+    PX_GEN_SERVER_OK = 0,
+    PX_GEN_SERVER_BACKOFF,   /* failed recently: takes no work for a while */
+    PX_GEN_SERVER_SET_ASIDE, /* failed too often: out for the rest of the run */
+} px_gen_server_state;
+typedef struct px_gen_server_status {
+    const char *url; /* as given in px_gen_opts.servers ("local" for the local backend) */
+    int done, failures;
+    px_gen_server_state state;
+} px_gen_server_status;
+typedef void (*px_gen_servers_fn)(void *ctx, const px_gen_server_status *s, int n);
+
 typedef struct px_gen_opts {
     const char *pool;          /* output folder (created) */
     const px_gen_campaign *campaign;
@@ -358,6 +371,8 @@ typedef struct px_gen_opts {
     void *progress_ctx;
     double progress_interval_ms; /* default 1000 */
     const volatile int *stop;  /* optional: set non-zero (SIGINT) to stop after in-flight jobs */
+    px_gen_servers_fn servers_status; /* optional: every server's state with each progress
+                                       * report, from the controller thread (ctx: progress_ctx) */
 } px_gen_opts;
 void px_gen_opts_default(px_gen_opts *o);
 
@@ -396,6 +411,13 @@ typedef void (*px_gen_prompt_fn)(void *ctx, const px_gen_prompt_rec *p);
  * complete. Errors: the writer's (an LLM that fails), style, manifest. */
 int px_gen_dry_run(const px_gen_opts *o, int max_prompts, px_gen_prompt_fn fn, void *ctx,
                    px_gen_summary *sum, px_err *err);
+
+/* The campaign of a run recorded in the pool (px_manifest_campaign_run):
+ * its JSON parsed as px_gen_campaign_parse does (origin "campaign 'NAME'"),
+ * then its quota raises added ({"add": {"SLUG/TYPE": n}, "replace":
+ * {"SLUG/TYPE": n}} in run->extra). PX_EINVAL naming the field. */
+int px_gen_campaign_from_run(const px_manifest_campaign_run *run, px_gen_campaign *c,
+                             px_err *err);
 
 /* Renders job `id` of the pool again with its recorded prompt and seed and
  * writes it to out_path (PNG with the same metadata). *same (may be NULL)

@@ -9,6 +9,8 @@
 #include <string.h>
 
 typedef int (*mf_step_fn)(struct px_manifest *s, char **msg);
+
+int mf_step_campaign_runs(struct px_manifest *s, char **msg); /* manifest_campaign_run.c */
 int mf_step_accounts(struct px_manifest *s, char **msg); /* manifest_accounts.c */
 int mf_step_review(struct px_manifest *s, char **msg);   /* manifest_review.c */
 
@@ -17,6 +19,7 @@ static const mf_step_fn k_steps[] = {
     NULL,
     mf_step_accounts,
     mf_step_review,
+    mf_step_campaign_runs,
 };
 
 int mf_extend(struct px_manifest *s, char **msg)

@@ -379,6 +379,45 @@ typedef struct px_manifest_qc {
 } px_manifest_qc;
 int px_manifest_review_qc(px_manifest *s, px_manifest_qc **out, size_t *n, px_err *err);
 
+/* ---- Campaign runs (manifest_campaign_run.c) ----------------------------- */
+
+/* A campaign started from the review server's Campaigns page (or resumed
+ * from the command line): its campaign JSON, its settings (JSON: writer and
+ * render target names, never URLs), quota raises (extra, JSON) and state
+ * ("created" | "running" | "paused" | "stopped" | "done" | "failed"). */
+typedef struct px_manifest_campaign_run {
+    int64_t id;
+    char *name, *campaign, *settings, *extra, *state, *message, *created_by;
+    char *created_at, *updated_at; /* UTC ISO-8601 */
+} px_manifest_campaign_run;
+/* Adds a run; PX_EINVAL for an unknown state. *id (may be NULL) gets its id. */
+int px_manifest_campaign_run_add(px_manifest *s, const char *name, const char *campaign,
+                                 const char *settings, const char *created_by, const char *state,
+                                 int64_t *id, px_err *err);
+/* Run id, or the latest one when id is 0; PX_ENOTFOUND when absent. Free
+ * with px_manifest_campaign_run_clear. */
+int px_manifest_campaign_run_get(px_manifest *s, int64_t id, px_manifest_campaign_run *out,
+                                 px_err *err);
+/* The latest 200 runs, newest first; free with px_manifest_campaign_runs_free. */
+int px_manifest_campaign_run_list(px_manifest *s, px_manifest_campaign_run **out, size_t *n,
+                                  px_err *err);
+int px_manifest_campaign_run_set_state(px_manifest *s, int64_t id, const char *state,
+                                       const char *message, px_err *err);
+int px_manifest_campaign_run_set_extra(px_manifest *s, int64_t id, const char *extra,
+                                       px_err *err);
+void px_manifest_campaign_run_clear(px_manifest_campaign_run *r);
+void px_manifest_campaign_runs_free(px_manifest_campaign_run *v, size_t n);
+
+/* The pool's latest rejected images and failed jobs, newest first (at most
+ * limit, 1..100). Free with px_manifest_rejections_free. */
+typedef struct px_manifest_rejection {
+    int64_t id; /* image or job id */
+    char *theme_slug, *type, *reason, *at;
+} px_manifest_rejection;
+int px_manifest_recent_rejections(px_manifest *s, int limit, px_manifest_rejection **out,
+                                  size_t *n, px_err *err);
+void px_manifest_rejections_free(px_manifest_rejection *v, size_t n);
+
 /* ---- Export ------------------------------------------------------------ */
 
 /* Writes the pool manifest as CSV (jsonl == 0) or JSON Lines to f (a FILE*),

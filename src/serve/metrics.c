@@ -37,7 +37,7 @@ const char *px_route_name(px_route r)
         [PX_R_CLAIM] = "review_claim",      [PX_R_UNDO] = "review_undo",
         [PX_R_REASONS] = "review_reasons",  [PX_R_ADMIN_QUEUE] = "review_admin_queue",
         [PX_R_QC] = "review_qc",            [PX_R_POOL_THUMB] = "pool_thumb",
-        [PX_R_POOL_SIMILAR] = "pool_similar",
+        [PX_R_POOL_SIMILAR] = "pool_similar", [PX_R_CAMPAIGNS] = "campaigns",
         [PX_R_OTHER] = "other",
     };
     if ((unsigned)r < PX_R_COUNT && !names[r])

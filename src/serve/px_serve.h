@@ -69,6 +69,19 @@ typedef struct px_serve_opts {
     int per_ip_connections;     /* open connections from one client address (default 32) */
     int header_timeout_s;       /* a connection's request headers must be complete this long
                                    after it opened or its last request ended (default 15) */
+    /* Campaigns (route_campaign.c, admin only): what the Campaigns page may
+     * choose from, set by the operator; requests name these, never URLs.
+     * Pointers are borrowed and must outlive the server. */
+    const char *const *gen_servers; /* NULL-terminated "NAME=URL" render servers */
+    const char *gen_backend;        /* their API: "a1111" (default) or "openai" */
+    const char *const *gen_llms;    /* NULL-terminated "NAME=URL" OpenAI-compatible chat servers */
+    const char *gen_llm_model;      /* model name sent to them ("" default) */
+    const char *gen_llm_api_key;    /* their bearer key or NULL (never logged) */
+    const char *gen_model;          /* the local engine's model; NULL: no local rendering */
+    const char *gen_clip_vocab;     /* CLIP vocabulary for a single-file model, or NULL */
+    int gen_threads;                /* local engine threads (<= 0: half the cores) */
+    const char *gen_vocab_dir;      /* the offline writer's vocab/ (NULL: no offline writer) */
+    const char *gen_style_path;     /* styles JSON (NULL: built-in styles) */
     int lease_seconds;          /* review claims last this long (default 600) */
     int secure_cookie;          /* the session cookie gets Secure (behind HTTPS) */
 } px_serve_opts;

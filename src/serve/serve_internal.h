@@ -34,6 +34,7 @@ typedef enum {
     PX_R_QC,            /* GET /v1/review/qc */
     PX_R_POOL_THUMB,    /* GET /v1/pool/images/{id}/thumb */
     PX_R_POOL_SIMILAR,  /* GET /v1/pool/images/{id}/similar */
+    PX_R_CAMPAIGNS,     /* /v1/campaigns... (route_campaign.c) */
     PX_R_OTHER,
     PX_R_COUNT
 } px_route;
@@ -80,6 +81,7 @@ typedef struct anon_job {
 } anon_job;
 void px_job_release(anon_job *job);
 typedef struct px_pool_ctx px_pool_ctx; /* route_pool.c: the opened manifest */
+typedef struct px_campaign_mgr px_campaign_mgr; /* route_campaign.c: the campaign worker */
 
 /* One Host name the server answers to; port 0 matches any port. */
 typedef struct px_host_entry {
@@ -125,6 +127,7 @@ struct px_server {
     int stopped;
 
     px_pool_ctx *pool;
+    px_campaign_mgr *campaigns;
     px_metrics metrics;
 };
 
@@ -144,6 +147,8 @@ typedef struct px_req {
     int role;           /* px_role */
     int64_t account_id; /* 0: no account (anonymous, legacy --token) */
     char account[65];   /* the account's name, "" without one */
+    char method[8];     /* "GET", "POST"... (for routes that take several) */
+    void *campaign;     /* route_campaign.c: a preview resumed with its answer */
 } px_req;
 
 /* Reply helpers: each queues a response (taking ownership of body when take
@@ -228,6 +233,18 @@ struct json_t *px_review_qc_json(px_server *srv, px_err *err);
 /* route_review_thumb.c: GET /v1/pool/images/{id}/thumb and /similar */
 enum MHD_Result px_review_thumb(struct MHD_Connection *c, px_req *r);
 enum MHD_Result px_review_similar(struct MHD_Connection *c, px_req *r);
+
+/* route_campaign.c: the Campaigns API (admin) and its worker thread.
+ * init after the pool is open (starts a run left running), shutdown before
+ * the daemon stops (the run stays "running" for the next start), free at
+ * destroy. handle answers /v1/campaigns...; resumed answers a preview whose
+ * connection its thread resumed; req_free drops one never answered. */
+int px_campaign_init(px_server *srv, px_err *err);
+void px_campaign_shutdown(px_server *srv);
+void px_campaign_free(px_server *srv);
+enum MHD_Result px_campaign_handle(struct MHD_Connection *c, px_req *r, const char *url);
+enum MHD_Result px_campaign_resumed(struct MHD_Connection *c, px_req *r);
+void px_campaign_req_free(px_req *r);
 
 /* route_pool.c */
 int px_pool_open(px_server *srv, const char *pool_dir, px_err *err);

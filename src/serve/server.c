@@ -260,6 +260,9 @@ static int route_of(px_req *r, const char *url, const char **want)
         r->route = PX_R_ME;
     } else if (!strncmp(url, "/v1/review/", 11)) {
         return px_review_route(r, url, want);
+    } else if (!strncmp(url, "/v1/campaigns", 13) && (!url[13] || url[13] == '/')) {
+        r->route = PX_R_CAMPAIGNS;
+        *want = NULL; /* GET and POST: route_campaign.c checks */
     } else if (!strcmp(url, "/") || !strncmp(url, "/review", 7)) {
         r->route = PX_R_REVIEW;
     } else {
@@ -306,6 +309,8 @@ static enum MHD_Result serve_asset(struct MHD_Connection *c, px_req *r, const ch
         MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, "/review/");
         return px_reply_response(c, r, 302, resp, NULL);
     }
+    if (!strncmp(url, "/review/campaigns", 17) && px_auth_role(c, r, NULL) != PX_ROLE_ADMIN)
+        return px_reply_error(c, r, 403, "the Campaigns page is for admin accounts");
     const px_serve_asset *a = px_serve_asset_find(!strcmp(url, "/review/") ? "/review/index.html"
                                                                           : url);
     if (!a)
@@ -337,6 +342,7 @@ static enum MHD_Result dispatch(struct MHD_Connection *c, px_req *r, const char 
     case PX_R_POOL_VERDICT: return px_pool_handle(c, r);
     case PX_R_REVIEW: return serve_asset(c, r, url);
     case PX_R_CSRF: return px_guard_csrf_reply(c, r);
+    case PX_R_CAMPAIGNS: return px_campaign_handle(c, r, url);
     case PX_R_LOGIN:
     case PX_R_LOGOUT:
     case PX_R_ME: return px_auth_handle(c, r);
@@ -369,8 +375,8 @@ static enum MHD_Result on_headers(struct MHD_Connection *c, px_req *r, const cha
     if (bad == 400)
         return px_reply_error(c, r, 400, "bad image id in '%.100s': expected a positive decimal "
                                          "number of at most 18 digits", url);
-    int head = !strcmp(method, "HEAD") && !strcmp(want, "GET");
-    if (strcmp(method, want) && !head) {
+    int head = !strcmp(method, "HEAD") && (!want || !strcmp(want, "GET"));
+    if (want && strcmp(method, want) && !head) {
         struct MHD_Response *resp =
             error_response("method %.16s not allowed on %.100s; use %s", method, url, want);
         if (!resp)
@@ -426,12 +432,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         r->srv = srv;
         r->t0 = px_now_ms();
         r->route = PX_R_OTHER;
+        snprintf(r->method, sizeof r->method, "%s", method);
         *con_cls = r;
         px_guard_conn_busy(srv, c, 1);
         return on_headers(c, r, url, method);
     }
     if (r->job) /* resumed by a worker or the watchdog */
         return px_anon_job_reply(c, r, r->job);
+    if (r->campaign) /* a campaign preview, resumed by its thread */
+        return px_campaign_resumed(c, r);
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
@@ -463,6 +472,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     px_guard_conn_busy(srv, c, 0); /* the wait for the next request's headers starts */
     if (r->job)
         px_job_release(r->job);
+    px_campaign_req_free(r);
     px_buf_free(&r->body);
     free(r);
     *con_cls = NULL;
@@ -705,6 +715,8 @@ int px_server_create(const px_serve_opts *opts, px_server **out, px_err *err)
 
     if (srv->o.pool_dir && (st = px_pool_open(srv, srv->o.pool_dir, err)) != PX_OK)
         goto fail_early;
+    if ((st = px_campaign_init(srv, err)) != PX_OK)
+        goto fail_early;
 
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -772,6 +784,7 @@ fail:
     px_server_destroy(srv);
     return st;
 fail_early:
+    px_campaign_free(srv);
     px_pool_close(srv);
     free(srv->hosts);
     free(srv->token);
@@ -821,6 +834,7 @@ void px_server_stop(px_server *srv, int grace_ms)
         pthread_join(srv->sweeper, NULL);
     }
     srv->sweeper_started = 0;
+    px_campaign_shutdown(srv); /* a preview resumes its connection before the daemon goes */
     if (srv->daemon)
         MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;
@@ -836,6 +850,7 @@ void px_server_destroy(px_server *srv)
     px_server_stop(srv, 5000);
     px_queue_destroy(srv->jobs);
     free(srv->workers);
+    px_campaign_free(srv);
     px_pool_close(srv);
     pthread_cond_destroy(&srv->cv);
     pthread_mutex_destroy(&srv->mu);
