@@ -66,9 +66,8 @@ static int read_pool(const px_gen_opts *o, dry_slot *sl, int ns, px_gen_dedup *d
 }
 
 /* One batch for slot s: each new scene goes to fn. */
-static int dry_batch(const px_gen_opts *o, const px_gen_style *style, dry_slot *s,
-                     px_gen_dedup *dd, int *left, px_gen_prompt_fn fn, void *ctx,
-                     px_gen_summary *sum, px_err *err)
+static int dry_batch(const px_gen_opts *o, const px_gen_style *style, dry_slot *s, px_gen_dedup *dd,
+                     int *left, px_gen_prompt_fn fn, void *ctx, px_gen_summary *sum, px_err *err)
 {
     int want = s->need < *left ? s->need : *left;
     char **scenes = NULL, sub[700] = "";
@@ -89,9 +88,13 @@ static int dry_batch(const px_gen_opts *o, const px_gen_style *style, dry_slot *
         char prompt[4096], neg[2048];
         px_gen_compose(style, s->type, o->campaign->allow_people, scenes[i], prompt, sizeof prompt,
                        neg, sizeof neg);
-        px_gen_prompt_rec rec = {.theme = s->theme->name, .theme_slug = s->theme->slug,
-                                 .type = px_gen_type_name(s->type), .scene = scenes[i],
-                                 .prompt = prompt, .negative = neg, .subtopic = sub,
+        px_gen_prompt_rec rec = {.theme = s->theme->name,
+                                 .theme_slug = s->theme->slug,
+                                 .type = px_gen_type_name(s->type),
+                                 .scene = scenes[i],
+                                 .prompt = prompt,
+                                 .negative = neg,
+                                 .subtopic = sub,
                                  .writer = px_gen_writer_name(o->writer)};
         fn(ctx, &rec);
         made++;
@@ -121,8 +124,8 @@ int px_gen_dry_run(const px_gen_opts *o, int max_prompts, px_gen_prompt_fn fn, v
     for (int t = 0; st == PX_OK && t < c->nthemes; t++)
         for (int k = 0; k < PX_GEN_NTYPES; k++)
             if (c->themes[t].quota[k] > 0)
-                sl[ns++] = (dry_slot){.theme = &c->themes[t], .type = k,
-                                      .need = c->themes[t].quota[k]};
+                sl[ns++] =
+                    (dry_slot){.theme = &c->themes[t], .type = k, .need = c->themes[t].quota[k]};
     if (st == PX_OK)
         st = read_pool(o, sl, ns, dd, err);
     double t0 = px_now_ms();

@@ -33,7 +33,7 @@ typedef struct {
     int probed;
     llm_server sv;
     char reported_model[256]; /* the "model" of the last usable answer */
-    int max_tokens, prompt_tokens; /* of the last request */
+    int max_tokens, prompt_tokens, counted; /* of the last request */
 } llm_state;
 
 px_gen_llm_opts px_gen_llm_opts_default(void)
@@ -316,7 +316,8 @@ static int llm_attempt(px_gen_writer *w, llm_state *s, const char *theme, const 
     llm_conn c = {s->http, s->url, s->key, s->model, s->timeout_ms};
     int max_tokens = s->max_tokens_opt > 0 ? s->max_tokens_opt
                                            : n * LLM_TOKENS_PER_SCENE + LLM_TOKENS_OVERHEAD;
-    st = llm_check_context(&c, &s->sv, messages, n, max_tokens, &s->prompt_tokens, last);
+    st = llm_check_context(&c, &s->sv, messages, n, max_tokens, &s->prompt_tokens, &s->counted,
+                           last);
     /* Ollama takes the context per request (its default, 2048 or 4096, cuts prompts silently) */
     int num_ctx = (s->prompt_tokens > 0 ? s->prompt_tokens : 1024) + max_tokens;
     num_ctx = (num_ctx + 255) / 256 * 256;
@@ -403,12 +404,12 @@ int px_gen_llm_describe(px_gen_writer *w, char *buf, size_t cap)
     const char *model = (llama || !s->reported_model[0]) && s->sv.loaded_model[0]
                             ? s->sv.loaded_model
                             : s->reported_model;
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "server", s->url,
-                          "dialect", llm_dialect_name(s->sv.dialect), "how",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:b}", "server",
+                          s->url, "dialect", llm_dialect_name(s->sv.dialect), "how",
                           s->forced ? "--llm-dialect" : "probed", "version", s->sv.version,
                           "model", model, "answer_model", s->reported_model, "loaded_model",
                           s->sv.loaded_model, "n_ctx", s->sv.n_ctx, "max_tokens", s->max_tokens,
-                          "prompt_tokens", s->prompt_tokens);
+                          "prompt_tokens", s->prompt_tokens, "prompt_tokens_counted", s->counted);
     char *t = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
     int ok = t && strlen(t) < cap;

@@ -28,8 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const k_names[] = {"auto", "llamacpp-old", "llamacpp", "ollama", "vllm",
-                                      "openai"};
+static const char *const k_names[] = {"auto",   "llamacpp-old", "llamacpp",
+                                      "ollama", "vllm",         "openai"};
 
 const char *llm_dialect_name(int d)
 {
@@ -97,7 +97,8 @@ static int read_llamacpp(json_t *props, llm_server *sv)
     json_t *nc = json_object_get(dgs, "n_ctx");
     if (json_is_integer(nc) && json_integer_value(nc) > 0 && json_integer_value(nc) < (1 << 30)) {
         sv->n_ctx = (int)json_integer_value(nc);
-        snprintf(sv->ctx_source, sizeof sv->ctx_source, "llama-server's context per slot "
+        snprintf(sv->ctx_source, sizeof sv->ctx_source,
+                 "llama-server's context per slot "
                  "(/props n_ctx)");
     }
     sv->can_tokenize = 1;
@@ -127,8 +128,10 @@ static int read_ollama(const llm_conn *c, llm_server *sv, px_err *err)
                 snprintf(list + l, sizeof list - l, "%s%s", l ? ", " : "", n);
         }
         json_decref(j);
-        return px_err_set(err, PX_EINVAL, "LLM: %s is Ollama, which needs --llm-model NAME (it has: "
-                          "%s)", c->url, list[0] ? list : "no models; ollama pull one");
+        return px_err_set(err, PX_EINVAL,
+                          "LLM: %s is Ollama, which needs --llm-model NAME (it has: "
+                          "%s)",
+                          c->url, list[0] ? list : "no models; ollama pull one");
     }
     snprintf(sv->loaded_model, sizeof sv->loaded_model, "%s", c->model);
     json_t *req = json_pack("{s:s}", "model", c->model);
@@ -144,7 +147,8 @@ static int read_ollama(const llm_conn *c, llm_server *sv, px_err *err)
         if (kl > 15 && !strcmp(k + kl - 15, ".context_length") && json_is_integer(v) &&
             json_integer_value(v) > 0 && json_integer_value(v) < (1 << 30)) {
             sv->n_ctx = (int)json_integer_value(v);
-            snprintf(sv->ctx_source, sizeof sv->ctx_source, "the model's context_length "
+            snprintf(sv->ctx_source, sizeof sv->ctx_source,
+                     "the model's context_length "
                      "(/api/show)");
         }
     }
@@ -167,7 +171,8 @@ static int read_models(const llm_conn *c, llm_server *sv, char *owner, size_t ca
     if (!sv->n_ctx && json_is_integer(ml) && json_integer_value(ml) > 0 &&
         json_integer_value(ml) < (1 << 30)) {
         sv->n_ctx = (int)json_integer_value(ml);
-        snprintf(sv->ctx_source, sizeof sv->ctx_source, "the server's max_model_len "
+        snprintf(sv->ctx_source, sizeof sv->ctx_source,
+                 "the server's max_model_len "
                  "(/v1/models)");
     }
     json_decref(j);
@@ -220,8 +225,8 @@ int llm_probe(const llm_conn *c, int forced, llm_server *sv, px_err *err)
         if (r || forced == LLM_VLLM) {
             sv->dialect = LLM_VLLM;
             int major = 0, minor = 0;
-            sv->guided_json = sscanf(sv->version, "%d.%d", &major, &minor) == 2 && major == 0 &&
-                              minor < 6;
+            sv->guided_json =
+                sscanf(sv->version, "%d.%d", &major, &minor) == 2 && major == 0 && minor < 6;
             sv->can_tokenize = 1;
             return read_models(c, sv, owner, sizeof owner, err);
         }
@@ -255,8 +260,8 @@ int llm_request(const llm_server *sv, const char *model, json_t *messages, json_
             json_object_set_new(json_object_get(req, "options"), "seed", json_integer(seed));
     } else {
         *route = "/v1/chat/completions";
-        req = json_pack("{s:s, s:O, s:f, s:i}", "model", model, "messages", messages,
-                        "temperature", temperature, "max_tokens", max_tokens);
+        req = json_pack("{s:s, s:O, s:f, s:i}", "model", model, "messages", messages, "temperature",
+                        temperature, "max_tokens", max_tokens);
         if (req && seed >= 0)
             json_object_set_new(req, "seed", json_integer(seed));
         json_t *rf = NULL;
@@ -320,9 +325,9 @@ static int count_tokens(const llm_conn *c, const llm_server *sv, json_t *message
 }
 
 int llm_check_context(const llm_conn *c, const llm_server *sv, json_t *messages, int batch,
-                      int max_tokens, int *prompt_tokens, px_err *err)
+                      int max_tokens, int *prompt_tokens, int *counted, px_err *err)
 {
-    *prompt_tokens = 0;
+    *prompt_tokens = *counted = 0;
     if (sv->n_ctx <= 0)
         return PX_OK;
     size_t bytes = 0, i;
@@ -343,6 +348,7 @@ int llm_check_context(const llm_conn *c, const llm_server *sv, json_t *messages,
     if (!exact)
         n = (int)(bytes / 3) + 64; /* English text runs about 4 bytes a token */
     *prompt_tokens = n;
+    *counted = exact;
     if (n + max_tokens <= sv->n_ctx)
         return PX_OK;
     int fits = (sv->n_ctx - n - LLM_TOKENS_OVERHEAD) / LLM_TOKENS_PER_SCENE;
@@ -357,11 +363,12 @@ int llm_check_context(const llm_conn *c, const llm_server *sv, json_t *messages,
                  fits);
     else
         snprintf(hint, sizeof hint, "%s", "");
-    return px_err_set(err, PX_ELIMIT,
-                      "LLM: a request for %d scenes does not fit %s: its prompt is %s%d tokens and "
-                      "the answer may take %d (max_tokens%s), %d in all, but the context is %d "
-                      "tokens; give the server a larger context (llama-server -c, vLLM "
-                      "--max-model-len)%s",
-                      batch, sv->ctx_source, exact ? "" : "about ", n, max_tokens, how,
-                      n + max_tokens, sv->n_ctx, hint);
+    return px_err_set(
+        err, PX_ELIMIT,
+        "LLM: a request for %d scene%s does not fit %s: its prompt is %s%d tokens and "
+        "the answer may take %d (max_tokens%s), %d in all, but the context is %d "
+        "tokens; give the server a larger context (llama-server -c, vLLM "
+        "--max-model-len)%s",
+        batch, batch == 1 ? "" : "s", sv->ctx_source, exact ? "" : "about ", n, max_tokens, how,
+        n + max_tokens, sv->n_ctx, hint);
 }

@@ -59,11 +59,11 @@ int llm_request(const llm_server *sv, const char *model, json_t *messages, json_
                 char **body);
 
 /* Checks that messages plus max_tokens fit sv->n_ctx. *prompt_tokens gets
- * the count (exact where the server can tokenize, else an upper bound) or 0
- * when n_ctx is unknown. PX_ELIMIT with the numbers and what to change;
- * transport errors as llm_probe's. */
+ * the count or 0 when n_ctx is unknown; *counted is 1 when the server counted
+ * it, else it is an upper bound (the request clearly fits) or an estimate. PX_ELIMIT with the
+ * numbers and what to change; transport errors as llm_probe's. */
 int llm_check_context(const llm_conn *c, const llm_server *sv, json_t *messages, int batch,
-                      int max_tokens, int *prompt_tokens, px_err *err);
+                      int max_tokens, int *prompt_tokens, int *counted, px_err *err);
 
 /* Tokens asked for per scene, and for the JSON around them. */
 #define LLM_TOKENS_PER_SCENE 96

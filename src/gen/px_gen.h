@@ -143,8 +143,10 @@ int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_e
  * version, model (what the server used: the loaded model where the server
  * reports one, as llama-server echoes any name asked for; else the last
  * usable answer's "model"), answer_model, loaded_model, n_ctx, max_tokens
- * and prompt_tokens of the last request. Returns 1 when written, 0 (buf "") for another writer, before the
- * first request, or when cap is too small. */
+ * and prompt_tokens of the last request (prompt_tokens_counted: true when
+ * the server counted them; else an upper bound or an estimate). Returns 1
+ * when written, 0 (buf "") for another writer, before the first request, or
+ * when cap is too small. */
 int px_gen_llm_describe(px_gen_writer *w, char *buf, size_t cap);
 
 /* Writes up to n (1..50) scene descriptions for theme/type. *out gets a

@@ -185,7 +185,8 @@ static char *info_answer(int kind, int n_ctx, const char *method, const char *ur
         if (get && !strcmp(url, "/api/version"))
             return strdup("{\"version\":\"0.5.7\"}");
         if (get && !strcmp(url, "/api/tags"))
-            return strdup("{\"models\":[{\"name\":\"llama3.2:latest\"},{\"name\":\"qwen2.5:7b\"}]}");
+            return strdup("{\"models\":[{\"name\":\"llama3.2:latest\"},"
+                          "{\"name\":\"qwen2.5:7b\"}]}");
         if (!get && !strcmp(url, "/api/show"))
             return dump(json_pack("{s:{s:s, s:i}}", "model_info", "general.architecture", "llama",
                                   "llama.context_length", n_ctx));

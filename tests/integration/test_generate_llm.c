@@ -10,7 +10,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the three it needs */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +52,8 @@ static int write_n(px_gen_writer *w, int n, size_t *got, px_err *e)
 {
     char **v = NULL;
     size_t k = 0;
-    int st = px_gen_writer_write(w, "Cosmic cats", "cosmic-cats", PX_GEN_INTERIORS, n, &v, &k,
-                                 NULL, 0, e);
+    int st = px_gen_writer_write(w, "Cosmic cats", "cosmic-cats", PX_GEN_INTERIORS, n, &v, &k, NULL,
+                                 0, e);
     px_manifest_strings_free(v, k);
     *got = k;
     return st;
@@ -191,6 +192,7 @@ static void test_context_refused(void **state)
     json_t *d = describe(w);
     int pt = (int)json_integer_value(json_object_get(d, "prompt_tokens"));
     assert_true(pt > 100 && pt + fits * 96 + 64 <= 600);
+    assert_true(json_is_true(json_object_get(d, "prompt_tokens_counted")));
     json_decref(d);
     px_gen_writer_destroy(w);
     fake_llm_stop(l);
@@ -376,8 +378,10 @@ static void test_dry_run_cli(void **state)
           "{\"name\":\"Food and hospitality\",\"count\":4}]}",
           f);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "'%s' generate --campaign '%s' --out '%s' --dry-run=5 --seed 3 "
-             "2>/dev/null", PX_PIXPIPE_BIN, camp, pool);
+    snprintf(cmd, sizeof cmd,
+             "'%s' generate --campaign '%s' --out '%s' --dry-run=5 --seed 3 "
+             "2>/dev/null",
+             PX_PIXPIPE_BIN, camp, pool);
     assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
     assert_int_equal(count_lines_with(out, ""), 5);
     assert_non_null(strstr(out, "\"theme\":\"Business and office\""));
@@ -389,16 +393,19 @@ static void test_dry_run_cli(void **state)
     fake_llm *l;
     assert_int_equal(fake_llm_start(&l), 0);
     fake_llm_set_kind(l, FAKE_LLM_KIND_LLAMACPP_OLD);
-    snprintf(cmd, sizeof cmd, "'%s' generate --theme 'Cosmic cats' --type items --count 11 "
-             "--dry-run --llm %s --llm-timeout 30 2>&1 >/dev/null", PX_PIXPIPE_BIN,
-             fake_llm_url(l));
+    snprintf(cmd, sizeof cmd,
+             "'%s' generate --theme 'Cosmic cats' --type items --count 11 "
+             "--dry-run --llm %s --llm-timeout 30 2>&1 >/dev/null",
+             PX_PIXPIPE_BIN, fake_llm_url(l));
     assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
     assert_non_null(strstr(out, "dry run: 11 prompts written"));
     assert_non_null(strstr(out, "\"dialect\":\"llamacpp-old\""));
     assert_int_equal(fake_llm_requests(l), 2); /* 8 + 3 */
     /* a bad --dry-run count is a usage error */
-    snprintf(cmd, sizeof cmd, "'%s' generate --theme T --type items --count 1 --dry-run=0 "
-             "2>&1", PX_PIXPIPE_BIN);
+    snprintf(cmd, sizeof cmd,
+             "'%s' generate --theme T --type items --count 1 --dry-run=0 "
+             "2>&1",
+             PX_PIXPIPE_BIN);
     assert_int_equal(run_cmd(cmd, out, sizeof out), 2);
     assert_non_null(strstr(out, "--dry-run"));
     fake_llm_stop(l);
