@@ -7,12 +7,14 @@
  * --warmup untimed inferences, then --runs timed ones, and prints the minimum
  * and median wall time in milliseconds. It prints figures only and never
  * fails on time. --profile sets PX_NN_PROFILE=1 so the executor logs one line
- * per step for the last run; --generic forces the portable conv kernels.
+ * per step for the last run; --generic forces the portable conv kernels,
+ * --avx2 the AVX2 ones on a CPU with AVX-512 (as PX_NN_NOAVX512=1 does).
  *
  * Output (one "key: value" per line, for run-nn-bench.sh to pick up):
  *   model, input, isa, threads, runs, min_ms, median_ms, checksum
  */
 #include "core/px_core.h"
+#include "nn/kernels.h"
 #include "nn/px_nn.h"
 
 #include <math.h>
@@ -23,7 +25,7 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_nn MODEL.onnx [--threads T] [--runs N] [--warmup W]\n"
-                    "                [--input FILE.f32] [--profile] [--generic]\n");
+                    "                [--input FILE.f32] [--profile] [--generic] [--avx2]\n");
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -52,7 +54,7 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 int main(int argc, char **argv)
 {
     const char *model_path = NULL, *input_path = NULL;
-    int threads = 1, runs = 50, warmup = 5, profile = 0, generic = 0;
+    int threads = 1, runs = 50, warmup = 5, profile = 0, generic = 0, avx2 = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int *target = NULL, lo = 0, hi = 0;
@@ -70,6 +72,9 @@ int main(int argc, char **argv)
             continue;
         } else if (strcmp(a, "--generic") == 0) {
             generic = 1;
+            continue;
+        } else if (strcmp(a, "--avx2") == 0) {
+            avx2 = 1;
             continue;
         } else if (a[0] != '-' && !model_path) {
             model_path = a;
@@ -89,6 +94,8 @@ int main(int argc, char **argv)
     }
     if (generic)
         px_nn_force_generic(1);
+    if (avx2)
+        px_nn_force_avx2(1);
 
     px_err err = {{0}};
     px_nn_model *m = NULL;

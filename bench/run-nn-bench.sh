@@ -7,7 +7,8 @@
 #
 # usage: bench/run-nn-bench.sh BUILD_DIR [RUNS]   (RUNS per engine and round, default 30)
 #   env: PX_MODEL_DIR (default <repo>/models), PX_SHARED_DIR (default <repo>/../shared),
-#        THREADS (default 1), ROUNDS (default 3: the engines alternate, RUNS each per round)
+#        THREADS (default 1), ROUNDS (default 3: the engines alternate, RUNS each per round),
+#        PX_NN_NOAVX512=1 (our AVX2 conv kernels even on an AVX-512 CPU, for comparison)
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
@@ -42,7 +43,7 @@ trap 'rm -rf "$tmp"' EXIT
 field() { sed -n "s/^$1: //p" "$2" | head -1; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')," \
-     "flags: $(grep -m1 -o -w -E 'avx2|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+     "flags: $(grep -m1 -o -w -E 'avx2|fma|avx512f|avx512_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "input: $image; threads: $threads; runs: $runs per round, $rounds rounds"
 printf '%-30s %9s %9s %9s %9s %9s %9s\n' model ours_min ours_med ocv_min ocv_med ratio_min ratio_med
 for name in face_detection_yunet_2023mar yunet_n_640_640; do

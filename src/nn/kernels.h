@@ -51,8 +51,14 @@ size_t px_nn_conv_scratch_size(const px_nn_conv_packed *c, int threads);
  * least px_nn_conv_scratch_size(c, px_pool_threads(pool)) bytes, 64-byte aligned. */
 void px_nn_conv_run(const px_nn_conv_packed *c, const float *in, float *out, void *scratch,
                  px_pool *pool);
-/* Name of the algorithm chosen for c ("gemm1x1", "im2col", "dw3x3-avx2", ...). */
+/* Name of the algorithm chosen for c ("gemm1x1", "im2col", "dw3x3-avx2",
+ * "dw3x3-avx512", ...; the ISA suffix is the widest one its kernels use). */
 const char *px_nn_conv_algo(const px_nn_conv_packed *c);
+
+/* 1: convs prepared from now on use the AVX2 kernels even where the CPU has
+ * AVX-512 (for comparisons: bench_nn --avx2, the bitwise tests); 0: back to
+ * the widest. Like px_nn_force_generic, a process-wide switch. */
+void px_nn_force_avx2(int on);
 
 /* 1 when conv p (with p->pool == 0) can absorb a following 2x2/2 MaxPool
  * through p->pool = 1 (it is a depthwise 3x3 with stride 1 or 2), else 0. */

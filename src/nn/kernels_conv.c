@@ -59,6 +59,10 @@ struct px_nn_conv_packed {
     px_nn_conv_params p;
     int algo;
     int avx2;         /* dw3x3 / epilogue use the AVX2 code */
+    int avx512;       /* ... and the GEMM, dw3x3 and stem their AVX-512 twins */
+    px_sgemm_small_fn gemm;     /* the small GEMM of this ISA (when small) */
+    px_dw3x3_fn dw;             /* depthwise 3x3 of this ISA */
+    px_dw3x3_plane_fn dw_plane; /* ... on a ready plane (AVX2 and up) */
     int small;        /* GEMMs go through px_nn_sgemm_small_avx2 instead of OpenBLAS */
     int pack_b;       /* small 1x1: copy B tiles first (input planes 4 KiB-aliased) */
     float *w;         /* (OC, K) with K = IC/group*KH*KW: per group a row-major GEMM A operand */
@@ -82,11 +86,16 @@ struct px_nn_conv_packed {
 
 /* ---- ISA choice ---- */
 
-static atomic_int g_force_generic;
+static atomic_int g_force_generic, g_force_avx2;
 
 void px_nn_force_generic(int on)
 {
     atomic_store(&g_force_generic, on ? 1 : 0);
+}
+
+void px_nn_force_avx2(int on)
+{
+    atomic_store(&g_force_avx2, on ? 1 : 0);
 }
 
 static int cpu_has_avx2_fma(void)
@@ -104,9 +113,26 @@ int px_nn_use_avx2(void)
     return !atomic_load(&g_force_generic) && cpu_has_avx2_fma();
 }
 
+static int cpu_has_avx512f(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+int px_nn_use_avx512(void)
+{
+    const char *no = getenv("PX_NN_NOAVX512");
+    return px_nn_use_avx2() && !atomic_load(&g_force_avx2) && !(no && *no && *no != '0') &&
+           cpu_has_avx512f();
+}
+
 const char *px_nn_isa(void)
 {
-    return px_nn_use_avx2() ? "avx2+fma" : "generic";
+    return px_nn_use_avx512() ? "avx512+fma" : px_nn_use_avx2() ? "avx2+fma" : "generic";
 }
 
 static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
@@ -201,6 +227,10 @@ int px_nn_conv_prepare(const px_nn_conv_params *p, const float *w, const float *
     c->k = (size_t)(p->ic / p->group) * (size_t)p->kh * (size_t)p->kw;
     c->hw = (size_t)p->oh * (size_t)p->ow;
     c->avx2 = px_nn_use_avx2();
+    c->avx512 = c->avx2 && px_nn_use_avx512();
+    c->gemm = c->avx512 ? px_nn_sgemm_small_avx512 : px_nn_sgemm_small_avx2;
+    c->dw = c->avx512 ? px_nn_dw3x3_avx512 : c->avx2 ? px_nn_dw3x3_avx2 : px_nn_dw3x3_generic;
+    c->dw_plane = c->avx512 ? px_nn_dw3x3_avx512_plane : px_nn_dw3x3_avx2_plane;
     size_t nw = (size_t)p->oc * c->k;
     c->w = px_aligned_alloc(nw * sizeof(float));
     c->bias = px_aligned_alloc((size_t)p->oc * sizeof(float));
@@ -308,16 +338,18 @@ const char *px_nn_conv_algo(const px_nn_conv_packed *c)
     if (!c)
         return "none";
     if (c->dp)
-        return c->avx2 ? "gemm1x1+dw3x3-avx2" : "gemm1x1+dw3x3";
+        return c->avx512 ? "gemm1x1+dw3x3-avx512"
+               : c->avx2 ? "gemm1x1+dw3x3-avx2"
+                         : "gemm1x1+dw3x3";
     switch (c->algo) {
     case ALGO_GEMM1X1:
         return "gemm1x1";
     case ALGO_IM2COL:
         return "im2col";
     case ALGO_C3S2:
-        return "conv3x3s2-avx2";
+        return c->avx512 ? "conv3x3s2-avx512" : "conv3x3s2-avx2";
     default:
-        return c->avx2 ? "dw3x3-avx2" : "dw3x3";
+        return c->avx512 ? "dw3x3-avx512" : c->avx2 ? "dw3x3-avx2" : "dw3x3";
     }
 }
 
@@ -478,9 +510,8 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end, int worker)
             float *pk = (float *)(void *)(j->scratch + (size_t)worker * j->scratch_per);
             px_nn_pack_b16((int)c->k, (int)n, in_g + j0, c->hw, pk);
             float *o = j->out + (size_t)g * ocg * c->hw + j0;
-            px_nn_sgemm_small_avx2(ocg, (int)n, (int)c->k, c->w + (size_t)g * ocg * c->k, pk, 16,
-                                16 * c->k, o, c->hw, c->bias + (size_t)g * ocg,
-                                p->act == PX_NN_ACT_RELU);
+            c->gemm(ocg, (int)n, (int)c->k, c->w + (size_t)g * ocg * c->k, pk, 16, 16 * c->k, o,
+                    c->hw, c->bias + (size_t)g * ocg, p->act == PX_NN_ACT_RELU);
             continue;
         } else if (c->algo ==
                    ALGO_GEMM1X1) { /* in place: OpenBLAS packs, or rows are not 4K-aliased */
@@ -494,8 +525,8 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end, int worker)
         }
         float *o = j->out + (size_t)g * ocg * c->hw + j0;
         if (c->small) {
-            px_nn_sgemm_small_avx2(ocg, (int)n, (int)c->k, c->w + (size_t)g * ocg * c->k, b, ldb, 16,
-                                o, c->hw, c->bias + (size_t)g * ocg, p->act == PX_NN_ACT_RELU);
+            c->gemm(ocg, (int)n, (int)c->k, c->w + (size_t)g * ocg * c->k, b, ldb, 16, o, c->hw,
+                    c->bias + (size_t)g * ocg, p->act == PX_NN_ACT_RELU);
             continue;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, ocg, (int)n, (int)c->k, 1.0f,
@@ -516,8 +547,9 @@ static void c3s2_task(void *ctx, int64_t begin, int64_t end, int worker)
         int r0 = (int)band * PX_C3S2_ROWS, r1 = r0 + PX_C3S2_ROWS;
         if (r1 > p->oh)
             r1 = p->oh;
-        px_nn_conv3x3s2_avx2(j->in, p->ic, p->ih, p->iw, j->out, p->oc, p->oh, p->ow, r0, r1, p->pt,
-                          p->pl, c->w, c->bias, p->act == PX_NN_ACT_RELU, pad);
+        (c->avx512 ? px_nn_conv3x3s2_avx512 : px_nn_conv3x3s2_avx2)(
+            j->in, p->ic, p->ih, p->iw, j->out, p->oc, p->oh, p->ow, r0, r1, p->pt, p->pl, c->w,
+            c->bias, p->act == PX_NN_ACT_RELU, pad);
     }
 }
 
@@ -535,7 +567,7 @@ static void dw_task(void *ctx, int64_t begin, int64_t end, int worker)
     const conv_job *j = ctx;
     const px_nn_conv_packed *c = j->c;
     const px_nn_conv_params *p = &c->p;
-    px_dw3x3_fn fn = c->avx2 ? px_nn_dw3x3_avx2 : px_nn_dw3x3_generic;
+    px_dw3x3_fn fn = c->dw;
     size_t in_plane = (size_t)p->ih * p->iw;
     float *pad = c->avx2 ? (float *)(void *)(j->scratch + (size_t)worker * j->scratch_per) : NULL;
     for (int64_t ch = begin; ch < end; ch++) {
@@ -591,7 +623,7 @@ static void dp_task(void *ctx, int64_t begin, int64_t end, int worker)
     size_t wstride = (size_t)c->dp_wrows * (size_t)w; /* channel stride in the window */
     float *win = (float *)(void *)(j->scratch + (size_t)worker * j->scratch_per);
     float *pad = win + c->dp_win, *tile = pad + c->dp_pad;
-    px_dw3x3_fn fn = d->avx2 ? px_nn_dw3x3_avx2 : px_nn_dw3x3_generic;
+    px_dw3x3_fn fn = d->dw;
     int oh = dp->pool ? dp->oh / 2 * 2 : dp->oh; /* a pool drops an odd last row */
     for (int64_t band = begin; band < end; band++) {
         int r_end = (int)(band + 1) * c->dp_band;
@@ -679,19 +711,19 @@ static void dp_task_avx2(void *ctx, int64_t begin, int64_t end, int worker)
                 const float *b = j->in + (size_t)iy * w;
                 if (c->pack_b) {
                     px_nn_pack_b16((int)c->k, w, b, c->hw, pack);
-                    px_nn_sgemm_small_avx2(mid, w, (int)c->k, c->w, pack, 16, 16 * c->k, row + dp->pl,
-                                        wstride, c->bias, c->p.act == PX_NN_ACT_RELU);
+                    c->gemm(mid, w, (int)c->k, c->w, pack, 16, 16 * c->k, row + dp->pl, wstride,
+                            c->bias, c->p.act == PX_NN_ACT_RELU);
                 } else {
-                    px_nn_sgemm_small_avx2(mid, w, (int)c->k, c->w, b, c->hw, 16, row + dp->pl,
-                                        wstride, c->bias, c->p.act == PX_NN_ACT_RELU);
+                    c->gemm(mid, w, (int)c->k, c->w, b, c->hw, 16, row + dp->pl, wstride, c->bias,
+                            c->p.act == PX_NN_ACT_RELU);
                 }
             }
             qa = q0;
             qb = q1;
             for (int ch = 0; ch < dp->oc; ch++) {
                 float *o = dp->pool ? tile : j->out + (size_t)ch * d->hw + (size_t)r * dp->ow;
-                px_nn_dw3x3_avx2_plane(win + ch * wstride, cols, o, nr, dp->ow, d->w + ch * 9,
-                                    d->bias[ch], dp->act == PX_NN_ACT_RELU, s);
+                d->dw_plane(win + ch * wstride, cols, o, nr, dp->ow, d->w + ch * 9, d->bias[ch],
+                            dp->act == PX_NN_ACT_RELU, s);
                 if (dp->pool)
                     pool_rows_out(d, tile, nr, j->out + (size_t)ch * d->out_plane, r);
             }

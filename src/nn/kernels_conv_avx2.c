@@ -44,8 +44,8 @@ size_t px_nn_dw3x3_avx2_scratch(int oh, int ow, int s)
 }
 
 /* Copies the input into the padded plane, zeros around it. */
-static void fill_plane(const float *in, int ih, int iw, int pt, int pl, float *pad, int rows,
-                       int cols)
+void px_nn_fill_plane(const float *in, int ih, int iw, int pt, int pl, float *pad, int rows,
+                      int cols)
 {
     int c0 = pl < cols ? pl : cols;           /* first copied column */
     int c1 = pl + iw < cols ? pl + iw : cols; /* one past the last */
@@ -114,7 +114,7 @@ void px_nn_dw3x3_avx2(const float *in, int ih, int iw, float *out, int oh, int o
 {
     int rows, cols;
     plane_dims(oh, ow, s, &rows, &cols);
-    fill_plane(in, ih, iw, pt, pl, pad, rows, cols);
+    px_nn_fill_plane(in, ih, iw, pt, pl, pad, rows, cols);
     px_nn_dw3x3_avx2_plane(pad, cols, out, oh, ow, w9, bias, relu, s);
 }
 
@@ -425,8 +425,8 @@ void px_nn_conv3x3s2_avx2(const float *in, int ic, int ih, int iw, float *out, i
     size_t plane_stride = (size_t)rows * cols;
     /* padded row py of this band is input row r0*2 - pt + py */
     for (int c = 0; c < ic; c++)
-        fill_plane(in + (size_t)c * ih * iw, ih, iw, pt - 2 * r0, pl, pad + c * plane_stride, rows,
-                   cols);
+        px_nn_fill_plane(in + (size_t)c * ih * iw, ih, iw, pt - 2 * r0, pl, pad + c * plane_stride,
+                         rows, cols);
     size_t hw = (size_t)oh * ow;
     for (int oy = r0; oy < r1; oy++) {
         const float *prow = pad + (size_t)(oy - r0) * 2 * cols;

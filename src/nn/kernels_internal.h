@@ -1,7 +1,8 @@
 /*
- * Private glue between kernels_conv.c (portable code, algorithm choice) and
- * kernels_conv_avx2.c (the only file compiled with -mavx2 -mfma -mf16c).
- * Nothing here is used outside the kernel files.
+ * Private glue between kernels_conv.c (portable code, algorithm choice),
+ * kernels_conv_avx2.c (compiled with -mavx2 -mfma -mf16c) and
+ * kernels_conv_avx512.c (with -mavx512f as well).
+ * Nothing here is used outside the kernel files (and their tests).
  *
  * The AVX2 functions must only be called after px_nn_conv_prepare found that the
  * CPU supports AVX2 and FMA; they are otherwise the exact counterparts of the
@@ -71,5 +72,36 @@ void px_nn_conv3x3s2_avx2(const float *in, int ic, int ih, int iw, float *out, i
 /* Whether the AVX2+FMA kernels are in use (CPU has them and
  * px_nn_force_generic is off). */
 int px_nn_use_avx2(void);
+
+/* Copies plane in (ih, iw) into pad (rows, cols) with its row 0 / column 0 at
+ * padded (pt, pl), zeros everywhere else (pt may be negative: rows above the
+ * band are skipped). The planes of the dw3x3 and conv3x3s2 kernels. */
+void px_nn_fill_plane(const float *in, int ih, int iw, int pt, int pl, float *pad, int rows,
+                      int cols);
+
+/* ---- AVX-512F twins (kernels_conv_avx512.c) ----
+ * Same arguments, scratch and results, bit for bit, as the AVX2 function of
+ * the same name: every output gets the same FMAs in the same order. Only
+ * called when px_nn_use_avx512() says so. */
+void px_nn_sgemm_small_avx512(int m, int n, int k, const float *a, const float *b, size_t ldb,
+                              size_t bblock, float *c, size_t ldc, const float *bias, int relu);
+void px_nn_dw3x3_avx512(const float *in, int ih, int iw, float *out, int oh, int ow,
+                        const float *w9, float bias, int relu, int s, int pt, int pl, float *pad);
+void px_nn_dw3x3_avx512_plane(const float *plane, int cols, float *out, int oh, int ow,
+                              const float *w9, float bias, int relu, int s);
+void px_nn_conv3x3s2_avx512(const float *in, int ic, int ih, int iw, float *out, int oc, int oh,
+                            int ow, int r0, int r1, int pt, int pl, const float *w,
+                            const float *bias, int relu, float *pad);
+
+/* The small GEMM's signature, for the choice made at prepare. */
+typedef void (*px_sgemm_small_fn)(int m, int n, int k, const float *a, const float *b, size_t ldb,
+                                  size_t bblock, float *c, size_t ldc, const float *bias, int relu);
+typedef void (*px_dw3x3_plane_fn)(const float *plane, int cols, float *out, int oh, int ow,
+                                  const float *w9, float bias, int relu, int s);
+
+/* Whether the AVX-512 conv kernels are in use: the AVX2 ones would be, the
+ * CPU has AVX-512F, and neither px_nn_force_avx2(1) nor PX_NN_NOAVX512=1 in
+ * the environment (read at each prepare) says no. */
+int px_nn_use_avx512(void);
 
 #endif

@@ -4,9 +4,18 @@
  * Every kernel is compared with a naive reference written here (convolution
  * accumulates in double, straight from the ONNX definition), on odd sizes,
  * strides 1 and 2, asymmetric padding, dilation, grouped and depthwise convs,
- * so that each conv algorithm (gemm1x1, im2col, dw3x3 AVX2 and portable) and
- * each of their border paths is exercised. Each case also runs on a 3-thread
- * pool and must give bitwise the same output as with 1 thread.
+ * so that each conv algorithm (gemm1x1, im2col, dw3x3 AVX-512, AVX2 and
+ * portable) and each of their border paths is exercised. Each case also runs
+ * on a 3-thread pool and must give bitwise the same output as with 1 thread.
+ *
+ * ISAs: every conv case runs three times, with the widest kernels the CPU
+ * has, with the AVX2 ones forced (px_nn_force_avx2) and with the portable
+ * ones (px_nn_force_generic), each against the double-precision reference
+ * within the same tolerance (the GEMM and OpenBLAS sum in another order than
+ * the reference). The AVX-512 kernels do each output's FMAs in the AVX2
+ * kernels' order, so where both run their outputs must be bitwise equal,
+ * and are checked so (also for the small GEMM on its own, with every row
+ * and column tail).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -20,7 +29,38 @@
 #include <cmocka.h>
 
 #include "nn/kernels.h"
+#include "nn/kernels_internal.h"
 #include "nn/px_nn.h"
+
+/* ISA modes of the conv tests: 0 the widest the CPU has, 1 AVX2 forced, 2 portable. */
+enum { ISA_MODES = 3 };
+static void set_isa(int mode)
+{
+    px_nn_force_avx2(mode == 1);
+    px_nn_force_generic(mode == 2);
+}
+
+/* The algorithm-name suffix of the conv kernels now in use. */
+static const char *isa_suffix(void)
+{
+    return !strcmp(px_nn_isa(), "avx512+fma") ? "-avx512"
+           : !strcmp(px_nn_isa(), "avx2+fma") ? "-avx2"
+                                               : "";
+}
+
+/* Keeps the output of mode 0 and checks that mode 1 gives the same bits when
+ * both ran SIMD kernels of different widths. */
+static void same_bits_as_wide(float **wide, int *wide_512, int mode, float *o, size_t n)
+{
+    if (mode == 0) {
+        *wide_512 = !strcmp(px_nn_isa(), "avx512+fma");
+        *wide = malloc(n * sizeof(float));
+        assert_non_null(*wide);
+        memcpy(*wide, o, n * sizeof(float));
+    } else if (mode == 1 && *wide_512) {
+        assert_memory_equal(*wide, o, n * sizeof(float)); /* AVX-512 == AVX2, bit for bit */
+    }
+}
 
 static uint32_t g_seed = 12345u;
 
@@ -160,31 +200,37 @@ static void check_conv_case(const conv_case *t, px_pool *pool3)
     snprintf(what, sizeof what, "conv ic=%d %dx%d oc=%d k=%dx%d s=%d,%d g=%d", t->ic, t->ih, t->iw,
              t->oc, t->kh, t->kw, t->sh, t->sw, t->group);
 
-    for (int generic = 0; generic < 2; generic++) {
-        px_nn_force_generic(generic);
+    float *wide = NULL;
+    int wide_512 = 0;
+    for (int mode = 0; mode < ISA_MODES; mode++) {
+        set_isa(mode);
         px_nn_conv_packed *c = NULL;
         px_err err = {{0}};
         assert_int_equal(px_nn_conv_prepare(&p, w, b, &c, &err), PX_OK);
         const char *algo = px_nn_conv_algo(c);
-        const char *want = t->algo;
-        if (strcmp(want, "c3s2") == 0) /* direct kernel on AVX2, im2col otherwise */
-            want = strcmp(px_nn_isa(), "avx2+fma") == 0 ? "conv3x3s2-avx2" : "im2col";
-        if (strncmp(algo, want, strlen(want)) != 0) {
+        char want[64];
+        snprintf(want, sizeof want, "%s", t->algo);
+        if (strcmp(t->algo, "c3s2") == 0) /* a direct kernel with SIMD, im2col otherwise */
+            snprintf(want, sizeof want, "%s", *isa_suffix() ? "conv3x3s2" : "im2col");
+        if (strcmp(t->algo, "c3s2") == 0 || strcmp(t->algo, "dw3x3") == 0)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s",
+                     strcmp(want, "im2col") ? isa_suffix() : "");
+        if (strncmp(algo, want, strlen(want)) != 0 ||
+            (strcmp(t->algo, "dw3x3") == 0 && strcmp(algo, want) != 0)) {
             print_error("%s: algorithm %s, expected %s\n", what, algo, want);
             fail();
         }
-        if (strcmp(t->algo, "dw3x3") == 0)
-            assert_string_equal(algo,
-                                strcmp(px_nn_isa(), "avx2+fma") == 0 ? "dw3x3-avx2" : "dw3x3");
         float *o1 = run_conv(c, in, n_out, NULL);
         float *o3 = run_conv(c, in, n_out, pool3);
         assert_close(o1, ref, n_out, 2e-5, what);
         assert_memory_equal(o1, o3, n_out * sizeof(float));
+        same_bits_as_wide(&wide, &wide_512, mode, o1, n_out);
         free(o1);
         free(o3);
         px_nn_conv_packed_destroy(c);
     }
-    px_nn_force_generic(0);
+    set_isa(0);
+    free(wide);
     free(in);
     free(w);
     free(b);
@@ -296,19 +342,23 @@ static void test_conv_pool(void **state)
         assert_true(px_nn_conv_pool_fusable(&p));
         p.pool = 1;
         assert_false(px_nn_conv_pool_fusable(&p)); /* already has one */
-        for (int generic = 0; generic < 2; generic++) {
-            px_nn_force_generic(generic);
+        float *wide = NULL;
+        int wide_512 = 0;
+        for (int mode = 0; mode < ISA_MODES; mode++) {
+            set_isa(mode);
             px_nn_conv_packed *c = NULL;
             px_err err = {{0}};
             assert_int_equal(px_nn_conv_prepare(&p, w, b, &c, &err), PX_OK);
             float *o1 = run_conv(c, in, n_out, NULL), *o3 = run_conv(c, in, n_out, pool3);
             assert_close(o1, ref, n_out, 2e-5, "dw3x3 + max pool");
             assert_memory_equal(o1, o3, n_out * sizeof(float));
+            same_bits_as_wide(&wide, &wide_512, mode, o1, n_out);
             free(o1);
             free(o3);
             px_nn_conv_packed_destroy(c);
         }
-        px_nn_force_generic(0);
+        set_isa(0);
+        free(wide);
         free(in);
         free(w);
         free(b);
@@ -328,6 +378,57 @@ static void test_conv_pool(void **state)
     assert_non_null(strstr(err.msg, "pool"));
     px_nn_conv_params d = {4, 8, 8, 4, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4, 0, 2};
     assert_int_equal(px_nn_conv_prepare(&d, w, NULL, &c, &err), PX_EINVAL);
+}
+
+/* ---- the small GEMM, AVX-512 against AVX2 ---- */
+
+static void test_sgemm_small_avx512_bits(void **state)
+{
+    (void)state;
+    if (strcmp(px_nn_isa(), "avx512+fma") != 0) {
+        print_message("no AVX-512 on this CPU: the AVX-512 GEMM is not run\n");
+        return;
+    }
+    /* every row tail (m mod 8) and column tail (n mod 32 and mod 16), K from 1 */
+    static const int ms[] = {1, 3, 6, 7, 8, 9, 16, 23, 64}, ns[] = {1, 5, 16, 17, 31, 32, 33, 70};
+    static const int ks[] = {1, 3, 16, 27, 64};
+    for (size_t im = 0; im < sizeof ms / sizeof ms[0]; im++)
+        for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++)
+            for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ik++) {
+                const int m = ms[im], n = ns[in], k = ks[ik], ldc = n + 3;
+                const size_t ldb = (size_t)n + 5; /* row-major B with a row gap */
+                float *a = rand_buf((size_t)m * k), *b = rand_buf((size_t)k * ldb);
+                float *bias = rand_buf((size_t)m);
+                float *pk = malloc((size_t)k * 16 * ((n + 15) / 16) * sizeof(float));
+                float *c2 = malloc((size_t)m * ldc * sizeof(float));
+                float *c5 = malloc((size_t)m * ldc * sizeof(float));
+                assert_true(pk && c2 && c5);
+                for (int relu = 0; relu < 2; relu++) {
+                    for (size_t i = 0; i < (size_t)m * ldc; i++)
+                        c2[i] = c5[i] = 7.0f; /* the gap columns must stay */
+                    px_nn_sgemm_small_avx2(m, n, k, a, b, ldb, 16, c2, ldc, bias, relu);
+                    px_nn_sgemm_small_avx512(m, n, k, a, b, ldb, 16, c5, ldc, bias, relu);
+                    assert_memory_equal(c2, c5, (size_t)m * ldc * sizeof(float));
+                    px_nn_pack_b16(k, n, b, ldb, pk); /* the packed layout */
+                    px_nn_sgemm_small_avx512(m, n, k, a, pk, 16, 16 * (size_t)k, c5, ldc, bias,
+                                             relu);
+                    assert_memory_equal(c2, c5, (size_t)m * ldc * sizeof(float));
+                    for (int i = 0; i < m; i++) /* and right, against a plain loop */
+                        for (int j = 0; j < n; j++) {
+                            double want = bias[i];
+                            for (int p = 0; p < k; p++)
+                                want += (double)a[i * k + p] * b[p * ldb + j];
+                            want = relu && want < 0 ? 0 : want;
+                            assert_true(fabs(c5[i * ldc + j] - want) <= 1e-5 * (1 + fabs(want)));
+                        }
+                }
+                free(a);
+                free(b);
+                free(bias);
+                free(pk);
+                free(c2);
+                free(c5);
+            }
 }
 
 /* ---- fused 1x1 -> depthwise 3x3 ---- */
@@ -369,8 +470,10 @@ static void check_dp_case(const dp_case *t, px_pool *pool3)
     /* worth fusing only from 4 MiB of intermediate up, memory-bound or pooled */
     assert_int_equal(px_nn_conv_dp_fusable(&pp, &dp),
                      n_mid * sizeof(float) >= ((size_t)4 << 20) && (t->ic <= 32 || t->pool));
-    for (int generic = 0; generic < 2; generic++) {
-        px_nn_force_generic(generic);
+    float *wide = NULL;
+    int wide_512 = 0;
+    for (int mode = 0; mode < ISA_MODES; mode++) {
+        set_isa(mode);
         px_err err = {{0}};
         px_nn_conv_packed *f = NULL, *a = NULL, *b = NULL;
         assert_int_equal(px_nn_conv_prepare_dp(&pp, pw_w, pw_b, &dp, dw_w, dw_b, &f, &err), PX_OK);
@@ -379,7 +482,8 @@ static void check_dp_case(const dp_case *t, px_pool *pool3)
         float *o3 = run_conv(f, in, n_out, pool3);
         assert_close(o1, ref, n_out, 1e-4, "fused 1x1+dw3x3");
         assert_memory_equal(o1, o3, n_out * sizeof(float));
-        if (!generic && strcmp(px_nn_isa(), "avx2+fma") == 0) {
+        same_bits_as_wide(&wide, &wide_512, mode, o1, n_out);
+        if (*isa_suffix()) {
             /* the fused step computes exactly what the two steps compute */
             assert_int_equal(px_nn_conv_prepare(&pp, pw_w, pw_b, &a, &err), PX_OK);
             assert_int_equal(px_nn_conv_prepare(&dp, dw_w, dw_b, &b, &err), PX_OK);
@@ -395,7 +499,8 @@ static void check_dp_case(const dp_case *t, px_pool *pool3)
         px_nn_conv_packed_destroy(a);
         px_nn_conv_packed_destroy(b);
     }
-    px_nn_force_generic(0);
+    set_isa(0);
+    free(wide);
     free(in);
     free(pw_w);
     free(pw_b);
@@ -800,7 +905,7 @@ int main(void)
         cmocka_unit_test(test_resize_nearest), cmocka_unit_test(test_binary),
         cmocka_unit_test(test_unary),          cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_transpose),      cmocka_unit_test(test_concat),
-        cmocka_unit_test(test_batchnorm),
+        cmocka_unit_test(test_batchnorm),      cmocka_unit_test(test_sgemm_small_avx512_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
