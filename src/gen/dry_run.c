@@ -72,8 +72,9 @@ static int dry_batch(const px_gen_opts *o, const px_gen_style *style, dry_slot *
     int want = s->need < *left ? s->need : *left;
     char **scenes = NULL, sub[700] = "";
     size_t n = 0;
+    int wb = px_gen_llm_batch(o->writer);
     int st = px_gen_writer_write(o->writer, s->theme->name, s->theme->slug, s->type,
-                                 want < 8 ? want : 8, &scenes, &n, sub, sizeof sub, err);
+                                 want < wb ? want : wb, &scenes, &n, sub, sizeof sub, err);
     if (st != PX_OK)
         return st;
     int made = 0;

@@ -389,6 +389,13 @@ static int llm_write(px_gen_writer *w, const char *theme, const char *slug, int 
                       s->retries + 1, last.msg);
 }
 
+int px_gen_llm_batch(px_gen_writer *w)
+{
+    if (!w || strcmp(px_gen_writer_name(w), "llm"))
+        return 8;
+    return ((llm_state *)px_gen_writer_state(w))->batch;
+}
+
 int px_gen_llm_describe(px_gen_writer *w, char *buf, size_t cap)
 {
     if (!w || strcmp(px_gen_writer_name(w), "llm") || !cap)

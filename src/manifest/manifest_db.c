@@ -119,7 +119,7 @@ int px_manifest_open(const char *db_path, int readonly, px_manifest **out, px_er
         char *msg = NULL;
         rc = sqlite3_exec(s->db,
                           "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                          " PRAGMA foreign_keys=ON;",
+                          " PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;",
                           NULL, NULL, &msg);
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(s->db, k_schema, NULL, NULL, &msg);

@@ -55,6 +55,9 @@ int mf_step_review(struct px_manifest *s, char **msg)
              " account_id INTEGER NOT NULL, claimed REAL NOT NULL, expires REAL NOT NULL);"
              "CREATE INDEX IF NOT EXISTS leases_by_account ON leases(account_id, expires);"
              "CREATE INDEX IF NOT EXISTS verdicts_by_account ON verdicts(account_id, id);"
+             /* the claim's "how many are left" counts from this index alone */
+             "CREATE INDEX IF NOT EXISTS images_by_votes ON images(review_votes, status,"
+             " theme_slug, type);"
              "CREATE TRIGGER IF NOT EXISTS verdicts_votes_in AFTER INSERT ON verdicts BEGIN"
              " UPDATE images SET review_votes = (SELECT COUNT(DISTINCT reviewer) FROM verdicts"
              " WHERE image_id = NEW.image_id) WHERE id = NEW.image_id; END;"
@@ -253,7 +256,9 @@ static int claim_locked(struct px_manifest *s, const px_manifest_claim_req *r,
         return st;
     /* then images that still need a vote and that nobody holds */
     size_t first_new = *n_out;
-    if (!(st = mf_prep(s, "SELECT i.id, ? FROM images i WHERE i.review_votes < ?" FILTER_SQL
+    /* in id order (NOT INDEXED: the rowid walk, never the votes index and a sort) */
+    if (!(st = mf_prep(s, "SELECT i.id, ? FROM images i NOT INDEXED WHERE i.review_votes < ?"
+                          FILTER_SQL
                           " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.image_id = i.id)"
                           " AND NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.image_id = i.id"
                           " AND v.account_id IS ?) ORDER BY i.id LIMIT ?", &q, err))) {
@@ -285,10 +290,11 @@ static int remaining_locked(struct px_manifest *s, const px_manifest_claim_req *
     static const char *const sql[3] = {
         "SELECT COUNT(*) FROM images i WHERE i.review_votes < ?" FILTER_SQL
         " AND ? IS NOT -1 AND ? IS NOT -1",
-        "SELECT COUNT(*) FROM leases l JOIN images i ON i.id = l.image_id WHERE"
+        /* CROSS JOIN: the few leases and verdicts drive, never a walk over images */
+        "SELECT COUNT(*) FROM leases l CROSS JOIN images i ON i.id = l.image_id WHERE"
         " i.review_votes < ?" FILTER_SQL " AND l.account_id <> ? AND l.expires > ?",
-        "SELECT COUNT(DISTINCT v.image_id) FROM verdicts v JOIN images i ON i.id = v.image_id"
-        " WHERE i.review_votes < ?" FILTER_SQL " AND v.account_id IS ? AND ? IS NOT -1"
+        "SELECT COUNT(DISTINCT v.image_id) FROM verdicts v CROSS JOIN images i"
+        " ON i.id = v.image_id WHERE i.review_votes < ?" FILTER_SQL " AND v.account_id IS ? AND ? IS NOT -1"
         " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.image_id = i.id AND l.account_id <> "
         " COALESCE(v.account_id, 0))",
     };
@@ -760,4 +766,26 @@ int px_manifest_review_qc(px_manifest *s, px_manifest_qc **out, size_t *n, px_er
     *out = q;
     *n = na;
     return PX_OK;
+}
+
+/* ---- checkpoints off the request path -------------------------------------- */
+
+int px_manifest_wal_autocheckpoint(px_manifest *s, int pages, px_err *err)
+{
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA wal_autocheckpoint=%d", pages < 0 ? 0 : pages);
+    pthread_mutex_lock(&s->mu);
+    int st = mf_exec_locked(s, sql, err);
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+int px_manifest_checkpoint(px_manifest *s, px_err *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int log = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    int st = rc == SQLITE_OK || rc == SQLITE_BUSY ? PX_OK : mf_db_err(s, err, "checkpoint");
+    pthread_mutex_unlock(&s->mu);
+    return st;
 }

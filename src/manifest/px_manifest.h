@@ -379,6 +379,13 @@ typedef struct px_manifest_qc {
 } px_manifest_qc;
 int px_manifest_review_qc(px_manifest *s, px_manifest_qc **out, size_t *n, px_err *err);
 
+/* Checkpoints off the request path (the review server): wal_autocheckpoint
+ * for this handle (0: never checkpoint on commit), and one PASSIVE
+ * checkpoint, meant for a second handle on a background thread, so a commit
+ * never waits for the database file's fsync. */
+int px_manifest_wal_autocheckpoint(px_manifest *s, int pages, px_err *err);
+int px_manifest_checkpoint(px_manifest *s, px_err *err);
+
 /* ---- Campaign runs (manifest_campaign_run.c) ----------------------------- */
 
 /* A campaign started from the review server's Campaigns page (or resumed

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "manifest/px_manifest.h"
@@ -43,9 +44,62 @@ struct px_pool_ctx {
     pthread_mutex_t cfg_mu;
     px_manifest_review_cfg cfg;
     double cfg_at;
+    /* WAL checkpoints on a thread of their own, with a handle of their own,
+     * so no request waits for the database file's fsync; ck_mu guards stop */
+    px_manifest *ck_store;
+    pthread_t ck_thread;
+    int ck_started, ck_stop;
+    pthread_mutex_t ck_mu;
+    pthread_cond_t ck_cv;
 };
 
 #define CFG_TTL 5.0
+#define CHECKPOINT_MS 1000
+
+static void *checkpointer(void *arg)
+{
+    px_pool_ctx *p = arg;
+    pthread_mutex_lock(&p->ck_mu);
+    while (!p->ck_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += CHECKPOINT_MS / 1000;
+        pthread_cond_timedwait(&p->ck_cv, &p->ck_mu, &ts);
+        if (p->ck_stop)
+            break;
+        pthread_mutex_unlock(&p->ck_mu);
+        px_err err = {{0}};
+        if (px_manifest_checkpoint(p->ck_store, &err) != PX_OK)
+            px_log(PX_LOG_WARN, "serve: pool: %s", err.msg);
+        pthread_mutex_lock(&p->ck_mu);
+    }
+    pthread_mutex_unlock(&p->ck_mu);
+    return NULL;
+}
+
+/* The second handle and its thread; without them commits checkpoint as usual. */
+static void checkpointer_start(px_pool_ctx *p, const char *db)
+{
+    px_err err = {{0}};
+    pthread_condattr_t ca;
+    pthread_mutex_init(&p->ck_mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->ck_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (px_manifest_open(db, 0, &p->ck_store, &err) != PX_OK) {
+        px_log(PX_LOG_WARN, "serve: pool: no checkpoint handle: %s", err.msg);
+        return;
+    }
+    if (pthread_create(&p->ck_thread, NULL, checkpointer, p) != 0) {
+        px_manifest_close(p->ck_store);
+        p->ck_store = NULL;
+        return;
+    }
+    p->ck_started = 1;
+    if (px_manifest_wal_autocheckpoint(p->store, 0, &err) != PX_OK)
+        px_log(PX_LOG_WARN, "serve: pool: %s", err.msg);
+}
 
 int px_pool_open(px_server *srv, const char *pool_dir, px_err *err)
 {
@@ -72,6 +126,7 @@ int px_pool_open(px_server *srv, const char *pool_dir, px_err *err)
         return st;
     }
     pthread_mutex_init(&p->cfg_mu, NULL);
+    checkpointer_start(p, db);
     srv->pool = p;
     return PX_OK;
 }
@@ -115,6 +170,17 @@ void px_pool_close(px_server *srv)
 {
     if (!srv->pool)
         return;
+    px_pool_ctx *p = srv->pool;
+    if (p->ck_started) {
+        pthread_mutex_lock(&p->ck_mu);
+        p->ck_stop = 1;
+        pthread_cond_signal(&p->ck_cv);
+        pthread_mutex_unlock(&p->ck_mu);
+        pthread_join(p->ck_thread, NULL);
+    }
+    px_manifest_close(p->ck_store);
+    pthread_cond_destroy(&p->ck_cv);
+    pthread_mutex_destroy(&p->ck_mu);
     px_manifest_close(srv->pool->store);
     px_manifest_review_cfg_free(&srv->pool->cfg);
     pthread_mutex_destroy(&srv->pool->cfg_mu);

@@ -97,8 +97,10 @@ static int make_thumb(const char *src, const char *dst, int side, px_err *err)
     px_buf webp = {0};
     st = px_image_encode(&small, PX_FMT_WEBP, THUMB_QUALITY, &webp, err);
     px_image_free(&small);
+    /* no fsync: a cache; after a power cut a torn (empty) file is made again */
+    px_write_opts wo = {0, 0};
     if (!st)
-        st = px_write_file_atomic(dst, webp.data, webp.len, err);
+        st = px_write_file_atomic_opts(dst, webp.data, webp.len, &wo, err);
     px_buf_free(&webp);
     return st;
 }
@@ -139,7 +141,7 @@ enum MHD_Result px_review_thumb(struct MHD_Connection *c, px_req *r)
     snprintf(etag, sizeof etag, "\"%.40s-%ld\"", m.sha256, side);
     struct stat sb;
     enum MHD_Result ret;
-    if (stat(path, &sb) != 0) {
+    if (stat(path, &sb) != 0 || sb.st_size == 0) {
         if (!px_pool_file(r->srv, m.path, src)) {
             px_log(PX_LOG_WARN, "serve: image %lld: file '%s' is missing from the pool",
                    (long long)r->id, m.path);
@@ -147,7 +149,7 @@ enum MHD_Result px_review_thumb(struct MHD_Connection *c, px_req *r)
             return px_reply_error(c, r, 404, "image %lld: its file is missing from the pool",
                                   (long long)r->id);
         }
-        st = px_mkdir_p(dir, &err);
+        st = stat(dir, &sb) == 0 ? PX_OK : px_mkdir_p(dir, &err);
         if (!st)
             st = make_thumb(src, path, (int)side, &err);
         if (st) {

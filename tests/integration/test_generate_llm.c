@@ -335,6 +335,98 @@ static void test_manifest_records_server(void **state)
     fake_llm_stop(l);
 }
 
+typedef struct {
+    int n, offline;
+    char first[4096];
+} seen;
+
+static void on_prompt(void *ctx, const px_gen_prompt_rec *p)
+{
+    seen *sn = ctx;
+    if (!sn->n++)
+        snprintf(sn->first, sizeof sn->first, "%s", p->scene);
+    sn->offline += !strcmp(p->writer, "offline");
+    assert_non_null(strstr(p->prompt, p->scene));
+}
+
+/* A dry run over an existing pool asks only for what the pool still needs
+ * and leaves the pool as it was. */
+static void test_dry_run_existing_pool(void **state)
+{
+    (void)state;
+    fake_img *img;
+    assert_int_equal(fake_img_start(96, 64, &img), 0);
+    px_gen_writer *w;
+    px_err e;
+    assert_int_equal(px_gen_writer_offline_create(PX_SOURCE_DIR "/vocab", 5, &w, &e), PX_OK);
+    px_gen_campaign c;
+    assert_int_equal(px_gen_campaign_single("Business and office", PX_GEN_INTERIORS, 3, &c, &e),
+                     PX_OK);
+    c.render.width = 96;
+    c.render.height = 64;
+    px_gen_opts o;
+    px_gen_opts_default(&o);
+    char pool[128];
+    snprintf(pool, sizeof pool, "%s/dry-existing", g_tmp);
+    const char *servers[1] = {fake_img_url(img)};
+    o.pool = pool;
+    o.campaign = &c;
+    o.writer = w;
+    o.style_path = PX_SOURCE_DIR "/styles/styles.json";
+    o.servers = servers;
+    o.nservers = 1;
+    o.timeout_ms = px_test_ms(10000);
+    o.checks.min_blur = 0;
+    o.checks.min_stddev = 0;
+    px_gen_summary sum;
+    assert_int_equal(px_gen_run(&o, &sum, &e), PX_OK);
+    assert_int_equal(sum.accepted + sum.flagged, 3);
+    px_gen_campaign_free(&c);
+    /* the same pool asked for 7: 4 more prompts, capped at 2 when asked */
+    assert_int_equal(px_gen_campaign_single("Business and office", PX_GEN_INTERIORS, 7, &c, &e),
+                     PX_OK);
+    o.campaign = &c;
+    seen sn = {0};
+    assert_int_equal(px_gen_dry_run(&o, 0, on_prompt, &sn, &sum, &e), PX_OK);
+    assert_int_equal(sn.n, 4);
+    assert_int_equal(sn.offline, 4);
+    assert_true(sum.complete);
+    memset(&sn, 0, sizeof sn);
+    assert_int_equal(px_gen_dry_run(&o, 2, on_prompt, &sn, &sum, &e), PX_OK);
+    assert_int_equal(sn.n, 2);
+    /* nothing was stored: still 3 jobs */
+    char db[256];
+    snprintf(db, sizeof db, "%s/manifest.sqlite", pool);
+    px_manifest *m;
+    assert_int_equal(px_manifest_open(db, 1, &m, &e), PX_OK);
+    int64_t max_id = 0;
+    assert_int_equal(px_manifest_max_job_id(m, &max_id, &e), PX_OK);
+    px_manifest_close(m);
+    assert_int_equal(max_id, 3);
+    px_gen_campaign_free(&c);
+    px_gen_writer_destroy(w);
+    fake_img_stop(img);
+}
+
+static void test_unreachable(void **state)
+{
+    (void)state;
+    px_gen_llm_opts lo = px_gen_llm_opts_default();
+    lo.url = "http://127.0.0.1:1";
+    lo.retries = 1;
+    lo.timeout_ms = px_test_ms(5000);
+    px_gen_writer *w;
+    px_err e;
+    assert_int_equal(px_gen_writer_llm_create(&lo, &w, &e), PX_OK);
+    size_t got;
+    int st = write_n(w, 2, &got, &e);
+    assert_true(st == PX_ENET || st == PX_ETIMEOUT);
+    assert_non_null(strstr(e.msg, "LLM gave no usable answer in 2 tries"));
+    assert_non_null(strstr(e.msg, "http://127.0.0.1:1/props"));
+    assert_int_equal(px_gen_llm_describe(w, (char[8]){0}, 8), 0);
+    px_gen_writer_destroy(w);
+}
+
 /* Runs cmd, returns its exit status; stdout into out (cap). */
 static int run_cmd(const char *cmd, char *out, size_t cap)
 {
@@ -401,6 +493,17 @@ static void test_dry_run_cli(void **state)
     assert_non_null(strstr(out, "dry run: 11 prompts written"));
     assert_non_null(strstr(out, "\"dialect\":\"llamacpp-old\""));
     assert_int_equal(fake_llm_requests(l), 2); /* 8 + 3 */
+    /* --llm-batch above 8 is honoured: one request of 11 */
+    snprintf(cmd, sizeof cmd,
+             "'%s' generate --theme 'Cosmic cats' --type items --count 11 "
+             "--dry-run --llm %s --llm-batch 20 2>/dev/null",
+             PX_PIXPIPE_BIN, fake_llm_url(l));
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    assert_int_equal(count_lines_with(out, ""), 11);
+    assert_int_equal(fake_llm_requests(l), 3);
+    char *req = fake_llm_last_request(l);
+    assert_non_null(strstr(req, "\"max_tokens\":1120")); /* 11 x 96 + 64 */
+    free(req);
     /* a bad --dry-run count is a usage error */
     snprintf(cmd, sizeof cmd,
              "'%s' generate --theme T --type items --count 1 --dry-run=0 "
@@ -425,6 +528,8 @@ int main(void)
         cmocka_unit_test(test_timeout_and_bad_dialect),
         cmocka_unit_test(test_manifest_records_server),
         cmocka_unit_test(test_dry_run_cli),
+        cmocka_unit_test(test_dry_run_existing_pool),
+        cmocka_unit_test(test_unreachable),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
