@@ -629,7 +629,8 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
 {
     slot *s = &r->slots[si];
     const px_gen_campaign *c = r->o->campaign;
-    int batch = want < 8 ? want : 8, made = 0;
+    int wb = px_gen_llm_batch(wr); /* --llm-batch; 8 for the offline writer */
+    int batch = want < wb ? want : wb, made = 0;
     char **scenes = NULL;
     size_t n = 0;
     char sub[700];

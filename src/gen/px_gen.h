@@ -148,6 +148,9 @@ int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_e
  * when written, 0 (buf "") for another writer, before the first request, or
  * when cap is too small. */
 int px_gen_llm_describe(px_gen_writer *w, char *buf, size_t cap);
+/* Scenes a writer is asked for per call: an LLM writer's batch (--llm-batch,
+ * 1..50), 8 for the others. */
+int px_gen_llm_batch(px_gen_writer *w);
 
 /* Writes up to n (1..50) scene descriptions for theme/type. *out gets a
  * malloc'd array of *nout malloc'd strings (free with px_manifest_strings_free);
