@@ -89,6 +89,8 @@ static void usage(FILE *f)
         "usage: pixpipe generate --theme THEME --type TYPE --count N --out POOL [options]\n"
         "       pixpipe generate --campaign FILE --out POOL [options]\n"
         "       pixpipe generate --rerender ID --out POOL [-o FILE] [options]\n"
+        "       pixpipe generate --out POOL [options]   carries on the campaign the pool's\n"
+        "                     Campaigns page (pixpipe serve) started\n"
         "       pixpipe generate (--campaign FILE | --theme T --type T --count N) --dry-run[=N]\n"
         "Writes prompts, renders them on image servers and keeps the images that pass\n"
         "the automatic checks in POOL/<theme>/<type>/<id>.png (manifest: POOL/manifest.sqlite).\n"
@@ -253,6 +255,7 @@ typedef struct gen_args {
     px_format format; /* PX_FMT_UNKNOWN: not given */
     double cfg;
     char vocab_def[PATH_MAX + 16], style_def[PATH_MAX + 32], camp_path[PATH_MAX + 32];
+    int64_t run_id; /* resuming the pool's campaign run (no --campaign, no --theme) */
 } gen_args;
 
 enum {
@@ -525,6 +528,9 @@ static int load_campaign(gen_args *a, px_gen_campaign *camp)
             campaign = a->camp_path;
         }
         st = px_gen_campaign_load(campaign, camp, &err);
+    } else if (!a->theme && !a->type_s && a->count < 0) {
+        /* neither: carry on the campaign the pool's Campaigns page (pixpipe serve) started */
+        st = px_gen_campaign_from_pool(a->o.pool, camp, &a->run_id, &err);
     } else {
         if (!a->theme || !a->type_s || a->count < 0) {
             fprintf(stderr, "pixpipe generate: --theme, --type and --count are needed (or --campaign)\n");
@@ -737,6 +743,9 @@ static int run_and_report(gen_args *a, progress_ctx *pc)
     }
     if (!a->quiet)
         print_summary(o->pool, &sum, stdout);
+    if (a->run_id && st == PX_OK && !g_stop &&
+        px_gen_campaign_run_ended(o->pool, a->run_id, sum.complete, &err) != PX_OK)
+        fprintf(stderr, "pixpipe generate: %s\n", err.msg);
     char llm[1536]; /* also in the manifest's meta table, key "llm" */
     if (!a->quiet && px_gen_llm_describe(o->writer, llm, sizeof llm))
         fprintf(stderr, "pixpipe generate: LLM server: %s\n", llm);

@@ -66,3 +66,48 @@ int px_gen_campaign_from_run(const px_manifest_campaign_run *run, px_gen_campaig
         px_gen_campaign_free(c);
     return st;
 }
+
+/* Opens the manifest of pool (read-write: the run's state is written back). */
+static int open_manifest(const char *pool, px_manifest **s, px_err *err)
+{
+    char db[1100];
+    snprintf(db, sizeof db, "%s/%s", pool, PX_MANIFEST_FILE);
+    return px_manifest_open(db, 0, s, err);
+}
+
+int px_gen_campaign_from_pool(const char *pool, px_gen_campaign *c, int64_t *run_id, px_err *err)
+{
+    *run_id = 0;
+    px_manifest *s = NULL;
+    px_manifest_campaign_run run;
+    memset(&run, 0, sizeof run);
+    int st = open_manifest(pool, &s, err);
+    if (st == PX_OK && (st = px_manifest_campaign_run_get(s, 0, &run, err)) == PX_ENOTFOUND)
+        st = px_err_set(err, PX_ENOTFOUND, "pool '%s' has no campaign started from the Campaigns "
+                        "page to resume; give --campaign FILE or --theme/--type/--count", pool);
+    if (st == PX_OK && !strcmp(run.state, "running"))
+        st = px_err_set(err, PX_EBUSY, "campaign %lld '%s' of pool '%s' is running in pixpipe "
+                        "serve: pause it on the Campaigns page first (one campaign at a time per "
+                        "pool)", (long long)run.id, run.name, pool);
+    if (st == PX_OK && !strcmp(run.state, "done"))
+        st = px_err_set(err, PX_EINVAL, "campaign %lld '%s' of pool '%s' is done; add images to "
+                        "it on the Campaigns page, or give --campaign FILE", (long long)run.id,
+                        run.name, pool);
+    if (st == PX_OK && (st = px_gen_campaign_from_run(&run, c, err)) == PX_OK)
+        *run_id = run.id;
+    px_manifest_campaign_run_clear(&run);
+    px_manifest_close(s);
+    return st;
+}
+
+int px_gen_campaign_run_ended(const char *pool, int64_t run_id, int complete, px_err *err)
+{
+    px_manifest *s = NULL;
+    int st = open_manifest(pool, &s, err);
+    if (st == PX_OK)
+        st = px_manifest_campaign_run_set_state(
+            s, run_id, complete ? "done" : "paused",
+            complete ? "" : "paused: the command-line run ended short of the quotas", err);
+    px_manifest_close(s);
+    return st;
+}

@@ -423,6 +423,14 @@ int px_gen_dry_run(const px_gen_opts *o, int max_prompts, px_gen_prompt_fn fn, v
  * {"SLUG/TYPE": n}} in run->extra). PX_EINVAL naming the field. */
 int px_gen_campaign_from_run(const px_manifest_campaign_run *run, px_gen_campaign *c,
                              px_err *err);
+/* The pool's latest campaign run, for `pixpipe generate --out POOL` without
+ * a campaign (resuming what the Campaigns page started): *run_id gets its id.
+ * PX_ENOTFOUND when the pool has none, PX_EBUSY while it is running in
+ * `pixpipe serve`, PX_EINVAL when it is done; err says what to do. */
+int px_gen_campaign_from_pool(const char *pool, px_gen_campaign *c, int64_t *run_id, px_err *err);
+/* Records how a command-line run of campaign run run_id ended: "done" when
+ * complete, else "paused" (resumable from either side). */
+int px_gen_campaign_run_ended(const char *pool, int64_t run_id, int complete, px_err *err);
 
 /* Renders job `id` of the pool again with its recorded prompt and seed and
  * writes it to out_path (PNG with the same metadata). *same (may be NULL)

@@ -269,3 +269,36 @@ int px_manifest_recent_rejections(px_manifest *s, int limit, px_manifest_rejecti
     }
     return r;
 }
+
+int px_manifest_last_campaign(px_manifest *s, char **name, char **json, char **created_at,
+                              px_err *err)
+{
+    *name = *json = *created_at = NULL;
+    pthread_mutex_lock(&s->mu);
+    sqlite3_stmt *st = NULL;
+    int r = mf_prep(s, "SELECT name, json, created_at FROM campaigns ORDER BY id DESC LIMIT 1",
+                    &st, err);
+    if (r == PX_OK) {
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *name = mf_col_str(st, 0);
+            *json = mf_col_str(st, 1);
+            *created_at = mf_col_str(st, 2);
+            if (!*name || !*json || !*created_at)
+                r = px_err_set(err, PX_ENOMEM, "%s: out of memory", s->path);
+        } else if (rc == SQLITE_DONE) {
+            r = px_err_set(err, PX_ENOTFOUND, "%s: no campaign has run on this pool", s->path);
+        } else {
+            r = mf_db_err(s, err, "read campaigns");
+        }
+        sqlite3_finalize(st);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (r != PX_OK) {
+        free(*name);
+        free(*json);
+        free(*created_at);
+        *name = *json = *created_at = NULL;
+    }
+    return r;
+}

@@ -424,6 +424,11 @@ typedef struct px_manifest_rejection {
 int px_manifest_recent_rejections(px_manifest *s, int limit, px_manifest_rejection **out,
                                   size_t *n, px_err *err);
 void px_manifest_rejections_free(px_manifest_rejection *v, size_t n);
+/* The campaign the pool's latest run recorded (px_manifest_add_campaign:
+ * `pixpipe generate` or the Campaigns page), its name, JSON and time, each
+ * malloc'd. PX_ENOTFOUND when none ran yet. */
+int px_manifest_last_campaign(px_manifest *s, char **name, char **json, char **created_at,
+                              px_err *err);
 
 /* ---- Export ------------------------------------------------------------ */
 

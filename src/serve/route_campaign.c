@@ -309,15 +309,24 @@ static int parse_request(px_campaign_mgr *m, const px_buf *body, request *q, jso
         st = bad_field(bad, "render", "a request never names a server or URL: render servers "
                        "and LLMs are chosen by name from the list the operator configured "
                        "(pixpipe serve --gen-server NAME=URL, --gen-llm NAME=URL)");
-    } else if (!json_is_object(json_object_get(root, "campaign"))) {
-        st = bad_field(bad, "campaign", "campaign: expected an object (see docs/campaigns.md)");
     }
     px_err err;
     px_err_clear(&err);
-    if (st == PX_OK) {
-        q->campaign_text = json_dumps(json_object_get(root, "campaign"), JSON_COMPACT);
-        if (!q->campaign_text)
-            st = bad_field(bad, "campaign", "out of memory");
+    json_t *cj = json_object_get(root, "campaign");
+    if (st != PX_OK) {
+    } else if (json_is_string(cj) && !strcmp(json_string_value(cj), "pool")) {
+        /* the campaign the pool ran last (e.g. from the command line), taken over here */
+        char *name = NULL, *at = NULL;
+        if (px_manifest_last_campaign(m->store, &name, &q->campaign_text, &at, &err) != PX_OK)
+            st = bad_field(bad, "campaign", "campaign \"pool\": no campaign has run on this "
+                                            "pool yet");
+        free(name);
+        free(at);
+    } else if (!json_is_object(cj)) {
+        st = bad_field(bad, "campaign", "campaign: expected an object (see docs/campaigns.md) "
+                                        "or \"pool\"");
+    } else if (!(q->campaign_text = json_dumps(cj, JSON_COMPACT))) {
+        st = bad_field(bad, "campaign", "out of memory");
     }
     if (st == PX_OK &&
         px_gen_campaign_parse(q->campaign_text, strlen(q->campaign_text), "campaign", &q->camp,
@@ -511,11 +520,12 @@ static void execute(px_campaign_mgr *m, int64_t id)
         o.stop = &m->stop_flag;
         st = px_gen_run(&o, &sum, &err);
     }
+    /* the end is decided and recorded under mu, so a quota raised meanwhile is either seen
+     * here (after == AFTER_RELOAD) or finds the run not active and its state final */
     pthread_mutex_lock(&m->mu);
     after_kind after = m->after;
     if (after == AFTER_RELOAD && !m->quit)
         m->queued = id; /* quotas raised while it ran: start again with them */
-    pthread_mutex_unlock(&m->mu);
     const char *state = "running", *msg = "";
     char buf[700];
     if (after == AFTER_PAUSE) {
@@ -539,6 +549,9 @@ static void execute(px_campaign_mgr *m, int64_t id)
     }
     if (px_manifest_campaign_run_set_state(m->store, id, state, msg, &err) != PX_OK)
         px_log(PX_LOG_WARN, "serve: campaign %lld: %s", (long long)id, err.msg);
+    m->active = 0;
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
     px_log(PX_LOG_INFO, "serve: campaign %lld '%s': %s%s%s", (long long)id, run.name, state,
            *msg ? ": " : "", msg);
     json_decref(settings);
@@ -732,10 +745,18 @@ static enum MHD_Result list_runs(struct MHD_Connection *c, px_req *r, px_campaig
     pthread_mutex_lock(&m->mu);
     json_int_t active = m->active ? m->active : m->queued;
     pthread_mutex_unlock(&m->mu);
+    /* the pool's last campaign (a command-line one can be taken over: "campaign": "pool") */
+    char *name = NULL, *json = NULL, *at = NULL;
+    json_t *last = json_null();
+    if (px_manifest_last_campaign(m->store, &name, &json, &at, &err) == PX_OK)
+        last = json_pack("{s:s,s:s}", "name", name, "created_at", at);
+    free(name);
+    free(json);
+    free(at);
     return px_reply_json(c, r, 200,
-                         json_pack("{s:o,s:o,s:o}", "runs", a ? a : json_array(), "active",
+                         json_pack("{s:o,s:o,s:o,s:o}", "runs", a ? a : json_array(), "active",
                                    active ? json_integer(active) : json_null(), "config",
-                                   config_json(m)));
+                                   config_json(m), "pool_campaign", last ? last : json_null()));
 }
 
 /* Queues run id to start (with mu held): 409 text in why when another runs. */
@@ -1002,14 +1023,17 @@ static int raise_quotas(px_campaign_mgr *m, const px_manifest_campaign_run *run,
     if (st != PX_OK || !*delta)
         return st;
     pthread_mutex_lock(&m->mu);
+    px_manifest_campaign_run now; /* its state now, not when the request began */
     if (m->active == run->id) {
         stop_active_locked(m, AFTER_RELOAD);
-    } else if (!strcmp(run->state, "done")) {
+    } else if (m->queued != run->id &&
+               (st = px_manifest_campaign_run_get(m->store, run->id, &now, err)) == PX_OK) {
         char why[300];
-        if (queue_locked(m, run->id, why, sizeof why) == 0)
+        if (!strcmp(now.state, "done") && queue_locked(m, run->id, why, sizeof why) == 0)
             st = px_manifest_campaign_run_set_state(m->store, run->id, "running", "", err);
-        else
+        else if (!strcmp(now.state, "done"))
             st = px_manifest_campaign_run_set_state(m->store, run->id, "paused", why, err);
+        px_manifest_campaign_run_clear(&now);
     }
     pthread_mutex_unlock(&m->mu);
     return st;

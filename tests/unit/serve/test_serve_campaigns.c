@@ -296,12 +296,15 @@ static int64_t create(px_server *srv, const char *camp, int start_it)
     return id;
 }
 
+/* POST an action; want 202 (a stop under way) also takes 200 (stopped before it began). */
 static void action(px_server *srv, int64_t id, const char *what, const char *body, long want)
 {
     char path[100];
     snprintf(path, sizeof path, "/v1/campaigns/%lld/%s", (long long)id, what);
     long code = 0;
     json_t *v = call(srv, "POST", path, body ? body : "{}", &code);
+    if (want == 202 && code == 200) /* it had not started yet: stopped at once */
+        code = 202;
     if (code != want)
         fprintf(stderr, "%s: %ld %s\n", what, code,
                 json_string_value(json_object_get(v, "error")));
@@ -396,6 +399,124 @@ static void test_restart_resumes(void **state)
     px_server_destroy(srv);
 }
 
+/* What `pixpipe generate` does with a pool (cmd_generate.c): the pool's
+ * campaign run when camp is NULL (resuming what the page started), else camp;
+ * offline prompts, the fake server, no face check; stops once the pool holds
+ * stop_at images (0: runs to the end). Returns the summary's complete. */
+typedef struct cli_stop {
+    const char *db;
+    int at;
+    volatile int flag;
+} cli_stop;
+
+static void cli_progress(void *ctx, const char *line, int final)
+{
+    (void)line;
+    (void)final;
+    cli_stop *c = ctx;
+    if (c->at && fx_sql_int(c->db, "SELECT count(*) FROM images") >= c->at)
+        c->flag = 1;
+}
+
+static int cli_run(const char *pool, const char *db, const char *camp_json, int stop_at)
+{
+    px_gen_campaign camp;
+    memset(&camp, 0, sizeof camp);
+    px_err err;
+    px_err_clear(&err);
+    int64_t run_id = 0;
+    if (camp_json)
+        assert_int_equal(px_gen_campaign_parse(camp_json, strlen(camp_json), "cli", &camp, &err),
+                         PX_OK);
+    else
+        assert_int_equal(px_gen_campaign_from_pool(pool, &camp, &run_id, &err), PX_OK);
+    px_gen_writer *w = NULL;
+    assert_int_equal(px_gen_writer_offline_create(PX_SOURCE_DIR "/vocab", 7, &w, &err), PX_OK);
+    const char *servers[1] = {fake_img_url(g_img)};
+    cli_stop cs = {db, stop_at, 0};
+    px_gen_opts o;
+    px_gen_opts_default(&o);
+    o.pool = pool;
+    o.campaign = &camp;
+    o.writer = w;
+    o.servers = servers;
+    o.nservers = 1;
+    o.checks.faces = PX_GEN_FACES_OFF;
+    o.progress = cli_progress;
+    o.progress_ctx = &cs;
+    o.progress_interval_ms = 20;
+    o.stop = &cs.flag;
+    px_gen_summary sum;
+    assert_int_equal(px_gen_run(&o, &sum, &err), PX_OK);
+    if (run_id && !cs.flag)
+        assert_int_equal(px_gen_campaign_run_ended(pool, run_id, sum.complete, &err), PX_OK);
+    px_gen_writer_destroy(w);
+    px_gen_campaign_free(&camp);
+    return sum.complete;
+}
+
+/* One pool, one record: the command line carries on a campaign the page
+ * made, and the page takes over one the command line began. */
+static void test_cli_and_browser_share(void **state)
+{
+    (void)state;
+    char pool[300], db[400];
+    new_pool(pool, sizeof pool, db, sizeof db);
+    px_server *srv = start(pool);
+    /* made on the page, not started: the command line runs it to its quotas */
+    int64_t id = create(srv, k_two_themes, 0);
+    action(srv, id, "add", "{\"theme\":\"Medicine and health\",\"type\":\"items\",\"n\":2}",
+           200);
+    assert_int_equal(cli_run(pool, db, NULL, 0), 1);
+    json_t *v = wait_state(srv, id, "done", 1000);
+    assert_int_equal(totals(v, "quota"), 10);
+    assert_int_equal(totals(v, "done"), 10);
+    json_decref(v);
+    /* while the page runs one, the command line refuses it */
+    fake_img_set_delay(g_img, 150);
+    int64_t id2 = create(srv, "{\"name\":\"more\",\"total\":6,\"themes\":[\"Food and hospitality\"],"
+                              "\"defaults\":{\"width\":96,\"height\":64}}", 1);
+    px_gen_campaign camp;
+    int64_t run_id;
+    px_err err;
+    px_err_clear(&err);
+    assert_int_equal(px_gen_campaign_from_pool(pool, &camp, &run_id, &err), PX_EBUSY);
+    assert_non_null(strstr(err.msg, "pause it on the Campaigns page"));
+    action(srv, id2, "stop", NULL, 202);
+    json_decref(wait_state(srv, id2, "stopped", 30000));
+    fake_img_set_delay(g_img, 0);
+    px_server_destroy(srv);
+
+    /* begun on the command line and stopped half-way: the page takes it over */
+    new_pool(pool, sizeof pool, db, sizeof db);
+    const char *cli = "{\"name\":\"cli-begun\",\"total\":6,\"types\":{\"exteriors\":1},"
+                      "\"themes\":[\"Travel and tourism\"],\"defaults\":{\"width\":96,\"height\":64}}";
+    fake_img_set_delay(g_img, 100);
+    assert_int_equal(cli_run(pool, db, cli, 2), 0);
+    fake_img_set_delay(g_img, 0);
+    assert_true(fx_sql_int(db, "SELECT count(*) FROM images") < 6);
+    srv = start(pool);
+    long code = 0;
+    v = call(srv, "GET", "/v1/campaigns", NULL, &code);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(v, "pool_campaign"), "name")),
+        "cli-begun");
+    json_decref(v);
+    v = call(srv, "POST", "/v1/campaigns",
+             "{\"campaign\":\"pool\",\"prompts\":\"offline\",\"render\":[\"gpu1\"],\"start\":true}",
+             &code);
+    assert_int_equal(code, 201);
+    int64_t id3 = json_integer_value(json_object_get(v, "id"));
+    json_decref(v);
+    v = wait_state(srv, id3, "done", 30000);
+    assert_int_equal(totals(v, "quota"), 6);
+    assert_int_equal(totals(v, "done"), 6);
+    json_decref(v);
+    assert_int_equal(fx_sql_int(db, "SELECT count(*) FROM images WHERE status != 'rejected' AND "
+                                    "theme_slug = 'travel-and-tourism'"), 6);
+    px_server_destroy(srv);
+}
+
 /* Admin only: the API and the page need the admin's credentials. */
 static void test_admin_only(void **state)
 {
@@ -448,7 +569,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_form_errors),         cmocka_unit_test(test_no_url_from_request),
         cmocka_unit_test(test_preview),             cmocka_unit_test(test_run_pause_resume_add),
-        cmocka_unit_test(test_restart_resumes),     cmocka_unit_test(test_admin_only),
+        cmocka_unit_test(test_restart_resumes),     cmocka_unit_test(test_cli_and_browser_share),
+        cmocka_unit_test(test_admin_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
