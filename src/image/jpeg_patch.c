@@ -23,10 +23,12 @@
  * only what jpeg_write_coefficients writes (JFIF APP0, DQT, SOF, DHT, SOS,
  * EOI), so EXIF, XMP, ICC, IPTC and comments are all dropped, as in jpeg.c.
  *
- * Where the block grid of the output is not the input's (an EXIF orientation
- * to apply), the pixels are no longer the input's colours (an ICC profile
- * converted), or the colour model is one we do not convert (CMYK, YCCK,
- * RGB-coded JPEG), the image is encoded afresh and the caller is told why.
+ * An EXIF orientation is applied to the blocks (mirrored, transposed, as
+ * jpegtran does) while copying, since the output is stored upright. Where
+ * that cannot be exact (a mirrored side that is not whole MCUs), the pixels
+ * are no longer the input's colours (an ICC profile converted), or the
+ * colour model is one we do not convert (CMYK, YCCK, RGB-coded JPEG), the
+ * image is encoded afresh and the caller is told why.
  */
 #include "jpeg_internal.h"
 
@@ -212,8 +214,8 @@ static const char *unsupported(const struct jpeg_decompress_struct *s, char *buf
 }
 
 /* Re-encodes the changed blocks of every component in place. */
-static int patch_blocks(jpatch *j, jvirt_barray_ptr *coefs, const px_image *img,
-                        const px_image_print *before, px_jpeg_patch_info *info)
+static void patch_blocks(jpatch *j, jvirt_barray_ptr *coefs, const px_image *img,
+                         const px_image_print *before, px_jpeg_patch_info *info)
 {
     float c[8][8];
     dct_table(c);
@@ -221,8 +223,6 @@ static int patch_blocks(jpatch *j, jvirt_barray_ptr *coefs, const px_image *img,
     const int grey = s->num_components == 1;
     for (int ci = 0; ci < s->num_components; ci++) {
         jpeg_component_info *comp = &s->comp_info[ci];
-        if (!comp->quant_table)
-            return 0;
         const int rx = s->max_h_samp_factor / comp->h_samp_factor;
         const int ry = s->max_v_samp_factor / comp->v_samp_factor;
         const int kind = grey ? 0 : ci;
@@ -241,12 +241,150 @@ static int patch_blocks(jpatch *j, jvirt_barray_ptr *coefs, const px_image *img,
             }
         }
     }
-    return 1;
+}
+
+/* ---- EXIF orientations in the DCT domain ----
+ * Upright pixel (x, y) is stored pixel (sx, sy): without t, sx = x or W-1-x
+ * (fx) and sy = y or H-1-y (fy); with t (5..8) the axes swap, sx from y and
+ * sy from x (see px_image_apply_orientation). On 8x8 blocks: the block grid
+ * is mirrored/transposed the same way, a mirrored axis multiplies the
+ * coefficients of odd frequency along it by -1, a transpose transposes the
+ * coefficients (and the quantisation tables). Exact, but only when a
+ * mirrored axis holds whole MCUs: else the partial edge blocks would land at
+ * the start of the row, so those images are encoded afresh. */
+typedef struct turn {
+    int t, fx, fy;
+} turn;
+
+static turn turn_of(int o)
+{
+    static const turn k[9] = {{0, 0, 0}, {0, 0, 0}, {0, 1, 0}, {0, 1, 1}, {0, 0, 1},
+                              {1, 0, 0}, {1, 0, 1}, {1, 1, 1}, {1, 1, 0}};
+    return k[o >= 1 && o <= 8 ? o : 1];
+}
+
+static void turn_block(const JCOEF *in, JCOEF *out, turn tr)
+{
+    for (int v = 0; v < 8; v++)
+        for (int u = 0; u < 8; u++) {
+            /* row frequency v, column frequency u of the output */
+            const JCOEF c = tr.t ? in[u * 8 + v] : in[v * 8 + u];
+            const int neg = tr.t ? ((tr.fy && (u & 1)) ^ (tr.fx && (v & 1)))
+                                 : ((tr.fx && (u & 1)) ^ (tr.fy && (v & 1)));
+            out[v * 8 + u] = neg ? (JCOEF)-c : c;
+        }
+}
+
+/* The destination set up for the turned image: size and sampling factors
+ * swapped, quantisation tables transposed. */
+static void turn_params(struct jpeg_compress_struct *d, turn tr)
+{
+    if (!tr.t)
+        return;
+    const JDIMENSION w = d->image_width;
+    d->image_width = d->image_height;
+    d->image_height = w;
+    const UINT16 xd = d->X_density;
+    d->X_density = d->Y_density;
+    d->Y_density = xd;
+    for (int ci = 0; ci < d->num_components; ci++) {
+        jpeg_component_info *c = &d->comp_info[ci];
+        const int h = c->h_samp_factor;
+        c->h_samp_factor = c->v_samp_factor;
+        c->v_samp_factor = h;
+    }
+    for (int i = 0; i < NUM_QUANT_TBLS; i++) {
+        JQUANT_TBL *q = d->quant_tbl_ptrs[i];
+        if (!q)
+            continue;
+        for (int v = 0; v < 8; v++)
+            for (int u = v + 1; u < 8; u++) {
+                const UINT16 a = q->quantval[v * 8 + u];
+                q->quantval[v * 8 + u] = q->quantval[u * 8 + v];
+                q->quantval[u * 8 + v] = a;
+            }
+    }
+}
+
+/* Why orientation o cannot be done on these blocks, or NULL. */
+static const char *turn_unfit(const struct jpeg_decompress_struct *s, int o, char *buf,
+                              size_t cap)
+{
+    const turn tr = turn_of(o);
+    const int mw = 8 * s->max_h_samp_factor, mh = 8 * s->max_v_samp_factor;
+    if ((tr.fx && s->image_width % (JDIMENSION)mw) || (tr.fy && s->image_height % (JDIMENSION)mh)) {
+        snprintf(buf, cap,
+                 "EXIF orientation %d on a %ux%u image that is not whole %dx%d blocks along the "
+                 "mirrored side",
+                 o, (unsigned)s->image_width, (unsigned)s->image_height, mw, mh);
+        return buf;
+    }
+    return NULL;
+}
+
+/* Destination arrays of the turned image, requested before
+ * jpeg_write_coefficients realises them (libjpeg's own sizes). */
+static jvirt_barray_ptr *turn_arrays(struct jpeg_compress_struct *d, JDIMENSION wb[],
+                                     JDIMENSION hb[])
+{
+    int mh = 1, mv = 1;
+    for (int ci = 0; ci < d->num_components; ci++) {
+        mh = d->comp_info[ci].h_samp_factor > mh ? d->comp_info[ci].h_samp_factor : mh;
+        mv = d->comp_info[ci].v_samp_factor > mv ? d->comp_info[ci].v_samp_factor : mv;
+    }
+    jvirt_barray_ptr *arr = (*d->mem->alloc_small)((j_common_ptr)d, JPOOL_IMAGE,
+                                                   sizeof(jvirt_barray_ptr) * MAX_COMPONENTS);
+    for (int ci = 0; ci < d->num_components; ci++) {
+        const jpeg_component_info *c = &d->comp_info[ci];
+        const long h = c->h_samp_factor, v = c->v_samp_factor;
+        wb[ci] = (JDIMENSION)((d->image_width * h + 8 * mh - 1) / (8 * mh));
+        hb[ci] = (JDIMENSION)((d->image_height * v + 8 * mv - 1) / (8 * mv));
+        arr[ci] = (*d->mem->request_virt_barray)(
+            (j_common_ptr)d, JPOOL_IMAGE, FALSE, (JDIMENSION)((wb[ci] + h - 1) / h * h),
+            (JDIMENSION)((hb[ci] + v - 1) / v * v), (JDIMENSION)v);
+    }
+    return arr;
+}
+
+/* Fills the turned image's blocks: the input's blocks turned, or, where the
+ * tiles changed, re-encoded from img with the (turned) output tables. */
+static void turn_fill(jpatch *j, jvirt_barray_ptr *in, jvirt_barray_ptr *outa, turn tr,
+                      const px_image *img, const px_image_print *before, px_jpeg_patch_info *info)
+{
+    float c[8][8];
+    dct_table(c);
+    struct jpeg_compress_struct *d = &j->dst;
+    for (int ci = 0; ci < d->num_components; ci++) {
+        const jpeg_component_info *co = &d->comp_info[ci], *cs = &j->src.comp_info[ci];
+        const int rx = d->max_h_samp_factor / co->h_samp_factor;
+        const int ry = d->max_v_samp_factor / co->v_samp_factor;
+        const UINT16 *q = d->quant_tbl_ptrs[co->quant_tbl_no]->quantval;
+        const int kind = d->num_components == 1 ? 0 : ci;
+        info->blocks += (long)co->width_in_blocks * (long)co->height_in_blocks;
+        for (JDIMENSION oy = 0; oy < co->height_in_blocks; oy++) {
+            JBLOCKARRAY orow = (*d->mem->access_virt_barray)((j_common_ptr)d, outa[ci], oy, 1, TRUE);
+            for (JDIMENSION ox = 0; ox < co->width_in_blocks; ox++) {
+                if (tiles_changed(before, &j->now, (int)ox * rx, (int)oy * ry, rx, ry)) {
+                    float f[64];
+                    block_samples(img, kind, (int)ox * 8 * rx, (int)oy * 8 * ry, rx, ry, f);
+                    fdct_quant(f, c, q, orow[0][ox]);
+                    info->blocks_reencoded++;
+                    continue;
+                }
+                const JDIMENSION a = tr.t ? oy : ox, b = tr.t ? ox : oy; /* stored x, y unmirrored */
+                const JDIMENSION sx = tr.fx ? cs->width_in_blocks - 1 - a : a;
+                const JDIMENSION sy = tr.fy ? cs->height_in_blocks - 1 - b : b;
+                JBLOCKARRAY irow =
+                    (*j->src.mem->access_virt_barray)((j_common_ptr)&j->src, in[ci], sy, 1, FALSE);
+                turn_block(irow[0][sx], orow[0][ox], tr);
+            }
+        }
+    }
 }
 
 /* The lossless path. PX_OK with out appended; PX_EUNSUPPORTED with info->why
  * when it does not apply (the caller encodes afresh); other errors as is. */
-static int patch(jpatch *j, const uint8_t *data, size_t len, const px_image *img,
+static int patch(jpatch *j, const uint8_t *data, size_t len, int o, const px_image *img,
                  const px_image_print *before, px_buf *out, px_jpeg_patch_info *info, px_err *err)
 {
     const size_t start_len = out->len;
@@ -266,19 +404,26 @@ static int patch(jpatch *j, const uint8_t *data, size_t len, const px_image *img
     }
     jpeg_mem_src(&j->src, data, (unsigned long)len);
     jpeg_read_header(&j->src, TRUE);
-    if ((int)j->src.image_width != img->w || (int)j->src.image_height != img->h) {
-        snprintf(info->why, sizeof info->why, "image is %dx%d, the JPEG %ux%u", img->w, img->h,
-                 (unsigned)j->src.image_width, (unsigned)j->src.image_height);
+    const turn tr = turn_of(o);
+    const int uw = (int)(tr.t ? j->src.image_height : j->src.image_width);
+    const int uh = (int)(tr.t ? j->src.image_width : j->src.image_height);
+    if (uw != img->w || uh != img->h) {
+        snprintf(info->why, sizeof info->why, "image is %dx%d, the JPEG %dx%d upright", img->w,
+                 img->h, uw, uh);
         return PX_EUNSUPPORTED;
     }
-    if (unsupported(&j->src, info->why, sizeof info->why))
+    if (unsupported(&j->src, info->why, sizeof info->why) ||
+        turn_unfit(&j->src, o, info->why, sizeof info->why))
         return PX_EUNSUPPORTED;
     const int progressive = j->src.progressive_mode;
     jvirt_barray_ptr *coefs = jpeg_read_coefficients(&j->src);
-    if (!patch_blocks(j, coefs, img, before, info)) {
-        snprintf(info->why, sizeof info->why, "a component has no quantisation table");
-        return PX_EUNSUPPORTED;
-    }
+    for (int ci = 0; ci < j->src.num_components; ci++)
+        if (!j->src.comp_info[ci].quant_table) {
+            snprintf(info->why, sizeof info->why, "a component has no quantisation table");
+            return PX_EUNSUPPORTED;
+        }
+    if (o == 1)
+        patch_blocks(j, coefs, img, before, info); /* in place */
     jpeg_create_compress(&j->dst);
     j->have_dst = 1;
     px_jpeg_dest_init(&j->dest, out);
@@ -291,7 +436,25 @@ static int patch(jpatch *j, const uint8_t *data, size_t len, const px_image *img
     j->dst.arith_code = FALSE;
     if (progressive)
         jpeg_simple_progression(&j->dst); /* keeps the file about as small as it was */
-    jpeg_write_coefficients(&j->dst, coefs);
+    jvirt_barray_ptr *outa = coefs;
+    JDIMENSION wb[MAX_COMPONENTS], hb[MAX_COMPONENTS];
+    if (o != 1) {
+        turn_params(&j->dst, tr);
+        outa = turn_arrays(&j->dst, wb, hb);
+    }
+    jpeg_write_coefficients(&j->dst, outa);
+    if (o != 1) {
+        for (int ci = 0; ci < j->dst.num_components; ci++)
+            if (j->dst.comp_info[ci].width_in_blocks != wb[ci] ||
+                j->dst.comp_info[ci].height_in_blocks != hb[ci] ||
+                j->dst.max_h_samp_factor % j->dst.comp_info[ci].h_samp_factor ||
+                j->dst.max_v_samp_factor % j->dst.comp_info[ci].v_samp_factor) {
+                out->len = start_len;
+                snprintf(info->why, sizeof info->why, "turned block grid not as expected");
+                return PX_EUNSUPPORTED;
+            }
+        turn_fill(j, coefs, outa, tr, img, before, info);
+    }
     jpeg_finish_compress(&j->dst);
     jpeg_finish_decompress(&j->src);
     info->lossless = 1;
@@ -312,9 +475,6 @@ int px_image_encode_jpeg_patched(const uint8_t *jpeg, size_t len, const px_decod
         snprintf(info->why, sizeof info->why, "the input is not a JPEG");
     else if (dinfo->icc == 1)
         snprintf(info->why, sizeof info->why, "pixels were converted from an ICC profile to sRGB");
-    else if (dinfo->orientation != 1)
-        snprintf(info->why, sizeof info->why, "EXIF orientation %d (the blocks would be turned)",
-                 dinfo->orientation);
     else if (img->channels != 3)
         snprintf(info->why, sizeof info->why, "the image has %d channels", img->channels);
     else if (!before || !before->tile || before->w != img->w || before->h != img->h)
@@ -328,7 +488,7 @@ int px_image_encode_jpeg_patched(const uint8_t *jpeg, size_t len, const px_decod
         return px_err_set(err, PX_ENOMEM, "out of memory starting the JPEG rewrite");
     int st = px_image_print_take(img, &j->now, err);
     if (st == PX_OK)
-        st = patch(j, jpeg, len, img, before, out, info, err);
+        st = patch(j, jpeg, len, dinfo->orientation, img, before, out, info, err);
     if (j->have_dst)
         jpeg_destroy_compress(&j->dst);
     jpeg_destroy_decompress(&j->src);

@@ -156,13 +156,16 @@ typedef struct px_jpeg_patch_info {
  * generation loss outside the changed areas, and faster than encoding
  * afresh. No metadata is copied: the output carries a JFIF APP0 and the
  * tables, frame and scans only (progressive stays progressive, arithmetic
- * coding becomes optimised Huffman). dinfo is what px_image_decode reported
- * for jpeg. Where the copy cannot apply, img is encoded afresh at `quality`
- * exactly as px_image_encode does and info->why says why: pixels converted
- * from an ICC profile, an EXIF orientation other than 1 (the blocks would
- * have to be turned), a colour space other than YCbCr or grey (CMYK, YCCK,
- * RGB), sampling factors that are not whole multiples of each other,
- * 12-bit samples, an image or fingerprint of another size, RGBA pixels.
+ * coding becomes Huffman). dinfo is what px_image_decode reported for
+ * jpeg; an EXIF orientation (img is upright) is applied to the blocks
+ * themselves (mirrored, transposed), which is exact. Where the copy cannot
+ * apply, img is encoded afresh at `quality` exactly as px_image_encode does
+ * and info->why says why: pixels converted from an ICC profile, an
+ * orientation that mirrors a side which is not whole MCUs (e.g. 6 on a
+ * 4:2:0 image whose height is not a multiple of 16), a colour space other
+ * than YCbCr or grey (CMYK, YCCK, RGB), sampling factors that are not whole
+ * multiples of each other, 12-bit samples, an image or fingerprint of
+ * another size, RGBA pixels.
  * Appends to *out (caller frees; on failure out->len is unchanged). Errors:
  * those of px_image_encode, PX_EINVAL for missing arguments. info may be
  * NULL. Thread-safe. */

@@ -5,7 +5,9 @@
  * and compared block by block), every luma block inside a found face is new,
  * the output decodes at the input's size; a photo whose ICC profile was
  * converted, and any run with jpeg_keep_blocks off, is encoded afresh and
- * says so. Prints the encode time both ways (never asserted).
+ * says so; a photo stored turned with EXIF orientation 6 (made here) keeps
+ * its blocks too, turned, and gives the upright faces. Prints the encode
+ * time both ways (never asserted).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -142,10 +144,72 @@ static void test_faces_reencoded_rest_copied(void **state)
     px_face_detector_destroy(det);
 }
 
+/* The photo stored turned (pixels rotated back, an EXIF APP1 saying 6). */
+static void turned_jpeg(const px_image *upright, px_buf *out)
+{
+    px_image st;
+    px_err e;
+    assert_int_equal(px_image_copy(upright, &st), PX_OK);
+    assert_int_equal(px_image_apply_orientation(&st, 8), PX_OK); /* 8 undoes 6 */
+    px_buf plain = {0};
+    assert_int_equal(px_image_encode(&st, PX_FMT_JPEG, 85, &plain, &e), PX_OK);
+    static const uint8_t app1[] = {0xFF, 0xE1, 0, 34, 'E', 'x', 'i', 'f', 0, 0, 'I', 'I', 42, 0,
+                                   8,    0,    0, 0,  1,   0,   0x12, 0x01, 3, 0, 1, 0, 0, 0,
+                                   6,    0,    0, 0,  0,   0,   0, 0};
+    memset(out, 0, sizeof *out);
+    assert_int_equal(px_buf_append(out, plain.data, 2), PX_OK); /* SOI */
+    assert_int_equal(px_buf_append(out, app1, sizeof app1), PX_OK);
+    assert_int_equal(px_buf_append(out, plain.data + 2, plain.len - 2), PX_OK);
+    px_buf_free(&plain);
+    px_image_free(&st);
+}
+
+static void test_turned_photo_keeps_blocks(void **state)
+{
+    (void)state;
+    px_face_detector *det = NULL;
+    px_err e;
+    if (px_face_detector_create(MODEL, NULL, &det, &e) != PX_OK)
+        fail_msg("%s", e.msg);
+    uint8_t *data;
+    size_t len;
+    if (px_read_file(FACES "/libfd_keliamoniz1.jpg", (size_t)1 << 26, &data, &len, &e) != PX_OK)
+        fail_msg("%s", e.msg);
+    px_image up;
+    assert_int_equal(px_image_decode(data, len, NULL, &up, NULL, &e), PX_OK);
+    px_buf turned;
+    turned_jpeg(&up, &turned);
+    px_anon_opts o = px_anon_opts_default();
+    o.seed = 5;
+    px_anon_result a, b;
+    assert_int_equal(px_anon_process(det, data, len, &o, &a, &e), PX_OK);
+    assert_int_equal(px_anon_process(det, turned.data, turned.len, &o, &b, &e), PX_OK);
+    assert_int_equal(b.orientation, 6);
+    if (!b.jpeg.lossless)
+        fail_msg("orientation 6: encoded afresh: %s", b.jpeg.why);
+    assert_true(b.jpeg.blocks_reencoded > 0);
+    assert_int_equal(b.width, up.w);
+    assert_int_equal(b.height, up.h);
+    assert_int_equal(b.n_faces, a.n_faces);
+    px_image back;
+    px_decode_info bi;
+    assert_int_equal(px_image_decode(b.out.data, b.out.len, NULL, &back, &bi, &e), PX_OK);
+    assert_int_equal(bi.orientation, 1); /* stored upright, no EXIF */
+    assert_int_equal(back.w, up.w);
+    px_image_free(&back);
+    px_anon_result_free(&a);
+    px_anon_result_free(&b);
+    px_buf_free(&turned);
+    px_image_free(&up);
+    free(data);
+    px_face_detector_destroy(det);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faces_reencoded_rest_copied),
+        cmocka_unit_test(test_turned_photo_keeps_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

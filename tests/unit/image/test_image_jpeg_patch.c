@@ -409,12 +409,15 @@ static void test_patch_fallbacks(void **state)
     px_decode_info di;
     px_image_print before;
 
-    /* EXIF orientation 6: the upright image is on another block grid */
+    /* EXIF orientation 6 mirrors the stored rows: 60 is not whole 16-row MCUs */
     px_buf in;
+    px_image src60;
+    make_image(&src60, 96, 60);
     jpeg_spec sp = {.h_samp = 2, .v_samp = 2, .quality = 85, .markers = 1, .orient = 6};
-    encode_spec(&src, &sp, &in);
+    encode_spec(&src60, &sp, &in);
+    px_image_free(&src60);
     assert_int_equal(px_image_decode(in.data, in.len, NULL, &img, &di, &err), PX_OK);
-    assert_int_equal(img.w, 64);
+    assert_int_equal(img.w, 60);
     assert_int_equal(px_image_print_take(&img, &before, &err), PX_OK);
     expect_fallback(&in, &di, &img, &before, "orientation 6");
     px_image_print_free(&before);
@@ -482,6 +485,90 @@ static void test_patch_fallbacks(void **state)
     px_image_free(&img);
     px_image_free(&src);
     px_buf_free(&in);
+}
+
+/* Orientations 2..8 done on the blocks: the output, stored upright with no
+ * EXIF, decodes to the upright input everywhere away from the concealed
+ * rectangle, and shows the concealed colour inside. Not bit for bit in
+ * pixels: the decoder's IDCT and chroma upsampling round a little
+ * differently along rows than along columns (seen: 4 at a sharp chroma edge
+ * of a 4:2:2 input turned into 4:4:0); a block put in the wrong place or with
+ * a wrong sign is off by tens. */
+static void check_turned(int o, int w, int h, int hs, int vs)
+{
+    px_image src, img, back;
+    make_image_n(&src, w, h, 0);
+    px_buf in, out = {0};
+    const jpeg_spec sp = {.h_samp = hs, .v_samp = vs, .quality = 90, .markers = 1, .orient = o};
+    encode_spec(&src, &sp, &in);
+    px_decode_info di;
+    px_err err;
+    assert_int_equal(px_image_decode(in.data, in.len, NULL, &img, &di, &err), PX_OK);
+    assert_int_equal(di.orientation, o);
+    px_image_print before;
+    assert_int_equal(px_image_print_take(&img, &before, &err), PX_OK);
+    px_image orig;
+    assert_int_equal(px_image_copy(&img, &orig), PX_OK);
+    const int mx = 21, my = 17, mw = 40, mh = 33;
+    px_mask m = box(mx, my, mw, mh);
+    px_conceal how = {.mode = PX_CONCEAL_SOLID, .rgb = {20, 220, 60}};
+    assert_int_equal(px_image_conceal(&img, &m, &how, &err), PX_OK);
+    px_jpeg_patch_info pi;
+    assert_int_equal(
+        px_image_encode_jpeg_patched(in.data, in.len, &di, &img, &before, 90, &out, &pi, &err),
+        PX_OK);
+    if (!pi.lossless)
+        fail_msg("orientation %d, %dx%d %dx%d: encoded afresh: %s", o, w, h, hs, vs, pi.why);
+    assert_true(pi.blocks_reencoded > 0 && pi.blocks_reencoded < pi.blocks / 3);
+    assert_int_equal(metadata_markers(&out), 0);
+    px_decode_info bi;
+    assert_int_equal(px_image_decode(out.data, out.len, NULL, &back, &bi, &err), PX_OK);
+    assert_int_equal(bi.orientation, 1);
+    assert_int_equal(back.w, img.w);
+    assert_int_equal(back.h, img.h);
+    int worst_out = 0;
+    double in_sum = 0, out_sum = 0;
+    int in_n = 0, out_n = 0;
+    for (int y = 0; y < img.h; y++)
+        for (int x = 0; x < img.w; x++)
+            for (int c = 0; c < 3; c++) {
+                const size_t i = (size_t)y * img.stride + (size_t)x * 3 + c;
+                const int d = abs(back.px[i] - orig.px[i]);
+                if (x < mx - 16 || x >= mx + mw + 16 || y < my - 16 || y >= my + mh + 16) {
+                    worst_out = d > worst_out ? d : worst_out;
+                    out_sum += d;
+                    out_n++;
+                }
+                if (x >= mx + 4 && x < mx + mw - 4 && y >= my + 4 && y < my + mh - 4) {
+                    in_sum += abs(back.px[i] - how.rgb[c]);
+                    in_n++;
+                }
+            }
+    if (worst_out > 8 || out_sum / out_n > 0.5 || in_sum / in_n > 4.0)
+        fail_msg("orientation %d, %dx%d %dx%d: off by %d (mean %.2f) outside, %.2f inside", o, w,
+                 h, hs, vs, worst_out, out_sum / out_n, in_sum / in_n);
+    free(m.alpha);
+    px_image_print_free(&before);
+    px_image_free(&img);
+    px_image_free(&orig);
+    px_image_free(&back);
+    px_image_free(&src);
+    px_buf_free(&in);
+    px_buf_free(&out);
+}
+
+static void test_patch_orientations(void **state)
+{
+    (void)state;
+    for (int o = 2; o <= 8; o++) {
+        check_turned(o, 128, 96, 2, 2); /* whole MCUs both ways */
+        check_turned(o, 120, 88, 1, 1); /* 4:4:4: whole 8x8 blocks */
+        check_turned(o, 128, 96, 2, 1); /* 4:2:2 turns into 4:4:0 for 5..8 */
+    }
+    /* only the mirrored axis has to be whole: 5 mirrors none, 6 the rows, 2 the columns */
+    check_turned(5, 203, 157, 2, 2);
+    check_turned(6, 203, 160, 2, 2);
+    check_turned(2, 208, 157, 2, 2);
 }
 
 static double now_ms(void)
@@ -637,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_patch_copies_untouched_blocks),
         cmocka_unit_test(test_patch_unchanged_image_copies_everything),
         cmocka_unit_test(test_patch_fallbacks),
+        cmocka_unit_test(test_patch_orientations),
         cmocka_unit_test(test_patch_speed),
         cmocka_unit_test(test_decode_scaled),
     };
