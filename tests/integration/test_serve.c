@@ -366,6 +366,79 @@ static void test_pool_with_token(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Runs `pixpipe serve reviewer ARGS` (a shell word list); its stdout into
+ * out (may be NULL); returns the exit status. */
+static int reviewer(const char *args, char *out, size_t cap)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' serve reviewer %s 2>/dev/null", PX_PIXPIPE_BIN, args);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out ? out : cmd, 1, out ? cap - 1 : sizeof cmd - 1, f);
+    if (out)
+        out[n] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Accounts from the command line: the token printed once works as a bearer
+ * token and for the login; names are checked; remove takes effect at once. */
+static void test_reviewer_cli(void **state)
+{
+    (void)state;
+    char pool[256], args[600], out[1024];
+    snprintf(pool, sizeof pool, "%s/serve-rev-XXXXXX", PX_BINARY_DIR);
+    assert_non_null(mkdtemp(pool));
+    int64_t first = 0;
+    px_err err = {{0}};
+    assert_int_equal(fx_make_pool(pool, 2, 3, &first, &err), PX_OK);
+    snprintf(args, sizeof args, "add ana --pool '%s'", pool);
+    assert_int_equal(reviewer(args, out, sizeof out), 0);
+    char token[80];
+    assert_int_equal(sscanf(out, "%79s", token), 1);
+    assert_int_equal(strlen(token), 64);
+    assert_int_equal(reviewer(args, NULL, 0), 2); /* exists already */
+    snprintf(args, sizeof args, "add 'a/b' --pool '%s'", pool);
+    assert_int_equal(reviewer(args, NULL, 0), 2);
+    assert_int_equal(reviewer("add bob", NULL, 0), 2); /* no --pool */
+    snprintf(args, sizeof args, "add 'Boss One' --admin --pool '%s'", pool);
+    assert_int_equal(reviewer(args, NULL, 0), 0);
+    snprintf(args, sizeof args, "list --pool '%s'", pool);
+    assert_int_equal(reviewer(args, out, sizeof out), 0);
+    assert_non_null(strstr(out, "ana\treviewer\t"));
+    assert_non_null(strstr(out, "Boss One\tadmin\t"));
+    assert_null(strstr(out, token));
+
+    server s;
+    start(&s, NULL, "--pool", pool, "--no-anonymize", NULL);
+    char auth[128];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    const char *hdr[] = {auth, "Content-Type: application/json", NULL};
+    fx_resp r;
+    post(&s, "/v1/review/claim", "{\"n\":2}", 7, hdr, &r);
+    assert_int_equal(r.code, 200);
+    fx_resp_free(&r);
+    char login[128];
+    snprintf(login, sizeof login, "{\"token\":\"%s\"}", token);
+    const char *json[] = {"Content-Type: application/json", NULL};
+    post(&s, "/v1/login", login, strlen(login), json, &r);
+    assert_int_equal(r.code, 200);
+    fx_resp_free(&r);
+    post(&s, "/v1/review/claim", "{\"n\":2}", 7, NULL, &r);
+    assert_int_equal(r.code, 401); /* nothing anonymous once accounts exist */
+    fx_resp_free(&r);
+    snprintf(args, sizeof args, "remove ana --pool '%s'", pool);
+    assert_int_equal(reviewer(args, NULL, 0), 0);
+    post(&s, "/v1/review/claim", "{\"n\":2}", 7, hdr, &r);
+    assert_int_equal(r.code, 401);
+    fx_resp_free(&r);
+    assert_int_equal(reviewer(args, NULL, 0), 2); /* gone already */
+    assert_int_equal(stop(&s), 0);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", pool);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -375,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_queue_full_and_timeout),
         cmocka_unit_test(test_graceful_stop),
         cmocka_unit_test(test_pool_with_token),
+        cmocka_unit_test(test_reviewer_cli),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     for (int i = 0; i < 16; i++)
