@@ -126,6 +126,9 @@ static void usage(FILE *f)
         "  --timeout S        per request (300)   --max-attempts N (3)   --server-failures N (5)\n"
         "  --backoff-ms N     first wait after a server fails, doubling to 30 s (500)\n"
         "  --seed N           base seed (default: seed = job id)\n"
+        "  --size-mismatch refuse|rescale|keep   an image of another size than asked: stop\n"
+        "                     the run saying so (refuse), centre-crop and scale it to the size\n"
+        "                     asked (rescale), or keep it and record its real size (keep)\n"
         "local rendering (--backend local: Stable Diffusion 1.x on this CPU, no server):\n"
         "  --model PATH       diffusers folder or .safetensors checkpoint, loaded once per run\n"
         "                     (with the other backends --model names the server's checkpoint)\n"
@@ -325,6 +328,12 @@ static int parse_word_option(gen_args *a, int c, const char *arg)
             a->o.checks.faces = PX_GEN_FACES_OFF;
         else {
             fprintf(stderr, "pixpipe generate: --faces '%s': expected reject, flag or off\n", arg);
+            return PX_EXIT_USAGE;
+        }
+        return -1;
+    case O_SIZEMISMATCH:
+        if (px_gen_size_policy_parse(arg, &a->o.size_mismatch, &err) != PX_OK) {
+            fprintf(stderr, "pixpipe generate: %s\n", err.msg);
             return PX_EXIT_USAGE;
         }
         return -1;
@@ -727,6 +736,7 @@ static int run_and_report(gen_args *a, progress_ctx *pc)
     o->progress_ctx = pc;
     o->progress_interval_ms = pc->mode == 1 ? 250 : 10000;
     o->stop = &g_stop;
+    o->cancel = &g_stop; /* Ctrl-C abandons renders in flight too, stopping them on the server */
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint);
     px_gen_summary sum;
@@ -749,6 +759,10 @@ static int run_and_report(gen_args *a, progress_ctx *pc)
     char llm[1536]; /* also in the manifest's meta table, key "llm" */
     if (!a->quiet && px_gen_llm_describe(o->writer, llm, sizeof llm))
         fprintf(stderr, "pixpipe generate: LLM server: %s\n", llm);
+    if (sum.capped && !sum.complete && !a->quiet)
+        fprintf(stderr, "pixpipe generate: %d theme/type slot%s stopped at the job cap (%d jobs "
+                "per image of quota, too many rejected or failed); run again to go on\n",
+                sum.capped, sum.capped > 1 ? "s" : "", o->max_jobs_factor);
     if (g_stop && !a->quiet)
         fprintf(stderr, "pixpipe generate: stopped; run the same command again to resume\n");
     return rc;

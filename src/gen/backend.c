@@ -1,12 +1,23 @@
 /*
  * Render backends: one request shape per server family, all returning the
- * raw image file the server produced.
+ * raw image file the server produced and what the server says it used
+ * (px_gen_render_used), so the manifest records what was done, not what was
+ * asked. Which shape a server gets follows px_gen_probe (server.c):
  *
- *  - AUTOMATIC1111 / Forge / sd-server: POST /sdapi/v1/txt2img, base64 images
- *    in "images" (sometimes with a data: URL prefix).
- *  - OpenAI-style: POST /v1/images/generations with response_format
- *    b64_json; the SD extras (negative prompt, seed, steps, cfg) ride along
- *    as extra fields, which sd-server and LocalAI read and others ignore.
+ *  - AUTOMATIC1111 / Forge: POST /sdapi/v1/txt2img with sampler_name and,
+ *    from 1.9, scheduler; base64 images in "images"; `info` (JSON text) says
+ *    the seed, size, steps, CFG, sampler and model used. A timeout or cancel
+ *    sends POST /sdapi/v1/interrupt so the server does not render on for
+ *    nobody.
+ *  - sd-server (stable-diffusion.cpp) under --backend a1111: its native async
+ *    API, POST /sdcpp/v1/img_gen then GET /sdcpp/v1/jobs/{id}; a timeout or
+ *    cancel cancels the job (sd-server can cancel only a queued one). What it
+ *    used is read from the "parameters" text in its PNG.
+ *  - OpenAI-style POST /v1/images/generations: only on sd-server, whose
+ *    OpenAI route reads prompt, n, size and output_format and nothing else:
+ *    our settings ride inside the prompt as
+ *    <sd_cpp_extra_args>{json}</sd_cpp_extra_args>. Elsewhere the route
+ *    cannot carry seed, steps, CFG, negative prompt or sampler and is refused.
  *  - ComfyUI: the user's API-format workflow with markers substituted
  *    ("%prompt%", "%negative%" inside strings; "%seed%", "%width%",
  *    "%height%", "%steps%", "%cfg%" as whole string values that become
@@ -21,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define MAX_IMAGE_BYTES ((size_t)128 << 20)
@@ -99,48 +111,336 @@ static int post_json(px_gen_client *c, const char *url, json_t *req, long timeou
     return st;
 }
 
-static int render_a1111(px_gen_client *c, const char *base, const px_gen_render_req *r,
-                        long timeout_ms, px_buf *image, px_err *err)
+/* Model names compare without folder, extension and " [hash]": A1111 titles
+ * are "name.safetensors [6ce0161689]", sd-server reports the file name. */
+static void model_key(const char *m, char *out, size_t cap)
+{
+    const char *slash = strrchr(m, '/');
+    snprintf(out, cap, "%s", slash ? slash + 1 : m);
+    char *br = strstr(out, " [");
+    if (br)
+        *br = '\0';
+    char *dot = strrchr(out, '.');
+    if (dot && (!strcmp(dot, ".safetensors") || !strcmp(dot, ".ckpt") || !strcmp(dot, ".gguf")))
+        *dot = '\0';
+}
+
+int px_gen_model_matches(const char *asked, const char *used)
+{
+    if (!asked || !*asked || !used || !*used)
+        return 1;
+    char a[256], u[256];
+    model_key(asked, a, sizeof a);
+    model_key(used, u, sizeof u);
+    return !strcmp(a, u);
+}
+
+/* What A1111 (or sd-server's A1111 route) says it did: `info` is a JSON
+ * string with the seed, size, steps, CFG, sampler, model and infotexts. */
+static void used_from_info(json_t *ans, const px_gen_render_req *r, px_gen_render_used *u)
+{
+    json_t *info = json_loads(json_string_value(json_object_get(ans, "info")) ?
+                                  json_string_value(json_object_get(ans, "info")) : "null",
+                              0, NULL);
+    if (!json_is_object(info)) {
+        json_decref(info);
+        return;
+    }
+    px_gen_parse_infotext(json_string_value(json_array_get(json_object_get(info, "infotexts"), 0)),
+                          r->negative ? r->negative : "", u);
+    json_t *seeds = json_object_get(info, "all_seeds"), *v;
+    v = json_is_integer(json_array_get(seeds, 0)) ? json_array_get(seeds, 0)
+                                                  : json_object_get(info, "seed");
+    if (json_is_integer(v)) {
+        u->seed = json_integer_value(v);
+        u->known |= PX_GEN_USED_SEED;
+    }
+    if (json_is_integer(v = json_object_get(info, "steps"))) {
+        u->steps = (int)json_integer_value(v);
+        u->known |= PX_GEN_USED_STEPS;
+    }
+    if (json_is_number(v = json_object_get(info, "cfg_scale"))) {
+        u->cfg = json_number_value(v);
+        u->known |= PX_GEN_USED_CFG;
+    }
+    if (json_is_integer(json_object_get(info, "width")) &&
+        json_is_integer(json_object_get(info, "height"))) {
+        u->width = (int)json_integer_value(json_object_get(info, "width"));
+        u->height = (int)json_integer_value(json_object_get(info, "height"));
+        u->known |= PX_GEN_USED_SIZE;
+    }
+    const char *s = json_string_value(json_object_get(info, "sampler_name"));
+    if (s) {
+        const char *sch = json_string_value(json_object_get(info, "scheduler"));
+        if (!sch)
+            sch = json_string_value(
+                json_object_get(json_object_get(info, "extra_generation_params"), "Schedule type"));
+        snprintf(u->sampler, sizeof u->sampler, "%.40s%s%.20s", s,
+                 sch && *sch && strcasecmp(sch, "Automatic") ? " " : "",
+                 sch && *sch && strcasecmp(sch, "Automatic") ? sch : "");
+        u->known |= PX_GEN_USED_SAMPLER;
+    }
+    if ((s = json_string_value(json_object_get(info, "sd_model_name")))) {
+        snprintf(u->model, sizeof u->model, "%s", s);
+        u->known |= PX_GEN_USED_MODEL;
+    }
+    if ((s = json_string_value(json_object_get(info, "sd_model_hash"))))
+        snprintf(u->model_hash, sizeof u->model_hash, "%s", s);
+    if (json_is_string(v = json_object_get(info, "negative_prompt"))) {
+        u->known |= PX_GEN_USED_NEGATIVE;
+        u->negative_same = !strcmp(json_string_value(v), r->negative ? r->negative : "");
+    }
+    json_decref(info);
+}
+
+/* Reads the "parameters" text sd-server writes into its PNGs. */
+static void used_from_png(const px_buf *image, const px_gen_render_req *r, px_gen_render_used *u)
+{
+    char *text = NULL;
+    if (px_image_meta_read(image->data, image->len, PX_META_PARAMETERS, &text, NULL) == PX_OK)
+        px_gen_parse_infotext(text, r->negative ? r->negative : "", u);
+    free(text);
+}
+
+/* Refuses what the server says it did differently from what was asked and
+ * cannot be put right by recording it: another model, another negative prompt. */
+static int check_used(const char *url, const px_gen_render_req *r, const px_gen_render_used *u,
+                      px_err *err)
+{
+    if ((u->known & PX_GEN_USED_MODEL) && !px_gen_model_matches(r->model, u->model))
+        return px_err_set(err, PX_EINVAL,
+                          "%s: asked for model '%s' but the server rendered with '%s' (it does not "
+                          "switch models per request); load that model on the server, or leave "
+                          "the model setting empty",
+                          url, r->model, u->model);
+    if ((u->known & PX_GEN_USED_NEGATIVE) && !u->negative_same)
+        return px_err_set(err, PX_EINVAL, "%s: the server did not use our negative prompt", url);
+    return PX_OK;
+}
+
+/* POSTs "{}" to base+path outside the client's cancel flag (which has
+ * usually just fired): a short best-effort call that stops work on the
+ * server. Logs what came of it; *status 0 when the server did not answer. */
+static void post_aside(px_gen_client *c, const char *base, const char *path, long *status,
+                       px_buf *resp, char *url, size_t cap)
+{
+    px_gen_join_url(base, path, url, cap);
+    const void *saved = px_gen_client_get_cancel(c);
+    px_gen_client_set_cancel(c, NULL);
+    px_err e;
+    *status = 0;
+    if (px_gen_http(c, url, "{}", NULL, 5000, 4096, status, resp, &e) != PX_OK) {
+        *status = 0;
+        px_log(PX_LOG_WARN, "%s: could not stop the server's work: %s", url, e.msg);
+    }
+    px_gen_client_set_cancel(c, saved);
+}
+
+/* Tells an A1111 server to stop the render it is doing. */
+static void a1111_interrupt(px_gen_client *c, const char *base)
 {
     char url[1024];
+    px_buf resp = {0};
+    long status;
+    post_aside(c, base, "/sdapi/v1/interrupt", &status, &resp, url, sizeof url);
+    if (status)
+        px_log(PX_LOG_INFO, "%s: asked the server to stop the render (HTTP %ld)", url, status);
+    px_buf_free(&resp);
+}
+
+static int render_a1111(px_gen_client *c, const char *base, const px_gen_server_info *info,
+                        const px_gen_render_req *r, long timeout_ms, px_buf *image,
+                        px_gen_render_used *u, px_err *err)
+{
+    char url[1024], sampler[64], scheduler[32];
     px_gen_join_url(base, "/sdapi/v1/txt2img", url, sizeof url);
+    int st = px_gen_server_sampler(info, r->sampler, sampler, sizeof sampler, scheduler,
+                                   sizeof scheduler, err);
+    if (st != PX_OK)
+        return px_err_prefix(err, st, "%s", base);
     json_t *req = json_pack("{s:s, s:s, s:I, s:i, s:i, s:i, s:f, s:s, s:i, s:i}", "prompt",
                             r->prompt, "negative_prompt", r->negative ? r->negative : "", "seed",
                             (json_int_t)r->seed, "width", r->width, "height", r->height, "steps",
-                            r->steps, "cfg_scale", r->cfg, "sampler_name",
-                            r->sampler ? r->sampler : "", "batch_size", 1, "n_iter", 1);
+                            r->steps, "cfg_scale", r->cfg, "sampler_name", sampler, "batch_size", 1,
+                            "n_iter", 1);
+    if (req && scheduler[0])
+        json_object_set_new(req, "scheduler", json_string(scheduler));
     if (req && r->model && *r->model)
         json_object_set_new(req, "override_settings",
                             json_pack("{s:s}", "sd_model_checkpoint", r->model));
     json_t *ans;
-    int st = post_json(c, url, req, timeout_ms, &ans, err);
+    st = post_json(c, url, req, timeout_ms, &ans, err);
+    if ((st == PX_ETIMEOUT || st == PX_ECLOSED) && info && info->interrupt)
+        a1111_interrupt(c, base);
     if (st != PX_OK)
         return st;
     st = take_b64(json_array_get(json_object_get(ans, "images"), 0), url, "images[0]", image, err);
+    if (st == PX_OK)
+        used_from_info(ans, r, u);
     json_decref(ans);
-    return st;
+    return st == PX_OK ? check_used(url, r, u, err) : st;
 }
 
-static int render_openai(px_gen_client *c, const char *base, const px_gen_render_req *r,
-                         long timeout_ms, px_buf *image, px_err *err)
+/* Our settings in sd-server's native request schema (also what
+ * <sd_cpp_extra_args> holds on its OpenAI route). */
+static json_t *sdcpp_params(const px_gen_render_req *r, const char *sampler, const char *scheduler)
 {
-    char url[1024], size[32];
+    json_t *sp = json_pack("{s:i, s:{s:f}}", "sample_steps", r->steps, "guidance", "txt_cfg",
+                           r->cfg);
+    if (sp && sampler[0])
+        json_object_set_new(sp, "sample_method", json_string(sampler));
+    if (sp && scheduler[0])
+        json_object_set_new(sp, "scheduler", json_string(scheduler));
+    return json_pack("{s:s, s:I, s:i, s:i, s:o}", "negative_prompt", r->negative ? r->negative : "",
+                     "seed", (json_int_t)r->seed, "width", r->width, "height", r->height,
+                     "sample_params", sp);
+}
+
+static int render_openai(px_gen_client *c, const char *base, const px_gen_server_info *info,
+                         const px_gen_render_req *r, long timeout_ms, px_buf *image,
+                         px_gen_render_used *u, px_err *err)
+{
+    char url[1024], size[32], sampler[64], scheduler[32];
     px_gen_join_url(base, "/v1/images/generations", url, sizeof url);
+    if (!info || strcmp(info->kind, "sd-server"))
+        return px_err_set(err, PX_EUNSUPPORTED, "%s: the OpenAI images API carries no seed, "
+                          "steps, CFG, negative prompt or sampler (only sd-server's extension "
+                          "does); use --backend a1111", url);
+    int st = px_gen_server_sampler(info, r->sampler, sampler, sizeof sampler, scheduler,
+                                   sizeof scheduler, err);
+    if (st != PX_OK)
+        return px_err_prefix(err, st, "%s", base);
     snprintf(size, sizeof size, "%dx%d", r->width, r->height);
-    json_t *req = json_pack("{s:s, s:i, s:s, s:s, s:s, s:I, s:i, s:f}", "prompt", r->prompt, "n",
-                            1, "size", size, "response_format", "b64_json", "negative_prompt",
-                            r->negative ? r->negative : "", "seed", (json_int_t)r->seed, "steps",
-                            r->steps, "cfg_scale", r->cfg);
-    if (req && r->model && *r->model)
-        json_object_set_new(req, "model", json_string(r->model));
+    /* sd-server reads only prompt, n, size and output_format here: the rest rides in the prompt */
+    json_t *extra = sdcpp_params(r, sampler, scheduler);
+    char *ej = extra ? json_dumps(extra, JSON_COMPACT) : NULL;
+    json_decref(extra);
+    size_t pl = ej ? strlen(r->prompt) + strlen(ej) + 64 : 0;
+    char *prompt = ej ? px_malloc(pl) : NULL;
+    if (!prompt) {
+        free(ej);
+        return px_err_set(err, PX_ENOMEM, "%s: out of memory", url);
+    }
+    snprintf(prompt, pl, "%s <sd_cpp_extra_args>%s</sd_cpp_extra_args>", r->prompt, ej);
+    free(ej);
+    json_t *req = json_pack("{s:s, s:i, s:s, s:s}", "prompt", prompt, "n", 1, "size", size,
+                            "output_format", "png");
+    free(prompt);
     json_t *ans;
-    int st = post_json(c, url, req, timeout_ms, &ans, err);
+    st = post_json(c, url, req, timeout_ms, &ans, err);
     if (st != PX_OK)
         return st;
     json_t *first = json_array_get(json_object_get(ans, "data"), 0);
     st = take_b64(json_object_get(first, "b64_json"), url, "data[0].b64_json", image, err);
     json_decref(ans);
-    return st;
+    if (st == PX_OK)
+        used_from_png(image, r, u);
+    return st == PX_OK ? check_used(url, r, u, err) : st;
+}
+
+/* Asks sd-server to cancel an async job; a job already generating cannot be
+ * (features cancel_generating: false), which is said in the log. */
+static void sdcpp_cancel(px_gen_client *c, const char *base, const char *id)
+{
+    char path[300], url[1400];
+    snprintf(path, sizeof path, "/sdcpp/v1/jobs/%s/cancel", id);
+    px_buf resp = {0};
+    long status;
+    post_aside(c, base, path, &status, &resp, url, sizeof url);
+    if (status == 200)
+        px_log(PX_LOG_INFO, "%s: job cancelled on the server", url);
+    else if (status)
+        px_log(PX_LOG_WARN, "%s: HTTP %ld: %.200s (the server keeps rendering it)", url, status,
+               resp.data ? (const char *)resp.data : "");
+    px_buf_free(&resp);
+}
+
+static void sleep_ms(long ms);
+
+/* sd-server's native async API: POST /sdcpp/v1/img_gen, poll
+ * /sdcpp/v1/jobs/{id}; on a timeout or cancel the job is cancelled there. */
+static int render_sdcpp(px_gen_client *c, const char *base, const px_gen_server_info *info,
+                        const px_gen_render_req *r, long timeout_ms, px_buf *image,
+                        px_gen_render_used *u, px_err *err)
+{
+    char url[1024], sampler[64], scheduler[32];
+    px_gen_join_url(base, "/sdcpp/v1/img_gen", url, sizeof url);
+    int st = px_gen_server_sampler(info, r->sampler, sampler, sizeof sampler, scheduler,
+                                   sizeof scheduler, err);
+    if (st != PX_OK)
+        return px_err_prefix(err, st, "%s", base);
+    json_t *req = sdcpp_params(r, sampler, scheduler);
+    if (req)
+        json_object_set_new(req, "prompt", json_string(r->prompt));
+    if (req)
+        json_object_set_new(req, "output_format", json_string("png"));
+    double t0 = px_now_ms();
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!body)
+        return px_err_set(err, PX_ENOMEM, "%s: out of memory", url);
+    px_buf resp = {0};
+    long status;
+    st = px_gen_http(c, url, body, NULL, timeout_ms, 1u << 20, &status, &resp, err);
+    free(body);
+    json_t *ans = st == PX_OK && status == 202
+                      ? json_loadb((const char *)resp.data, resp.len, 0, NULL) : NULL;
+    if (st == PX_OK && !ans)
+        st = px_err_set(err, status >= 500 || status == 429 ? PX_ENET : PX_ECORRUPT,
+                        "%s: HTTP %ld: %.120s", url, status, resp.data ? (char *)resp.data : "");
+    px_buf_free(&resp);
+    if (st != PX_OK)
+        return st;
+    const char *idv = json_string_value(json_object_get(ans, "id"));
+    char id[128], path[200], poll[1300];
+    if (!idv || strlen(idv) >= sizeof id || strspn(idv, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
+                                                        "qrstuvwxyz0123456789_-") != strlen(idv)) {
+        json_decref(ans);
+        return px_err_set(err, PX_ECORRUPT, "%s: answer has no job id", url);
+    }
+    snprintf(id, sizeof id, "%s", idv);
+    json_decref(ans);
+    snprintf(path, sizeof path, "/sdcpp/v1/jobs/%s", id);
+    px_gen_join_url(base, path, poll, sizeof poll);
+    long wait = 50;
+    for (;;) {
+        long left = timeout_ms - (long)(px_now_ms() - t0);
+        if (left <= 0) {
+            sdcpp_cancel(c, base, id);
+            return px_err_set(err, PX_ETIMEOUT, "%s: no result within %ld ms", poll, timeout_ms);
+        }
+        st = px_gen_http(c, poll, NULL, NULL, left, MAX_IMAGE_BYTES * 2, &status, &resp, err);
+        if (st == PX_ECLOSED || st == PX_ETIMEOUT)
+            sdcpp_cancel(c, base, id);
+        if (st != PX_OK)
+            return st;
+        json_t *j = status == 200 ? json_loadb((const char *)resp.data, resp.len, 0, NULL) : NULL;
+        px_buf_free(&resp);
+        const char *state = json_string_value(json_object_get(j, "status"));
+        if (!state) {
+            json_decref(j);
+            return px_err_set(err, status >= 500 ? PX_ENET : PX_ECORRUPT,
+                              "%s: HTTP %ld or no job status", poll, status);
+        }
+        if (!strcmp(state, "completed")) {
+            json_t *img = json_array_get(json_object_get(json_object_get(j, "result"), "images"), 0);
+            st = take_b64(json_object_get(img, "b64_json"), poll, "result.images[0].b64_json", image,
+                          err);
+            json_decref(j);
+            if (st == PX_OK)
+                used_from_png(image, r, u);
+            return st == PX_OK ? check_used(poll, r, u, err) : st;
+        }
+        if (!strcmp(state, "failed") || !strcmp(state, "cancelled")) {
+            const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+            st = px_err_set(err, PX_ENET, "%s: job %s: %.200s", poll, state, m ? m : "");
+            json_decref(j);
+            return st;
+        }
+        json_decref(j);
+        sleep_ms(wait < left ? wait : left);
+        wait = wait * 3 / 2 > 500 ? 500 : wait * 3 / 2;
+    }
 }
 
 /* ---- ComfyUI ----------------------------------------------------------------- */
@@ -341,13 +641,21 @@ static int render_comfy(px_gen_client *c, const char *base, const char *workflow
     return st;
 }
 
-int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url, const char *workflow,
-                  const px_gen_render_req *req, long timeout_ms, px_buf *image, px_err *err)
+int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url,
+                  const px_gen_server_info *info, const char *workflow,
+                  const px_gen_render_req *req, long timeout_ms, px_buf *image,
+                  px_gen_render_used *used, px_err *err)
 {
     image->len = 0;
+    px_gen_render_used scratch;
+    px_gen_render_used *u = used ? used : &scratch;
+    memset(u, 0, sizeof *u);
+    int sdcpp = info && !strcmp(info->kind, "sd-server");
     switch (backend) {
-    case PX_GEN_A1111: return render_a1111(c, base_url, req, timeout_ms, image, err);
-    case PX_GEN_OPENAI: return render_openai(c, base_url, req, timeout_ms, image, err);
+    case PX_GEN_A1111:
+        return sdcpp ? render_sdcpp(c, base_url, info, req, timeout_ms, image, u, err)
+                     : render_a1111(c, base_url, info, req, timeout_ms, image, u, err);
+    case PX_GEN_OPENAI: return render_openai(c, base_url, info, req, timeout_ms, image, u, err);
     case PX_GEN_COMFYUI: return render_comfy(c, base_url, workflow, req, timeout_ms, image, err);
     case PX_GEN_LOCAL:
         return px_err_set(err, PX_EINVAL, "the local backend has no server: px_gen_local_render");

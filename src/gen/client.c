@@ -21,7 +21,18 @@
 
 struct px_gen_client {
     px_http *h;
+    const atomic_int *cancel; /* px_gen_client_set_cancel */
 };
+
+void px_gen_client_set_cancel(px_gen_client *c, const void *flag)
+{
+    c->cancel = flag;
+}
+
+const void *px_gen_client_get_cancel(const px_gen_client *c)
+{
+    return c->cancel;
+}
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void)
@@ -72,6 +83,7 @@ int px_gen_http(px_gen_client *c, const char *url, const char *body, const char 
     o.connect_timeout_ms = timeout_ms > 0 && timeout_ms < 10000 ? timeout_ms : 10000L;
     o.max_body = max_body ? max_body : (size_t)256 << 20;
     o.bearer = bearer;
+    o.cancel = c->cancel;
     px_http_response r;
     int st = body ? px_http_post_json(c->h, url, body, &o, &r, err)
                   : px_http_get(c->h, url, &o, &r, err);

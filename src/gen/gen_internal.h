@@ -26,6 +26,25 @@ void px_gen_writer_count(px_gen_writer *w, int requests, int bad);
 int px_gen_http(px_gen_client *c, const char *url, const char *body, const char *bearer,
                 long timeout_ms, size_t max_body, long *status, px_buf *resp, px_err *err);
 
+/* The cancel flag set by px_gen_client_set_cancel (NULL: none). */
+const void *px_gen_client_get_cancel(const px_gen_client *c);
+
+/* 1 when the model asked for (may be "" or NULL: any) is the one used, as
+ * servers name them: folder, extension and an A1111 " [hash]" ignored. */
+int px_gen_model_matches(const char *asked, const char *used);
+
+/* Checks before the first render that the server can render r as asked
+ * (sampler and scheduler known; sd-server: the model it has loaded).
+ * PX_EINVAL naming url and the setting. (server.c) */
+int px_gen_server_ready(const px_gen_server_info *info, const char *url,
+                        const px_gen_render_defaults *r, px_err *err);
+/* Puts what the server reported it used (u) into job j (seed, steps, CFG,
+ * sampler, model; the size is the decoded image's, set by the caller) and
+ * makes *render_info (malloc'd JSON: what was asked, the server's own
+ * account) for px_manifest_job_rendered. PX_ENOMEM. (server.c) */
+int px_gen_apply_used(px_manifest_job *j, const px_gen_server_info *info,
+                      const px_gen_render_used *u, char **render_info);
+
 /* Base64 (standard alphabet, padding optional, whitespace skipped).
  * decode: PX_ECORRUPT on a bad character. Caller frees *out. */
 int px_gen_b64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen);

@@ -36,6 +36,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,15 +108,19 @@ typedef struct {
     double backoff_until;
     double busy_ms;
     int step, steps; /* local backend: the render in progress, for the progress line (atomics) */
+    pthread_mutex_t probe_mu; /* held while probing; info is not written once probed is set */
+    px_gen_server_info info;  /* what it is and can do (px_gen_probe) */
+    int probed, workers;      /* workers: in-flight requests it gets (per_server, or fewer) */
 } server;
 
 /* What became of a job a worker took. */
-typedef enum job_result { R_DONE = 0, R_RETRY, R_FAILED, R_FATAL, R_UNRUN } job_result;
+typedef enum job_result { R_DONE = 0, R_RETRY, R_FAILED, R_FATAL, R_UNRUN, R_REFUSED } job_result;
 
 typedef struct {
     px_manifest_job job;
     int slot;
     job_result kind;
+    int refused;     /* the failure repeats on every try (size, sampler, model): R_REFUSED */
     char status[16]; /* image status when R_DONE */
     px_err err;
 } job_item;
@@ -140,6 +145,7 @@ struct run {
     int nworkers;
     px_queue *jobs, *results;
     int stopping; /* read by workers with __atomic loads */
+    atomic_int cancel; /* o->cancel seen: in-flight HTTP requests end (px_gen_client_set_cancel) */
     /* perceptual hashes of the pool's good images */
     pthread_mutex_t phash_mu;
     int64_t *ph_ids;
@@ -283,19 +289,61 @@ static int phash_decide(run *r, int64_t id, px_gen_check_result *cr)
     return st;
 }
 
+/* The size the server rendered against the one asked (o->size_mismatch),
+ * then what the server says it used into the job, its row (with the old
+ * error text cleared) and so into the image's metadata. */
+static int record_used(run *r, const server *sv, job_item *it, px_image *img,
+                       const px_image *rendered, const px_gen_render_used *used)
+{
+    px_manifest_job *j = &it->job;
+    int gw = rendered ? rendered->w : img->w, gh = rendered ? rendered->h : img->h;
+    int st = PX_OK;
+    if (!rendered && (gw != j->width || gh != j->height)) {
+        switch (r->o->size_mismatch) {
+        case PX_GEN_SIZE_RESCALE: st = px_gen_rescale(img, j->width, j->height, &it->err); break;
+        case PX_GEN_SIZE_KEEP:
+            j->width = gw;
+            j->height = gh;
+            break;
+        default:
+            it->refused = 1;
+            return px_err_set(&it->err, PX_EINVAL,
+                              "job %lld: %s returned a %dx%d image for the %dx%d asked (servers "
+                              "such as sd-server round sizes up to a multiple of 64); ask for a "
+                              "size it renders, or --size-mismatch rescale|keep",
+                              (long long)j->id, sv->url, gw, gh, j->width, j->height);
+        }
+    }
+    char *info = NULL;
+    if (st == PX_OK && used)
+        st = px_gen_apply_used(j, &sv->info, used, &info) == PX_OK
+                 ? PX_OK
+                 : px_err_set(&it->err, PX_ENOMEM, "job %lld: out of memory", (long long)j->id);
+    if (st == PX_OK)
+        st = px_manifest_job_rendered(r->store, j, info, &it->err);
+    free(info);
+    return st;
+}
+
 /* Checks, writes and records a payload for job j, or the image the local
  * backend rendered (rendered non-NULL: payload unused). Returns PX_OK, a
  * payload error (PX_ECORRUPT / PX_EUNSUPPORTED / PX_ELIMIT: the server's
  * fault) or a local error (PX_EIO, PX_ENOMEM: fatal for the run). */
 static int process_payload(run *r, job_item *it, const px_buf *payload, const px_image *rendered,
-                           const char *server_url, double render_ms, int adopted)
+                           const server *sv, const px_gen_render_used *used, double render_ms,
+                           int adopted)
 {
+    const char *server_url = sv->url;
     px_manifest_job *j = &it->job;
     px_image img = {0};
     int st = rendered ? PX_OK : px_gen_decode(payload->data, payload->len, 0, &img, &it->err);
     if (st != PX_OK)
         return px_err_prefix(&it->err, st == PX_ENOMEM ? st : PX_ECORRUPT,
                              "job %lld: image from %s", (long long)j->id, server_url);
+    if (!adopted && (st = record_used(r, sv, it, &img, rendered, used)) != PX_OK) {
+        px_image_free(&img);
+        return st;
+    }
     const px_image *im = rendered ? rendered : &img;
     const px_gen_local *local = r->o->backend == PX_GEN_LOCAL ? r->o->local : NULL;
     px_gen_check_result cr;
@@ -448,7 +496,7 @@ static int render_local(run *r, server *sv, job_item *it, const px_gen_render_re
 /* Renders job it on the worker's server (the file into *payload) or, for the
  * local backend, in-process (the image into *img); *ms: how long it took. */
 static int render_job(run *r, server *sv, px_gen_client *http, job_item *it,
-                      px_buf *payload, px_image *img, double *ms)
+                      px_buf *payload, px_image *img, px_gen_render_used *used, double *ms)
 {
     const px_gen_opts *o = r->o;
     px_gen_render_req req = {.prompt = it->job.prompt,
@@ -463,9 +511,28 @@ static int render_job(run *r, server *sv, px_gen_client *http, job_item *it,
     double t0 = px_now_ms();
     int st = o->backend == PX_GEN_LOCAL
                  ? render_local(r, sv, it, &req, img)
-                 : px_gen_render(http, o->backend, sv->url, o->workflow, &req, o->timeout_ms,
-                                 payload, &it->err);
+                 : px_gen_render(http, o->backend, sv->url, &sv->info, o->workflow, &req,
+                                 o->timeout_ms, payload, used, &it->err);
     *ms = px_now_ms() - t0;
+    return st;
+}
+
+/* Probes sv unless that is done (a server unreachable at the start is
+ * probed by its first job); then checks it can render the run's settings. */
+static int probe_once(run *r, server *sv, px_gen_client *http, job_item *it)
+{
+    if (r->o->backend == PX_GEN_LOCAL)
+        return PX_OK;
+    pthread_mutex_lock(&sv->probe_mu);
+    int st = PX_OK;
+    if (!sv->probed) {
+        long t = r->o->timeout_ms < 10000 ? r->o->timeout_ms : 10000;
+        st = px_gen_probe(http, r->o->backend, sv->url, t, &sv->info, &it->err);
+        if (st == PX_OK)
+            st = px_gen_server_ready(&sv->info, sv->url, &r->render, &it->err);
+        sv->probed = st == PX_OK;
+    }
+    pthread_mutex_unlock(&sv->probe_mu);
     return st;
 }
 
@@ -483,7 +550,10 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&sv->mu);
         return NULL;
     }
+    if (http)
+        px_gen_client_set_cancel(http, &r->cancel);
     px_buf payload = {0};
+    px_gen_render_used *used = px_calloc(1, sizeof *used);
     for (;;) {
         /* a server backing off takes no work, so the others get it */
         for (;;) {
@@ -525,9 +595,14 @@ static void *worker_main(void *arg)
                 continue;
             }
             it->job.attempts++;
-            st = render_job(r, sv, http, it, &payload, &img, &ms);
+            st = !used ? px_err_set(&it->err, PX_ENOMEM, "out of memory")
+                       : probe_once(r, sv, http, it);
+            if (st == PX_OK)
+                st = render_job(r, sv, http, it, &payload, &img, used, &ms);
+            if (st == PX_EINVAL || st == PX_EUNSUPPORTED)
+                it->refused = 1; /* asked for what the server will not do: no use retrying */
         }
-        if (st == PX_ECLOSED && o->backend == PX_GEN_LOCAL) {
+        if (st == PX_ECLOSED) {
             /* stopped between two steps: the job goes back to pending, no fault of anyone's */
             px_manifest_job_fail(r->store, it->job.id, it->err.msg, 0, NULL);
             it->kind = R_UNRUN;
@@ -535,7 +610,8 @@ static void *worker_main(void *arg)
             continue;
         }
         if (st == PX_OK)
-            st = process_payload(r, it, &payload, img.px ? &img : NULL, sv->url, ms, adopted);
+            st = process_payload(r, it, &payload, img.px ? &img : NULL, sv,
+                                 adopted || o->backend == PX_GEN_LOCAL ? NULL : used, ms, adopted);
         px_image_free(&img);
         if (st == PX_OK) {
             it->kind = R_DONE;
@@ -548,6 +624,11 @@ static void *worker_main(void *arg)
             /* our side failed (disk full, database locked...): stop the run, keep the job */
             px_manifest_job_fail(r->store, it->job.id, it->err.msg, 0, NULL);
             it->kind = R_FATAL;
+        } else if (it->refused) {
+            px_manifest_job_fail(r->store, it->job.id, it->err.msg, 1, NULL);
+            it->kind = R_REFUSED;
+            /* every job would be refused the same way: no worker takes another */
+            __atomic_store_n(&r->stopping, 1, __ATOMIC_RELEASE);
         } else {
             int give_up = it->job.attempts >= o->max_attempts;
             px_manifest_job_fail(r->store, it->job.id, it->err.msg, give_up, NULL);
@@ -566,6 +647,7 @@ static void *worker_main(void *arg)
         px_queue_push(r->results, it);
     }
     px_buf_free(&payload);
+    free(used);
     px_gen_client_destroy(http);
     return NULL;
 }
@@ -813,6 +895,7 @@ typedef struct controller {
     int inflight;       /* jobs given to workers and not yet back */
     int done0;          /* good images at the start (for the rate) */
     int fatal;          /* a worker hit a local error: stop */
+    int fatal_st;       /* its status (PX_EIO, or PX_EINVAL for a server refusing the request) */
     int writer_failed;  /* the prompt writer failed (writer_st): stop making jobs, report it */
     int writer_st;
     int rr;             /* round-robin start over the slots */
@@ -911,28 +994,79 @@ static int load_pool_index(controller *c)
     return PX_OK;
 }
 
-/* Servers, the two queues and nservers x per_server worker threads. */
+/* Asks every server what it is before the first job (px_gen_probe): one that
+ * cannot render the run's settings stops the run here, naming them; one
+ * that renders one image at a time gets one worker (more would only queue
+ * there, and a timed-out request would leave it busy). A server that does
+ * not answer is probed again by its first job. */
+static int probe_servers(run *r, px_err *err)
+{
+    const px_gen_opts *o = r->o;
+    if (o->backend == PX_GEN_LOCAL)
+        return PX_OK;
+    px_gen_client *http = NULL;
+    int st = px_gen_client_create(&http, err);
+    long t = o->timeout_ms < 10000 ? o->timeout_ms : 10000;
+    for (int i = 0; i < o->nservers && st == PX_OK; i++) {
+        server *sv = &r->servers[i];
+        px_err e;
+        int ps = px_gen_probe(http, o->backend, sv->url, t, &sv->info, &e);
+        if (ps == PX_OK)
+            ps = px_gen_server_ready(&sv->info, sv->url, &r->render, &e);
+        if (ps == PX_EINVAL || ps == PX_EUNSUPPORTED) {
+            st = px_err_set(err, ps, "%s", e.msg);
+        } else if (ps != PX_OK) {
+            px_log(PX_LOG_WARN, "%s: not probed (%s); its first job tries again", sv->url, e.msg);
+        } else {
+            sv->probed = 1;
+            int max = sv->info.max_inflight;
+            if (max > 0 && sv->workers > max) {
+                px_log(PX_LOG_WARN, "%s: %s renders %d image%s at a time; --per-server %d would "
+                       "only queue there, so it gets %d", sv->url, sv->info.kind, max,
+                       max > 1 ? "s" : "", sv->workers, max);
+                sv->workers = max;
+            }
+        }
+    }
+    px_gen_client_destroy(http);
+    return st;
+}
+
+/* Servers, the two queues and the worker threads (per_server per server, or
+ * fewer where the server says it renders fewer at a time). */
 static int start_workers(controller *c)
 {
     run *r = c->r;
     const px_gen_opts *o = r->o;
-    r->nworkers = o->nservers * o->per_server;
     r->servers = px_calloc((size_t)o->nservers, sizeof *r->servers);
-    r->workers = px_calloc((size_t)r->nworkers, sizeof *r->workers);
-    if (!r->servers || !r->workers)
+    if (!r->servers)
         return px_err_set(c->err, PX_ENOMEM, "out of memory");
     for (int i = 0; i < o->nservers; i++) {
         r->servers[i].url = o->servers[i];
+        r->servers[i].workers = o->per_server;
         pthread_mutex_init(&r->servers[i].mu, NULL);
+        pthread_mutex_init(&r->servers[i].probe_mu, NULL);
     }
-    int st;
+    int st = probe_servers(r, c->err);
+    if (st != PX_OK)
+        return st;
+    r->nworkers = 0;
+    for (int i = 0; i < o->nservers; i++)
+        r->nworkers += r->servers[i].workers;
+    r->workers = px_calloc((size_t)r->nworkers, sizeof *r->workers);
+    if (!r->workers)
+        return px_err_set(c->err, PX_ENOMEM, "out of memory");
     if ((st = px_queue_create((size_t)r->nworkers, &r->jobs)) ||
         (st = px_queue_create((size_t)r->nworkers * 2 + 8, &r->results)))
         return px_err_set(c->err, st, "out of memory");
+    /* round-robin over the servers, each up to its own number of workers */
+    for (int round = 0, k = 0; k < r->nworkers; round++)
+        for (int i = 0; i < o->nservers; i++)
+            if (round < r->servers[i].workers)
+                r->workers[k++].server = i;
     for (; c->started < r->nworkers; c->started++) {
         worker *w = &r->workers[c->started];
         w->r = r;
-        w->server = c->started % o->nservers;
         if (pthread_create(&w->th, NULL, worker_main, w) != 0)
             return px_err_set(c->err, PX_EIO, "cannot start worker threads");
     }
@@ -1023,6 +1157,15 @@ static void take_result(controller *c, job_item *it)
         s->failed++;
         item_free(it);
         break;
+    case R_REFUSED: /* every job would fail the same way: the run stops, saying why */
+        c->sum->jobs_failed++;
+        if (!c->fatal)
+            c->fatal_st = px_err_set(c->err, PX_EINVAL, "%s", it->err.msg);
+        c->fatal = 1;
+        s->open--;
+        s->failed++;
+        item_free(it);
+        break;
     default: /* R_FATAL */
         if (!c->fatal)
             px_err_set(c->err, PX_EIO, "%s", it->err.msg);
@@ -1055,6 +1198,8 @@ static int control(controller *c)
     int st = PX_OK;
     while (st == PX_OK) {
         int stop = (o->stop && __atomic_load_n(o->stop, __ATOMIC_RELAXED)) || c->fatal;
+        if (o->cancel && __atomic_load_n(o->cancel, __ATOMIC_RELAXED))
+            atomic_store(&r->cancel, 1); /* in-flight requests end, interrupted on the server */
         int budget_left = plan_jobs(c, stop);
         st = c->writer_st; /* a writer failure ends the loop after this round */
         int alive = servers_alive(r);
@@ -1122,9 +1267,18 @@ static int finish(controller *c, int st)
                           NULL, NULL, NULL, NULL);
         if (good < r->slots[i].quota)
             sum->complete = 0;
+        slot *s = &r->slots[i];
+        if (good < s->quota && s->made > 0 && s->made >= o->max_jobs_factor * s->quota) {
+            sum->capped++;
+            px_log(PX_LOG_WARN,
+                   "%s/%s: stopped at its job cap: %d jobs made for a quota of %d (max_jobs_factor "
+                   "%d x quota), %d good, %d rejected, %d failed; run again to go on",
+                   s->slug, px_gen_type_name(s->type), s->made, s->quota, o->max_jobs_factor, good,
+                   s->rejected, s->failed);
+        }
     }
     if (c->fatal)
-        return PX_EIO;
+        return c->fatal_st ? c->fatal_st : PX_EIO;
     if (st == PX_OK && !sum->complete && sum->servers_set_aside == o->nservers)
         return px_err_set(c->err, PX_ENET, "every render server was set aside after repeated "
                                            "failures; the run can be resumed");
@@ -1182,8 +1336,10 @@ int px_gen_run(const px_gen_opts *opts, px_gen_summary *sum, px_err *err)
     px_queue_destroy(r.jobs);
     px_queue_destroy(r.results);
     if (r.servers)
-        for (int i = 0; i < o->nservers; i++)
+        for (int i = 0; i < o->nservers; i++) {
             pthread_mutex_destroy(&r.servers[i].mu);
+            pthread_mutex_destroy(&r.servers[i].probe_mu);
+        }
     free(r.servers);
     free(r.workers);
     free(r.slots);
@@ -1193,6 +1349,34 @@ int px_gen_run(const px_gen_opts *opts, px_gen_summary *sum, px_err *err)
     px_manifest_close(r.store);
     pthread_mutex_destroy(&r.phash_mu);
     sum->seconds = (px_now_ms() - c.t0) / 1000;
+    return st;
+}
+
+/* Renders req on the server `where` as a run would (probed first), and puts
+ * what the server says it used into j for the file's metadata. */
+static int rerender_remote(const px_gen_opts *o, const char *where, px_manifest_job *j,
+                           const px_gen_render_req *req, px_buf *payload, px_image *img,
+                           px_err *err)
+{
+    px_gen_client *http = NULL;
+    px_gen_server_info *info = px_calloc(1, sizeof *info);
+    px_gen_render_used *used = px_calloc(1, sizeof *used);
+    char *ri = NULL;
+    int st = info && used ? px_gen_client_create(&http, err)
+                          : px_err_set(err, PX_ENOMEM, "out of memory");
+    if (st == PX_OK)
+        st = px_gen_probe(http, o->backend, where, o->timeout_ms, info, err);
+    if (st == PX_OK)
+        st = px_gen_render(http, o->backend, where, info, o->workflow, req, o->timeout_ms,
+                           payload, used, err);
+    if (st == PX_OK)
+        st = px_gen_decode(payload->data, payload->len, 0, img, err);
+    if (st == PX_OK && px_gen_apply_used(j, info, used, &ri) != PX_OK)
+        st = px_err_set(err, PX_ENOMEM, "out of memory");
+    free(ri);
+    free(info);
+    free(used);
+    px_gen_client_destroy(http);
     return st;
 }
 
@@ -1224,10 +1408,8 @@ int px_gen_rerender(const px_gen_opts *o, int64_t id, const char *out_path, int 
                              .cfg = j.cfg, .sampler = j.sampler, .model = j.model};
     if (local)
         st = px_gen_local_render(o->local, &req, NULL, NULL, &img, NULL, err);
-    else if (!(st = px_gen_client_create(&http, err)) &&
-             !(st = px_gen_render(http, o->backend, where, o->workflow, &req, o->timeout_ms,
-                                  &payload, err)))
-        st = px_gen_decode(payload.data, payload.len, 0, &img, err);
+    else
+        st = rerender_remote(o, where, &j, &req, &payload, &img, err);
     if (st)
         goto out;
     px_gen_check_result cr;

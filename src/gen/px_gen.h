@@ -261,13 +261,84 @@ typedef struct px_gen_client px_gen_client; /* one HTTP connection; one thread a
 int px_gen_client_create(px_gen_client **out, px_err *err);
 void px_gen_client_destroy(px_gen_client *c);
 
-/* Renders one image on the server at base_url. workflow is the ComfyUI
- * API-format workflow JSON (NULL for the others). timeout_ms bounds each
- * request (ComfyUI: the whole poll too). On PX_OK *image is the raw image
- * file (caller frees with px_buf_free). PX_ENET / PX_ETIMEOUT for the
- * transport, PX_ECORRUPT when the server answered something unusable. */
-int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url, const char *workflow,
-                  const px_gen_render_req *req, long timeout_ms, px_buf *image, px_err *err);
+/* From now on every request of c ends with PX_ECLOSED as soon as *flag
+ * becomes non-zero (NULL: never). The flag must outlive the client's use. */
+void px_gen_client_set_cancel(px_gen_client *c, const void *flag /* const atomic_int * */);
+
+/* What a render server is and can do, learnt once per run (px_gen_probe). */
+typedef struct px_gen_server_info {
+    char kind[16];          /* "a1111" | "sd-server" | "openai" | "comfyui" */
+    int split_scheduler;    /* sampler and scheduler are two fields (A1111 >= 1.9, sd-server) */
+    int nsamplers, nschedulers; /* -1: the server gave no list, names are not checked */
+    char samplers[64][40];  /* names (and A1111 aliases) as the server spells them */
+    char schedulers[32][32];
+    char model[256];        /* loaded model as the server names it ("" when it does not say) */
+    int max_inflight;       /* renders it runs at once: sd-server 1, 0 unknown */
+    int interrupt;          /* POST /sdapi/v1/interrupt stops its render (A1111) */
+} px_gen_server_info;
+
+/* Asks the server at url what it is (sd-server's /sdcpp/v1/capabilities,
+ * A1111's /sdapi/v1/samplers, /schedulers and /options). PX_ENET /
+ * PX_ETIMEOUT when it cannot be reached; PX_EUNSUPPORTED when the backend's
+ * route cannot carry our settings there (the OpenAI images API on a server
+ * that is not sd-server: no seed, steps, CFG, negative prompt or sampler). */
+int px_gen_probe(px_gen_client *c, px_gen_backend backend, const char *url, long timeout_ms,
+                 px_gen_server_info *info, px_err *err);
+
+/* Maps our sampler name ("DPM++ 2M Karras": A1111's combined name, or
+ * "DPM++ 2M" alone) to what this server takes: A1111 >= 1.9 "DPM++ 2M" +
+ * scheduler "karras", older A1111 the combined name, sd-server "dpm++2m" +
+ * "karras". scheduler "" when none is sent. PX_EINVAL naming the sampler
+ * (and what the server knows) when the server would not use it. */
+int px_gen_server_sampler(const px_gen_server_info *info, const char *name, char *sampler,
+                          size_t scap, char *scheduler, size_t hcap, px_err *err);
+
+/* What a server reports it did for one render (fields it did not report
+ * keep the request's values and their bit stays clear in known). */
+enum {
+    PX_GEN_USED_SEED = 1, PX_GEN_USED_SIZE = 2, PX_GEN_USED_STEPS = 4, PX_GEN_USED_CFG = 8,
+    PX_GEN_USED_SAMPLER = 16, PX_GEN_USED_MODEL = 32, PX_GEN_USED_NEGATIVE = 64
+};
+typedef struct px_gen_render_used {
+    int known;              /* PX_GEN_USED_* bits */
+    int64_t seed;
+    int width, height, steps;
+    double cfg;
+    char sampler[64];       /* as the server names it, scheduler appended ("DPM++ 2M Karras") */
+    char model[256], model_hash[32];
+    int negative_same;      /* PX_GEN_USED_NEGATIVE: 1 when it used our negative prompt */
+    char info[2048];        /* the server's own account (A1111 infotext), cut to fit */
+} px_gen_render_used;
+
+/* Reads an A1111 infotext ("prompt\nNegative prompt: ...\nSteps: 4, Sampler:
+ * ..., CFG scale: 6, Seed: 1, Size: 64x64, Model: m") into u (known bits
+ * set for what it names). Exposed for tests. */
+void px_gen_parse_infotext(const char *text, const char *negative, px_gen_render_used *u);
+
+/* Renders one image on the server at base_url. info is what px_gen_probe
+ * learnt about it (NULL: nothing, the request goes out as is). workflow is
+ * the ComfyUI API-format workflow JSON (NULL for the others). timeout_ms
+ * bounds each request (ComfyUI: the whole poll too). On PX_OK *image is the
+ * raw image file (caller frees with px_buf_free) and *used (may be NULL)
+ * what the server reports it used. PX_ENET / PX_ETIMEOUT for the transport
+ * (a timed-out or cancelled render is interrupted on the server where it
+ * can be), PX_ECLOSED when cancelled, PX_ECORRUPT when the server answered
+ * something unusable, PX_EINVAL when it cannot render the request as asked
+ * (sampler, model). */
+int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url,
+                  const px_gen_server_info *info, const char *workflow,
+                  const px_gen_render_req *req, long timeout_ms, px_buf *image,
+                  px_gen_render_used *used, px_err *err);
+
+/* What to do with an image whose size differs from the request. */
+typedef enum px_gen_size_policy {
+    PX_GEN_SIZE_REFUSE = 0, /* the job fails and the run stops, naming both sizes */
+    PX_GEN_SIZE_RESCALE,    /* centre-cropped to the requested shape, then scaled to it */
+    PX_GEN_SIZE_KEEP,       /* kept as it came; the job and image rows get its real size */
+} px_gen_size_policy;
+int px_gen_size_policy_parse(const char *s, px_gen_size_policy *p, px_err *err);
+/* Scales and centre-crops img (3-channel RGB) to w x h in place. */
+int px_gen_rescale(px_image *img, int w, int h, px_err *err);
 
 /* ---- the local backend: Stable Diffusion in this process ----------------- */
 
@@ -376,6 +447,9 @@ typedef struct px_gen_opts {
     void *progress_ctx;
     double progress_interval_ms; /* default 1000 */
     const volatile int *stop;  /* optional: set non-zero (SIGINT) to stop after in-flight jobs */
+    const volatile int *cancel; /* optional: set non-zero to abandon in-flight renders too
+                                 * (interrupted on the server where it can); jobs stay pending */
+    px_gen_size_policy size_mismatch; /* an image of another size than asked (default refuse) */
     px_gen_servers_fn servers_status; /* optional: every server's state with each progress
                                        * report, from the controller thread (ctx: progress_ctx) */
 } px_gen_opts;
@@ -390,12 +464,29 @@ typedef struct px_gen_summary {
     int servers_set_aside;
     double seconds;
     int complete;        /* every quota met */
+    int capped;          /* theme/type slots that stopped short at their job cap
+                          * (max_jobs_factor x quota jobs made; each is logged, naming it) */
 } px_gen_summary;
 
 /* Runs (or resumes) the campaign into o->pool. Returns PX_OK when it ran to
  * an end (complete or out of budget, see summary), or an error that stopped
  * it (store, disk, writer). Calls progress from the calling thread. */
 int px_gen_run(const px_gen_opts *o, px_gen_summary *sum, px_err *err);
+
+/* The campaign of a run recorded in the pool (px_manifest_campaign_run):
+ * its JSON parsed as px_gen_campaign_parse does (origin "campaign 'NAME'"),
+ * then its quota raises added ({"add": {"SLUG/TYPE": n}, "replace":
+ * {"SLUG/TYPE": n}} in run->extra). PX_EINVAL naming the field. */
+int px_gen_campaign_from_run(const px_manifest_campaign_run *run, px_gen_campaign *c,
+                             px_err *err);
+/* The pool's latest campaign run, for `pixpipe generate --out POOL` without
+ * a campaign (resuming what the Campaigns page started): *run_id gets its id.
+ * PX_ENOTFOUND when the pool has none, PX_EBUSY while it is running in
+ * `pixpipe serve`, PX_EINVAL when it is done; err says what to do. */
+int px_gen_campaign_from_pool(const char *pool, px_gen_campaign *c, int64_t *run_id, px_err *err);
+/* Records how a command-line run of campaign run run_id ended: "done" when
+ * complete, else "paused" (resumable from either side). */
+int px_gen_campaign_run_ended(const char *pool, int64_t run_id, int complete, px_err *err);
 
 /* One prompt of a dry run, as a job would get it (strings borrowed for the call). */
 typedef struct px_gen_prompt_rec {
@@ -416,21 +507,6 @@ typedef void (*px_gen_prompt_fn)(void *ctx, const px_gen_prompt_rec *p);
  * complete. Errors: the writer's (an LLM that fails), style, manifest. */
 int px_gen_dry_run(const px_gen_opts *o, int max_prompts, px_gen_prompt_fn fn, void *ctx,
                    px_gen_summary *sum, px_err *err);
-
-/* The campaign of a run recorded in the pool (px_manifest_campaign_run):
- * its JSON parsed as px_gen_campaign_parse does (origin "campaign 'NAME'"),
- * then its quota raises added ({"add": {"SLUG/TYPE": n}, "replace":
- * {"SLUG/TYPE": n}} in run->extra). PX_EINVAL naming the field. */
-int px_gen_campaign_from_run(const px_manifest_campaign_run *run, px_gen_campaign *c,
-                             px_err *err);
-/* The pool's latest campaign run, for `pixpipe generate --out POOL` without
- * a campaign (resuming what the Campaigns page started): *run_id gets its id.
- * PX_ENOTFOUND when the pool has none, PX_EBUSY while it is running in
- * `pixpipe serve`, PX_EINVAL when it is done; err says what to do. */
-int px_gen_campaign_from_pool(const char *pool, px_gen_campaign *c, int64_t *run_id, px_err *err);
-/* Records how a command-line run of campaign run run_id ended: "done" when
- * complete, else "paused" (resumable from either side). */
-int px_gen_campaign_run_ended(const char *pool, int64_t run_id, int complete, px_err *err);
 
 /* Renders job `id` of the pool again with its recorded prompt and seed and
  * writes it to out_path (PNG with the same metadata). *same (may be NULL)

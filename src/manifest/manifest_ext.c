@@ -13,6 +13,7 @@ typedef int (*mf_step_fn)(struct px_manifest *s, char **msg);
 int mf_step_campaign_runs(struct px_manifest *s, char **msg); /* manifest_campaign_run.c */
 int mf_step_accounts(struct px_manifest *s, char **msg); /* manifest_accounts.c */
 int mf_step_review(struct px_manifest *s, char **msg);   /* manifest_review.c */
+int mf_step_render_info(struct px_manifest *s, char **msg); /* manifest_render.c */
 
 /* One line per feature, appended as features land. */
 static const mf_step_fn k_steps[] = {
@@ -20,6 +21,7 @@ static const mf_step_fn k_steps[] = {
     mf_step_accounts,
     mf_step_review,
     mf_step_campaign_runs,
+    mf_step_render_info,
 };
 
 int mf_extend(struct px_manifest *s, char **msg)

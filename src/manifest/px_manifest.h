@@ -16,7 +16,7 @@
  *   jobs(id INTEGER PK, theme, theme_slug, type, prompt_id, prompt, negative, seed,
  *        width, height, steps, cfg, sampler, backend, model,
  *        status TEXT  -- 'pending' | 'running' | 'done' | 'failed'
- *        attempts, server, error (last failed attempt's message, kept after a later
+ *        attempts, server, error (last failed attempt's message, cleared by a later
  *        success), created_at, started_at, finished_at, render_ms,
  *        rerender_of)                                  -- one render of one prompt
  *   images(id INTEGER PK  -- equal to the job id that produced it
@@ -217,6 +217,12 @@ int px_manifest_job_start(px_manifest *s, int64_t id, const char *server, px_err
 /* Records a failed attempt: error text kept; status back to "pending", or
  * "failed" when give_up != 0. */
 int px_manifest_job_fail(px_manifest *s, int64_t id, const char *error, int give_up, px_err *err);
+/* Records what a render server reported it used for job j (seed, width,
+ * height, steps, cfg, sampler, model read from j) with its account
+ * (render_info: JSON text, may be NULL) in jobs.render_info, and clears the
+ * error text of earlier attempts (manifest_render.c). */
+int px_manifest_job_rendered(px_manifest *s, const px_manifest_job *j, const char *render_info,
+                             px_err *err);
 /* Highest job id so far (0 for an empty pool). */
 int px_manifest_max_job_id(px_manifest *s, int64_t *id, px_err *err);
 /* Resets every "running" job to "pending" (after a crash). *n may be NULL. */
