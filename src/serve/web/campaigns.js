@@ -214,6 +214,11 @@ function render(d) {
     text(li, `${x.theme_slug}/${x.type} #${x.id}: ${x.reason}`);
     rj.appendChild(li);
   }
+  if (!d.rejections.length) {
+    const li = document.createElement('li');
+    text(li, 'none yet');
+    rj.appendChild(li);
+  }
   const themes = [...new Set(d.slots.map((s) => s.theme))];
   const sel = $('add-theme');
   if (sel.options.length !== themes.length) {

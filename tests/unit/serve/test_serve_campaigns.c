@@ -247,6 +247,10 @@ static const char k_two_themes[] =
     "\"themes\":[\"Business and office\",\"Medicine and health\"],"
     "\"defaults\":{\"width\":96,\"height\":64,\"steps\":4}}";
 
+static const char k_other[] =
+    "{\"name\":\"other\",\"total\":6,\"themes\":[\"Food and hospitality\"],"
+    "\"defaults\":{\"width\":96,\"height\":64,\"steps\":4}}";
+
 /* A preview is 20 prompts over the themes and types, and nothing is recorded. */
 static void test_preview(void **state)
 {
@@ -334,7 +338,7 @@ static void test_run_pause_resume_add(void **state)
     int64_t id;
     px_server *srv = started_run(pool, sizeof pool, db, sizeof db, &id);
     /* a second one cannot start while it runs */
-    int64_t other = create(srv, k_two_themes, 0);
+    int64_t other = create(srv, k_other, 0);
     action(srv, other, "start", NULL, 409);
     action(srv, id, "pause", NULL, 202);
     json_t *v = wait_state(srv, id, "paused", 30000);
@@ -366,6 +370,25 @@ static void test_run_pause_resume_add(void **state)
     json_decref(v);
     assert_int_equal(fx_sql_int(db, "SELECT quota FROM quotas WHERE theme_slug = "
                                     "'business-and-office' AND type = 'interiors'"), 5);
+    /* an expert rejects one of them: "replace rejected" asks for one more, once */
+    px_manifest *store = NULL;
+    px_err err;
+    px_err_clear(&err);
+    assert_int_equal(px_manifest_open(db, 0, &store, &err), PX_OK);
+    int64_t img = fx_sql_int(db, "SELECT min(id) FROM images WHERE theme_slug = "
+                                 "'medicine-and-health' AND type = 'exteriors'");
+    assert_int_equal(px_manifest_add_verdict(store, img, "ana", "reject", "logo", NULL, &err),
+                     PX_OK);
+    px_manifest_close(store);
+    action(srv, id, "replace-rejected", NULL, 200);
+    v = wait_state(srv, id, "done", 30000);
+    assert_int_equal(totals(v, "quota"), 12);
+    assert_int_equal(totals(v, "done"), 12);
+    json_decref(v);
+    action(srv, id, "replace-rejected", NULL, 200); /* already replaced: nothing more */
+    v = wait_state(srv, id, "done", 30000);
+    assert_int_equal(totals(v, "quota"), 12);
+    json_decref(v);
     /* the other one may start now, and stop */
     fake_img_set_delay(g_img, 150);
     action(srv, other, "start", NULL, 200);
@@ -474,8 +497,7 @@ static void test_cli_and_browser_share(void **state)
     json_decref(v);
     /* while the page runs one, the command line refuses it */
     fake_img_set_delay(g_img, 150);
-    int64_t id2 = create(srv, "{\"name\":\"more\",\"total\":6,\"themes\":[\"Food and hospitality\"],"
-                              "\"defaults\":{\"width\":96,\"height\":64}}", 1);
+    int64_t id2 = create(srv, k_other, 1);
     px_gen_campaign camp;
     int64_t run_id;
     px_err err;
