@@ -217,9 +217,13 @@ static enum MHD_Result login(struct MHD_Connection *c, px_req *r)
         return px_reply_error(c, r, 400, "login: expected a JSON body {\"token\": \"...\"}");
     json_t *v = json_loadb((const char *)r->body.data, r->body.len, 0, NULL);
     const char *token = json_string_value(json_object_get(v, "token"));
+    if (!token) {
+        json_decref(v);
+        return px_reply_error(c, r, 400, "login: expected a JSON body {\"token\": \"...\"}");
+    }
     px_manifest_account a;
     px_err err = {{0}};
-    int st = token ? px_manifest_account_by_token(m, token, &a, &err) : PX_ENOTFOUND;
+    int st = px_manifest_account_by_token(m, token, &a, &err);
     json_decref(v);
     if (st == PX_ENOTFOUND)
         return px_auth_unauthorized(c, r, "login: unknown token");

@@ -146,13 +146,13 @@ static enum MHD_Result claim(struct MHD_Connection *c, px_req *r)
             return px_reply_error(c, r, 400, "claim: body is not a JSON object");
         }
         json_t *n = json_object_get(body, "n");
-        if (n && (!json_is_integer(n) || json_integer_value(n) < 1 ||
-                  json_integer_value(n) > 100)) {
+        if (n && (!json_is_integer(n) || json_integer_value(n) < 1)) {
             json_decref(body);
-            return px_reply_error(c, r, 400, "claim: \"n\" must be an integer 1..100");
+            return px_reply_error(c, r, 400, "claim: \"n\" must be a positive integer");
         }
+        /* more than 100 at once is served as 100 (a page asks for what it holds plus more) */
         if (n)
-            q.n = (int)json_integer_value(n);
+            q.n = json_integer_value(n) > 100 ? 100 : (int)json_integer_value(n);
         if (body_word(body, "theme", &q.theme_slug) || body_word(body, "type", &q.type)) {
             json_decref(body);
             return px_reply_error(c, r, 400, "claim: \"theme\" and \"type\" must be short "

@@ -263,6 +263,13 @@ static void test_login_cookie(void **state)
     expect(&r, 401);
     assert_string_equal(r.cookie, "");
     resp_free(&r);
+    const char *junk[] = {"", "[1]", "{\"token\":5}", "{\"token\":", "not json"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        http(&p, "POST", "/v1/login", junk[i], NULL, &r);
+        expect(&r, 400);
+        assert_string_equal(r.cookie, "");
+        resp_free(&r);
+    }
 
     /* a login posted from another origin is refused before the token is looked at */
     const char *evil[] = {"Origin: http://evil.example", NULL};
@@ -696,7 +703,20 @@ static void test_thumbs_similar(void **state)
     http(&p, "POST", "/v1/review/claim", "{\"n\":2}", NULL, &r);
     expect(&r, 403); /* no CSRF token */
     resp_free(&r);
-    http(&p, "POST", "/v1/review/claim", "{\"n\":0}", h, &r);
+    const char *bad[] = {"{\"n\":0}", "{\"n\":\"5\"}", "[]", "{\"n\":",
+                         "{\"type\":7}", "{\"n\":1,\"n\":2}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        http(&p, "POST", "/v1/review/claim", bad[i], h, &r);
+        expect(&r, 400);
+        resp_free(&r);
+    }
+    /* an ask over 100 is served as 100: here all 12 (the 2 held before included) */
+    http(&p, "POST", "/v1/review/claim", "{\"n\":5000}", h, &r);
+    expect(&r, 200);
+    assert_int_equal(json_array_size(json_object_get(r.json, "images")), N_IMAGES);
+    resp_free(&r);
+    snprintf(path, sizeof path, "/v1/pool/images/%lld/similar?n=21", (long long)p.first);
+    http(&p, "GET", path, NULL, NULL, &r);
     expect(&r, 400);
     resp_free(&r);
     pool_free(&p);
