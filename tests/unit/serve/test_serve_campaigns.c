@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "fakes/fake_imageserver.h"
+#include "fakes/fake_llm.h"
 #include "gen/px_gen.h"
 #include "integration/test_serve_fixture.h"
 #include "manifest/px_manifest.h"
@@ -37,6 +38,8 @@ static int g_n;
 static fake_img *g_img;
 static char g_gpu[600];
 static const char *g_servers[2];
+static const char *const *g_llms; /* --gen-llm of the next server, or NULL */
+static const char *g_model;       /* --gen-model of the next server, or NULL */
 
 /* A fresh pool folder with an empty manifest. */
 static void new_pool(char *pool, size_t cap, char *db, size_t dbcap)
@@ -57,6 +60,9 @@ static px_server *start(const char *pool)
     o.pool_dir = pool;
     o.api_token = TOKEN;
     o.gen_servers = g_servers;
+    o.gen_llms = g_llms;
+    o.gen_model = g_model;
+    o.gen_threads = 2;
     o.gen_vocab_dir = PX_SOURCE_DIR "/vocab";
     o.gen_style_path = PX_SOURCE_DIR "/styles/styles.json";
     px_server *srv = NULL;
@@ -539,6 +545,64 @@ static void test_cli_and_browser_share(void **state)
     px_server_destroy(srv);
 }
 
+/* Prompts from a configured LLM (a theme without a vocabulary then works),
+ * and the local engine as the render choice (the golden tiny SD model). */
+static void test_llm_and_local(void **state)
+{
+    (void)state;
+    fake_llm *llm = NULL;
+    assert_int_equal(fake_llm_start(&llm), 0);
+    char llm_arg[600];
+    snprintf(llm_arg, sizeof llm_arg, "qwen=%s", fake_llm_url(llm));
+    const char *llms[2] = {llm_arg, NULL};
+    g_llms = llms;
+    g_model = PX_SHARED_DIR "/golden/sd";
+    char pool[300], db[400];
+    new_pool(pool, sizeof pool, db, sizeof db);
+    px_server *srv = start(pool);
+    long code = 0;
+    json_t *v = call(srv, "GET", "/v1/campaigns", NULL, &code);
+    json_t *cfg = json_object_get(v, "config");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(cfg, "llms"), 0)), "qwen");
+    assert_true(json_is_true(json_object_get(cfg, "local")));
+    json_decref(v);
+    v = call(srv, "POST", "/v1/campaigns/preview",
+             "{\"campaign\":{\"name\":\"x\",\"total\":4,\"themes\":[\"Underwater basket weaving\"]},"
+             "\"prompts\":\"qwen\",\"render\":[\"gpu1\"]}",
+             &code);
+    if (code != 200)
+        fprintf(stderr, "preview: %s\n", json_string_value(json_object_get(v, "error")));
+    assert_int_equal(code, 200);
+    assert_int_equal(json_array_size(json_object_get(v, "prompts")), 20);
+    assert_string_equal(json_string_value(json_object_get(v, "writer")), "llm");
+    json_decref(v);
+    assert_true(fake_llm_requests(llm) > 0);
+    if (access(PX_SHARED_DIR "/golden/sd", R_OK) == 0) {
+        v = call(srv, "POST", "/v1/campaigns",
+                 "{\"campaign\":{\"name\":\"local\",\"total\":2,\"types\":{\"items\":1},"
+                 "\"themes\":[\"Business and office\"],\"defaults\":{\"width\":64,\"height\":64,"
+                 "\"steps\":3,\"cfg\":5,\"sampler\":\"Euler a\"}},\"prompts\":\"offline\","
+                 "\"render\":[\"local\"],\"start\":true}",
+                 &code);
+        assert_int_equal(code, 201);
+        int64_t id = json_integer_value(json_object_get(v, "id"));
+        json_decref(v);
+        v = wait_state(srv, id, "done", 120000);
+        assert_int_equal(totals(v, "done"), 2);
+        json_t *sv = json_array_get(json_object_get(v, "servers"), 0);
+        assert_string_equal(json_string_value(json_object_get(sv, "name")), "local");
+        json_decref(v);
+        assert_int_equal(fx_sql_int(db, "SELECT count(*) FROM jobs WHERE backend = 'local' AND "
+                                        "width = 64 AND steps = 3 AND status = 'done'"), 2);
+    } else {
+        printf("skipping the local engine: no %s\n", PX_SHARED_DIR "/golden/sd");
+    }
+    px_server_destroy(srv);
+    g_llms = NULL;
+    g_model = NULL;
+    fake_llm_stop(llm);
+}
+
 /* Admin only: the API and the page need the admin's credentials. */
 static void test_admin_only(void **state)
 {
@@ -592,7 +656,7 @@ int main(void)
         cmocka_unit_test(test_form_errors),         cmocka_unit_test(test_no_url_from_request),
         cmocka_unit_test(test_preview),             cmocka_unit_test(test_run_pause_resume_add),
         cmocka_unit_test(test_restart_resumes),     cmocka_unit_test(test_cli_and_browser_share),
-        cmocka_unit_test(test_admin_only),
+        cmocka_unit_test(test_llm_and_local),       cmocka_unit_test(test_admin_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
