@@ -435,6 +435,13 @@ int px_gen_writer_llm_create(const px_gen_llm_opts *o, px_gen_writer **out, px_e
     if (!s)
         return px_err_set(err, PX_ENOMEM, "LLM: out of memory");
     s->url = px_strdup(o->url);
+    /* OpenAI clients are configured with ".../v1"; our routes start at the server's root */
+    size_t ul = s->url ? strlen(s->url) : 0;
+    while (ul > 0 && s->url[ul - 1] == '/')
+        s->url[--ul] = '\0';
+    const char *host = s->url ? strstr(s->url, "://") : NULL;
+    if (host && ul > 3 && !strcmp(s->url + ul - 3, "/v1") && host + 3 < s->url + ul - 3)
+        s->url[ul - 3] = '\0';
     s->model = px_strdup(o->model ? o->model : "");
     s->key = o->api_key ? px_strdup(o->api_key) : NULL;
     s->vocab = o->vocab_dir ? px_strdup(o->vocab_dir) : NULL;

@@ -128,9 +128,16 @@ static void test_llamacpp_new_and_no_max_tokens(void **state)
     fake_llm *l;
     assert_int_equal(fake_llm_start(&l), 0);
     fake_llm_set_kind(l, FAKE_LLM_KIND_LLAMACPP);
-    px_gen_writer *w = make_writer(l, "", NULL, px_test_ms(10000), 8);
+    /* a base URL as OpenAI clients take it (".../v1/") reaches the same routes */
+    px_gen_llm_opts lo = px_gen_llm_opts_default();
+    char v1[128];
+    snprintf(v1, sizeof v1, "%s/v1/", fake_llm_url(l));
+    lo.url = v1;
+    lo.retries = 0;
+    px_gen_writer *w;
     px_err e;
     size_t got;
+    assert_int_equal(px_gen_writer_llm_create(&lo, &w, &e), PX_OK);
     assert_int_equal(write_n(w, 3, &got, &e), PX_OK);
     assert_int_equal(got, 3);
     json_t *r = last_request(l);
