@@ -598,6 +598,9 @@ static void stop_active_locked(px_campaign_mgr *m, after_kind after)
 
 int px_campaign_init(px_server *srv, px_err *err)
 {
+    if (!srv->o.pool_dir && (srv->o.gen_servers || srv->o.gen_llms || srv->o.gen_model))
+        return px_err_set(err, PX_EINVAL, "--gen-server, --gen-llm and --gen-model are for the "
+                                          "Campaigns page, which needs --pool DIR");
     if (!srv->o.pool_dir)
         return PX_OK;
     px_campaign_mgr *m = px_calloc(1, sizeof *m);

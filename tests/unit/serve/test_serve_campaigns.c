@@ -603,6 +603,52 @@ static void test_llm_and_local(void **state)
     fake_llm_stop(llm);
 }
 
+/* The operator's list is checked when the server starts: each mistake named. */
+static void test_bad_config(void **state)
+{
+    (void)state;
+    char pool[300], db[400];
+    new_pool(pool, sizeof pool, db, sizeof db);
+    static const struct {
+        const char *entry[3], *needle;
+    } cases[] = {
+        {{"gpu1", NULL}, "--gen-server 'gpu1': expected NAME=http://HOST:PORT"},
+        {{"gpu1=ftp://host", NULL}, "expected NAME=http://HOST:PORT"},
+        {{"=http://host:1", NULL}, "expected NAME=http://HOST:PORT"},
+        {{"gpu 1=http://host:1", NULL}, "letters, digits"},
+        {{"local=http://host:1", NULL}, "'local' is reserved"},
+        {{"a=http://h:1", "a=http://h:2", NULL}, "the name 'a' is given twice"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        px_serve_opts o = px_serve_opts_default();
+        o.port = 0;
+        o.pool_dir = pool;
+        o.gen_servers = cases[i].entry;
+        px_server *srv = NULL;
+        px_err err;
+        px_err_clear(&err);
+        assert_int_equal(px_server_create(&o, &srv, &err), PX_EINVAL);
+        assert_null(srv);
+        if (!strstr(err.msg, cases[i].needle))
+            fprintf(stderr, "case %zu: %s\n", i, err.msg);
+        assert_non_null(strstr(err.msg, cases[i].needle));
+    }
+    px_serve_opts o = px_serve_opts_default();
+    o.port = 0;
+    o.pool_dir = pool;
+    o.gen_backend = "comfyui";
+    px_server *srv = NULL;
+    px_err err;
+    px_err_clear(&err);
+    assert_int_equal(px_server_create(&o, &srv, &err), PX_EINVAL);
+    assert_non_null(strstr(err.msg, "--gen-backend 'comfyui'"));
+    o.gen_backend = NULL;
+    o.pool_dir = NULL;
+    o.gen_servers = g_servers;
+    assert_int_equal(px_server_create(&o, &srv, &err), PX_EINVAL);
+    assert_non_null(strstr(err.msg, "needs --pool DIR"));
+}
+
 /* Admin only: the API and the page need the admin's credentials. */
 static void test_admin_only(void **state)
 {
@@ -656,7 +702,8 @@ int main(void)
         cmocka_unit_test(test_form_errors),         cmocka_unit_test(test_no_url_from_request),
         cmocka_unit_test(test_preview),             cmocka_unit_test(test_run_pause_resume_add),
         cmocka_unit_test(test_restart_resumes),     cmocka_unit_test(test_cli_and_browser_share),
-        cmocka_unit_test(test_llm_and_local),       cmocka_unit_test(test_admin_only),
+        cmocka_unit_test(test_llm_and_local),       cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_admin_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
