@@ -81,6 +81,15 @@ static void copy_str(char *dst, size_t cap, json_t *v)
         snprintf(dst, cap, "%s", json_string_value(v));
 }
 
+/* A context size the server reported (ignored unless a plausible integer), and where from. */
+static void set_ctx(llm_server *sv, json_t *v, const char *source)
+{
+    if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) >= (1 << 30))
+        return;
+    sv->n_ctx = (int)json_integer_value(v);
+    snprintf(sv->ctx_source, sizeof sv->ctx_source, "%s", source);
+}
+
 /* llama-server's /props. 1 when it is one. */
 static int read_llamacpp(json_t *props, llm_server *sv)
 {
@@ -94,13 +103,7 @@ static int read_llamacpp(json_t *props, llm_server *sv)
         const char *p = json_string_value(mp), *slash = strrchr(p, '/');
         snprintf(sv->loaded_model, sizeof sv->loaded_model, "%s", slash ? slash + 1 : p);
     }
-    json_t *nc = json_object_get(dgs, "n_ctx");
-    if (json_is_integer(nc) && json_integer_value(nc) > 0 && json_integer_value(nc) < (1 << 30)) {
-        sv->n_ctx = (int)json_integer_value(nc);
-        snprintf(sv->ctx_source, sizeof sv->ctx_source,
-                 "llama-server's context per slot "
-                 "(/props n_ctx)");
-    }
+    set_ctx(sv, json_object_get(dgs, "n_ctx"), "llama-server's context per slot (/props n_ctx)");
     sv->can_tokenize = 1;
     int build = 0;
     sv->dialect = sscanf(sv->version, "b%d", &build) == 1 && build >= LLM_LLAMACPP_FIXED_BUILD
@@ -144,13 +147,8 @@ static int read_ollama(const llm_conn *c, llm_server *sv, px_err *err)
     json_object_foreach(json_object_get(j, "model_info"), k, v)
     {
         size_t kl = strlen(k);
-        if (kl > 15 && !strcmp(k + kl - 15, ".context_length") && json_is_integer(v) &&
-            json_integer_value(v) > 0 && json_integer_value(v) < (1 << 30)) {
-            sv->n_ctx = (int)json_integer_value(v);
-            snprintf(sv->ctx_source, sizeof sv->ctx_source,
-                     "the model's context_length "
-                     "(/api/show)");
-        }
+        if (kl > 15 && !strcmp(k + kl - 15, ".context_length"))
+            set_ctx(sv, v, "the model's context_length (/api/show)");
     }
     json_decref(j);
     return PX_OK;
@@ -167,14 +165,9 @@ static int read_models(const llm_conn *c, llm_server *sv, char *owner, size_t ca
     copy_str(owner, cap, json_object_get(m0, "owned_by"));
     if (!sv->loaded_model[0])
         copy_str(sv->loaded_model, sizeof sv->loaded_model, json_object_get(m0, "id"));
-    json_t *ml = json_object_get(m0, "max_model_len");
-    if (!sv->n_ctx && json_is_integer(ml) && json_integer_value(ml) > 0 &&
-        json_integer_value(ml) < (1 << 30)) {
-        sv->n_ctx = (int)json_integer_value(ml);
-        snprintf(sv->ctx_source, sizeof sv->ctx_source,
-                 "the server's max_model_len "
-                 "(/v1/models)");
-    }
+    if (!sv->n_ctx)
+        set_ctx(sv, json_object_get(m0, "max_model_len"),
+                "the server's max_model_len (/v1/models)");
     json_decref(j);
     return PX_OK;
 }

@@ -295,6 +295,26 @@ static void test_timeout_and_bad_dialect(void **state)
     assert_non_null(strstr(e.msg, "--llm-dialect 'kobold'"));
 }
 
+/* Options of a run of count interiors of theme into pool on servers[0]; *c made here. */
+static void pool_opts(px_gen_opts *o, px_gen_campaign *c, const char *theme, int count,
+                      px_gen_writer *w, const char **servers, const char *pool)
+{
+    px_err e;
+    assert_int_equal(px_gen_campaign_single(theme, PX_GEN_INTERIORS, count, c, &e), PX_OK);
+    c->render.width = 96;
+    c->render.height = 64;
+    px_gen_opts_default(o);
+    o->pool = pool;
+    o->campaign = c;
+    o->writer = w;
+    o->style_path = PX_SOURCE_DIR "/styles/styles.json";
+    o->servers = servers;
+    o->nservers = 1;
+    o->timeout_ms = px_test_ms(10000);
+    o->checks.min_blur = 0;
+    o->checks.min_stddev = 0;
+}
+
 /* A run records what the server used in the manifest's meta table. */
 static void test_manifest_records_server(void **state)
 {
@@ -306,24 +326,12 @@ static void test_manifest_records_server(void **state)
     fake_llm_set_kind(l, FAKE_LLM_KIND_LLAMACPP_OLD);
     px_gen_writer *w = make_writer(l, "", NULL, px_test_ms(10000), 8);
     px_gen_campaign c;
-    px_err e;
-    assert_int_equal(px_gen_campaign_single("Cosmic cats", PX_GEN_INTERIORS, 2, &c, &e), PX_OK);
-    c.render.width = 96;
-    c.render.height = 64;
     px_gen_opts o;
-    px_gen_opts_default(&o);
+    px_err e;
     char pool[128];
     snprintf(pool, sizeof pool, "%s/meta", g_tmp);
     const char *servers[1] = {fake_img_url(img)};
-    o.pool = pool;
-    o.campaign = &c;
-    o.writer = w;
-    o.style_path = PX_SOURCE_DIR "/styles/styles.json";
-    o.servers = servers;
-    o.nservers = 1;
-    o.timeout_ms = px_test_ms(10000);
-    o.checks.min_blur = 0;
-    o.checks.min_stddev = 0;
+    pool_opts(&o, &c, "Cosmic cats", 2, w, servers, pool);
     px_gen_summary sum;
     assert_int_equal(px_gen_run(&o, &sum, &e), PX_OK);
     char db[256], val[1536];
@@ -367,24 +375,11 @@ static void test_dry_run_existing_pool(void **state)
     px_err e;
     assert_int_equal(px_gen_writer_offline_create(PX_SOURCE_DIR "/vocab", 5, &w, &e), PX_OK);
     px_gen_campaign c;
-    assert_int_equal(px_gen_campaign_single("Business and office", PX_GEN_INTERIORS, 3, &c, &e),
-                     PX_OK);
-    c.render.width = 96;
-    c.render.height = 64;
     px_gen_opts o;
-    px_gen_opts_default(&o);
     char pool[128];
     snprintf(pool, sizeof pool, "%s/dry-existing", g_tmp);
     const char *servers[1] = {fake_img_url(img)};
-    o.pool = pool;
-    o.campaign = &c;
-    o.writer = w;
-    o.style_path = PX_SOURCE_DIR "/styles/styles.json";
-    o.servers = servers;
-    o.nservers = 1;
-    o.timeout_ms = px_test_ms(10000);
-    o.checks.min_blur = 0;
-    o.checks.min_stddev = 0;
+    pool_opts(&o, &c, "Business and office", 3, w, servers, pool);
     px_gen_summary sum;
     assert_int_equal(px_gen_run(&o, &sum, &e), PX_OK);
     assert_int_equal(sum.accepted + sum.flagged, 3);
