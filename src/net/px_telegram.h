@@ -1,7 +1,8 @@
 /*
  * px_telegram: a client for the subset of the Telegram Bot API the bot uses
  * (getUpdates long polling, getFile + download, sendMessage, sendPhoto,
- * sendDocument, sendChatAction, setMyCommands), over px_http and Jansson.
+ * sendDocument, sendChatAction, setMyCommands, and the webhook calls
+ * setWebhook, deleteWebhook, getWebhookInfo), over px_http and Jansson.
  *
  * Every method is a request to <api_url>/bot<token>/<method>; the answer is
  * {"ok":true,"result":...} or Telegram's error shape {"ok":false,
@@ -135,6 +136,40 @@ typedef struct px_tg_command {
 } px_tg_command;
 int px_tg_set_my_commands(px_tg *tg, const px_tg_command *cmds, int n, px_tg_error *info,
                           px_err *err);
+
+/* ---- webhooks ----
+ * Telegram either answers getUpdates or POSTs each update to a webhook URL,
+ * never both: while a webhook is set, getUpdates is refused with 409. */
+
+/* 1 when s is usable as a webhook secret_token (1-256 characters, only
+ * A-Z a-z 0-9 _ -), else 0. Thread-safe. */
+int px_tg_secret_token_valid(const char *s);
+/* setWebhook: url (https), secret_token (checked above; Telegram sends it
+ * back in the X-Telegram-Bot-Api-Secret-Token header of every delivery),
+ * allowed_updates ["message"] as getUpdates asks, max_connections 1..100
+ * (<=0: Telegram's default, 40). Pending updates are kept. The secret never
+ * appears in an error message. */
+int px_tg_set_webhook(px_tg *tg, const char *url, const char *secret_token, int max_connections,
+                      px_tg_error *info, px_err *err);
+/* deleteWebhook without drop_pending_updates: updates not yet delivered
+ * are kept for getUpdates. */
+int px_tg_delete_webhook(px_tg *tg, px_tg_error *info, px_err *err);
+
+typedef struct px_tg_webhook_info {
+    char url[512];                 /* empty when no webhook is set */
+    int64_t pending_update_count;  /* updates waiting for delivery */
+    int64_t last_error_date;       /* Unix time of the last failed delivery (0: none) */
+    char last_error_message[256];  /* Telegram's words for it */
+    int max_connections;           /* 0 when not given */
+} px_tg_webhook_info;
+/* getWebhookInfo into *out (zeroed first). */
+int px_tg_get_webhook_info(px_tg *tg, px_tg_webhook_info *out, px_tg_error *info, px_err *err);
+
+/* Parses one Update object as a webhook delivers it (outside input: any
+ * bytes) into *u, like one element of getUpdates' result. PX_EINVAL when
+ * the body is not a JSON object with a non-negative integer update_id.
+ * Thread-safe. */
+int px_tg_parse_update(const char *json, size_t len, px_tg_update *u, px_err *err);
 
 #ifdef __cplusplus
 }

@@ -222,6 +222,19 @@ static int call(px_tg *tg, const char *method, json_t *params, const px_http_par
     return st;
 }
 
+/* A call whose result is just true: the answer is dropped. */
+static int call_simple(px_tg *tg, const char *method, json_t *p, px_tg_error *info, px_err *err)
+{
+    if (!p)
+        return px_err_set(err, PX_ENOMEM, "telegram %s: out of memory", method);
+    json_t *root, *result;
+    int st = call(tg, method, p, NULL, 0, tg->cfg.request_timeout_ms, &root, &result, info, err);
+    json_decref(p);
+    if (st == PX_OK)
+        json_decref(root);
+    return st;
+}
+
 static int add_reply(json_t *p, int64_t reply_to)
 {
     if (reply_to <= 0)
@@ -300,6 +313,19 @@ static void parse_message(json_t *m, px_tg_update *u)
     }
 }
 
+/* One Update object into *out; -1 when it has no usable update_id. */
+static int parse_one(json_t *u, px_tg_update *out)
+{
+    json_t *id = json_object_get(u, "update_id");
+    if (!json_is_integer(id) || json_integer_value(id) < 0)
+        return -1;
+    out->update_id = (int64_t)json_integer_value(id);
+    json_t *m = json_object_get(u, "message");
+    if (json_is_object(m))
+        parse_message(m, out);
+    return 0;
+}
+
 static int parse_result(json_t *result, px_tg_update **ups, int *n, px_err *err)
 {
     if (!json_is_array(result))
@@ -318,14 +344,8 @@ static int parse_result(json_t *result, px_tg_update **ups, int *n, px_err *err)
     json_t *u;
     json_array_foreach(result, i, u)
     {
-        json_t *id = json_object_get(u, "update_id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0)
-            continue; /* nothing to confirm it by: skip */
-        a[k].update_id = (int64_t)json_integer_value(id);
-        json_t *m = json_object_get(u, "message");
-        if (json_is_object(m))
-            parse_message(m, &a[k]);
-        k++;
+        if (parse_one(u, &a[k]) == 0)
+            k++; /* else nothing to confirm it by: skipped */
     }
     if (k == 0) {
         free(a);
@@ -556,17 +576,10 @@ int px_tg_send_document(px_tg *tg, int64_t chat_id, int64_t reply_to, const uint
 int px_tg_send_chat_action(px_tg *tg, int64_t chat_id, const char *action, px_tg_error *info,
                            px_err *err)
 {
-    json_t *p = json_pack("{s:I,s:s}", "chat_id", (json_int_t)chat_id, "action",
-                          action ? action : "typing");
-    if (!p)
-        return px_err_set(err, PX_ENOMEM, "telegram sendChatAction: out of memory");
-    json_t *root, *result;
-    int st = call(tg, "sendChatAction", p, NULL, 0, tg->cfg.request_timeout_ms, &root, &result,
-                  info, err);
-    json_decref(p);
-    if (st == PX_OK)
-        json_decref(root);
-    return st;
+    return call_simple(tg, "sendChatAction",
+                       json_pack("{s:I,s:s}", "chat_id", (json_int_t)chat_id, "action",
+                                 action ? action : "typing"),
+                       info, err);
 }
 
 int px_tg_set_my_commands(px_tg *tg, const px_tg_command *cmds, int n, px_tg_error *info,
@@ -576,14 +589,79 @@ int px_tg_set_my_commands(px_tg *tg, const px_tg_command *cmds, int n, px_tg_err
     for (int i = 0; arr && i < n; i++)
         json_array_append_new(arr, json_pack("{s:s,s:s}", "command", cmds[i].command, "description",
                                              cmds[i].description));
-    json_t *p = arr ? json_pack("{s:o}", "commands", arr) : NULL;
+    return call_simple(tg, "setMyCommands", arr ? json_pack("{s:o}", "commands", arr) : NULL, info,
+                       err);
+}
+
+/* ---- webhooks ---- */
+
+int px_tg_secret_token_valid(const char *s)
+{
+    if (!s)
+        return 0;
+    size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
+    return n >= 1 && n <= 256 && s[n] == '\0';
+}
+
+int px_tg_set_webhook(px_tg *tg, const char *url, const char *secret_token, int max_connections,
+                      px_tg_error *info, px_err *err)
+{
+    if (!url || strncmp(url, "https://", 8) || !url[8])
+        return px_err_set(err, PX_EINVAL, "telegram setWebhook: the URL must start with https://");
+    if (!px_tg_secret_token_valid(secret_token))
+        return px_err_set(err, PX_EINVAL,
+                          "telegram setWebhook: the secret token must be 1-256 characters of "
+                          "A-Z, a-z, 0-9, _ and -");
+    json_t *p = json_pack("{s:s,s:s,s:[s]}", "url", url, "secret_token", secret_token,
+                          "allowed_updates", "message");
+    if (p && max_connections > 0)
+        json_object_set_new(p, "max_connections",
+                            json_integer(max_connections > 100 ? 100 : max_connections));
+    return call_simple(tg, "setWebhook", p, info, err);
+}
+
+int px_tg_delete_webhook(px_tg *tg, px_tg_error *info, px_err *err)
+{
+    return call_simple(tg, "deleteWebhook", json_pack("{s:b}", "drop_pending_updates", 0), info,
+                       err);
+}
+
+int px_tg_get_webhook_info(px_tg *tg, px_tg_webhook_info *out, px_tg_error *info, px_err *err)
+{
+    memset(out, 0, sizeof *out);
+    json_t *p = json_object();
     if (!p)
-        return px_err_set(err, PX_ENOMEM, "telegram setMyCommands: out of memory");
+        return px_err_set(err, PX_ENOMEM, "telegram getWebhookInfo: out of memory");
     json_t *root, *result;
-    int st = call(tg, "setMyCommands", p, NULL, 0, tg->cfg.request_timeout_ms, &root, &result, info,
-                  err);
+    int st = call(tg, "getWebhookInfo", p, NULL, 0, tg->cfg.request_timeout_ms, &root, &result,
+                  info, err);
     json_decref(p);
-    if (st == PX_OK)
+    if (st != PX_OK)
+        return st;
+    if (!json_is_object(result)) {
         json_decref(root);
-    return st;
+        return px_err_set(err, PX_EINVAL, "telegram getWebhookInfo: \"result\" is not an object");
+    }
+    get_str(result, "url", out->url, sizeof out->url);
+    out->pending_update_count = get_i64(result, "pending_update_count");
+    out->last_error_date = get_i64(result, "last_error_date");
+    get_str(result, "last_error_message", out->last_error_message,
+            sizeof out->last_error_message);
+    out->max_connections = (int)(get_i64(result, "max_connections") & 0x7fffffff);
+    json_decref(root);
+    return PX_OK;
+}
+
+int px_tg_parse_update(const char *json, size_t len, px_tg_update *u, px_err *err)
+{
+    memset(u, 0, sizeof *u);
+    json_error_t je;
+    json_t *j = json ? json_loadb(json, len, 0, &je) : NULL;
+    int bad = !json_is_object(j) || parse_one(j, u) != 0;
+    json_decref(j);
+    if (bad) {
+        memset(u, 0, sizeof *u);
+        return px_err_set(err, PX_EINVAL, "telegram update: not a JSON object with an update_id");
+    }
+    return PX_OK;
 }
