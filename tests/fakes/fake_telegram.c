@@ -24,10 +24,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_UPLOAD ((size_t)60 << 20)
+#define FAKE_PUSHERS 8 /* webhook delivery threads (max_connections above this: this many) */
 
 typedef struct {
     char key[64];
@@ -50,6 +54,9 @@ typedef struct {
     int64_t update_id, chat_id, message_id;
     char *json; /* the Update object */
     int confirmed;
+    int pushing;        /* a webhook delivery of it is under way */
+    int tries;          /* failed webhook deliveries */
+    double next_try_ms; /* no delivery before (monotonic ms) */
 } update_rec;
 
 typedef struct {
@@ -92,6 +99,17 @@ struct fake_tg {
     char local_dir[256];
     size_t photo_max, doc_max; /* upload limits, bytes */
     int photo_sides;           /* a photo's width + height at most */
+    /* the webhook (setWebhook), and where its deliveries go */
+    char hook_url[512];    /* empty: none set, getUpdates works */
+    char hook_secret[257]; /* sent as X-Telegram-Bot-Api-Secret-Token (empty: no header) */
+    int hook_max_conn;     /* parallel deliveries */
+    char hook_route[64];   /* "IPV4:PORT" the "reverse proxy" forwards to (empty: unreachable) */
+    int hook_busy;         /* deliveries under way */
+    int64_t hook_error_date;
+    char hook_error[256];
+    int hook_ok, hook_failed; /* deliveries answered 2xx / otherwise */
+    pthread_t pushers[FAKE_PUSHERS];
+    int npushers;
 };
 
 static double now_ms(void)
@@ -352,6 +370,10 @@ static int64_t param_i64(const req_ctx *c, const char *key, int64_t def)
     return *end ? def : (int64_t)v;
 }
 
+static const char k_hook_conflict[] =
+    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete "
+    "the webhook first";
+
 static enum MHD_Result do_get_updates(fake_tg *f, struct MHD_Connection *conn, const req_ctx *c)
 {
     int64_t offset = param_i64(c, "offset", 0);
@@ -362,6 +384,10 @@ static enum MHD_Result do_get_updates(fake_tg *f, struct MHD_Connection *conn, c
     struct timespec dl;
     deadline(&dl, (int)timeout * 1000);
     pthread_mutex_lock(&f->mu);
+    if (f->hook_url[0]) {
+        pthread_mutex_unlock(&f->mu);
+        return send_error(conn, 409, k_hook_conflict, 0);
+    }
     if (offset > 0) {
         for (int i = 0; i < f->nups; i++)
             if (f->ups[i].update_id < offset)
@@ -374,12 +400,17 @@ static enum MHD_Result do_get_updates(fake_tg *f, struct MHD_Connection *conn, c
         for (int i = 0; i < f->nups && (int64_t)json_array_size(arr) < limit; i++)
             if (!f->ups[i].confirmed && f->ups[i].update_id >= offset)
                 json_array_append_new(arr, json_loads(f->ups[i].json, 0, NULL));
-        if (json_array_size(arr) > 0 || f->stopping || timeout == 0)
+        if (json_array_size(arr) > 0 || f->stopping || timeout == 0 || f->hook_url[0])
             break;
         if (pthread_cond_timedwait(&f->cv, &f->mu, &dl) == ETIMEDOUT)
             timeout = 0; /* one last look, then answer empty */
     }
+    int hooked = f->hook_url[0] != '\0';
     pthread_mutex_unlock(&f->mu);
+    if (hooked) { /* a webhook was set during the wait */
+        json_decref(arr);
+        return send_error(conn, 409, k_hook_conflict, 0);
+    }
     return send_ok(conn, arr);
 }
 
@@ -507,6 +538,253 @@ static enum MHD_Result do_send(fake_tg *f, struct MHD_Connection *conn, const re
     return send_ok(conn, r);
 }
 
+
+/* ---- the webhook: setWebhook and deliveries ---- */
+
+static enum MHD_Result send_ok_desc(struct MHD_Connection *conn, json_t *result, const char *desc)
+{
+    return send_json(conn, 200,
+                     json_pack("{s:b,s:o,s:s}", "ok", 1, "result", result, "description", desc));
+}
+
+/* Removes the webhook (mu held); drop: forget undelivered updates too. */
+static void hook_clear(fake_tg *f, int drop)
+{
+    f->hook_url[0] = f->hook_secret[0] = '\0';
+    f->hook_error_date = 0;
+    f->hook_error[0] = '\0';
+    for (int i = 0; drop && i < f->nups; i++)
+        f->ups[i].confirmed = 1;
+    pthread_cond_broadcast(&f->cv);
+}
+
+/* Splits "https://host[:port][/path]" into host and path; *port 443 by
+ * default. Returns 0, or -1 when it is not an https URL. */
+static int hook_split(const char *url, char *host, size_t hcap, int *port, char *path, size_t pcap)
+{
+    if (strncmp(url, "https://", 8))
+        return -1;
+    const char *h = url + 8, *slash = strchr(h, '/');
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+    if (hl == 0 || hl >= hcap)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = 443;
+    char *colon = strchr(host, ':');
+    if (colon) {
+        *colon = '\0';
+        *port = atoi(colon + 1);
+    }
+    snprintf(path, pcap, "%s", slash ? slash : "/");
+    return 0;
+}
+
+static enum MHD_Result do_set_webhook(fake_tg *f, struct MHD_Connection *conn, const req_ctx *c)
+{
+    const param *url = param_get(c, "url");
+    const param *secret = param_get(c, "secret_token");
+    int64_t maxc = param_i64(c, "max_connections", 40);
+    if (!url)
+        return send_error(conn, 400, "Bad Request: parameter \"url\" is required", 0);
+    if (!url->len) { /* an empty URL removes the webhook */
+        pthread_mutex_lock(&f->mu);
+        hook_clear(f, 0);
+        pthread_mutex_unlock(&f->mu);
+        return send_ok_desc(conn, json_true(), "Webhook was deleted");
+    }
+    char host[256], path[512];
+    int port;
+    if (hook_split(url->val, host, sizeof host, &port, path, sizeof path) || url->len >= 512)
+        return send_error(conn, 400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook", 0);
+    if (port != 443 && port != 80 && port != 88 && port != 8443)
+        return send_error(
+            conn, 400, "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443", 0);
+    if (secret && (secret->len < 1 || secret->len > 256 ||
+                   strspn(secret->val, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
+                       secret->len))
+        return send_error(conn, 400, "Bad Request: secret token contains unallowed characters", 0);
+    if (maxc < 1 || maxc > 100)
+        return send_error(conn, 400, "Bad Request: bad max_connections", 0);
+    const param *au = param_get(c, "allowed_updates");
+    json_t *aj = au ? json_loads(au->val, 0, NULL) : NULL;
+    int au_ok = !au || json_is_array(aj);
+    json_decref(aj);
+    if (!au_ok)
+        return send_error(conn, 400, "Bad Request: can't parse allowed_updates JSON array", 0);
+    pthread_mutex_lock(&f->mu);
+    snprintf(f->hook_url, sizeof f->hook_url, "%s", url->val);
+    snprintf(f->hook_secret, sizeof f->hook_secret, "%s", secret ? secret->val : "");
+    f->hook_max_conn = (int)maxc;
+    pthread_cond_broadcast(&f->cv); /* long polls end with 409, pushers start */
+    pthread_mutex_unlock(&f->mu);
+    return send_ok_desc(conn, json_true(), "Webhook was set");
+}
+
+static enum MHD_Result do_get_webhook_info(fake_tg *f, struct MHD_Connection *conn)
+{
+    pthread_mutex_lock(&f->mu);
+    int pending = 0;
+    for (int i = 0; i < f->nups; i++)
+        pending += !f->ups[i].confirmed;
+    json_t *r = json_pack("{s:s,s:b,s:i}", "url", f->hook_url, "has_custom_certificate", 0,
+                          "pending_update_count", pending);
+    if (f->hook_url[0]) {
+        json_object_set_new(r, "max_connections", json_integer(f->hook_max_conn));
+        json_object_set_new(r, "allowed_updates", json_pack("[s]", "message"));
+    }
+    if (f->hook_error_date) {
+        json_object_set_new(r, "last_error_date", json_integer((json_int_t)f->hook_error_date));
+        json_object_set_new(r, "last_error_message", json_string(f->hook_error));
+    }
+    pthread_mutex_unlock(&f->mu);
+    return send_ok(conn, r);
+}
+
+/* POSTs body to route ("IPV4:PORT") as Telegram would to url's host and
+ * path, through a TLS-terminating proxy. Returns the HTTP status, or 0
+ * with why set when there was no HTTP answer. */
+static int hook_post(const char *route, const char *host, const char *path, const char *secret,
+                     const char *body, char *why, size_t cap)
+{
+    char ip[64];
+    snprintf(ip, sizeof ip, "%s", route);
+    char *colon = strrchr(ip, ':');
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    if (!colon || (*colon = '\0', inet_pton(AF_INET, ip, &sa.sin_addr) != 1)) {
+        snprintf(why, cap, "Failed to resolve host: Name or service not known");
+        return 0;
+    }
+    sa.sin_port = htons((uint16_t)atoi(colon + 1));
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {30, 0};
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0)
+            close(fd);
+        snprintf(why, cap, "Connection refused");
+        return 0;
+    }
+    size_t bl = strlen(body), cap_req = bl + strlen(host) + strlen(path) + strlen(secret) + 512;
+    char *req = malloc(cap_req);
+    int n = req ? snprintf(req, cap_req,
+                           "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                           "Content-Length: %zu\r\n%s%s%sConnection: close\r\n\r\n%s",
+                           path, host, bl, secret[0] ? "X-Telegram-Bot-Api-Secret-Token: " : "",
+                           secret, secret[0] ? "\r\n" : "", body)
+                : -1;
+    int code = 0;
+    for (ssize_t off = 0, w = 0; n > 0 && off < n; off += w)
+        if ((w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL)) <= 0)
+            n = -1;
+    free(req);
+    char head[512];
+    size_t got = 0;
+    ssize_t r;
+    while (n > 0 && got + 1 < sizeof head && (r = read(fd, head + got, sizeof head - 1 - got)) > 0)
+        got += (size_t)r;
+    head[got] = '\0';
+    char sink[4096];
+    while (n > 0 && got + 1 >= sizeof head && read(fd, sink, sizeof sink) > 0) {
+    }
+    close(fd);
+    if (!strncmp(head, "HTTP/1.", 7) && strlen(head) >= 12)
+        code = atoi(head + 9);
+    if (code == 0)
+        snprintf(why, cap, "Connection reset by peer");
+    return code;
+}
+
+/* The next update a pusher may deliver (mu held): not confirmed, not being
+ * delivered, due, and the oldest undelivered of its chat, so one chat's
+ * updates arrive in order. -1 when none. */
+static int hook_next(const fake_tg *f, double now)
+{
+    for (int i = 0; i < f->nups; i++) {
+        const update_rec *u = &f->ups[i];
+        if (u->confirmed || u->pushing || u->next_try_ms > now)
+            continue;
+        int blocked = 0;
+        for (int j = 0; j < i && !blocked; j++)
+            blocked = !f->ups[j].confirmed && f->ups[j].chat_id == u->chat_id;
+        if (!blocked)
+            return i;
+    }
+    return -1;
+}
+
+typedef struct {
+    fake_tg *f;
+    int index;
+} pusher_arg;
+
+/* A delivery thread: like Telegram, it POSTs each update to the webhook
+ * (at most max_connections at once), takes any 2xx as delivered and tries
+ * anything else again later, with a growing pause (100 ms doubling, at
+ * most 2 s: much shorter than Telegram's, so tests are quick). */
+static void *pusher_main(void *arg)
+{
+    pusher_arg *pa = arg;
+    fake_tg *f = pa->f;
+    pthread_mutex_lock(&f->mu);
+    while (!f->stopping) {
+        int i = f->hook_url[0] && f->hook_route[0] && pa->index < f->hook_max_conn
+                    ? hook_next(f, now_ms())
+                    : -1;
+        if (i < 0) {
+            struct timespec dl;
+            deadline(&dl, 50);
+            pthread_cond_timedwait(&f->cv, &f->mu, &dl);
+            continue;
+        }
+        update_rec *u = &f->ups[i];
+        u->pushing = 1;
+        int64_t id = u->update_id;
+        char *body = strdup(u->json), route[64], host[256], path[512], secret[257], why[128];
+        int port;
+        snprintf(route, sizeof route, "%s", f->hook_route);
+        snprintf(secret, sizeof secret, "%s", f->hook_secret);
+        hook_split(f->hook_url, host, sizeof host, &port, path, sizeof path);
+        f->hook_busy++;
+        pthread_mutex_unlock(&f->mu);
+        int code = body ? hook_post(route, host, path, secret, body, why, sizeof why) : 0;
+        free(body);
+        pthread_mutex_lock(&f->mu);
+        f->hook_busy--;
+        for (int k = 0; k < f->nups; k++) { /* ups may have moved (realloc) */
+            u = &f->ups[k];
+            if (u->update_id != id)
+                continue;
+            u->pushing = 0;
+            if (code >= 200 && code < 300) {
+                u->confirmed = 1;
+                if (id + 1 > f->confirmed)
+                    f->confirmed = id + 1;
+                f->hook_ok++;
+            } else {
+                u->tries++;
+                u->next_try_ms = now_ms() + (u->tries < 5 ? 100 << u->tries : 2000);
+                f->hook_failed++;
+                f->hook_error_date = (int64_t)time(NULL);
+                if (code)
+                    snprintf(f->hook_error, sizeof f->hook_error,
+                             "Wrong response from the webhook: %d", code);
+                else
+                    snprintf(f->hook_error, sizeof f->hook_error, "%s", why);
+            }
+        }
+        pthread_cond_broadcast(&f->cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+    free(pa);
+    return NULL;
+}
+
 static enum MHD_Result do_method(fake_tg *f, struct MHD_Connection *conn, const req_ctx *c,
                                  const char *method)
 {
@@ -568,6 +846,17 @@ static enum MHD_Result do_method(fake_tg *f, struct MHD_Connection *conn, const 
         return good ? send_ok(conn, json_true())
                     : send_error(conn, 400, "Bad Request: can't parse commands JSON object", 0);
     }
+    if (!strcmp(method, "setWebhook"))
+        return do_set_webhook(f, conn, c);
+    if (!strcmp(method, "deleteWebhook")) {
+        pthread_mutex_lock(&f->mu);
+        hook_clear(f, param_get(c, "drop_pending_updates") &&
+                          !strcmp(param_get(c, "drop_pending_updates")->val, "true"));
+        pthread_mutex_unlock(&f->mu);
+        return send_ok_desc(conn, json_true(), "Webhook was deleted");
+    }
+    if (!strcmp(method, "getWebhookInfo"))
+        return do_get_webhook_info(f, conn);
     if (!strcmp(method, "getMe"))
         return send_ok(conn, json_pack("{s:I,s:b,s:s,s:s}", "id", (json_int_t)42, "is_bot", 1,
                                        "first_name", "Fake", "username", "fake_bot"));
@@ -688,6 +977,17 @@ int fake_tg_start(const char *token, fake_tg **out)
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(f->d, MHD_DAEMON_INFO_BIND_PORT);
     snprintf(f->url, sizeof f->url, "http://127.0.0.1:%u", di ? (unsigned)di->port : 0u);
+    for (int i = 0; i < FAKE_PUSHERS; i++) {
+        pusher_arg *pa = malloc(sizeof *pa);
+        if (!pa)
+            break;
+        *pa = (pusher_arg){f, i};
+        if (pthread_create(&f->pushers[f->npushers], NULL, pusher_main, pa) != 0) {
+            free(pa);
+            break;
+        }
+        f->npushers++;
+    }
     *out = f;
     return 0;
 }
@@ -700,6 +1000,8 @@ void fake_tg_stop(fake_tg *f)
     f->stopping = 1;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
+    for (int i = 0; i < f->npushers; i++)
+        pthread_join(f->pushers[i], NULL);
     MHD_stop_daemon(f->d);
     for (int i = 0; i < f->nups; i++)
         free(f->ups[i].json);
@@ -746,6 +1048,7 @@ static int64_t add_update(fake_tg *f, int64_t chat, int64_t user, json_t *msg)
     int64_t uid = f->next_update++;
     json_t *u = json_pack("{s:I,s:o}", "update_id", (json_int_t)uid, "message", msg);
     update_rec *r = &f->ups[f->nups];
+    memset(r, 0, sizeof *r);
     r->json = json_dumps(u, JSON_COMPACT);
     json_decref(u);
     if (!r->json)
@@ -982,5 +1285,47 @@ void fake_tg_set_upload_limits(fake_tg *f, size_t photo_bytes, size_t document_b
     f->photo_max = photo_bytes;
     f->doc_max = document_bytes;
     f->photo_sides = photo_sides;
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fake_tg_set_webhook_route(fake_tg *f, const char *ipv4_port)
+{
+    pthread_mutex_lock(&f->mu);
+    snprintf(f->hook_route, sizeof f->hook_route, "%s", ipv4_port ? ipv4_port : "");
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+int fake_tg_webhook(fake_tg *f, char *url, size_t ucap, char *secret, size_t scap)
+{
+    pthread_mutex_lock(&f->mu);
+    int set = f->hook_url[0] != '\0';
+    if (url && ucap)
+        snprintf(url, ucap, "%s", f->hook_url);
+    if (secret && scap)
+        snprintf(secret, scap, "%s", f->hook_secret);
+    pthread_mutex_unlock(&f->mu);
+    return set;
+}
+
+void fake_tg_preset_webhook(fake_tg *f, const char *url, const char *secret)
+{
+    pthread_mutex_lock(&f->mu);
+    snprintf(f->hook_url, sizeof f->hook_url, "%s", url ? url : "");
+    snprintf(f->hook_secret, sizeof f->hook_secret, "%s", secret ? secret : "");
+    f->hook_max_conn = 40;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fake_tg_webhook_stats(fake_tg *f, int *delivered, int *failed, char *last_error, size_t cap)
+{
+    pthread_mutex_lock(&f->mu);
+    if (delivered)
+        *delivered = f->hook_ok;
+    if (failed)
+        *failed = f->hook_failed;
+    if (last_error && cap)
+        snprintf(last_error, cap, "%s", f->hook_error);
     pthread_mutex_unlock(&f->mu);
 }

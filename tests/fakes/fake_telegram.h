@@ -4,7 +4,8 @@
  *
  * It serves /bot<token>/<method> for getUpdates (long polling that really
  * waits, offsets that confirm), getFile, sendMessage, sendPhoto,
- * sendDocument, sendChatAction, setMyCommands and getMe, with JSON,
+ * sendDocument, sendChatAction, setMyCommands, getMe, and the webhook
+ * (setWebhook, deleteWebhook, getWebhookInfo, deliveries), with JSON,
  * urlencoded or multipart bodies as the real server takes them, and
  * /file/bot<token>/<path> downloads. Errors use Telegram's shape
  * {"ok":false,"error_code":N,"description":"...","parameters":{...}}.
@@ -76,5 +77,25 @@ int64_t fake_tg_confirmed(fake_tg *f); /* highest offset a getUpdates confirmed 
 /* Forgets confirmations: every update is delivered again, as if the bot's
  * confirmation had been lost. */
 void fake_tg_unconfirm_all(fake_tg *f);
+
+/* ---- the webhook ----
+ * setWebhook (https URL on port 443, 80, 88 or 8443; secret_token of 1-256
+ * A-Z a-z 0-9 _ -; max_connections 1..100), deleteWebhook and
+ * getWebhookInfo behave as Telegram's do, and getUpdates is refused with
+ * 409 while a webhook is set. Pusher threads then POST each update (its
+ * JSON, with the X-Telegram-Bot-Api-Secret-Token header) to the webhook,
+ * up to max_connections at once, one chat's updates in order; a 2xx
+ * confirms it, anything else is tried again later (100 ms doubling, at
+ * most 2 s). */
+/* The "reverse proxy": deliveries for the webhook URL's path go over plain
+ * HTTP to ipv4_port ("127.0.0.1:PORT"); NULL or "": unreachable (the
+ * deliveries fail with "Connection refused" and are retried). */
+void fake_tg_set_webhook_route(fake_tg *f, const char *ipv4_port);
+/* 1 when a webhook is set (its URL and secret copied out), else 0. */
+int fake_tg_webhook(fake_tg *f, char *url, size_t ucap, char *secret, size_t scap);
+/* Sets a webhook as an earlier program would have left it. */
+void fake_tg_preset_webhook(fake_tg *f, const char *url, const char *secret);
+/* Deliveries answered 2xx and not, and getWebhookInfo's last_error_message. */
+void fake_tg_webhook_stats(fake_tg *f, int *delivered, int *failed, char *last_error, size_t cap);
 
 #endif
