@@ -6,8 +6,9 @@
  * the output decodes at the input's size; a photo whose ICC profile was
  * converted, and any run with jpeg_keep_blocks off, is encoded afresh and
  * says so; a photo stored turned with EXIF orientation 6 (made here) keeps
- * its blocks too, turned, and gives the upright faces. Prints the encode
- * time both ways (never asserted).
+ * its blocks too, turned, and gives the upright faces; `pixpipe anonymize
+ * --json` says which way each JPEG was written, and --quality asks for a
+ * fresh encode. Prints the encode time both ways (never asserted).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <jpeglib.h>
+#include <unistd.h>
 
 #include "anon/px_anon.h"
 
@@ -205,11 +208,65 @@ static void test_turned_photo_keeps_blocks(void **state)
     px_face_detector_destroy(det);
 }
 
+/* Runs `pixpipe anonymize --json ARGS` and returns the JSON line for input in. */
+static json_t *cli_line(const char *args, const char *in)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "PIXPIPE_MODEL_DIR=%s %s anonymize --json --seed 3 %s", PX_MODEL_DIR,
+             PX_PIXPIPE_BIN, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[65536];
+    json_t *found = NULL;
+    while (fgets(line, sizeof line, p)) {
+        json_t *o = json_loads(line, 0, NULL);
+        const char *name = o ? json_string_value(json_object_get(o, "input")) : NULL;
+        if (name && strcmp(name, in) == 0 && !found)
+            found = o;
+        else
+            json_decref(o);
+    }
+    pclose(p);
+    if (!found)
+        fail_msg("no --json line for %s from: %s", in, cmd);
+    return found;
+}
+
+static void test_cli_json_says_how(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/px_anon_jpeg_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char a[512], b[512], out[512], args[2048];
+    snprintf(a, sizeof a, "%s/plain.jpg", dir);
+    snprintf(b, sizeof b, "%s/icc.jpg", dir);
+    snprintf(out, sizeof out, "%s/q80.jpg", dir);
+    snprintf(args, sizeof args, "cp %s/ultraface_imgs_3.jpg %s && cp %s/deface_city.jpg %s", FACES,
+             a, FACES, b);
+    assert_int_equal(system(args), 0);
+    snprintf(args, sizeof args, "%s %s", a, b);
+    json_t *o = cli_line(args, a);
+    assert_string_equal(json_string_value(json_object_get(o, "jpeg")), "lossless-outside-masks");
+    assert_null(json_object_get(o, "jpeg_reencoded_because"));
+    json_decref(o);
+    o = cli_line(args, b); /* deface_city.jpg carries an ICC profile */
+    assert_string_equal(json_string_value(json_object_get(o, "jpeg")), "reencoded");
+    assert_non_null(strstr(json_string_value(json_object_get(o, "jpeg_reencoded_because")), "ICC"));
+    json_decref(o);
+    snprintf(args, sizeof args, "--quality 80 -o %s %s", out, a);
+    o = cli_line(args, a);
+    assert_string_equal(json_string_value(json_object_get(o, "jpeg")), "reencoded");
+    json_decref(o);
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    assert_int_equal(system(args), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_faces_reencoded_rest_copied),
         cmocka_unit_test(test_turned_photo_keeps_blocks),
+        cmocka_unit_test(test_cli_json_says_how),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
