@@ -325,26 +325,44 @@ static int llm_attempt(px_gen_writer *w, llm_state *s, const char *theme, const 
         num_ctx = 2048;
     if (s->sv.n_ctx > 0 && num_ctx > s->sv.n_ctx)
         num_ctx = s->sv.n_ctx;
-    const char *route = NULL;
-    char *body = NULL;
+    if (st != PX_OK) {
+        json_decref(messages);
+        json_decref(schema);
+        return st;
+    }
     int64_t seed = s->seed >= 0 ? s->seed + (int64_t)(s->rng & 0xffffff) : -1;
     /* vLLM refuses a model name it does not serve: "" means the one it has */
     const char *model = !s->model[0] && s->sv.dialect == LLM_VLLM ? s->sv.loaded_model : s->model;
-    if (st == PX_OK && llm_request(&s->sv, model, messages, schema, s->temperature, seed,
-                                   max_tokens, num_ctx, &route, &body) != PX_OK)
-        st = px_err_set(last, PX_ENOMEM, "LLM request: out of memory");
-    json_decref(messages);
-    json_decref(schema);
-    if (st != PX_OK)
-        return st;
     s->max_tokens = max_tokens;
-    char url[1024];
-    px_gen_join_url(s->url, route, url, sizeof url);
+    char url[1024] = "";
     px_buf resp = {0};
     long status = 0;
-    st = px_gen_http(s->http, url, body, s->key, s->timeout_ms, 8u << 20, &status, &resp, last);
-    free(body);
-    px_gen_writer_count(w, 1, 0);
+    /* OpenAI's reasoning models refuse max_tokens, naming the field they take: ask again once */
+    for (int send = 0; st == PX_OK && send < 2; send++) {
+        const char *route = NULL;
+        char *body = NULL;
+        if (llm_request(&s->sv, model, messages, schema, s->temperature, seed, max_tokens, num_ctx,
+                        &route, &body) != PX_OK) {
+            st = px_err_set(last, PX_ENOMEM, "LLM request: out of memory");
+            break;
+        }
+        px_gen_join_url(s->url, route, url, sizeof url);
+        st = px_gen_http(s->http, url, body, s->key, s->timeout_ms, 8u << 20, &status, &resp,
+                         last);
+        free(body);
+        px_gen_writer_count(w, 1, 0);
+        if (st != PX_OK || status != 400 || s->sv.completion_tokens || !resp.data ||
+            !strstr((const char *)resp.data, "max_completion_tokens"))
+            break;
+        s->sv.completion_tokens = 1;
+        px_log(PX_LOG_INFO, "LLM %s: the model wants max_completion_tokens; asking with it", s->url);
+    }
+    json_decref(messages);
+    json_decref(schema);
+    if (st == PX_ENOMEM) {
+        px_buf_free(&resp);
+        return st;
+    }
     char said[256], finish[32];
     answer_meta(&resp, said, sizeof said, finish, sizeof finish);
     if (st == PX_ETIMEOUT) {

@@ -254,7 +254,8 @@ int llm_request(const llm_server *sv, const char *model, json_t *messages, json_
     } else {
         *route = "/v1/chat/completions";
         req = json_pack("{s:s, s:O, s:f, s:i}", "model", model, "messages", messages, "temperature",
-                        temperature, "max_tokens", max_tokens);
+                        temperature, sv->completion_tokens ? "max_completion_tokens" : "max_tokens",
+                        max_tokens);
         if (req && seed >= 0)
             json_object_set_new(req, "seed", json_integer(seed));
         json_t *rf = NULL;

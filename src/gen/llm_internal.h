@@ -38,6 +38,8 @@ typedef struct llm_server {
     int n_ctx;              /* tokens a request may use, prompt and answer (0: unknown) */
     char ctx_source[64];    /* where n_ctx came from ("/props n_ctx per slot") */
     int can_tokenize;       /* exact prompt token counts are available (llama.cpp, vLLM) */
+    int completion_tokens;  /* the budget goes in "max_completion_tokens" (OpenAI's reasoning
+                             * models refuse "max_tokens"; learnt from their HTTP 400) */
 } llm_server;
 
 typedef struct llm_conn {

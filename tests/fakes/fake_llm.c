@@ -233,6 +233,8 @@ static int token_limit(int kind, json_t *req)
 {
     json_t *mt = kind == FAKE_LLM_KIND_OLLAMA
                      ? json_object_get(json_object_get(req, "options"), "num_predict")
+                 : kind == FAKE_LLM_KIND_OPENAI_REASONING
+                     ? json_object_get(req, "max_completion_tokens")
                      : json_object_get(req, "max_tokens");
     if (!mt && (kind == FAKE_LLM_KIND_LLAMACPP_OLD || kind == FAKE_LLM_KIND_LLAMACPP))
         mt = json_object_get(req, "n_predict");
@@ -247,6 +249,13 @@ static unsigned chat_refusal(int kind, int n_ctx, json_t *req, int limit, char *
     const char *model = json_string_value(json_object_get(req, "model"));
     int prompt = ntokens(message_bytes(req));
     char msg[512];
+    if (kind == FAKE_LLM_KIND_OPENAI_REASONING && json_object_get(req, "max_tokens")) {
+        *body = strdup("{\"error\":{\"message\":\"Unsupported parameter: 'max_tokens' is not "
+                       "supported with this model. Use 'max_completion_tokens' instead.\",\"type\":"
+                       "\"invalid_request_error\",\"param\":\"max_tokens\",\"code\":"
+                       "\"unsupported_parameter\"}}");
+        return 400;
+    }
     if (kind == FAKE_LLM_KIND_OLLAMA && (!model || !*model)) {
         *body = strdup("{\"error\":\"model is required\"}");
         return 400;
@@ -309,7 +318,8 @@ static enum MHD_Result answer(fake_llm *f, struct MHD_Connection *c, const char 
     int limit = token_limit(kind, req);
     char *refused = NULL, model[256];
     unsigned rs = chat_refusal(kind, n_ctx, req, limit, &refused);
-    snprintf(model, sizeof model, "%s", kind == FAKE_LLM_KIND_OPENAI ? "gpt-fake"
+    int openai = kind == FAKE_LLM_KIND_OPENAI || kind == FAKE_LLM_KIND_OPENAI_REASONING;
+    snprintf(model, sizeof model, "%s", openai ? "gpt-fake"
                                         : json_string_value(json_object_get(req, "model"))
                                             ? json_string_value(json_object_get(req, "model"))
                                             : "");
@@ -320,7 +330,7 @@ static enum MHD_Result answer(fake_llm *f, struct MHD_Connection *c, const char 
         return reply(c, 500, strdup("{\"error\":{\"message\":\"overloaded\"}}"));
     if (mode == FAKE_LLM_BROKEN)
         return reply(c, 200, strdup("{\"choices\": [ {\"message\": "));
-    if (kind != FAKE_LLM_KIND_OPENAI && !schema) { /* no grammar: the model writes freely */
+    if (!openai && !schema) { /* no grammar: the model writes freely */
         pthread_mutex_lock(&f->mu);
         f->unconstrained++;
         pthread_mutex_unlock(&f->mu);

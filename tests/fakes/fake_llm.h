@@ -25,6 +25,8 @@
  *                 POST /tokenize of chat messages; "guided_json" or response_format;
  *                 an unknown model: HTTP 404; over max_model_len: HTTP 400
  *   OPENAI        (default) the behaviour above: no probe endpoints
+ *   OPENAI_REASONING  as OPENAI, but "max_tokens" is refused (HTTP 400, OpenAI's wording)
+ *                 and "max_completion_tokens" is the limit
  * Unconstrained requests of the first four get prose, as a model without a
  * grammar writes. Tokens are counted as 4 bytes each; an answer over
  * max_tokens is cut there with finish_reason "length".
@@ -50,6 +52,8 @@ enum {
     FAKE_LLM_KIND_LLAMACPP,
     FAKE_LLM_KIND_OLLAMA,
     FAKE_LLM_KIND_VLLM,
+    FAKE_LLM_KIND_OPENAI_REASONING, /* OPENAI whose model refuses "max_tokens" (HTTP 400
+                                     * naming "max_completion_tokens"), as OpenAI's o-series do */
 };
 
 int fake_llm_start(fake_llm **out); /* 0 or -1 */

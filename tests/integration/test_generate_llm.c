@@ -275,6 +275,33 @@ static void test_vllm(void **state)
     fake_llm_stop(l);
 }
 
+/* OpenAI's reasoning models refuse max_tokens and say which field they take. */
+static void test_openai_completion_tokens(void **state)
+{
+    (void)state;
+    fake_llm *l;
+    assert_int_equal(fake_llm_start(&l), 0);
+    fake_llm_set_kind(l, FAKE_LLM_KIND_OPENAI_REASONING);
+    px_gen_writer *w = make_writer(l, "o-fake", NULL, px_test_ms(10000), 8);
+    px_err e;
+    size_t got;
+    assert_int_equal(write_n(w, 3, &got, &e), PX_OK); /* retries 0: the re-ask is not a retry */
+    assert_int_equal(got, 3);
+    assert_int_equal(fake_llm_requests(l), 2);
+    json_t *r = last_request(l);
+    assert_null(json_object_get(r, "max_tokens"));
+    assert_int_equal(json_integer_value(json_object_get(r, "max_completion_tokens")), 3 * 96 + 64);
+    json_decref(r);
+    assert_int_equal(write_n(w, 2, &got, &e), PX_OK); /* learnt: one request now */
+    assert_int_equal(fake_llm_requests(l), 3);
+    json_t *d = describe(w);
+    assert_string_equal(jstr(d, "dialect"), "openai");
+    assert_string_equal(jstr(d, "model"), "gpt-fake"); /* the answer's "model" */
+    json_decref(d);
+    px_gen_writer_destroy(w);
+    fake_llm_stop(l);
+}
+
 static void test_timeout_and_bad_dialect(void **state)
 {
     (void)state;
@@ -527,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_context_refused),
         cmocka_unit_test(test_ollama),
         cmocka_unit_test(test_vllm),
+        cmocka_unit_test(test_openai_completion_tokens),
         cmocka_unit_test(test_timeout_and_bad_dialect),
         cmocka_unit_test(test_manifest_records_server),
         cmocka_unit_test(test_dry_run_cli),
