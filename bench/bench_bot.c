@@ -5,7 +5,10 @@
  * in its chat, sends the next (closed loop, as a person would). With
  * BENCH_BOT_BURST=1 each user sends all its photos at once instead (users x
  * photos in flight; the k-th reply in a chat answers its k-th photo, as one
- * chat's jobs run in order), the load of issue 13's burst figures. Latency is
+ * chat's jobs run in order), the load of issue 13's burst figures. With
+ * BENCH_BOT_WEBHOOK=1 the bot runs in webhook mode and the fake delivers the
+ * updates to its listener (40 at once, as Telegram's default) instead of
+ * answering getUpdates. Latency is
  * from the message's arrival at the "server" to the reply's upload, so it
  * includes long polling, download, detection, encoding and upload.
  *
@@ -94,9 +97,22 @@ int main(int argc, char **argv)
     char db[64], log[64];
     snprintf(db, sizeof db, "%s/state.db", dir);
     snprintf(log, sizeof log, "%s/bot.log", dir);
-    const char *extra[16] = {"--poll-timeout", "10",  "--workers", workers,
+    const char *extra[24] = {"--poll-timeout", "10",  "--workers", workers,
                              "--queue",        "256", "--rate",    "100000"};
     int ne = 8;
+    int webhook = getenv("BENCH_BOT_WEBHOOK") && atoi(getenv("BENCH_BOT_WEBHOOK")) > 0;
+    char listen[32];
+    if (webhook) {
+        int port = bot_free_port();
+        if (port <= 0)
+            return 1;
+        snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+        fake_tg_set_webhook_route(f, listen);
+        extra[ne++] = "--webhook";
+        extra[ne++] = "https://bench.example.org/hook";
+        extra[ne++] = "--listen";
+        extra[ne++] = listen;
+    }
     if (threads) {
         extra[ne++] = "--threads";
         extra[ne++] = threads;
@@ -146,9 +162,9 @@ int main(int argc, char **argv)
         return 1;
     }
     qsort(lat, (size_t)total, sizeof *lat, cmp);
-    printf("bench_bot: %d users x %d photos (%s), %s workers x %s threads, %d cores\n", users, per,
-           burst ? "burst: all at once" : "closed loop", workers, threads ? threads : "default",
-           px_cpu_count());
+    printf("bench_bot: %d users x %d photos (%s, %s), %s workers x %s threads, %d cores\n", users,
+           per, burst ? "burst: all at once" : "closed loop", webhook ? "webhook" : "polling",
+           workers, threads ? threads : "default", px_cpu_count());
     printf("latency ms: p50 %.0f  p95 %.0f  max %.0f\n", lat[total / 2], lat[(int)(total * 0.95)],
            lat[total - 1]);
     printf("throughput: %.2f photos/s (%d in %.1f s); bot exit status %d\n", total / secs, total,

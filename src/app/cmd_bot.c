@@ -5,7 +5,8 @@
  *
  * The token comes from PIXPIPE_TELEGRAM_TOKEN or --token-file, never from the
  * command line (argv is readable by every user of the machine through ps and
- * /proc) and is never printed.
+ * /proc) and is never printed. The webhook secret likewise comes from a file
+ * (--webhook-secret-file) or is made at random by the bot at each start.
  */
 #include <curl/curl.h>
 #include <getopt.h>
@@ -55,12 +56,24 @@ static void usage(FILE *f)
             "                      about 10 bytes a pixel: keep it under the memory limit)\n"
             "  --metrics IP:PORT   serve GET /healthz and /metrics (Prometheus) there, e.g.\n"
             "                      127.0.0.1:9464 (default: off)\n"
+            "  --polling           get updates with getUpdates (the default); deletes a webhook\n"
+            "                      left set, keeping its waiting updates\n"
+            "  --webhook URL       webhook mode instead: Telegram POSTs updates to URL\n"
+            "                      (https://HOST[:PORT]/PATH, port 443, 80, 88 or 8443) through a\n"
+            "                      TLS-terminating proxy that forwards PATH to --listen\n"
+            "  --listen IP:PORT    where the webhook is served, e.g. 127.0.0.1:8081 (may be the\n"
+            "                      --metrics address: one listener serves both)\n"
+            "  --webhook-secret-file FILE  the secret Telegram sends back in\n"
+            "                      X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -;\n"
+            "                      default: a random one made at each start)\n"
+            "  --webhook-connections N  setWebhook max_connections, 1-100 (default 40)\n"
             "  -v, --verbose       debug log   -q, --quiet   warnings and errors only\n"
             "  -h, --help          this text\n");
 }
 
-/* Reads the token file, trimming surrounding whitespace. */
-static int read_token(const char *path, char *out, size_t cap)
+/* Reads a secret file (what: "token" or "webhook secret"), trimming
+ * surrounding whitespace; warns when others can read it. */
+static int read_secret(const char *what, const char *path, char *out, size_t cap)
 {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -68,11 +81,12 @@ static int read_token(const char *path, char *out, size_t cap)
     struct stat st;
     if (stat(path, &st) == 0 && (st.st_mode & 077))
         fprintf(stderr,
-                "pixpipe bot: warning: token file %s can be read by other users (mode %03o); "
-                "anyone who reads it controls the bot: chmod 600 it\n",
-                path, (unsigned)(st.st_mode & 0777));
+                "pixpipe bot: warning: %s file %s can be read by other users (mode %03o); "
+                "anyone who reads it %s: chmod 600 it\n",
+                what, path, (unsigned)(st.st_mode & 0777),
+                strcmp(what, "token") ? "can send the bot forged updates" : "controls the bot");
     if (px_read_file(path, 4096, &data, &len, &e) != PX_OK) {
-        fprintf(stderr, "pixpipe bot: token file %s\n", e.msg);
+        fprintf(stderr, "pixpipe bot: %s file %s\n", what, e.msg);
         return -1;
     }
     size_t a = 0, b = len;
@@ -82,7 +96,7 @@ static int read_token(const char *path, char *out, size_t cap)
                      data[b - 1] == '\t'))
         b--;
     if (b == a || b - a >= cap) {
-        fprintf(stderr, "pixpipe bot: token file %s: empty or too long\n", path);
+        fprintf(stderr, "pixpipe bot: %s file %s: empty or too long\n", what, path);
         free(data);
         return -1;
     }
@@ -121,7 +135,12 @@ enum {
     O_FILE_KB,
     O_SIDES,
     O_MAXMP,
-    O_METRICS
+    O_METRICS,
+    O_POLLING,
+    O_WEBHOOK,
+    O_LISTEN,
+    O_HOOK_SECRET,
+    O_HOOK_CONNS
 };
 
 static const struct option k_longopts[] = {
@@ -143,6 +162,11 @@ static const struct option k_longopts[] = {
     {"photo-sides", required_argument, NULL, O_SIDES},
     {"max-megapixels", required_argument, NULL, O_MAXMP},
     {"metrics", required_argument, NULL, O_METRICS},
+    {"polling", no_argument, NULL, O_POLLING},
+    {"webhook", required_argument, NULL, O_WEBHOOK},
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"webhook-secret-file", required_argument, NULL, O_HOOK_SECRET},
+    {"webhook-connections", required_argument, NULL, O_HOOK_CONNS},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -152,8 +176,8 @@ static const struct option k_longopts[] = {
 /* What the command line says, before any of it is acted on. */
 typedef struct bot_args {
     px_bot_config cfg;
-    const char *token_file, *model, *db;
-    int workers, threads, maxmb, photo_kb, file_kb, max_mp;
+    const char *token_file, *model, *db, *secret_file;
+    int workers, threads, maxmb, photo_kb, file_kb, max_mp, polling;
 } bot_args;
 
 /* One option: -1 when it was fine, else the exit code. */
@@ -184,6 +208,21 @@ static int parse_option(bot_args *a, int c, const char *arg)
     case O_SIDES: bad = parse_int("--photo-sides", arg, 64, 1000000, &a->cfg.photo_max_sides); break;
     case O_MAXMP: bad = parse_int("--max-megapixels", arg, 1, 100000, &a->max_mp); break;
     case O_METRICS: a->cfg.metrics_addr = arg; break;
+    case O_POLLING:
+        a->polling = 1;
+        break;
+    case O_WEBHOOK:
+        a->cfg.webhook_url = arg;
+        break;
+    case O_LISTEN:
+        a->cfg.webhook_listen = arg;
+        break;
+    case O_HOOK_SECRET:
+        a->secret_file = arg;
+        break;
+    case O_HOOK_CONNS:
+        bad = parse_int("--webhook-connections", arg, 1, 100, &a->cfg.webhook_max_connections);
+        break;
     case O_TOKEN:
         fprintf(stderr, "pixpipe bot: the token is never taken on the command line (other "
                         "users can read it there); use PIXPIPE_TELEGRAM_TOKEN or --token-file\n");
@@ -213,6 +252,17 @@ static int parse_args(int argc, char **argv, bot_args *a)
         fprintf(stderr, "pixpipe bot: unexpected argument '%s'\n", argv[optind]);
         return PX_EXIT_USAGE;
     }
+    const char *mode_err = a->polling && a->cfg.webhook_url ? "--polling and --webhook exclude "
+                                                              "each other"
+                           : a->cfg.webhook_url && !a->cfg.webhook_listen
+                               ? "--webhook needs --listen IP:PORT (where the proxy forwards to)"
+                           : !a->cfg.webhook_url && (a->cfg.webhook_listen || a->secret_file)
+                               ? "--listen and --webhook-secret-file go with --webhook URL"
+                               : NULL;
+    if (mode_err) {
+        fprintf(stderr, "pixpipe bot: %s\n", mode_err);
+        return PX_EXIT_USAGE;
+    }
     if (a->cfg.poll_timeout_s == 0)
         a->cfg.poll_timeout_s = 1; /* 0 would mean the default; keep "--poll-timeout 0" short */
     int cores = px_cpu_count();
@@ -240,7 +290,7 @@ static int get_token(const bot_args *a, char *token, size_t cap)
 {
     const char *env = getenv("PIXPIPE_TELEGRAM_TOKEN");
     if (a->token_file)
-        return read_token(a->token_file, token, cap) ? PX_EXIT_SETUP : -1;
+        return read_secret("token", a->token_file, token, cap) ? PX_EXIT_SETUP : -1;
     if (env && env[0] && strlen(env) < cap) {
         snprintf(token, cap, "%s", env);
         return -1;
@@ -248,6 +298,25 @@ static int get_token(const bot_args *a, char *token, size_t cap)
     fprintf(stderr, "pixpipe bot: no token: set PIXPIPE_TELEGRAM_TOKEN or pass --token-file "
                     "(get one from @BotFather; see docs/bot.md)\n");
     return PX_EXIT_USAGE;
+}
+
+/* The webhook secret from --webhook-secret-file into secret (when given):
+ * -1 when fine, else the exit code. */
+static int get_secret(bot_args *a, char *secret, size_t cap)
+{
+    if (!a->secret_file)
+        return -1;
+    if (read_secret("webhook secret", a->secret_file, secret, cap))
+        return PX_EXIT_SETUP;
+    if (!px_tg_secret_token_valid(secret)) {
+        fprintf(stderr,
+                "pixpipe bot: webhook secret file %s: expected 1-256 characters of A-Z, a-z, "
+                "0-9, _ and -\n",
+                a->secret_file);
+        return PX_EXIT_SETUP;
+    }
+    a->cfg.webhook_secret = secret;
+    return -1;
 }
 
 /* Runs the bot until SIGTERM/SIGINT. cfg->det is made here; curl is set up
@@ -281,6 +350,8 @@ static int run_bot(bot_args *a, char *token)
     px_bot *bot = NULL;
     int st = px_bot_create(&a->cfg, &bot, &e);
     memset(token, 0, strlen(token));
+    if (a->cfg.webhook_secret) /* the bot holds its copy */
+        explicit_bzero((char *)a->cfg.webhook_secret, strlen(a->cfg.webhook_secret));
     if (st == PX_OK) {
         g_bot = bot;
         struct sigaction sa;
@@ -308,11 +379,14 @@ int px_cmd_bot(int argc, char **argv)
     bot_args a;
     memset(&a, 0, sizeof a);
     int rc = parse_args(argc, argv, &a);
-    char token[256] = "";
+    char token[256] = "", secret[300] = "";
     if (rc < 0)
         rc = get_token(&a, token, sizeof token);
     if (rc < 0)
+        rc = get_secret(&a, secret, sizeof secret);
+    if (rc < 0)
         rc = run_bot(&a, token);
     memset(token, 0, sizeof token); /* also when run_bot was never reached */
+    explicit_bzero(secret, sizeof secret);
     return rc;
 }

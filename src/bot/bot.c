@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +50,10 @@ typedef struct job {
     int retry_after;  /* seconds Telegram asked us to wait (429), from the last try */
     struct job *next;
 } job;
+
+/* Webhook mode: "busy" answers waiting for the main thread at most (each
+ * ~1.3 KB); past it a delivery is answered 503 and Telegram sends it again. */
+#define NOTICE_CAP 256
 
 typedef struct chat_slot {
     int64_t chat_id;
@@ -77,7 +82,13 @@ struct px_bot {
     uint64_t px_in_flight;    /* pixels reserved by running jobs (mu) */
     pthread_cond_t budget_cv; /* px_in_flight went down */
     bot_metrics m;            /* counters for /metrics */
-    void *msrv;               /* the /healthz and /metrics endpoint (NULL: none) */
+    bot_http *msrv;           /* the /healthz and /metrics listener (NULL: none) */
+    bot_http *hsrv;           /* the webhook's listener when it is not msrv (NULL: none) */
+    /* webhook mode (hook_url NULL: polling) */
+    char *hook_url, *hook_path, *hook_listen, *hook_secret;
+    px_tg_update *notices;      /* updates to answer "busy" (NOTICE_CAP; mu) */
+    int nnotices;               /* main thread sends them */
+    atomic_llong hook_taken_at; /* Unix time the webhook last took an update */
     pthread_mutex_t feed_mu;  /* one feeder at a time: pending rows -> jobs, no job twice */
     int64_t *skip;            /* feed_due's copy of inflight (queue_capacity) */
     pthread_t *threads;
@@ -210,6 +221,51 @@ static int lock_db(px_bot *b, px_err *err)
     return st;
 }
 
+/* The webhook settings: the path from the URL, the secret (random when
+ * none was given: 32 characters of A-Z a-z 0-9 _ -, 192 bits). */
+static int setup_webhook(px_bot *b, const px_bot_config *cfg, px_err *err)
+{
+    const char *u = cfg->webhook_url;
+    if (strncmp(u, "https://", 8) || !u[8] || u[8] == '/' || strpbrk(u, "?# ") || strlen(u) >= 512)
+        return px_err_set(err, PX_EINVAL,
+                          "bot: --webhook '%s': expected https://HOST[:PORT]/PATH (Telegram "
+                          "delivers to HTTPS only; no query or fragment)",
+                          u);
+    if (!cfg->webhook_listen || !cfg->webhook_listen[0])
+        return px_err_set(err, PX_EINVAL,
+                          "bot: --webhook needs --listen IPV4:PORT (where the proxy forwards to)");
+    if (cfg->webhook_secret && !px_tg_secret_token_valid(cfg->webhook_secret))
+        return px_err_set(err, PX_EINVAL,
+                          "bot: the webhook secret must be 1-256 characters of A-Z, a-z, 0-9, _ "
+                          "and -");
+    const char *slash = strchr(u + 8, '/');
+    b->hook_url = dup_str(u);
+    b->hook_path = dup_str(slash ? slash : "/");
+    b->hook_listen = dup_str(cfg->webhook_listen);
+    b->hook_secret = px_calloc(1, 257);
+    b->notices = px_calloc(NOTICE_CAP, sizeof *b->notices);
+    if (!b->hook_url || !b->hook_path || !b->hook_listen || !b->hook_secret || !b->notices)
+        return px_err_set(err, PX_ENOMEM, "bot: out of memory");
+    if (cfg->webhook_secret) {
+        snprintf(b->hook_secret, 257, "%s", cfg->webhook_secret);
+    } else {
+        static const char abc[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+        unsigned char r[32];
+        if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+            return px_err_set(err, PX_EIO, "bot: no random bytes for the webhook secret");
+        for (size_t i = 0; i < sizeof r; i++)
+            b->hook_secret[i] = abc[r[i] & 63];
+        explicit_bzero(r, sizeof r);
+    }
+    b->cfg.webhook_url = b->hook_url;
+    b->cfg.webhook_listen = b->hook_listen;
+    b->cfg.webhook_secret = NULL; /* only hook_secret holds it */
+    if (b->cfg.webhook_max_body == 0)
+        b->cfg.webhook_max_body = (size_t)1 << 20;
+    return PX_OK;
+}
+
 int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
 {
     *out = NULL;
@@ -250,6 +306,7 @@ int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
     atomic_init(&b->hard, 0);
     b->lock_fd = -1;
     bot_metrics_init(&b->m);
+    atomic_init(&b->hook_taken_at, 0);
     pthread_mutex_init(&b->mu, NULL);
     pthread_mutex_init(&b->feed_mu, NULL);
     pthread_cond_init(&b->done_cv, NULL);
@@ -271,7 +328,8 @@ int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err)
     b->cfg.api_url = b->api_url;
     b->cfg.token = b->token;
     b->cfg.db_path = b->db_path;
-    if ((st = lock_db(b, err)) != PX_OK ||
+    if ((cfg->webhook_url && (st = setup_webhook(b, cfg, err)) != PX_OK) ||
+        (st = lock_db(b, err)) != PX_OK ||
         (st = px_bot_store_open(b->db_path, &b->store, err)) != PX_OK ||
         (st = make_tg(b, &b->stop, &b->poll_tg, err)) != PX_OK ||
         (st = make_tg(b, &b->hard, &b->ctl_tg, err)) != PX_OK) {
@@ -315,6 +373,13 @@ void px_bot_destroy(px_bot *b)
     if (b->token)
         explicit_bzero(b->token, strlen(b->token));
     free(b->token);
+    if (b->hook_secret)
+        explicit_bzero(b->hook_secret, 257);
+    free(b->hook_secret);
+    free(b->hook_url);
+    free(b->hook_path);
+    free(b->hook_listen);
+    free(b->notices);
     free(b->api_url);
     free(b->db_path);
     free(b->inflight);
@@ -870,27 +935,36 @@ static void hold(px_bot *b, int64_t id)
         b->hold = id;
 }
 
-static void accept_update(px_bot *b, const px_tg_update *u)
+typedef enum {
+    ACC_TAKEN = 0, /* recorded as pending and queued (or nothing to answer, or known) */
+    ACC_FULL,      /* the queue is full: nothing recorded, the sender is to hear "busy" */
+    ACC_RETRY,     /* could not be recorded: Telegram must deliver it again */
+} acc_result;
+
+/* Records u as a pending job (in the database first) and queues it. From
+ * the poller, or from the webhook's threads at once: feed_mu makes each
+ * acceptance whole (and keeps a feeder from taking the row before it is
+ * queued here). */
+static acc_result accept_update(px_bot *b, const px_tg_update *u)
 {
     px_err e = {{0}};
     if (u->kind == PX_TG_MSG_NONE || u->chat_id == 0) {
         px_bot_store_mark_handled(b->store, u->update_id, &e); /* nothing to answer */
-        return;
+        return ACC_TAKEN;
     }
     job *j = px_calloc(1, sizeof *j);
-    if (!j) {
-        hold(b, u->update_id); /* unconfirmed: comes back with the next poll */
-        return;
-    }
+    if (!j)
+        return ACC_RETRY;
     j->u = *u;
     j->t_accept = px_now_ms();
-    /* feed_mu: a worker feeding pending rows must not take this one before
-     * it is enqueued here */
+    acc_result res = ACC_TAKEN;
     pthread_mutex_lock(&b->feed_mu);
     pthread_mutex_lock(&b->mu);
     int full = b->pending >= b->cfg.queue_capacity;
     pthread_mutex_unlock(&b->mu);
-    if (!full) {
+    if (full) {
+        res = ACC_FULL;
+    } else {
         int limited = 0;
         int64_t now = (int64_t)time(NULL);
         int r = px_bot_store_accept(b->store, u, b->cfg.rate_per_minute, now, &limited, &e);
@@ -899,33 +973,38 @@ static void accept_update(px_bot *b, const px_tg_update *u)
             j->kind = limited ? JOB_RATE_LIMITED : JOB_MESSAGE;
             j->first_at = now;
             pthread_mutex_lock(&b->mu);
-            enqueue(b, j);
+            enqueue(b, j); /* owns j now (frees it when short of memory: the row stays) */
             pthread_mutex_unlock(&b->mu);
-        } else {
-            if (r < 0) {
-                px_log(PX_LOG_ERROR, "bot: %s", e.msg);
-                hold(b, u->update_id);
-            }
-            free(j);
+            j = NULL;
+        } else if (r < 0) {
+            px_log(PX_LOG_ERROR, "bot: %s", e.msg);
+            res = ACC_RETRY;
         }
     }
     pthread_mutex_unlock(&b->feed_mu);
-    if (!full)
-        return;
-    /* answered straight from the poller so the user hears something */
+    free(j);
+    return res;
+}
+
+/* Tells the sender of u that the queue is full (ctl_tg: the poller or the
+ * webhook's main thread). Returns 1 when done with u (told, or refused for
+ * good), 0 when Telegram should deliver it again. */
+static int send_busy(px_bot *b, const px_tg_update *u)
+{
+    px_err e = {{0}};
     atomic_fetch_add(&b->m.c[BM_BUSY], 1);
     int st = px_tg_send_message(b->ctl_tg, u->chat_id, u->message_id,
                                 "I am busy right now; please try again shortly.", NULL, NULL, &e);
     char tag[9];
     px_bot_chat_tag(b->salt, u->chat_id, tag);
+    job tmp = {.u = *u, .kind = JOB_MESSAGE};
     px_log(PX_LOG_WARN, "bot job chat=%s update=%lld kind=%s faces=-1 ms=0 outcome=busy%s%s", tag,
-           (long long)u->update_id, kind_name(j),
+           (long long)u->update_id, kind_name(&tmp),
            st == PX_OK ? "" : " detail=", st == PX_OK ? "" : e.msg);
-    if (st == PX_OK || st == PX_EINVAL)
-        px_bot_store_mark_handled(b->store, u->update_id, &e);
-    else
-        hold(b, u->update_id); /* the user has heard nothing: try again next poll */
-    free(j);
+    if (st != PX_OK && st != PX_EINVAL)
+        return 0;
+    px_bot_store_mark_handled(b->store, u->update_id, &e);
+    return 1;
 }
 
 /* Every update seen is recorded (pending or handled) except a held one. */
@@ -956,6 +1035,277 @@ static void nap(px_bot *b, int ms)
     }
 }
 
+/* "https://host:port/secret/path" -> "https://host:port" for log lines:
+ * some operators keep the path secret. */
+static void url_origin(const char *url, char *out, size_t cap)
+{
+    const char *h = strstr(url, "://");
+    size_t n = h ? (size_t)(h + 3 - url) + strcspn(h + 3, "/") : strlen(url);
+    snprintf(out, cap, "%.*s", (int)n, url);
+}
+
+/* ---- webhook mode ---- */
+
+/* A POST whose secret matched (bot_http's threads, concurrently): the
+ * update is stored before the 200, so a crash after it loses nothing. */
+static int hook_update(void *ctx, const char *body, size_t len)
+{
+    px_bot *b = ctx;
+    px_tg_update u;
+    px_err e = {{0}};
+    if (px_tg_parse_update(body, len, &u, &e) != PX_OK)
+        return 400;
+    if (atomic_load(&b->stop))
+        return 503; /* Telegram delivers it again, to the next run */
+    atomic_store(&b->hook_taken_at, (long long)time(NULL));
+    pthread_mutex_lock(&b->mu);
+    int known = inflight_has(b, u.update_id);
+    for (int i = 0; i < b->nnotices && !known; i++)
+        known = b->notices[i].update_id == u.update_id;
+    pthread_mutex_unlock(&b->mu);
+    int k = known ? 1 : px_bot_store_is_known(b->store, u.update_id);
+    if (k < 0)
+        return 500;
+    if (k == 1)
+        return 200; /* a repeat (our 200 was lost): nothing to do */
+    acc_result r = accept_update(b, &u);
+    if (r == ACC_RETRY)
+        return 500;
+    if (r == ACC_TAKEN)
+        return 200;
+    /* queue full: the main thread says "busy", so this answer stays quick */
+    pthread_mutex_lock(&b->mu);
+    int room = b->nnotices < NOTICE_CAP;
+    if (room)
+        b->notices[b->nnotices++] = u;
+    pthread_mutex_unlock(&b->mu);
+    return room ? 200 : 503;
+}
+
+static void hook_routes(px_bot *b, bot_http_routes *r)
+{
+    int mc = b->cfg.webhook_max_connections > 0 ? b->cfg.webhook_max_connections : 40;
+    r->hook_path = b->hook_path;
+    r->secret = b->hook_secret;
+    r->max_body = b->cfg.webhook_max_body;
+    r->max_conns += mc + 8;
+    r->on_update = hook_update;
+    r->ctx = b;
+}
+
+/* Starts /healthz+/metrics (--metrics) and the webhook (--listen): one
+ * listener when both name the same address. */
+static int start_listeners(px_bot *b, px_err *err)
+{
+    const char *ma = b->cfg.metrics_addr && b->cfg.metrics_addr[0] ? b->cfg.metrics_addr : NULL;
+    int same = b->hook_url && ma && !strcmp(ma, b->hook_listen);
+    int port = 0, st;
+    if (ma) {
+        bot_http_routes r = {.m = &b->m, .max_conns = 16};
+        if (same)
+            hook_routes(b, &r);
+        if ((st = bot_http_start(ma, &r, &b->msrv, &port, err)) != PX_OK)
+            return st;
+        px_log(PX_LOG_INFO, "bot: /healthz and /metrics on port %d (%s)", port, ma);
+    }
+    if (b->hook_url && !same) {
+        bot_http_routes r = {0};
+        hook_routes(b, &r);
+        if ((st = bot_http_start(b->hook_listen, &r, &b->hsrv, &port, err)) != PX_OK)
+            return st;
+    }
+    if (b->hook_url)
+        px_log(PX_LOG_INFO, "bot: webhook listening on port %d (%s), %zu bytes at most", port,
+               b->hook_listen, b->cfg.webhook_max_body);
+    return PX_OK;
+}
+
+/* Sends the waiting "busy" notices (main thread). */
+static void send_notices(px_bot *b)
+{
+    for (;;) {
+        pthread_mutex_lock(&b->mu);
+        px_tg_update u;
+        int have = b->nnotices > 0;
+        if (have)
+            u = b->notices[--b->nnotices];
+        pthread_mutex_unlock(&b->mu);
+        if (!have)
+            return;
+        if (!send_busy(b, &u))
+            px_log(PX_LOG_WARN, "bot: update=%lld: the \"busy\" answer could not be sent",
+                   (long long)u.update_id);
+    }
+}
+
+/* Reads getWebhookInfo: PX_ECLOSED when another program changed the
+ * webhook; logs deliveries Telegram reports failing (*seen: the last
+ * reported) and sets the health: unhealthy while Telegram's last failed
+ * delivery is newer than the last update taken. */
+static int check_webhook(px_bot *b, int64_t *seen, px_err *err)
+{
+    px_tg_webhook_info wi;
+    px_err e = {{0}};
+    if (px_tg_get_webhook_info(b->ctl_tg, &wi, NULL, &e) != PX_OK) {
+        px_log(PX_LOG_WARN, "bot: getWebhookInfo failed (carrying on): %s", e.msg);
+        return PX_OK;
+    }
+    if (strcmp(wi.url, b->hook_url)) {
+        char now[128];
+        url_origin(wi.url, now, sizeof now);
+        return px_err_set(err, PX_ECLOSED,
+                          "bot: the webhook was changed by someone else (now '%s'): another "
+                          "instance with this token?",
+                          wi.url[0] ? now : "none");
+    }
+    if (wi.last_error_date > *seen) {
+        *seen = wi.last_error_date;
+        px_log(PX_LOG_WARN,
+               "bot: Telegram reports a failed webhook delivery %lld s ago: %s (%lld updates "
+               "waiting); check the proxy",
+               (long long)((int64_t)time(NULL) - wi.last_error_date), wi.last_error_message,
+               (long long)wi.pending_update_count);
+    }
+    atomic_store(&b->m.healthy, wi.last_error_date <= atomic_load(&b->hook_taken_at));
+    return PX_OK;
+}
+
+/* Webhook mode after the workers started: set the webhook, then feed due
+ * pending jobs, send "busy" notices and watch the webhook until stop. */
+static int webhook_loop(px_bot *b, px_err *err)
+{
+    px_err e = {{0}};
+    px_tg_error info;
+    char origin[160];
+    url_origin(b->hook_url, origin, sizeof origin);
+    int mc = b->cfg.webhook_max_connections;
+    int st = px_tg_set_webhook(b->ctl_tg, b->hook_url, b->hook_secret, mc, &info, &e);
+    if (st == PX_EINVAL && (info.error_code == 401 || info.error_code == 404))
+        return px_err_set(err, PX_EINVAL, "bot: Telegram refused the token (%s)", e.msg);
+    if (st != PX_OK)
+        return px_err_set(err, st, "bot: setWebhook for %s/... failed: %s", origin, e.msg);
+    px_log(PX_LOG_INFO, "bot: webhook set for %s/... (%d workers, queue %d, max_connections %d)",
+           origin, b->nthreads, b->cfg.queue_capacity, mc > 0 ? mc : 40);
+    int64_t seen = (int64_t)time(NULL), next_check = 0;
+    while (!atomic_load(&b->stop)) {
+        feed_due(b);
+        send_notices(b);
+        int64_t now = (int64_t)time(NULL);
+        if (now >= next_check) {
+            if ((st = check_webhook(b, &seen, err)) != PX_OK)
+                return st;
+            next_check = now + 30;
+        }
+        nap(b, 250);
+    }
+    return PX_OK;
+}
+
+/* ---- polling mode ---- */
+
+/* Telegram refuses getUpdates while a webhook is set (409): one left by
+ * an earlier --webhook run is deleted (its waiting updates are kept). */
+static void drop_webhook(px_bot *b)
+{
+    px_tg_webhook_info wi;
+    px_err e = {{0}};
+    if (px_tg_get_webhook_info(b->ctl_tg, &wi, NULL, &e) != PX_OK) {
+        px_log(PX_LOG_WARN, "bot: getWebhookInfo failed (carrying on): %s", e.msg);
+        return;
+    }
+    if (!wi.url[0])
+        return;
+    char origin[160];
+    url_origin(wi.url, origin, sizeof origin);
+    px_log(PX_LOG_INFO,
+           "bot: a webhook is set (%s/..., %lld updates waiting): deleting it so that polling "
+           "works; the updates are kept",
+           origin, (long long)wi.pending_update_count);
+    if (px_tg_delete_webhook(b->ctl_tg, NULL, &e) != PX_OK)
+        px_log(PX_LOG_WARN, "bot: deleteWebhook failed: %s", e.msg);
+}
+
+/* Polling until stop; *max_seen: the highest update id seen. */
+static int poll_loop(px_bot *b, int64_t *max_seen, px_err *err)
+{
+    px_err e = {{0}};
+    px_tg_error info;
+    drop_webhook(b);
+    px_log(PX_LOG_INFO, "bot: polling (%d workers, queue %d, long poll %d s)", b->nthreads,
+           b->cfg.queue_capacity, b->cfg.poll_timeout_s);
+    int fails = 0;
+    while (!atomic_load(&b->stop)) {
+        feed_due(b);
+        int64_t offset = confirm_offset(b, *max_seen);
+        px_tg_update *ups = NULL;
+        int n = 0;
+        int st = px_tg_get_updates(b->poll_tg, offset, poll_wait_s(b), 100, &ups, &n, &info, &e);
+        if (st == PX_ECLOSED && atomic_load(&b->stop))
+            break;
+        if (st == PX_ECLOSED)
+            return px_err_set(err, PX_ECLOSED,
+                              "bot: Telegram answered 409 Conflict: another instance of this "
+                              "bot is polling, or a webhook is set (%s)",
+                              info.description);
+        if (st == PX_EINVAL && (info.error_code == 401 || info.error_code == 404))
+            return px_err_set(err, PX_EINVAL, "bot: Telegram refused the token (%s)", e.msg);
+        if (st != PX_OK) {
+            int wait = b->cfg.backoff_ms << (fails < 6 ? fails : 6);
+            fails++;
+            if (fails >= 3)
+                atomic_store(&b->m.healthy, 0);
+            px_log(PX_LOG_WARN, "bot: getUpdates failed, retrying in %d ms: %s", wait, e.msg);
+            nap(b, wait);
+            continue;
+        }
+        fails = 0;
+        atomic_store(&b->m.healthy, 1);
+        b->hold = 0; /* a held update is in this batch again */
+        int fresh = 0;
+        for (int i = 0; i < n; i++) {
+            const px_tg_update *u = &ups[i];
+            if (u->update_id > *max_seen)
+                *max_seen = u->update_id;
+            pthread_mutex_lock(&b->mu);
+            int known = inflight_has(b, u->update_id);
+            pthread_mutex_unlock(&b->mu);
+            if (known || px_bot_store_is_known(b->store, u->update_id) == 1)
+                continue;
+            fresh++;
+            acc_result r = accept_update(b, u);
+            if (r == ACC_RETRY || (r == ACC_FULL && !send_busy(b, u)))
+                hold(b, u->update_id); /* unconfirmed: comes back with the next poll */
+        }
+        free(ups);
+        px_log(PX_LOG_DEBUG, "bot: poll at %.0f ms: %d updates, %d new, offset %lld", px_now_ms(),
+               n, fresh, (long long)offset);
+        if (b->hold)
+            nap(b,
+                b->cfg.backoff_ms > 0 ? b->cfg.backoff_ms : 500); /* getUpdates answers at once */
+    }
+    return PX_OK;
+}
+
+static int start_workers(px_bot *b)
+{
+    px_err e = {{0}};
+    int started = 0;
+    for (; started < b->cfg.workers; started++) {
+        worker_arg *wa = px_calloc(1, sizeof *wa);
+        int st = wa ? make_tg(b, &b->hard, &wa->tg, &e) : PX_ENOMEM;
+        if (wa)
+            wa->b = b;
+        if (st != PX_OK || pthread_create(&b->threads[started], NULL, worker_main, wa) != 0) {
+            if (wa)
+                px_tg_destroy(wa->tg);
+            free(wa);
+            break;
+        }
+    }
+    b->nthreads = started;
+    return started;
+}
+
 int px_bot_run(px_bot *b, px_err *err)
 {
     if (!b)
@@ -976,98 +1326,25 @@ int px_bot_run(px_bot *b, px_err *err)
     if (st != PX_OK)
         px_log(PX_LOG_WARN, "bot: setMyCommands failed (carrying on): %s", e.msg);
 
-    if (b->cfg.metrics_addr && b->cfg.metrics_addr[0]) {
-        int port = 0;
-        st = bot_metrics_serve(&b->m, b->cfg.metrics_addr, &b->msrv, &port, err);
-        if (st != PX_OK)
-            return st;
-        px_log(PX_LOG_INFO, "bot: /healthz and /metrics on port %d (%s)", port,
-               b->cfg.metrics_addr);
-    }
-
-    int started = 0;
-    for (; started < b->cfg.workers; started++) {
-        worker_arg *wa = px_calloc(1, sizeof *wa);
-        st = wa ? make_tg(b, &b->hard, &wa->tg, &e) : PX_ENOMEM;
-        if (wa)
-            wa->b = b;
-        if (st != PX_OK || pthread_create(&b->threads[started], NULL, worker_main, wa) != 0) {
-            if (wa)
-                px_tg_destroy(wa->tg);
-            free(wa);
-            break;
-        }
-    }
-    b->nthreads = started;
-    int result = PX_OK;
-    if (started == 0) {
-        result = px_err_set(err, PX_ENOMEM, "bot: could not start any worker");
-        atomic_store(&b->stop, 1);
-    }
-    px_log(PX_LOG_INFO, "bot: polling (%d workers, queue %d, long poll %d s)", started,
-           b->cfg.queue_capacity, b->cfg.poll_timeout_s);
-
+    /* listening before setWebhook, so Telegram's first delivery finds us */
+    int result = start_listeners(b, err);
     int64_t max_seen = 0;
-    int fails = 0;
-    while (!atomic_load(&b->stop)) {
-        feed_due(b);
-        int64_t offset = confirm_offset(b, max_seen);
-        px_tg_update *ups = NULL;
-        int n = 0;
-        st = px_tg_get_updates(b->poll_tg, offset, poll_wait_s(b), 100, &ups, &n, &info, &e);
-        if (st == PX_ECLOSED && atomic_load(&b->stop))
-            break;
-        if (st == PX_ECLOSED) {
-            result = px_err_set(err, PX_ECLOSED,
-                                "bot: Telegram answered 409 Conflict: another instance of this "
-                                "bot is polling, or a webhook is set (%s)",
-                                info.description);
-            break;
-        }
-        if (st == PX_EINVAL && (info.error_code == 401 || info.error_code == 404)) {
-            result = px_err_set(err, PX_EINVAL, "bot: Telegram refused the token (%s)", e.msg);
-            break;
-        }
-        if (st != PX_OK) {
-            int wait = b->cfg.backoff_ms << (fails < 6 ? fails : 6);
-            fails++;
-            if (fails >= 3)
-                atomic_store(&b->m.healthy, 0);
-            px_log(PX_LOG_WARN, "bot: getUpdates failed, retrying in %d ms: %s", wait, e.msg);
-            nap(b, wait);
-            continue;
-        }
-        fails = 0;
-        atomic_store(&b->m.healthy, 1);
-        b->hold = 0; /* a held update is in this batch again */
-        int fresh = 0;
-        for (int i = 0; i < n; i++) {
-            const px_tg_update *u = &ups[i];
-            if (u->update_id > max_seen)
-                max_seen = u->update_id;
-            pthread_mutex_lock(&b->mu);
-            int known = inflight_has(b, u->update_id);
-            pthread_mutex_unlock(&b->mu);
-            if (known || px_bot_store_is_known(b->store, u->update_id) == 1)
-                continue;
-            fresh++;
-            accept_update(b, u);
-        }
-        free(ups);
-        px_log(PX_LOG_DEBUG, "bot: poll at %.0f ms: %d updates, %d new, offset %lld", px_now_ms(),
-               n, fresh, (long long)offset);
-        if (b->hold)
-            nap(b,
-                b->cfg.backoff_ms > 0 ? b->cfg.backoff_ms : 500); /* getUpdates answers at once */
-    }
+    if (result == PX_OK && start_workers(b) == 0)
+        result = px_err_set(err, PX_ENOMEM, "bot: could not start any worker");
+    if (result == PX_OK)
+        result = b->hook_url ? webhook_loop(b, err) : poll_loop(b, &max_seen, err);
 
-    /* stop: workers finish what they run, skip what waits, then exit */
+    /* stop: no new updates; workers finish what they run, skip what waits, then exit */
     atomic_store(&b->stop, 1);
+    bot_http_stop(b->hsrv);
+    b->hsrv = NULL;
+    if (b->hook_url)
+        send_notices(b); /* "busy" answers owed to updates taken before the stop */
     px_queue_close(b->ready);
     for (int i = 0; i < b->nthreads; i++)
         pthread_join(b->threads[i], NULL);
     b->nthreads = 0;
-    if (result == PX_OK) {
+    if (result == PX_OK && !b->hook_url) {
         /* confirm what was answered; timeout 0 returns at once */
         int64_t offset = confirm_offset(b, max_seen);
         px_tg_update *ups = NULL;
@@ -1076,7 +1353,7 @@ int px_bot_run(px_bot *b, px_err *err)
             px_log(PX_LOG_WARN, "bot: final offset confirmation failed: %s", e.msg);
         free(ups);
     }
-    bot_metrics_stop(b->msrv);
+    bot_http_stop(b->msrv);
     b->msrv = NULL;
     px_log(PX_LOG_INFO, "bot: stopped");
     return result;

@@ -21,6 +21,13 @@
  * message's file id (and a command's text) until it is answered. Image bytes
  * live only in the worker's memory for the length of the job.
  *
+ * Webhook mode (px_bot_config.webhook_url): instead of polling, the bot
+ * listens for Telegram's POSTs behind a TLS-terminating reverse proxy, sets
+ * the webhook with a secret token at start, and takes each update the same
+ * way: stored as pending before the 200, worked on by the same pool. In
+ * polling mode a webhook left set is deleted first (getUpdates is refused
+ * while one is set).
+ *
  * Stopping (px_bot_stop, e.g. from SIGTERM): polling ends, jobs being worked
  * on finish and are answered, jobs still waiting stay pending for the next
  * start, the offset is confirmed, and px_bot_run returns PX_OK.
@@ -70,19 +77,35 @@ typedef struct px_bot_config {
      * e.g. "127.0.0.1:9464" (port 0: any free one, logged). NULL: none.
      * Must outlive px_bot_run. */
     const char *metrics_addr;
+    /* Webhook mode instead of polling (NULL: polling). Telegram POSTs each
+     * update to webhook_url ("https://HOST[:PORT]/PATH"), a TLS-terminating
+     * proxy forwards PATH to webhook_listen ("IPV4:PORT", e.g.
+     * "127.0.0.1:8443"; port 0: any free one, logged), and the bot answers
+     * 200 once the update is stored as a pending job. Telegram sends
+     * webhook_secret back in X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z
+     * a-z 0-9 _ -; NULL: a random one made at each start); a request without
+     * it is refused (401/403) and never logged. All three are copied. */
+    const char *webhook_url;
+    const char *webhook_listen;
+    const char *webhook_secret;
+    int webhook_max_connections; /* setWebhook max_connections, 1..100 (<=0: 40) */
+    size_t webhook_max_body;     /* largest update taken, bytes (0: 1 MB) */
 } px_bot_config;
 px_bot_config px_bot_config_default(void);
 
 /* Opens the state file and prepares the clients (no network yet). One bot
  * per state file: an exclusive lock on "<db_path>.lock" (flock) is held
  * until px_bot_destroy. Errors: PX_EINVAL (missing token, db path or
- * detector), PX_EBUSY (another bot holds the lock), PX_EIO (state file),
+ * detector; a webhook URL that is not https://, no listen address, a bad
+ * secret), PX_EBUSY (another bot holds the lock), PX_EIO (state file),
  * PX_ENOMEM. */
 int px_bot_create(const px_bot_config *cfg, px_bot **out, px_err *err);
 /* Runs until px_bot_stop or a fatal error; blocks the calling thread.
  * Returns PX_OK after a stop; PX_ECLOSED on 409 Conflict (another instance
- * polling, or a webhook set); PX_EINVAL when Telegram refuses the token
- * (401/404). err says why. Call once per bot. */
+ * polling, or a webhook set that could not be deleted) or, in webhook mode,
+ * when another program replaced the webhook; PX_EINVAL when Telegram
+ * refuses the token (401/404) or the webhook (400); PX_EIO when the listen
+ * address cannot be used. err says why. Call once per bot. */
 int px_bot_run(px_bot *bot, px_err *err);
 /* Asks the bot to stop. Async-signal-safe (one atomic store) and
  * thread-safe; may be called before or during px_bot_run. */

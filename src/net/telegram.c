@@ -645,8 +645,7 @@ int px_tg_get_webhook_info(px_tg *tg, px_tg_webhook_info *out, px_tg_error *info
     get_str(result, "url", out->url, sizeof out->url);
     out->pending_update_count = get_i64(result, "pending_update_count");
     out->last_error_date = get_i64(result, "last_error_date");
-    get_str(result, "last_error_message", out->last_error_message,
-            sizeof out->last_error_message);
+    get_str(result, "last_error_message", out->last_error_message, sizeof out->last_error_message);
     out->max_connections = (int)(get_i64(result, "max_connections") & 0x7fffffff);
     json_decref(root);
     return PX_OK;

@@ -538,7 +538,6 @@ static enum MHD_Result do_send(fake_tg *f, struct MHD_Connection *conn, const re
     return send_ok(conn, r);
 }
 
-
 /* ---- the webhook: setWebhook and deliveries ---- */
 
 static enum MHD_Result send_ok_desc(struct MHD_Connection *conn, json_t *result, const char *desc)
@@ -596,13 +595,16 @@ static enum MHD_Result do_set_webhook(fake_tg *f, struct MHD_Connection *conn, c
     char host[256], path[512];
     int port;
     if (hook_split(url->val, host, sizeof host, &port, path, sizeof path) || url->len >= 512)
-        return send_error(conn, 400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook", 0);
+        return send_error(conn, 400,
+                          "Bad Request: bad webhook: An HTTPS URL must be provided for webhook", 0);
     if (port != 443 && port != 80 && port != 88 && port != 8443)
         return send_error(
-            conn, 400, "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443", 0);
-    if (secret && (secret->len < 1 || secret->len > 256 ||
-                   strspn(secret->val, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
-                       secret->len))
+            conn, 400,
+            "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443", 0);
+    if (secret &&
+        (secret->len < 1 || secret->len > 256 ||
+         strspn(secret->val, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") !=
+             secret->len))
         return send_error(conn, 400, "Bad Request: secret token contains unallowed characters", 0);
     if (maxc < 1 || maxc > 100)
         return send_error(conn, 400, "Bad Request: bad max_connections", 0);

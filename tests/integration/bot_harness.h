@@ -31,6 +31,10 @@ void bot_kill(bot_proc *p); /* SIGKILL and reap */
 /* Whether the log contains s (1/0). */
 int bot_log_contains(const bot_proc *p, const char *s);
 
+/* A free TCP port on 127.0.0.1 (the kernel's pick, released at once, so
+ * another program could take it first; fine for tests), or -1. */
+int bot_free_port(void);
+
 /* Reads a file into a malloc'd buffer; NULL on failure. */
 uint8_t *bot_read_file(const char *path, size_t *len);
 

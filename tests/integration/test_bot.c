@@ -173,14 +173,15 @@ static void reply(fx *x, int64_t chat, const char *method, int idx, fake_tg_sent
 
 /* ---- tests ---- */
 
-static void test_photo(void **state)
+/* Sends centerface_t3.jpeg from chat and checks the answer: a photo replying
+ * to that message, "1 face hidden", the face changed, a corner not. */
+static void photo_round_trip(fx *x, int64_t chat)
 {
-    fx *x = *state;
     size_t n;
     uint8_t *in = photo("centerface_t3.jpeg", &n);
-    int64_t upd = fake_tg_add_photo(x->f, 1001, 1001, in, n, NULL);
+    int64_t upd = fake_tg_add_photo(x->f, chat, chat, in, n, NULL);
     fake_tg_sent s;
-    reply(x, 1001, NULL, 0, &s);
+    reply(x, chat, NULL, 0, &s);
     assert_string_equal(s.method, "sendPhoto");
     assert_true(s.reply_to == fake_tg_message_id(x->f, upd));
     assert_non_null(strstr(s.text, "1 face hidden"));
@@ -195,6 +196,16 @@ static void test_photo(void **state)
     double corner = box_diff(&a, &b, 0, 0, 100, 100);
     assert_true(inside > 25.0);
     assert_true(corner < 6.0);
+    px_image_free(&a);
+    px_image_free(&b);
+    fake_tg_sent_free(&s);
+    free(in);
+}
+
+static void test_photo(void **state)
+{
+    fx *x = *state;
+    photo_round_trip(x, 1001);
     assert_true(fake_tg_calls(x->f, "sendChatAction") >= 1);
     /* the start-up log names the model and its SHA-256 */
     size_t ln = 0;
@@ -206,10 +217,6 @@ static void test_photo(void **state)
     assert_non_null(h);
     assert_true(strspn(h + 8, "0123456789abcdef") == 64);
     free(log);
-    px_image_free(&a);
-    px_image_free(&b);
-    fake_tg_sent_free(&s);
-    free(in);
 }
 
 static void test_document_png(void **state)
@@ -643,8 +650,11 @@ static void test_pixel_budget(void **state)
     px_buf_free(&jpg);
 }
 
-/* GET path from 127.0.0.1:port; the whole answer (headers and body) in out. */
-static void http_get(int port, const char *path, char *out, size_t cap)
+/* A raw HTTP/1.0 request to 127.0.0.1:port (headers: extra header lines,
+ * each ending in \r\n, may be ""); the whole answer (headers and body) in
+ * out. Returns the status code (0: no answer). */
+static int http_req(int port, const char *method, const char *path, const char *headers,
+                    const char *body, char *out, size_t cap)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
@@ -654,15 +664,29 @@ static void http_get(int port, const char *path, char *out, size_t cap)
     sa.sin_port = htons((uint16_t)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    char req[256];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t bl = body ? strlen(body) : 0;
+    char *req = malloc(bl + strlen(headers) + 512);
+    assert_non_null(req);
+    int n = sprintf(req, "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\n%s", method, path, headers);
+    if (body)
+        n += sprintf(req + n, "Content-Type: application/json\r\nContent-Length: %zu\r\n", bl);
+    n += sprintf(req + n, "\r\n%s", body ? body : "");
+    for (ssize_t off = 0, w; off < n; off += w)
+        if ((w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL)) <= 0)
+            break;
+    free(req);
     size_t got = 0;
     ssize_t r;
     while (got + 1 < cap && (r = read(fd, out + got, cap - 1 - got)) > 0)
         got += (size_t)r;
     out[got] = '\0';
     close(fd);
+    return !strncmp(out, "HTTP/1.", 7) && got >= 12 ? atoi(out + 9) : 0;
+}
+
+static void http_get(int port, const char *path, char *out, size_t cap)
+{
+    http_req(port, "GET", path, "", NULL, out, cap);
 }
 
 /* /healthz and /metrics on a local port: the counters follow a photo. */
@@ -811,6 +835,232 @@ static void test_conflict(void **state)
     assert_true(bot_log_contains(&x->bot, "409 Conflict"));
 }
 
+/* ---- webhook mode ---- */
+
+#define HOOK_URL "https://bot.example.org/tg/hook-7f3a"
+#define HOOK_PATH "/tg/hook-7f3a"
+
+/* A free port on 127.0.0.1 for --listen. */
+static int free_port(void)
+{
+    int port = bot_free_port();
+    assert_true(port > 0);
+    return port;
+}
+
+/* How many times s is in the log. */
+static int log_count(fx *x, const char *s)
+{
+    size_t n = 0;
+    char *log = (char *)bot_read_file(x->log, &n);
+    int c = 0;
+    for (const char *p = log; p && (p = strstr(p, s)) != NULL; p += strlen(s))
+        c++;
+    free(log);
+    return c;
+}
+
+/* Starts the bot in webhook mode on 127.0.0.1:port, with more (NULL-ended,
+ * may be NULL) appended, and waits until it set the webhook. route: whether
+ * the fake's "proxy" forwards deliveries to it. */
+static void start_hook_bot(fx *x, int port, int route, const char *const *more)
+{
+    static char listen[32];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *args[32] = {"--poll-timeout", "2",   "--backoff-ms", "50",   "--workers", "2",
+                            "--queue",        "128", "--rate",       "1000", "--webhook", HOOK_URL,
+                            "--listen",       listen};
+    int n = 14;
+    for (int i = 0; more && more[i] && n < 31; i++)
+        args[n++] = more[i];
+    args[n] = NULL;
+    fake_tg_set_webhook_route(x->f, route ? listen : NULL);
+    static const char set_line[] = "bot: webhook set for https://bot.example.org/...";
+    int before = log_count(x, set_line);
+    assert_int_equal(bot_spawn(&x->bot, PX_PIXPIPE_BIN, fake_tg_url(x->f), x->db, args, x->log), 0);
+    char url[600];
+    for (int waited = 0; waited < px_test_ms(20000); waited += 20) {
+        if (fake_tg_webhook(x->f, url, sizeof url, NULL, 0) && !strcmp(url, HOOK_URL) &&
+            log_count(x, set_line) > before)
+            return;
+        usleep(20 * 1000);
+    }
+    fail_msg("the bot did not set its webhook (log %s)", x->log);
+}
+
+/* A photo through the webhook: setWebhook with a random secret, the update
+ * POSTed by the fake with it, the answer as in polling; no getUpdates at
+ * all; the webhook and /metrics share one listener. */
+static void test_webhook_photo(void **state)
+{
+    fx *x = *state;
+    int port = free_port();
+    char listen[32];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *const more[] = {"--metrics", listen, NULL};
+    start_hook_bot(x, port, 1, more);
+    char secret[300];
+    assert_int_equal(fake_tg_webhook(x->f, NULL, 0, secret, sizeof secret), 1);
+    assert_int_equal(strlen(secret), 32);
+    assert_int_equal(
+        strspn(secret, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"), 32);
+    photo_round_trip(x, 4001);
+    int ok = 0, failed = 0;
+    fake_tg_webhook_stats(x->f, &ok, &failed, NULL, 0);
+    assert_int_equal(ok, 1);
+    assert_int_equal(failed, 0);
+    assert_int_equal(fake_tg_calls(x->f, "getUpdates"), 0);
+    static char page[16384];
+    assert_int_equal(http_req(port, "GET", "/metrics", "", NULL, page, sizeof page), 200);
+    assert_non_null(strstr(page, "pixpipe_bot_webhook_requests_total{result=\"ok\"} 1\n"));
+    assert_non_null(strstr(page, "pixpipe_bot_updates_total 1\n"));
+    assert_int_equal(bot_term(&x->bot, px_test_ms(20000)), 0);
+    assert_false(bot_log_contains(&x->bot, secret));
+    /* a stop leaves the webhook set: Telegram keeps the updates for the next start */
+    assert_int_equal(fake_tg_webhook(x->f, NULL, 0, NULL, 0), 1);
+}
+
+/* Requests without the secret (or with a wrong one, or elsewhere) are
+ * refused and nothing is worked on; the same update with the secret is. */
+static void test_webhook_secret(void **state)
+{
+    fx *x = *state;
+    int port = free_port();
+    start_hook_bot(x, port, 0, NULL); /* no route: only this test's requests arrive */
+    char secret[300], hdr[400], wrong[400], page[4096];
+    assert_int_equal(fake_tg_webhook(x->f, NULL, 0, secret, sizeof secret), 1);
+    snprintf(hdr, sizeof hdr, "X-Telegram-Bot-Api-Secret-Token: %s\r\n", secret);
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s", secret);
+    bad[31] = bad[31] == 'A' ? 'B' : 'A'; /* one character off */
+    snprintf(wrong, sizeof wrong, "X-Telegram-Bot-Api-Secret-Token: %s\r\n", bad);
+    fake_tg_add_text(x->f, 5001, 5001, "hello"); /* the chat exists (never delivered: no route) */
+    const char *upd = "{\"update_id\":777,\"message\":{\"message_id\":9,\"date\":1,\"chat\":"
+                      "{\"id\":5001,\"type\":\"private\"},\"from\":{\"id\":5001,\"is_bot\":false,"
+                      "\"first_name\":\"T\"},\"text\":\"/start\"}}";
+    assert_int_equal(http_req(port, "POST", HOOK_PATH, "", upd, page, sizeof page), 401);
+    assert_int_equal(http_req(port, "POST", HOOK_PATH, wrong, upd, page, sizeof page), 403);
+    assert_int_equal(http_req(port, "POST", HOOK_PATH, "X-Telegram-Bot-Api-Secret-Token: \r\n", upd,
+                              page, sizeof page),
+                     403);
+    assert_int_equal(http_req(port, "POST", "/tg/other", hdr, upd, page, sizeof page), 404);
+    assert_int_equal(http_req(port, "GET", HOOK_PATH, hdr, NULL, page, sizeof page), 405);
+    assert_int_equal(http_req(port, "POST", HOOK_PATH, hdr, "{\"no\":1}", page, sizeof page), 400);
+    /* 2 MB announced (over the 1 MB limit): refused from the headers alone */
+    char big[500];
+    snprintf(big, sizeof big, "%sContent-Length: %u\r\n", hdr, 2u << 20);
+    assert_int_equal(http_req(port, "POST", HOOK_PATH, big, NULL, page, sizeof page), 413);
+    usleep(500 * 1000);
+    assert_int_equal(fake_tg_calls(x->f, "sendMessage"), 0); /* nothing was worked on */
+    /* the real thing: taken, answered once even when delivered twice */
+    assert_int_equal(http_req(port, "POST", HOOK_PATH, hdr, upd, page, sizeof page), 200);
+    assert_int_equal(http_req(port, "POST", HOOK_PATH, hdr, upd, page, sizeof page), 200);
+    fake_tg_sent s;
+    reply(x, 5001, "sendMessage", 0, &s);
+    assert_non_null(strstr(s.text, "Privacy"));
+    assert_true(s.reply_to == 9);
+    fake_tg_sent_free(&s);
+    usleep(500 * 1000);
+    assert_int_equal(fake_tg_sent_count(x->f, 5001, NULL), 1);
+    assert_int_equal(bot_term(&x->bot, px_test_ms(20000)), 0);
+    assert_false(bot_log_contains(&x->bot, secret));
+    assert_false(bot_log_contains(&x->bot, bad));
+}
+
+/* Killed right after it answered 200 (the job stuck in a slow getFile):
+ * Telegram will not deliver the update again, and the restarted bot still
+ * answers it, once, from its state database. */
+static void test_webhook_crash_after_200(void **state)
+{
+    fx *x = *state;
+    int port = free_port();
+    start_hook_bot(x, port, 1, NULL);
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_inject(x->f, "getFile", 1, 0, 0, 4000);
+    int64_t upd = fake_tg_add_photo(x->f, 4101, 4101, in, n, NULL);
+    int ok = 0;
+    for (int waited = 0; ok < 1 && waited < px_test_ms(20000); waited += 20) {
+        fake_tg_webhook_stats(x->f, &ok, NULL, NULL, 0);
+        usleep(20 * 1000);
+    }
+    assert_int_equal(ok, 1); /* delivered: Telegram forgets it */
+    bot_kill(&x->bot);
+    assert_int_equal(fake_tg_sent_count(x->f, 4101, NULL), 0);
+    start_hook_bot(x, port, 1, NULL);
+    fake_tg_sent s;
+    reply(x, 4101, NULL, 0, &s);
+    assert_string_equal(s.method, "sendPhoto");
+    assert_true(s.reply_to == fake_tg_message_id(x->f, upd));
+    fake_tg_sent_free(&s);
+    usleep(1000 * 1000);
+    assert_int_equal(fake_tg_sent_count(x->f, 4101, NULL), 1);
+    fake_tg_webhook_stats(x->f, &ok, NULL, NULL, 0);
+    assert_int_equal(ok, 1); /* not delivered again: the bot's own record answered it */
+    free(in);
+}
+
+/* A full queue in webhook mode: the deliveries are still answered 200 at
+ * once, and the senders hear "busy" (sent by the bot's main thread). */
+static void test_webhook_busy(void **state)
+{
+    fx *x = *state;
+    const char *const more[] = {"--workers", "1", "--queue", "1", NULL};
+    start_hook_bot(x, free_port(), 1, more);
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_inject(x->f, "getFile", 1, 0, 0, 3000); /* the first job holds the only place */
+    for (int i = 0; i < 3; i++)
+        fake_tg_add_photo(x->f, 4301 + i, 4301 + i, in, n, NULL);
+    assert_int_equal(fake_tg_wait_sent(x->f, 0, NULL, 3, px_test_ms(30000)), 3);
+    /* deliveries run in parallel: whichever came first got the place */
+    assert_int_equal(fake_tg_sent_count(x->f, 0, "sendPhoto"), 1);
+    int busy = 0;
+    for (int i = 0; i < 3; i++) {
+        fake_tg_sent s;
+        assert_int_equal(fake_tg_sent_count(x->f, 4301 + i, NULL), 1);
+        assert_int_equal(fake_tg_sent_get(x->f, 4301 + i, NULL, 0, &s), 0);
+        busy += !strcmp(s.method, "sendMessage") && strstr(s.text, "busy");
+        fake_tg_sent_free(&s);
+    }
+    assert_int_equal(busy, 2);
+    int ok = 0, failed = 0;
+    fake_tg_webhook_stats(x->f, &ok, &failed, NULL, 0);
+    assert_int_equal(ok, 3);
+    assert_int_equal(failed, 0);
+    free(in);
+}
+
+/* From webhook mode back to polling: the webhook left set makes Telegram
+ * refuse getUpdates (409); --polling deletes it (updates kept) and answers
+ * the photo that waited. */
+static void test_polling_deletes_webhook(void **state)
+{
+    fx *x = *state;
+    start_hook_bot(x, free_port(), 0, NULL);
+    assert_int_equal(bot_term(&x->bot, px_test_ms(20000)), 0);
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_add_photo(x->f, 4201, 4201, in, n, NULL);
+    char page[4096];
+    int fport = atoi(strrchr(fake_tg_url(x->f), ':') + 1);
+    assert_int_equal(
+        http_req(fport, "POST", "/bot" BOT_TEST_TOKEN "/getUpdates", "", "{}", page, sizeof page),
+        409);
+    assert_non_null(strstr(page, "can't use getUpdates method while webhook is active"));
+    static const char *const polling[] = {"--poll-timeout", "2", "--backoff-ms", "50",
+                                          "--polling",      NULL};
+    start_bot(x, polling);
+    fake_tg_sent s;
+    reply(x, 4201, NULL, 0, &s);
+    assert_string_equal(s.method, "sendPhoto");
+    fake_tg_sent_free(&s);
+    assert_int_equal(fake_tg_webhook(x->f, NULL, 0, NULL, 0), 0);
+    assert_int_equal(fake_tg_calls(x->f, "deleteWebhook"), 1);
+    assert_true(bot_log_contains(&x->bot, "deleting it so that polling works"));
+    free(in);
+}
+
 /* ---- load: 10 users x 10 photos at once (fewer under a sanitizer) ---- */
 
 enum { USERS = 10 };
@@ -855,9 +1105,8 @@ static int find_marker(const char *name, int w, int h, int out[4])
     return -1;
 }
 
-static void test_load(void **state)
+static void run_load(fx *x)
 {
-    fx *x = *state;
     static const char *bases[] = {"libfd_keliamoniz1.jpg", "centerface_t3.jpeg",
                                   "libfd_ios_test.jpg", "ultraface_imgs_2.jpg",
                                   "ultraface_imgs_3.jpg"};
@@ -892,6 +1141,12 @@ static void test_load(void **state)
     int got = fake_tg_wait_sent(x->f, 0, "sendPhoto", USERS * g_per_user, px_test_ms(80000));
     double secs = (px_now_ms() - t0) / 1000;
     print_message("load: %d replies in %.1f s\n", got, secs);
+    if (got < USERS * g_per_user) {
+        int ok = 0, failed = 0;
+        char why[256];
+        fake_tg_webhook_stats(x->f, &ok, &failed, why, sizeof why);
+        print_error("webhook deliveries: %d ok, %d failed (last: %s)\n", ok, failed, why);
+    }
     assert_int_equal(got, USERS * g_per_user);
     for (int u = 0; u < USERS; u++) {
         assert_int_equal(fake_tg_sent_count(x->f, 3000 + u, NULL), g_per_user);
@@ -920,6 +1175,25 @@ static void test_load(void **state)
     }
 }
 
+static void test_load(void **state)
+{
+    run_load(*state);
+}
+
+/* The same load through the webhook: the fake delivers up to 8 updates at
+ * once (max_connections), so the listener's threads accept concurrently. */
+static void test_webhook_load(void **state)
+{
+    fx *x = *state;
+    const char *const more[] = {"--webhook-connections", "8", NULL};
+    start_hook_bot(x, free_port(), 1, more);
+    run_load(x);
+    int ok = 0, failed = 0;
+    fake_tg_webhook_stats(x->f, &ok, &failed, NULL, 0);
+    assert_int_equal(ok, USERS * g_per_user);
+    assert_int_equal(failed, 0);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -934,6 +1208,10 @@ static int group_teardown(void **state)
 {
     (void)state;
     json_decref(g_ref);
+    if (getenv("PX_TEST_KEEP")) { /* the logs are kept for a look */
+        fprintf(stderr, "test_bot: kept %s\n", g_tmp);
+        return 0;
+    }
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     return system(cmd) == 0 ? 0 : -1;
@@ -972,7 +1250,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_restart, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_kill_restart, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_conflict, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_webhook_photo, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_webhook_secret, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_webhook_crash_after_200, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_webhook_busy, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_polling_deletes_webhook, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_load, setup_running, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_webhook_load, setup_fx, teardown_fx),
     };
     int r = cmocka_run_group_tests(tests, group_setup, group_teardown);
     return r;

@@ -1,7 +1,8 @@
 /*
  * Unit tests of the bot's pieces that need no network or model: the SQLite
  * state (handled ids survive a reopen, per-chat mode, per-user rate limit by
- * minute), command parsing, the log tag for chat ids, and create's checks.
+ * minute), command parsing, the log tag for chat ids, create's checks
+ * (webhook settings too) and the parser of a webhook's update.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -291,6 +292,86 @@ static void test_create_checks(void **state)
     px_bot_destroy(NULL);
 }
 
+/* Webhook settings are checked at create: https only, --listen needed, the
+ * secret's alphabet; a good set creates a bot (no network yet). */
+static void test_create_webhook(void **state)
+{
+    (void)state;
+    char p[128];
+    db_path(p, sizeof p, "hook.db");
+    px_bot_config c = px_bot_config_default();
+    c.token = "1:x";
+    c.db_path = p;
+    c.det = (px_face_detector *)(uintptr_t)1; /* never used before px_bot_run */
+    px_bot *b = NULL;
+    px_err e;
+    static const char *const bad_urls[] = {"http://x.org/hook", "https://", "https:///p",
+                                           "https://x.org/h?k=1", "https://x.org/a b"};
+    c.webhook_listen = "127.0.0.1:0";
+    for (size_t i = 0; i < sizeof bad_urls / sizeof bad_urls[0]; i++) {
+        c.webhook_url = bad_urls[i];
+        assert_int_equal(px_bot_create(&c, &b, &e), PX_EINVAL);
+        assert_non_null(strstr(e.msg, "--webhook"));
+        assert_null(b);
+    }
+    c.webhook_url = "https://bot.example.org:8443/tg/hook";
+    c.webhook_listen = NULL;
+    assert_int_equal(px_bot_create(&c, &b, &e), PX_EINVAL);
+    assert_non_null(strstr(e.msg, "--listen"));
+    c.webhook_listen = "127.0.0.1:0";
+    c.webhook_secret = "has space";
+    assert_int_equal(px_bot_create(&c, &b, &e), PX_EINVAL);
+    assert_non_null(strstr(e.msg, "secret"));
+    assert_null(strstr(e.msg, "has space")); /* a secret is never repeated */
+    c.webhook_secret = "Good_secret-0123";
+    assert_int_equal(px_bot_create(&c, &b, &e), PX_OK);
+    px_bot_destroy(b);
+}
+
+/* One Update object as a webhook delivers it, and the secret's alphabet. */
+static void test_parse_update(void **state)
+{
+    (void)state;
+    px_tg_update u;
+    px_err e;
+    const char *ok = "{\"update_id\":9000000001,\"message\":{\"message_id\":7,\"chat\":"
+                     "{\"id\":-100123},\"from\":{\"id\":55},\"photo\":[{\"file_id\":\"s\","
+                     "\"width\":90,\"height\":90},{\"file_id\":\"big\",\"width\":1280,"
+                     "\"height\":960,\"file_size\":12345}]}}";
+    assert_int_equal(px_tg_parse_update(ok, strlen(ok), &u, &e), PX_OK);
+    assert_true(u.update_id == 9000000001LL);
+    assert_int_equal(u.kind, PX_TG_MSG_PHOTO);
+    assert_true(u.chat_id == -100123 && u.message_id == 7 && u.user_id == 55);
+    assert_string_equal(u.file_id, "big");
+    const char *other = "{\"update_id\":5,\"edited_message\":{\"text\":\"x\"}}";
+    assert_int_equal(px_tg_parse_update(other, strlen(other), &u, &e), PX_OK);
+    assert_int_equal(u.kind, PX_TG_MSG_NONE);
+    static const char *const bad[] = {"",
+                                      "[]",
+                                      "{\"update_id\":-1}",
+                                      "{\"update_id\":\"5\"}",
+                                      "{\"message\":{}}",
+                                      "{\"update_id\":5",
+                                      "null"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(px_tg_parse_update(bad[i], strlen(bad[i]), &u, &e), PX_EINVAL);
+        assert_true(u.update_id == 0);
+    }
+    assert_int_equal(px_tg_parse_update(NULL, 0, &u, &e), PX_EINVAL);
+    char s257[258];
+    memset(s257, 'a', 257);
+    s257[257] = '\0';
+    assert_false(px_tg_secret_token_valid(s257));
+    s257[256] = '\0';
+    assert_true(px_tg_secret_token_valid(s257));
+    assert_true(px_tg_secret_token_valid("AZaz09_-"));
+    assert_false(px_tg_secret_token_valid(""));
+    assert_false(px_tg_secret_token_valid(NULL));
+    assert_false(px_tg_secret_token_valid("a.b"));
+    assert_false(px_tg_secret_token_valid("a b"));
+    assert_false(px_tg_secret_token_valid("\xc3\xa9t\xc3\xa9"));
+}
+
 int main(void)
 {
     snprintf(g_dir, sizeof g_dir, "/tmp/px_bot_unit_XXXXXX");
@@ -301,7 +382,8 @@ int main(void)
         cmocka_unit_test(test_store_rate),    cmocka_unit_test(test_store_pending),
         cmocka_unit_test(test_fit),           cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_commands),      cmocka_unit_test(test_chat_tag),
-        cmocka_unit_test(test_create_checks),
+        cmocka_unit_test(test_create_checks), cmocka_unit_test(test_create_webhook),
+        cmocka_unit_test(test_parse_update),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
