@@ -67,6 +67,8 @@ static void usage(FILE *f)
             "                      X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -;\n"
             "                      default: a random one made at each start)\n"
             "  --webhook-connections N  setWebhook max_connections, 1-100 (default 40)\n"
+            "  --webhook-check S   read getWebhookInfo every S seconds: failed deliveries are\n"
+            "                      logged and make /healthz 503 (default 30)\n"
             "  -v, --verbose       debug log   -q, --quiet   warnings and errors only\n"
             "  -h, --help          this text\n");
 }
@@ -140,7 +142,8 @@ enum {
     O_WEBHOOK,
     O_LISTEN,
     O_HOOK_SECRET,
-    O_HOOK_CONNS
+    O_HOOK_CONNS,
+    O_HOOK_CHECK
 };
 
 static const struct option k_longopts[] = {
@@ -167,6 +170,7 @@ static const struct option k_longopts[] = {
     {"listen", required_argument, NULL, O_LISTEN},
     {"webhook-secret-file", required_argument, NULL, O_HOOK_SECRET},
     {"webhook-connections", required_argument, NULL, O_HOOK_CONNS},
+    {"webhook-check", required_argument, NULL, O_HOOK_CHECK},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -222,6 +226,9 @@ static int parse_option(bot_args *a, int c, const char *arg)
         break;
     case O_HOOK_CONNS:
         bad = parse_int("--webhook-connections", arg, 1, 100, &a->cfg.webhook_max_connections);
+        break;
+    case O_HOOK_CHECK:
+        bad = parse_int("--webhook-check", arg, 1, 3600, &a->cfg.webhook_check_s);
         break;
     case O_TOKEN:
         fprintf(stderr, "pixpipe bot: the token is never taken on the command line (other "

@@ -1141,8 +1141,9 @@ static void send_notices(px_bot *b)
 /* Reads getWebhookInfo: PX_ECLOSED when another program changed the
  * webhook; logs deliveries Telegram reports failing (*seen: the last
  * reported) and sets the health: unhealthy while Telegram's last failed
- * delivery is newer than the last update taken. */
-static int check_webhook(px_bot *b, int64_t *seen, px_err *err)
+ * delivery is newer than both the last update taken and set_at (when the
+ * webhook was set: older errors are another run's). */
+static int check_webhook(px_bot *b, int64_t set_at, int64_t *seen, px_err *err)
 {
     px_tg_webhook_info wi;
     px_err e = {{0}};
@@ -1166,12 +1167,14 @@ static int check_webhook(px_bot *b, int64_t *seen, px_err *err)
                (long long)((int64_t)time(NULL) - wi.last_error_date), wi.last_error_message,
                (long long)wi.pending_update_count);
     }
-    atomic_store(&b->m.healthy, wi.last_error_date <= atomic_load(&b->hook_taken_at));
+    int64_t taken = (int64_t)atomic_load(&b->hook_taken_at);
+    atomic_store(&b->m.healthy, wi.last_error_date <= (taken > set_at ? taken : set_at));
     return PX_OK;
 }
 
 /* Webhook mode after the workers started: set the webhook, then feed due
- * pending jobs, send "busy" notices and watch the webhook until stop. */
+ * pending jobs, send "busy" notices and read getWebhookInfo every
+ * webhook_check_s until stop. */
 static int webhook_loop(px_bot *b, px_err *err)
 {
     px_err e = {{0}};
@@ -1186,15 +1189,15 @@ static int webhook_loop(px_bot *b, px_err *err)
         return px_err_set(err, st, "bot: setWebhook for %s/... failed: %s", origin, e.msg);
     px_log(PX_LOG_INFO, "bot: webhook set for %s/... (%d workers, queue %d, max_connections %d)",
            origin, b->nthreads, b->cfg.queue_capacity, mc > 0 ? mc : 40);
-    int64_t seen = (int64_t)time(NULL), next_check = 0;
+    int64_t set_at = (int64_t)time(NULL), seen = set_at, next_check = 0;
     while (!atomic_load(&b->stop)) {
         feed_due(b);
         send_notices(b);
         int64_t now = (int64_t)time(NULL);
         if (now >= next_check) {
-            if ((st = check_webhook(b, &seen, err)) != PX_OK)
+            if ((st = check_webhook(b, set_at, &seen, err)) != PX_OK)
                 return st;
-            next_check = now + 30;
+            next_check = now + (b->cfg.webhook_check_s > 0 ? b->cfg.webhook_check_s : 30);
         }
         nap(b, 250);
     }

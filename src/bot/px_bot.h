@@ -90,6 +90,7 @@ typedef struct px_bot_config {
     const char *webhook_secret;
     int webhook_max_connections; /* setWebhook max_connections, 1..100 (<=0: 40) */
     size_t webhook_max_body;     /* largest update taken, bytes (0: 1 MB) */
+    int webhook_check_s;         /* getWebhookInfo read this often (<=0: 30 s) */
 } px_bot_config;
 px_bot_config px_bot_config_default(void);
 

@@ -649,6 +649,10 @@ static enum MHD_Result do_get_webhook_info(fake_tg *f, struct MHD_Connection *co
 static int hook_post(const char *route, const char *host, const char *path, const char *secret,
                      const char *body, char *why, size_t cap)
 {
+    if (!route[0]) { /* the proxy forwards nowhere */
+        snprintf(why, cap, "Connection refused");
+        return 0;
+    }
     char ip[64];
     snprintf(ip, sizeof ip, "%s", route);
     char *colon = strrchr(ip, ':');
@@ -735,9 +739,7 @@ static void *pusher_main(void *arg)
     fake_tg *f = pa->f;
     pthread_mutex_lock(&f->mu);
     while (!f->stopping) {
-        int i = f->hook_url[0] && f->hook_route[0] && pa->index < f->hook_max_conn
-                    ? hook_next(f, now_ms())
-                    : -1;
+        int i = f->hook_url[0] && pa->index < f->hook_max_conn ? hook_next(f, now_ms()) : -1;
         if (i < 0) {
             struct timespec dl;
             deadline(&dl, 50);

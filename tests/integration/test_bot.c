@@ -1031,6 +1031,45 @@ static void test_webhook_busy(void **state)
     free(in);
 }
 
+/* Telegram cannot reach the bot (the proxy forwards nowhere): the failed
+ * deliveries it reports in getWebhookInfo are logged and make /healthz 503;
+ * once the proxy works the photo comes through and health is back. */
+static void test_webhook_health(void **state)
+{
+    fx *x = *state;
+    int mport = free_port();
+    char maddr[32], page[4096];
+    snprintf(maddr, sizeof maddr, "127.0.0.1:%d", mport);
+    const char *const more[] = {"--metrics", maddr, "--webhook-check", "1", NULL};
+    int port = free_port();
+    start_hook_bot(x, port, 0, more);
+    assert_int_equal(http_req(mport, "GET", "/healthz", "", NULL, page, sizeof page), 200);
+    size_t n;
+    uint8_t *in = photo("libfd_keliamoniz1.jpg", &n);
+    fake_tg_add_photo(x->f, 4401, 4401, in, n, NULL);
+    assert_true(wait_log(x, "Telegram reports a failed webhook delivery", px_test_ms(20000)));
+    assert_true(bot_log_contains(&x->bot, "Connection refused"));
+    int code = 0;
+    for (int waited = 0; code != 503 && waited < px_test_ms(10000); waited += 100) {
+        code = http_req(mport, "GET", "/healthz", "", NULL, page, sizeof page);
+        usleep(100 * 1000);
+    }
+    assert_int_equal(code, 503);
+    char listen[32];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    fake_tg_set_webhook_route(x->f, listen);
+    fake_tg_sent s;
+    reply(x, 4401, NULL, 0, &s);
+    assert_string_equal(s.method, "sendPhoto");
+    fake_tg_sent_free(&s);
+    for (int waited = 0; code != 200 && waited < px_test_ms(10000); waited += 100) {
+        code = http_req(mport, "GET", "/healthz", "", NULL, page, sizeof page);
+        usleep(100 * 1000);
+    }
+    assert_int_equal(code, 200);
+    free(in);
+}
+
 /* From webhook mode back to polling: the webhook left set makes Telegram
  * refuse getUpdates (409); --polling deletes it (updates kept) and answers
  * the photo that waited. */
@@ -1254,6 +1293,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_webhook_secret, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_webhook_crash_after_200, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_webhook_busy, setup_fx, teardown_fx),
+        cmocka_unit_test_setup_teardown(test_webhook_health, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_polling_deletes_webhook, setup_fx, teardown_fx),
         cmocka_unit_test_setup_teardown(test_load, setup_running, teardown_fx),
         cmocka_unit_test_setup_teardown(test_webhook_load, setup_fx, teardown_fx),
