@@ -163,7 +163,8 @@ static int read_models(const llm_conn *c, llm_server *sv, char *owner, size_t ca
         return st;
     json_t *m0 = json_array_get(json_object_get(j, "data"), 0);
     copy_str(owner, cap, json_object_get(m0, "owned_by"));
-    if (!sv->loaded_model[0])
+    /* a server of one model names it here; OpenAI lists every model it has */
+    if (!sv->loaded_model[0] && (!strcmp(owner, "vllm") || !strcmp(owner, "llamacpp")))
         copy_str(sv->loaded_model, sizeof sv->loaded_model, json_object_get(m0, "id"));
     if (!sv->n_ctx)
         set_ctx(sv, json_object_get(m0, "max_model_len"),

@@ -190,6 +190,11 @@ static char *info_answer(int kind, int n_ctx, const char *method, const char *ur
         if (!get && !strcmp(url, "/api/show"))
             return dump(json_pack("{s:{s:s, s:i}}", "model_info", "general.architecture", "llama",
                                   "llama.context_length", n_ctx));
+    } else if (kind == FAKE_LLM_KIND_OPENAI || kind == FAKE_LLM_KIND_OPENAI_REASONING) {
+        if (get && !strcmp(url, "/v1/models")) /* every model of the account */
+            return strdup("{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o\",\"object\":"
+                          "\"model\",\"owned_by\":\"system\"},{\"id\":\"o-fake\",\"object\":"
+                          "\"model\",\"owned_by\":\"openai\"}]}");
     } else if (kind == FAKE_LLM_KIND_VLLM) {
         if (get && !strcmp(url, "/version"))
             return strdup("{\"version\":\"0.6.3\"}");

@@ -24,7 +24,7 @@
  *   VLLM          GET /version, /v1/models (owned_by "vllm", max_model_len),
  *                 POST /tokenize of chat messages; "guided_json" or response_format;
  *                 an unknown model: HTTP 404; over max_model_len: HTTP 400
- *   OPENAI        (default) the behaviour above: no probe endpoints
+ *   OPENAI        (default) the behaviour above; GET /v1/models lists two models
  *   OPENAI_REASONING  as OPENAI, but "max_tokens" is refused (HTTP 400, OpenAI's wording)
  *                 and "max_completion_tokens" is the limit
  * Unconstrained requests of the first four get prose, as a model without a

@@ -297,6 +297,7 @@ static void test_openai_completion_tokens(void **state)
     json_t *d = describe(w);
     assert_string_equal(jstr(d, "dialect"), "openai");
     assert_string_equal(jstr(d, "model"), "gpt-fake"); /* the answer's "model" */
+    assert_string_equal(jstr(d, "loaded_model"), "");  /* /v1/models lists, it does not load */
     json_decref(d);
     px_gen_writer_destroy(w);
     fake_llm_stop(l);
