@@ -649,6 +649,48 @@ static void test_bad_config(void **state)
     assert_non_null(strstr(err.msg, "needs --pool DIR"));
 }
 
+/* Bodies and paths that are not what the API takes: a JSON error each. */
+static void test_bad_requests(void **state)
+{
+    (void)state;
+    char pool[300], db[400];
+    new_pool(pool, sizeof pool, db, sizeof db);
+    px_server *srv = start(pool);
+    static const struct {
+        const char *method, *path, *body, *needle;
+        long code;
+    } cases[] = {
+        {"POST", "/v1/campaigns", "not json", "expected a JSON object", 400},
+        {"POST", "/v1/campaigns", "[1,2]", "expected a JSON object", 400},
+        {"POST", "/v1/campaigns", "{\"campaign\":5,\"render\":[\"gpu1\"]}", "campaign: expected", 400},
+        {"POST", "/v1/campaigns", "{\"campaign\":\"pool\",\"render\":[\"gpu1\"]}",
+         "no campaign has run on this pool", 400},
+        {"POST", "/v1/campaigns/preview", "", "expected a JSON object", 400},
+        {"GET", "/v1/campaigns/abc", NULL, "no such endpoint", 404},
+        {"GET", "/v1/campaigns/0", NULL, "no such endpoint", 404},
+        {"GET", "/v1/campaigns/1/2/3", NULL, "no such endpoint", 404},
+        {"GET", "/v1/campaigns/7", NULL, "no campaign run 7", 404},
+        {"POST", "/v1/campaigns/7/pause", "{}", "no campaign run 7", 404},
+        {"GET", "/v1/campaigns/7/pause", NULL, "use POST", 405},
+        {"GET", "/v1/campaigns/preview", NULL, "use POST", 405},
+        {"POST", "/v1/campaigns/7/add", "{\"theme\":\"x\",\"type\":\"items\",\"n\":0}", "1..1000000",
+         400},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        long code = 0;
+        json_t *v = call(srv, cases[i].method, cases[i].path, cases[i].body, &code);
+        const char *e = json_string_value(json_object_get(v, "error"));
+        if (code != cases[i].code || !e || !strstr(e, cases[i].needle))
+            fprintf(stderr, "case %zu: %ld %s\n", i, code, e ? e : "-");
+        assert_int_equal(code, cases[i].code);
+        assert_non_null(e);
+        assert_non_null(strstr(e, cases[i].needle));
+        assert_null(strstr(e, pool)); /* no file-system path in an answer */
+        json_decref(v);
+    }
+    px_server_destroy(srv);
+}
+
 /* Admin only: the API and the page need the admin's credentials. */
 static void test_admin_only(void **state)
 {
@@ -703,7 +745,7 @@ int main(void)
         cmocka_unit_test(test_preview),             cmocka_unit_test(test_run_pause_resume_add),
         cmocka_unit_test(test_restart_resumes),     cmocka_unit_test(test_cli_and_browser_share),
         cmocka_unit_test(test_llm_and_local),       cmocka_unit_test(test_bad_config),
-        cmocka_unit_test(test_admin_only),
+        cmocka_unit_test(test_bad_requests),        cmocka_unit_test(test_admin_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
