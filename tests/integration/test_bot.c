@@ -969,7 +969,8 @@ static void test_webhook_secret(void **state)
 
 /* Killed right after it answered 200 (the job stuck in a slow getFile):
  * Telegram will not deliver the update again, and the restarted bot still
- * answers it, once, from its state database. */
+ * answers it, once, from its state database. The restart uses
+ * --webhook-secret-file (a bad one is refused first, exit 3). */
 static void test_webhook_crash_after_200(void **state)
 {
     fx *x = *state;
@@ -987,7 +988,32 @@ static void test_webhook_crash_after_200(void **state)
     assert_int_equal(ok, 1); /* delivered: Telegram forgets it */
     bot_kill(&x->bot);
     assert_int_equal(fake_tg_sent_count(x->f, 4101, NULL), 0);
-    start_hook_bot(x, port, 1, NULL);
+    /* the restart takes its secret from a file; one with a bad character is refused first */
+    char sf[320];
+    snprintf(sf, sizeof sf, "%s/hook-secret", g_tmp);
+    FILE *fp = fopen(sf, "w");
+    assert_non_null(fp);
+    fputs("not/allowed\n", fp);
+    fclose(fp);
+    const char *const with_file[] = {"--webhook-secret-file", sf, NULL};
+    static char listen[32];
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", port);
+    const char *const bad_run[] = {
+        "--webhook", HOOK_URL, "--listen", listen, "--webhook-secret-file", sf, NULL};
+    bot_proc bad;
+    assert_int_equal(bot_spawn(&bad, PX_PIXPIPE_BIN, fake_tg_url(x->f), x->db, bad_run, x->log), 0);
+    assert_int_equal(bot_wait_exit(&bad, px_test_ms(20000)), 3);
+    assert_true(bot_log_contains(&x->bot, "expected 1-256 characters of A-Z"));
+    assert_false(bot_log_contains(&x->bot, "not/allowed"));
+    fp = fopen(sf, "w");
+    assert_non_null(fp);
+    fputs("file_Secret-4101\n", fp);
+    fclose(fp);
+    assert_int_equal(chmod(sf, 0600), 0);
+    start_hook_bot(x, port, 1, with_file);
+    char secret[300];
+    assert_int_equal(fake_tg_webhook(x->f, NULL, 0, secret, sizeof secret), 1);
+    assert_string_equal(secret, "file_Secret-4101");
     fake_tg_sent s;
     reply(x, 4101, NULL, 0, &s);
     assert_string_equal(s.method, "sendPhoto");
@@ -997,6 +1023,8 @@ static void test_webhook_crash_after_200(void **state)
     assert_int_equal(fake_tg_sent_count(x->f, 4101, NULL), 1);
     fake_tg_webhook_stats(x->f, &ok, NULL, NULL, 0);
     assert_int_equal(ok, 1); /* not delivered again: the bot's own record answered it */
+    assert_int_equal(bot_term(&x->bot, px_test_ms(20000)), 0);
+    assert_false(bot_log_contains(&x->bot, "file_Secret-4101"));
     free(in);
 }
 
