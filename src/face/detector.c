@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "nn/px_nn.h"
+#include "onnx.pb-c.h"
 
 /* Face side (network pixels) the plan brings min_face up to, per model.
  * bench_anonymize's sweep finds every YuNet face from 12 px at scale 1, but
@@ -65,6 +66,10 @@ struct px_face_detector {
     int y_out[3][4];
     /* UltraFace: scores, boxes output indices and the prior count */
     int u_scores, u_boxes, u_priors;
+    /* YuNet 2022mar: loc, conf, iou output indices and the priors (cx, cy, w, h in
+     * network pixels, v1_priors x 4) */
+    int v1_loc, v1_conf, v1_iou, v1_n;
+    float *v1_priors;
 
     int spread_passes;
     pthread_mutex_t mu;
@@ -102,6 +107,127 @@ static int setup_yunet(px_face_detector *d, const char *path, px_err *err)
     return PX_OK;
 }
 
+/* YuNet 2022mar's prior boxes, in the order of its outputs: levels of
+ * stride 8, 16, 32, 64 (feature maps halved from a quarter of the input,
+ * rounding down as its export did), row by row, then each prior size. */
+static int setup_yunet_v1(px_face_detector *d, const char *path, px_err *err)
+{
+    static const int steps[4] = {8, 16, 32, 64};
+    static const int sizes[4][3] = {{10, 16, 24}, {32, 48, 0}, {64, 96, 0}, {128, 192, 256}};
+    d->v1_loc = px_nn_model_find_output(d->model, "loc");
+    d->v1_conf = px_nn_model_find_output(d->model, "conf");
+    d->v1_iou = px_nn_model_find_output(d->model, "iou");
+    if (d->v1_loc < 0 || d->v1_conf < 0 || d->v1_iou < 0)
+        return px_err_set(err, PX_EUNSUPPORTED, "%s: YuNet 2022mar outputs loc, conf, iou missing",
+                          path);
+    int fw = ((d->net_w + 1) / 2) / 2, fh = ((d->net_h + 1) / 2) / 2, n = 0;
+    int fws[4], fhs[4];
+    for (int l = 0; l < 4; l++) {
+        fw /= 2, fh /= 2;
+        fws[l] = fw, fhs[l] = fh;
+        for (int k = 0; k < 3; k++)
+            n += sizes[l][k] ? fw * fh : 0;
+    }
+    px_nn_tensor_info li, ci, ii;
+    if (px_nn_model_output_info(d->model, d->v1_loc, &li) != PX_OK ||
+        px_nn_model_output_info(d->model, d->v1_conf, &ci) != PX_OK ||
+        px_nn_model_output_info(d->model, d->v1_iou, &ii) != PX_OK || li.count != (size_t)n * 14 ||
+        ci.count != (size_t)n * 2 || ii.count != (size_t)n)
+        return px_err_set(err, PX_EUNSUPPORTED,
+                          "%s: YuNet 2022mar outputs must hold %d priors for a %dx%d input", path,
+                          n, d->net_w, d->net_h);
+    d->v1_priors = px_malloc(sizeof(float) * 4 * (size_t)n);
+    if (!d->v1_priors)
+        return px_err_set(err, PX_ENOMEM, "%s: %d priors", path, n);
+    float *p = d->v1_priors;
+    for (int l = 0; l < 4; l++)
+        for (int r = 0; r < fhs[l]; r++)
+            for (int c = 0; c < fws[l]; c++)
+                for (int k = 0; k < 3 && sizes[l][k]; k++) {
+                    *p++ = ((float)c + 0.5f) * (float)steps[l];
+                    *p++ = ((float)r + 0.5f) * (float)steps[l];
+                    *p++ = (float)sizes[l][k];
+                    *p++ = (float)sizes[l][k];
+                }
+    d->v1_n = n;
+    d->net_min_face = PX_YUNET_NET_MIN_FACE;
+    return PX_OK;
+}
+
+/* YuNet 2022mar: score = sqrt(conf[1] x clamp(iou)), centre = prior + 0.1 x
+ * loc x prior size, size = prior size x exp(0.2 x loc); landmarks like the
+ * centre. Network pixels. */
+static int decode_yunet_v1(const px_face_detector *d, const px_nn_session *s, float thr,
+                           px_face *buf, int cap)
+{
+    const float *loc = px_nn_session_output(s, d->v1_loc),
+                *conf = px_nn_session_output(s, d->v1_conf);
+    const float *iou = px_nn_session_output(s, d->v1_iou);
+    int n = 0;
+    for (int i = 0; i < d->v1_n && n < cap; i++) {
+        const float c = conf[2 * i + 1], u = iou[i] < 0.0f ? 0.0f : iou[i] > 1.0f ? 1.0f : iou[i];
+        const float score = c > 0.0f ? sqrtf(c * u) : 0.0f;
+        if (!(score >= thr))
+            continue;
+        const float *pr = d->v1_priors + 4 * (size_t)i, *l = loc + 14 * (size_t)i;
+        const float cx = pr[0] + 0.1f * l[0] * pr[2], cy = pr[1] + 0.1f * l[1] * pr[3];
+        const float w = pr[2] * expf(fminf(0.2f * l[2], 12.0f)),
+                    h = pr[3] * expf(fminf(0.2f * l[3], 12.0f));
+        px_face *f = &buf[n++];
+        memset(f, 0, sizeof *f);
+        f->x1 = cx - 0.5f * w, f->y1 = cy - 0.5f * h, f->x2 = cx + 0.5f * w, f->y2 = cy + 0.5f * h;
+        f->score = score;
+        for (int j = 0; j < 5; j++) {
+            f->lm[j][0] = pr[0] + 0.1f * l[4 + 2 * j] * pr[2];
+            f->lm[j][1] = pr[1] + 0.1f * l[5 + 2 * j] * pr[3];
+        }
+        f->has_landmarks = 1;
+    }
+    return n;
+}
+
+/* Loads the model with its input re-declared as w x h (both > 0). */
+static int load_resized(const char *path, int w, int h, px_nn_model **out, px_err *err)
+{
+    uint8_t *data;
+    size_t len;
+    int st = px_read_file(path, (size_t)1 << 30, &data, &len, err);
+    if (st != PX_OK)
+        return st;
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, data);
+    free(data);
+    if (!mp || !mp->graph || mp->graph->n_input < 1 || !mp->graph->input[0]->type ||
+        !mp->graph->input[0]->type->tensor_type || !mp->graph->input[0]->type->tensor_type->shape ||
+        mp->graph->input[0]->type->tensor_type->shape->n_dim != 4) {
+        if (mp)
+            onnx__model_proto__free_unpacked(mp, NULL);
+        return px_err_set(err, PX_EUNSUPPORTED, "%s: not an ONNX model with a 4-d input to resize",
+                          path);
+    }
+    Onnx__TensorShapeProto *shape = mp->graph->input[0]->type->tensor_type->shape;
+    for (int k = 2; k < 4; k++) {
+        if (!shape->dim[k]) {
+            onnx__model_proto__free_unpacked(mp, NULL);
+            return px_err_set(err, PX_EUNSUPPORTED, "%s: input dimension %d missing", path, k);
+        }
+        shape->dim[k]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+        shape->dim[k]->dim_value = k == 2 ? h : w;
+    }
+    const size_t n = onnx__model_proto__get_packed_size(mp);
+    uint8_t *buf = px_malloc(n ? n : 1);
+    if (!buf) {
+        onnx__model_proto__free_unpacked(mp, NULL);
+        return px_err_set(err, PX_ENOMEM, "%s: %zu bytes", path, n);
+    }
+    onnx__model_proto__pack(mp, buf);
+    onnx__model_proto__free_unpacked(mp, NULL);
+    st = px_nn_model_load_buffer(buf, n, out, err);
+    free(buf);
+    if (st != PX_OK)
+        px_err_prefix(err, st, "%s at %dx%d", path, w, h);
+    return st;
+}
+
 static int setup_ultraface(px_face_detector *d, const char *path, px_err *err)
 {
     d->u_scores = px_nn_model_find_output(d->model, "scores");
@@ -122,6 +248,12 @@ static int setup_ultraface(px_face_detector *d, const char *path, px_err *err)
 int px_face_detector_create(const char *model_path, const px_face_detector_opts *opts,
                             px_face_detector **out, px_err *err)
 {
+    return px_face_detector_create_sized(model_path, opts, 0, 0, out, err);
+}
+
+int px_face_detector_create_sized(const char *model_path, const px_face_detector_opts *opts,
+                                  int net_w, int net_h, px_face_detector **out, px_err *err)
+{
     if (!out)
         return px_err_set(err, PX_EINVAL, "face detector: no output handle");
     *out = NULL;
@@ -135,7 +267,8 @@ int px_face_detector_create(const char *model_path, const px_face_detector_opts 
         return px_err_set(err, PX_ENOMEM, "face detector");
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
-    int st = px_nn_model_load(model_path, &d->model, err);
+    int st = net_w > 0 && net_h > 0 ? load_resized(model_path, net_w, net_h, &d->model, err)
+                                    : px_nn_model_load(model_path, &d->model, err);
     if (st != PX_OK)
         goto fail;
 
@@ -156,6 +289,9 @@ int px_face_detector_create(const char *model_path, const px_face_detector_opts 
             kind = PX_FACE_MODEL_YUNET;
         else if (px_nn_model_find_output(d->model, "scores") >= 0)
             kind = PX_FACE_MODEL_ULTRAFACE;
+        else if (px_nn_model_find_output(d->model, "loc") >= 0 &&
+                 px_nn_model_find_output(d->model, "iou") >= 0)
+            kind = PX_FACE_MODEL_YUNET_V1;
         else {
             st = px_err_set(err, PX_EUNSUPPORTED,
                             "%s: outputs are neither YuNet's (cls_8, obj_8, ...) nor UltraFace's "
@@ -165,8 +301,9 @@ int px_face_detector_create(const char *model_path, const px_face_detector_opts 
         }
     }
     d->kind = kind;
-    st = kind == PX_FACE_MODEL_YUNET ? setup_yunet(d, model_path, err)
-                                     : setup_ultraface(d, model_path, err);
+    st = kind == PX_FACE_MODEL_YUNET      ? setup_yunet(d, model_path, err)
+         : kind == PX_FACE_MODEL_YUNET_V1 ? setup_yunet_v1(d, model_path, err)
+                                          : setup_ultraface(d, model_path, err);
     if (st != PX_OK)
         goto fail;
 
@@ -210,6 +347,7 @@ void px_face_detector_destroy(px_face_detector *d)
     }
     free(d->slots);
     free(d->free_list);
+    free(d->v1_priors);
     px_nn_model_destroy(d->model);
     pthread_cond_destroy(&d->cv);
     pthread_mutex_destroy(&d->mu);
@@ -350,6 +488,8 @@ static int decode_pass(const px_face_detector *d, const px_nn_session *s, float 
                        px_face *buf)
 {
     int n = 0;
+    if (d->kind == PX_FACE_MODEL_YUNET_V1)
+        return decode_yunet_v1(d, s, thr, buf, PX_PASS_CAP);
     if (d->kind == PX_FACE_MODEL_YUNET) {
         for (int k = 0; k < 3; k++) {
             const int *o = d->y_out[k];
@@ -416,7 +556,7 @@ static int run_passes(px_face_detector *d, slot *sl, const px_image *img, const 
     float *input = px_nn_session_input(sl->s, 0);
     if (!input)
         return px_err_set(err, PX_EINVAL, "face detector: session has no input 0");
-    const int yunet = d->kind == PX_FACE_MODEL_YUNET;
+    const int yunet = d->kind == PX_FACE_MODEL_YUNET || d->kind == PX_FACE_MODEL_YUNET_V1;
     for (int p = 0; p < n_pass; p++) {
         const px_face_pass *ps = &plan[p];
         double t0 = px_now_ms();

@@ -31,7 +31,12 @@ typedef struct px_face {
     int has_landmarks;
 } px_face;
 
-typedef enum { PX_FACE_MODEL_AUTO = 0, PX_FACE_MODEL_YUNET, PX_FACE_MODEL_ULTRAFACE } px_face_model_kind;
+typedef enum {
+    PX_FACE_MODEL_AUTO = 0,
+    PX_FACE_MODEL_YUNET, /* 2023mar and yunet_n: anchor-free, cls/obj/bbox/kps per stride */
+    PX_FACE_MODEL_ULTRAFACE,
+    PX_FACE_MODEL_YUNET_V1, /* 2022mar: prior boxes, loc/conf/iou outputs */
+} px_face_model_kind;
 
 typedef struct px_face_detector px_face_detector;
 
@@ -53,6 +58,11 @@ typedef struct px_face_detector_opts {
  * the requested kind). Free with px_face_detector_destroy. opts may be NULL. */
 int px_face_detector_create(const char *model_path, const px_face_detector_opts *opts,
                             px_face_detector **out, px_err *err);
+/* The same with the model's input re-declared as net_w x net_h before
+ * loading (fully convolutional models such as YuNet 2022mar, whose file
+ * says 160x120); net_w or net_h <= 0 keeps the file's size. */
+int px_face_detector_create_sized(const char *model_path, const px_face_detector_opts *opts,
+                                  int net_w, int net_h, px_face_detector **out, px_err *err);
 void px_face_detector_destroy(px_face_detector *d); /* NULL is a no-op */
 px_face_model_kind px_face_detector_kind(const px_face_detector *d);
 /* Network input size (640x640 for YuNet, 640x480 for UltraFace). */

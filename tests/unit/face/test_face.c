@@ -385,15 +385,19 @@ static void test_conceal_for(void **state)
     px_face big = box(0, 0, 100, 120, 1), tiny = box(0, 0, 12, 14, 1);
     px_conceal c = px_face_conceal_for(&big, PX_CONCEAL_BLUR, 7);
     assert_int_equal(c.mode, PX_CONCEAL_BLUR);
-    assert_float_equal(c.strength, 20.0f, 1e-5);
+    assert_float_equal(c.strength, 100.0f / 3.0f, 1e-4); /* a third of the face width */
     assert_float_equal(px_face_conceal_for(&tiny, PX_CONCEAL_BLUR, 7).strength, 8.0f, 1e-5);
     c = px_face_conceal_for(&big, PX_CONCEAL_PIXELATE, 7);
-    assert_true(100.0f / c.strength <= 8.0f); /* at most 8 cells across */
-    assert_true(100.0f / c.strength >= 6.0f);
+    assert_true(100.0f / c.strength <= 4.0f); /* at most 4 cells across */
+    assert_true(100.0f / c.strength >= 3.5f);
     assert_float_equal(px_face_conceal_for(&tiny, PX_CONCEAL_PIXELATE, 7).strength, 4.0f, 1e-5);
     c = px_face_conceal_for(&big, PX_CONCEAL_NOISE, 42);
     assert_int_equal(c.mode, PX_CONCEAL_NOISE);
     assert_int_equal(c.seed, 42);
+    c = px_face_conceal_for(&big, PX_CONCEAL_SOLID, 42); /* grey: a black head is "a face" */
+    assert_int_equal(c.rgb[0], 128);
+    assert_int_equal(c.rgb[1], 128);
+    assert_int_equal(c.rgb[2], 128);
 }
 
 int main(void)
