@@ -1,82 +1,66 @@
 /*
- * pixpipe review page logic. It loads the pool through the server's JSON API
- * (/v1/pool/stats, /v1/pool/images, /v1/pool/images/{id}?format=json) and
- * posts verdicts to /v1/pool/images/{id}/verdict. State is a flat list of the
- * images shown, the index of the current one and a set of selected ids.
+ * pixpipe review page: one continuous queue (see index.html).
  *
- * Verdicts are posted one image at a time (a batch is a sequence of posts) so
- * that each is its own row in the manifest with this reviewer's name; a
- * failed post leaves the image as it was and says why. The reviewer name is
- * kept in localStorage, an API token (asked for on a 401) in sessionStorage.
- * Every write carries the server's CSRF token (GET /v1/csrf) in X-CSRF-Token.
+ * The queue is the images this reviewer holds a lease on: POST
+ * /v1/review/claim hands out images nobody else holds, so two reviewers never
+ * get the same one. The page asks for more while fewer than AHEAD are left
+ * ahead of the current one (asking for what it holds plus BATCH, since a
+ * claim returns the caller's own leases first), so there is no page end. A
+ * verdict (POST /v1/pool/images/{id}/verdict) takes the image out of the
+ * queue; Z (POST /v1/review/undo) deletes the last one and the image comes
+ * back at the current place. Thumbnails are the server's WebP ones, the
+ * stage shows the 768 px one and the file itself when zoomed to 1:1.
+ *
+ * On a server without accounts (anonymous, local) the page signs verdicts
+ * with a typed name as before, and falls back to listing unjudged images
+ * when the server has no claim endpoint.
  */
 'use strict';
 
 (function () {
-  const PAGE = 60;
+  const { $, api, toast } = window.px;
+  const AHEAD = 5;   // claim more when fewer than this are left after the current image
+  const BATCH = 10;  // new images per claim
+  const DEFAULT_REASONS = ['distorted anatomy or objects', 'text, logo or watermark', 'off theme',
+    'low quality or blurry', 'recognisable person or brand', 'near duplicate'];
   const state = {
-    images: [],     // what the grid shows, in id order
-    cur: -1,        // index into images of the previewed one
+    account: null,    // {name, role} or {anonymous: true}
+    queue: [],        // claimed, not judged images, in the order shown
+    cur: -1,          // index into queue
     selected: new Set(),
-    nextAfter: null,
+    done: [],         // [{img, verdict}] judged here, newest last: undo puts them back
+    remaining: null,  // unjudged images left for this reviewer (from the claim)
+    loading: null,    // the claim in flight
+    exhausted: false, // the last claim brought nothing new
+    listAfter: null,  // fallback paging when the server has no claim endpoint
+    noClaim: false,
     busy: false,
+    zoom: false,
+    compare: false,
+    generation: 0,    // bumped when the filters change; stale claims are dropped
   };
-  const $ = (id) => document.getElementById(id);
-
-  function toast(msg, bad) {
-    const t = $('toast');
-    t.textContent = msg;
-    t.className = bad ? 'show bad' : 'show';
-    clearTimeout(toast.timer);
-    toast.timer = setTimeout(() => { t.className = ''; }, bad ? 6000 : 2000);
-  }
-
-  function reviewer() {
-    return $('reviewer').value.trim();
-  }
-
-  // The server refuses writes without its CSRF token (a page on another origin cannot read it);
-  // fetched once, and again when a restarted server has a new one.
-  let csrf = null;
-  async function csrfToken(fresh) {
-    if (!csrf || fresh) {
-      const res = await fetch('/v1/csrf', { credentials: 'same-origin' });
-      const body = await res.json();
-      csrf = body.csrf_token;
-    }
-    return csrf;
-  }
-
-  async function api(path, opts) {
-    opts = opts || {};
-    const headers = opts.headers || {};
-    const write = opts.method && opts.method !== 'GET';
-    if (write) headers['X-CSRF-Token'] = await csrfToken(false);
-    const tok = sessionStorage.getItem('pixpipe-token');
-    if (tok) headers['Authorization'] = 'Bearer ' + tok;
-    opts.headers = headers;
-    let res = await fetch(path, opts);
-    if (write && res.status === 403) {
-      headers['X-CSRF-Token'] = await csrfToken(true);
-      res = await fetch(path, opts);
-    }
-    if (res.status === 401) {
-      const t = window.prompt('This server needs an API token for verdicts:');
-      if (t) {
-        sessionStorage.setItem('pixpipe-token', t);
-        headers['Authorization'] = 'Bearer ' + t;
-        res = await fetch(path, opts);
-      }
-    }
-    let body = null;
-    try { body = await res.json(); } catch (e) { body = null; }
-    if (!res.ok) {
-      throw new Error((body && body.error) || ('HTTP ' + res.status));
-    }
-    return body;
-  }
 
   // ---- quota table --------------------------------------------------------
+  // cells: approved, rejected, to review, quota, need; the bar is the last cell
+  function fillRow(tr, cells, s) {
+    const tds = Array.from(tr.children).slice(-6);
+    cells.forEach((c, i) => { tds[i].textContent = String(c); });
+    const bar = tds[tds.length - 1];
+    bar.textContent = '';
+    const outer = document.createElement('div');
+    outer.className = 'bar';
+    const q = Math.max(s.quota, s.approved + s.unreviewed, 1);
+    const a = document.createElement('span');
+    a.className = 'bar-approved';
+    a.style.width = (100 * s.approved / q) + '%';
+    const p = document.createElement('span');
+    p.className = 'bar-pending';
+    p.style.width = (100 * s.unreviewed / q) + '%';
+    outer.append(a, p);
+    outer.title = s.approved + ' approved, ' + s.unreviewed + ' to review, quota ' + s.quota;
+    bar.appendChild(outer);
+  }
+
   async function loadStats() {
     const st = await api('/v1/pool/stats');
     const tb = $('quota-table').tBodies[0];
@@ -85,30 +69,13 @@
     const known = new Set(Array.from(themeSel.options).map((o) => o.value));
     for (const s of st.slots) {
       const tr = document.createElement('tr');
-      const pending = s.unreviewed;
-      const cells = [s.theme, s.type, s.approved, s.expert_rejected, pending, s.quota || '-', s.need];
-      for (const c of cells) {
-        const td = document.createElement('td');
-        td.textContent = String(c);
-        tr.appendChild(td);
-      }
+      px.cell(tr, s.theme);
+      px.cell(tr, s.type);
+      for (let i = 0; i < 6; i++) px.cell(tr, '');
+      tr.lastChild.className = 'bar-col';
+      fillRow(tr, [s.approved, s.expert_rejected, s.unreviewed, s.quota || '-', s.need], s);
       tr.dataset.slot = s.theme_slug + '/' + s.type;
       if (s.quota > 0 && s.need > 0) tr.classList.add('short');
-      const bar = document.createElement('td');
-      bar.className = 'bar-col';
-      const outer = document.createElement('div');
-      outer.className = 'bar';
-      const q = Math.max(s.quota, s.approved + pending, 1);
-      const a = document.createElement('span');
-      a.className = 'bar-approved';
-      a.style.width = (100 * s.approved / q) + '%';
-      const p = document.createElement('span');
-      p.className = 'bar-pending';
-      p.style.width = (100 * pending / q) + '%';
-      outer.append(a, p);
-      outer.title = s.approved + ' approved, ' + pending + ' to review, quota ' + s.quota;
-      bar.appendChild(outer);
-      tr.appendChild(bar);
       tb.appendChild(tr);
       if (!known.has(s.theme_slug)) {
         known.add(s.theme_slug);
@@ -118,28 +85,95 @@
         themeSel.appendChild(o);
       }
     }
+    const t = st.totals;
+    if (t) {
+      const need = st.slots.reduce((n, s) => n + s.need, 0);
+      fillRow($('quota-totals'), [t.approved, t.expert_rejected, t.unreviewed, t.quota || '-', need], t);
+      $('quota-totals').classList.toggle('short', t.quota > 0 && need > 0);
+    }
   }
 
-  // ---- grid ---------------------------------------------------------------
-  function query(after) {
-    const p = new URLSearchParams();
-    const add = (k, id) => { const v = $(id).value; if (v) p.set(k, v); };
-    add('theme', 'f-theme');
-    add('type', 'f-type');
-    add('status', 'f-status');
-    add('verdict', 'f-verdict');
-    p.set('limit', String(PAGE));
-    if (after) p.set('after', String(after));
-    return '/v1/pool/images?' + p.toString();
+  // ---- the queue ----------------------------------------------------------
+  function thumb(img, size) {
+    if (!img.thumb) return img.file; // a server without thumbnails
+    return size ? img.thumb + '?size=' + size : img.thumb;
   }
 
-  function badge(img) {
-    if (img.verdict) return img.verdict;
-    return img.status;
+  function filters() {
+    const f = {};
+    if ($('f-theme').value) f.theme = $('f-theme').value;
+    if ($('f-type').value) f.type = $('f-type').value;
+    return f;
   }
 
-  function renderCell(i) {
-    const img = state.images[i];
+  // Images of a server without POST /v1/review/claim: unjudged ones by id, no leases.
+  async function listMore() {
+    const p = new URLSearchParams(filters());
+    p.set('verdict', 'none');
+    p.set('limit', String(BATCH));
+    if (state.listAfter) p.set('after', String(state.listAfter));
+    const res = await api('/v1/pool/images?' + p.toString());
+    state.listAfter = res.next_after;
+    if (res.next_after === null) state.exhausted = true;
+    return { images: res.images, remaining: null };
+  }
+
+  async function claimMore() {
+    if (state.noClaim) return listMore();
+    const body = Object.assign({ n: state.queue.length + BATCH }, filters());
+    try {
+      return await api('/v1/review/claim', { method: 'POST', body: body });
+    } catch (e) {
+      if (e.status !== 404 || !state.account.anonymous) throw e;
+      state.noClaim = true;
+      return listMore();
+    }
+  }
+
+  // Keeps AHEAD images ready after the current one; one claim at a time.
+  function refill() {
+    if (state.loading || state.exhausted) return state.loading || Promise.resolve();
+    if (state.queue.length - state.cur - 1 >= AHEAD) return Promise.resolve();
+    const gen = state.generation;
+    state.loading = claimMore().then((res) => {
+      if (gen !== state.generation) return;
+      const have = new Set(state.queue.map((x) => x.id));
+      const judged = new Set(state.done.map((d) => d.img.id));
+      let added = 0;
+      for (const img of res.images) {
+        if (have.has(img.id) || judged.has(img.id)) continue;
+        state.queue.push(img);
+        have.add(img.id);
+        renderCell(img);
+        added++;
+      }
+      if (res.remaining !== undefined && res.remaining !== null) state.remaining = res.remaining;
+      if (!added) state.exhausted = true;
+      if (state.cur < 0 && state.queue.length) show(0);
+      updateCounts();
+    }).catch((e) => {
+      toast('claim: ' + e.message, true);
+    }).finally(() => {
+      state.loading = null;
+    });
+    return state.loading;
+  }
+
+  function resetQueue() {
+    state.generation++;
+    state.queue = [];
+    state.cur = -1;
+    state.selected.clear();
+    state.exhausted = false;
+    state.listAfter = null;
+    state.remaining = null;
+    state.loading = null;
+    $('queue').textContent = '';
+    clearStage();
+    return refill();
+  }
+
+  function renderCell(img) {
     let cell = document.getElementById('cell-' + img.id);
     if (!cell) {
       cell = document.createElement('div');
@@ -149,51 +183,53 @@
       const im = document.createElement('img');
       im.loading = 'lazy';
       im.alt = img.theme + ' / ' + img.type + ' #' + img.id;
-      im.src = img.file;
+      im.src = thumb(img);
       const b = document.createElement('span');
       b.className = 'badge';
+      b.textContent = img.status;
       cell.append(im, b);
       cell.addEventListener('click', (ev) => {
-        const idx = state.images.findIndex((x) => x.id === img.id);
+        const idx = state.queue.findIndex((x) => x.id === img.id);
         if (ev.ctrlKey || ev.metaKey || ev.shiftKey) toggleSelect(idx);
         else show(idx);
       });
-      $('grid').appendChild(cell);
+      $('queue').appendChild(cell);
     }
-    cell.className = 'cell v-' + (img.verdict || 'none') + ' s-' + img.status +
-      (i === state.cur ? ' current' : '') + (state.selected.has(img.id) ? ' selected' : '');
-    cell.setAttribute('aria-selected', state.selected.has(img.id) ? 'true' : 'false');
+    const i = state.queue.indexOf(img);
+    cell.className = 'cell s-' + img.status + (i === state.cur ? ' current' : '') +
+      (state.selected.has(img.id) ? ' selected' : '');
+    cell.setAttribute('aria-selected', i === state.cur ? 'true' : 'false');
     cell.title = '#' + img.id + ' ' + img.status + (img.reason ? ' (' + img.reason + ')' : '') +
-      (img.verdict ? ', ' + img.verdict + ' by ' + img.verdict_by : '') + '\n' + img.prompt;
-    cell.querySelector('.badge').textContent = badge(img);
+      '\n' + img.prompt;
+    return cell;
   }
 
-  async function loadImages(append) {
-    const after = append ? state.nextAfter : null;
-    const res = await api(query(after));
-    if (!append) {
-      state.images = [];
-      state.selected.clear();
-      state.cur = -1;
-      $('grid').textContent = '';
-    }
-    const start = state.images.length;
-    state.images.push(...res.images);
-    for (let i = start; i < state.images.length; i++) renderCell(i);
-    state.nextAfter = res.next_after;
-    $('more').hidden = res.next_after === null;
-    $('empty').hidden = state.images.length > 0;
-    if (state.cur < 0 && state.images.length) show(0);
-    if (!state.images.length) clearPreview();
-    updateBatch();
+  // The strip follows the queue's order (an undone image is put back in the middle).
+  function reorderStrip() {
+    const q = $('queue');
+    for (const img of state.queue) q.appendChild(renderCell(img));
   }
 
-  // ---- preview ------------------------------------------------------------
-  function clearPreview() {
-    $('preview-img').removeAttribute('src');
-    for (const id of ['meta', 'checks', 'history']) $(id).textContent = '';
+  function updateCounts() {
+    $('queue-count').textContent = String(state.queue.length);
+    $('queue-remaining').textContent = state.remaining === null ? '?' : String(state.remaining);
+    $('empty').hidden = state.queue.length > 0 || !!state.loading;
+    $('stage-img').hidden = state.queue.length === 0;
+    $('btn-undo').disabled = state.done.length === 0;
+    $('batch').hidden = state.selected.size === 0;
+    $('batch-count').textContent = state.selected.size + ' selected';
+    for (const id of ['btn-approve', 'btn-reject', 'btn-skip']) $(id).disabled = state.cur < 0;
+    document.body.dataset.queue = state.queue.map((x) => x.id).join(',');
+  }
+
+  // ---- the stage ----------------------------------------------------------
+  function clearStage() {
+    $('stage-img').removeAttribute('src');
+    for (const id of ['meta', 'checks', 'history', 'compare-grid']) $(id).textContent = '';
     $('prompt').textContent = '';
     $('negative').textContent = '';
+    document.body.dataset.current = '';
+    updateCounts();
   }
 
   function dl(el, pairs) {
@@ -207,17 +243,22 @@
     }
   }
 
+  function stageSrc(img) {
+    return state.zoom ? img.file : thumb(img, 768);
+  }
+
   async function show(i) {
-    if (i < 0 || i >= state.images.length) return;
-    const prev = state.cur;
+    if (!state.queue.length) { state.cur = -1; clearStage(); return; }
+    i = Math.max(0, Math.min(i, state.queue.length - 1));
+    const prev = state.queue[state.cur];
     state.cur = i;
-    if (prev >= 0 && prev < state.images.length) renderCell(prev);
-    renderCell(i);
-    const img = state.images[i];
-    const cell = document.getElementById('cell-' + img.id);
-    if (cell) cell.scrollIntoView({ block: 'nearest' });
-    $('preview-img').src = img.file;
-    $('preview-img').alt = img.prompt;
+    if (prev && prev !== state.queue[i]) renderCell(prev);
+    const img = state.queue[i];
+    const cell = renderCell(img);
+    cell.scrollIntoView({ block: 'nearest', inline: 'nearest' });
+    document.body.dataset.current = String(img.id);
+    $('stage-img').src = stageSrc(img);
+    $('stage-img').alt = img.prompt;
     $('prompt').textContent = img.prompt;
     $('negative').textContent = img.negative || '-';
     dl($('meta'), [
@@ -226,14 +267,16 @@
       ['Checks', img.status + (img.reason ? ' (' + img.reason + ')' : '')],
       ['Render', img.backend + (img.model ? ' ' + img.model : '') + ', seed ' + img.seed],
       ['Created', img.created_at],
-      ['Verdict', img.verdict ? img.verdict + ' by ' + img.verdict_by : 'none yet'],
     ]);
     dl($('checks'), Object.entries(img.checks || {}));
+    updateCounts();
+    refill();
+    if (state.compare) loadCompare(img);
     const hist = $('history');
     hist.textContent = '';
     try {
       const full = await api('/v1/pool/images/' + img.id + '?format=json');
-      if (state.images[state.cur] !== img) return; // moved on meanwhile
+      if (state.queue[state.cur] !== img) return; // moved on meanwhile
       for (const v of full.verdicts) {
         const li = document.createElement('li');
         li.textContent = v.created_at + '  ' + v.reviewer + ': ' + v.verdict + (v.reason ? ' (' + v.reason + ')' : '');
@@ -245,42 +288,109 @@
     }
   }
 
+  function setZoom(on) {
+    state.zoom = on;
+    $('stage-img-wrap').classList.toggle('zoom', on);
+    $('btn-zoom').setAttribute('aria-pressed', on ? 'true' : 'false');
+    const img = state.queue[state.cur];
+    if (img) $('stage-img').src = stageSrc(img);
+  }
+
+  async function loadCompare(img) {
+    const grid = $('compare-grid');
+    grid.textContent = '';
+    grid.dataset.for = '';
+    try {
+      const res = await api('/v1/pool/images/' + img.id + '/similar?n=4');
+      if (state.queue[state.cur] !== img || !state.compare) return;
+      const tile = (id, src, label) => {
+        const fig = document.createElement('figure');
+        fig.className = 'neighbour';
+        fig.dataset.id = String(id);
+        const im = document.createElement('img');
+        im.src = src;
+        im.alt = label;
+        const cap = document.createElement('figcaption');
+        cap.textContent = label;
+        fig.append(im, cap);
+        grid.appendChild(fig);
+      };
+      tile(img.id, thumb(img), '#' + img.id + ' (this one)');
+      for (const n of res.images) tile(n.id, n.thumb, '#' + n.id + ', distance ' + n.distance);
+      if (!res.images.length) {
+        const p = document.createElement('p');
+        p.textContent = 'no other images in the pool';
+        grid.appendChild(p);
+      }
+      grid.dataset.for = String(img.id);
+    } catch (e) {
+      grid.textContent = 'could not load neighbours: ' + e.message;
+    }
+  }
+
+  function setCompare(on) {
+    state.compare = on;
+    $('compare').hidden = !on;
+    $('btn-compare').setAttribute('aria-pressed', on ? 'true' : 'false');
+    const img = state.queue[state.cur];
+    if (on && img) loadCompare(img);
+  }
+
   // ---- verdicts -----------------------------------------------------------
   async function post(img, verdict, reason) {
-    const body = { verdict: verdict, reviewer: reviewer(), reason: reason || '' };
-    const res = await api('/v1/pool/images/' + img.id + '/verdict', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    img.verdict = verdict;
-    img.verdict_by = body.reviewer;
-    return res;
+    const body = { verdict: verdict, reason: reason || '' };
+    if (state.account.anonymous) body.reviewer = $('reviewer').value.trim();
+    return api('/v1/pool/images/' + img.id + '/verdict', { method: 'POST', body: body });
   }
 
   function needReviewer() {
-    if (reviewer()) return false;
+    if (!state.account.anonymous || $('reviewer').value.trim()) return false;
     toast('Type your name in "Reviewer" first: verdicts are signed.', true);
     $('reviewer').focus();
     return true;
   }
 
+  // Takes a judged (or lost) image out of the queue; the stage moves to the one after it.
+  function drop(img) {
+    const i = state.queue.indexOf(img);
+    if (i < 0) return;
+    state.queue.splice(i, 1);
+    state.selected.delete(img.id);
+    const cell = document.getElementById('cell-' + img.id);
+    if (cell) cell.remove();
+    if (i < state.cur) state.cur--;
+    else if (i === state.cur) state.cur = Math.min(i, state.queue.length - 1);
+  }
+
+  async function judgeOne(img, verdict, reason) {
+    try {
+      const res = await post(img, verdict, reason);
+      state.done.push({ img: img, verdict: verdict, id: res && res.verdict_id });
+      if (state.remaining) state.remaining--;
+      drop(img);
+      return null;
+    } catch (e) {
+      if (e.status === 409) { // the lease expired and someone else holds the image now
+        drop(img);
+        return '#' + img.id + ' is with another reviewer now';
+      }
+      return '#' + img.id + ': ' + e.message;
+    }
+  }
+
   async function judge(verdict, reason) {
     if (state.busy || state.cur < 0 || needReviewer()) return;
-    const i = state.cur;
-    const img = state.images[i];
+    const img = state.queue[state.cur];
     state.busy = true;
     try {
-      await post(img, verdict, reason);
-      renderCell(i);
-      toast('#' + img.id + ' ' + verdict + (reason ? ' (' + reason + ')' : ''));
-      if (i + 1 < state.images.length) show(i + 1);
-      else show(i);
+      const failed = await judgeOne(img, verdict, reason);
+      if (failed) toast(failed, true);
+      else toast('#' + img.id + ' ' + verdict + (reason ? ' (' + reason + ')' : '') + '  (Z: undo)');
+      show(state.cur);
       loadStats().catch(() => {});
-    } catch (e) {
-      toast('#' + img.id + ': ' + e.message, true);
     } finally {
       state.busy = false;
+      updateCounts();
     }
   }
 
@@ -289,44 +399,95 @@
     state.busy = true;
     let ok = 0;
     const failed = [];
-    for (let i = 0; i < state.images.length; i++) {
-      const img = state.images[i];
-      if (!state.selected.has(img.id)) continue;
-      try {
-        await post(img, verdict, reason);
-        state.selected.delete(img.id);
-        ok++;
-      } catch (e) {
-        failed.push('#' + img.id + ': ' + e.message);
+    try {
+      for (const img of state.queue.filter((x) => state.selected.has(x.id))) {
+        const f = await judgeOne(img, verdict, reason);
+        if (f) failed.push(f);
+        else ok++;
       }
-      renderCell(i);
+    } finally {
+      state.busy = false;
     }
-    state.busy = false;
-    updateBatch();
-    show(state.cur); // the previewed image may be one of them
-    toast(ok + ' ' + verdict + (failed.length ? '; failed ' + failed.join(', ') : ''), failed.length > 0);
+    state.selected.clear();
+    show(state.cur);
+    toast(ok + ' ' + verdict + (failed.length ? '; ' + failed.join(', ') : ''), failed.length > 0);
     loadStats().catch(() => {});
   }
 
+  async function undo() {
+    if (state.busy) return;
+    state.busy = true;
+    try {
+      const res = await api('/v1/review/undo', { method: 'POST', body: {} });
+      let k = state.done.findIndex((d) => d.img.id === res.image_id);
+      let img;
+      if (k >= 0) {
+        img = state.done[k].img;
+        state.done.splice(k, 1);
+      } else { // judged before this page was opened
+        img = await api('/v1/pool/images/' + res.image_id + '?format=json');
+        delete img.verdicts;
+        img.thumb = '/v1/pool/images/' + img.id + '/thumb';
+      }
+      if (state.remaining !== null) state.remaining++;
+      const at = Math.max(state.cur, 0);
+      state.queue.splice(at, 0, img);
+      state.cur = at;
+      reorderStrip();
+      show(at);
+      toast('undone: #' + img.id + ' is back in the queue');
+      loadStats().catch(() => {});
+    } catch (e) {
+      toast(e.status === 404 ? 'nothing to undo' : 'undo: ' + e.message, true);
+    } finally {
+      state.busy = false;
+      updateCounts();
+    }
+  }
+
   function toggleSelect(i) {
-    if (i < 0 || i >= state.images.length) return;
-    const id = state.images[i].id;
-    if (state.selected.has(id)) state.selected.delete(id);
-    else state.selected.add(id);
-    renderCell(i);
-    updateBatch();
+    if (i < 0 || i >= state.queue.length) return;
+    const img = state.queue[i];
+    if (state.selected.has(img.id)) state.selected.delete(img.id);
+    else state.selected.add(img.id);
+    renderCell(img);
+    updateCounts();
   }
 
   function clearSelection() {
-    const ids = new Set(state.selected);
+    const had = state.queue.filter((x) => state.selected.has(x.id));
     state.selected.clear();
-    state.images.forEach((img, i) => { if (ids.has(img.id)) renderCell(i); });
-    updateBatch();
+    had.forEach(renderCell);
+    updateCounts();
   }
 
-  function updateBatch() {
-    $('batch').hidden = state.selected.size === 0;
-    $('batch-count').textContent = state.selected.size + ' selected';
+  // ---- reject reasons -----------------------------------------------------
+  async function loadReasons() {
+    let reasons = DEFAULT_REASONS;
+    try {
+      const res = await api('/v1/review/reasons');
+      if (res && Array.isArray(res.reasons) && res.reasons.length) reasons = res.reasons;
+    } catch (e) {
+      if (e.status !== 404) toast('reasons: ' + e.message, true);
+    }
+    const ol = $('reasons');
+    ol.textContent = '';
+    reasons.forEach((r, i) => {
+      const li = document.createElement('li');
+      const label = document.createElement('label');
+      const input = document.createElement('input');
+      input.type = 'radio';
+      input.name = 'reason';
+      input.value = r;
+      label.append(input, ' ' + r + ' ');
+      if (i < 9) {
+        const k = document.createElement('kbd');
+        k.textContent = String(i + 1);
+        label.appendChild(k);
+      }
+      li.appendChild(label);
+      ol.appendChild(li);
+    });
   }
 
   // The reject dialog resolves to a reason, or null when cancelled.
@@ -352,38 +513,40 @@
       $('reject-cancel').addEventListener('click', onCancel);
       d.returnValue = '';
       d.showModal();
-      $('reason-text').focus();
+      // no keyboard popping up on a phone: focus the text box only with a real keyboard
+      if (!matchMedia('(pointer: coarse)').matches) $('reason-text').focus();
     });
   }
 
   async function reject(batch) {
     const n = batch ? state.selected.size : 1;
     if ((batch && !n) || (!batch && state.cur < 0) || needReviewer()) return;
-    const reason = await askReason(batch ? 'Reject ' + n + ' selected' : 'Reject #' + state.images[state.cur].id);
+    const reason = await askReason(batch ? 'Reject ' + n + ' selected' : 'Reject #' + state.queue[state.cur].id);
     if (!reason) { toast('not rejected: pick or type a reason', true); return; }
     if (batch) await judgeSelection('reject', reason);
     else await judge('reject', reason);
   }
 
   // ---- wiring -------------------------------------------------------------
+  function onDialogKey(ev, d) {
+    // 1-9 pick a listed reason unless the free-text box is being typed in
+    if (document.activeElement === $('reason-text') && $('reason-text').value) return;
+    const n = parseInt(ev.key, 10);
+    const radios = d.querySelectorAll('input[name=reason]');
+    if (n >= 1 && n <= Math.min(radios.length, 9)) {
+      ev.preventDefault();
+      radios[n - 1].checked = true;
+      $('reason-text').value = '';
+    } else if (ev.key === 'Enter') {
+      ev.preventDefault();
+      d.returnValue = 'ok';
+      d.close();
+    }
+  }
+
   function onKey(ev) {
     const d = $('reject-dialog');
-    if (d.open) {
-      // 1-6 pick a listed reason unless the free-text box is being typed in
-      if (document.activeElement === $('reason-text') && $('reason-text').value) return;
-      const n = parseInt(ev.key, 10);
-      const radios = d.querySelectorAll('input[name=reason]');
-      if (n >= 1 && n <= radios.length) {
-        ev.preventDefault();
-        radios[n - 1].checked = true;
-        $('reason-text').value = '';
-      } else if (ev.key === 'Enter') {
-        ev.preventDefault();
-        d.returnValue = 'ok';
-        d.close();
-      }
-      return;
-    }
+    if (d.open) return onDialogKey(ev, d);
     if ($('help').open) return;
     const t = ev.target;
     if (t && (t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.tagName === 'TEXTAREA')) {
@@ -392,51 +555,74 @@
     }
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const k = ev.key;
-    const handled = () => ev.preventDefault();
-    if (k === 'a') { handled(); judge('approve'); }
-    else if (k === 'A') { handled(); judgeSelection('approve'); }
-    else if (k === 'r') { handled(); reject(false); }
-    else if (k === 'R') { handled(); reject(true); }
-    else if (k === 's') { handled(); judge('skip'); }
-    else if (k === 'j' || k === 'ArrowRight' || k === 'ArrowDown') { handled(); show(state.cur + 1); }
-    else if (k === 'k' || k === 'ArrowLeft' || k === 'ArrowUp') { handled(); show(state.cur - 1); }
-    else if (k === 'x') { handled(); toggleSelect(state.cur); }
-    else if (k === 'Escape') { handled(); clearSelection(); }
-    else if (k === '?') { handled(); $('help').showModal(); }
+    const keys = {
+      a: () => judge('approve'), A: () => judgeSelection('approve'),
+      r: () => reject(false), R: () => reject(true),
+      s: () => judge('skip'), z: undo, Z: undo,
+      j: () => show(state.cur + 1), ArrowRight: () => show(state.cur + 1), ArrowDown: () => show(state.cur + 1),
+      k: () => show(state.cur - 1), ArrowLeft: () => show(state.cur - 1), ArrowUp: () => show(state.cur - 1),
+      f: () => setZoom(!state.zoom), c: () => setCompare(!state.compare),
+      x: () => toggleSelect(state.cur), '?': () => $('help').showModal(),
+      Escape: () => {
+        if (state.zoom) setZoom(false);
+        else if (state.compare) setCompare(false);
+        else clearSelection();
+      },
+    };
+    if (Object.prototype.hasOwnProperty.call(keys, k)) {
+      ev.preventDefault();
+      keys[k]();
+    }
   }
 
-  function init() {
-    const params = new URLSearchParams(location.search);
-    const name = params.get('reviewer') || localStorage.getItem('pixpipe-reviewer') || '';
-    $('reviewer').value = name;
-    $('reviewer').addEventListener('change', () => {
-      localStorage.setItem('pixpipe-reviewer', reviewer());
-    });
-    for (const k of ['theme', 'type', 'status', 'verdict']) {
-      const v = params.get(k);
-      if (v !== null) $('f-' + k).value = v;
-    }
-    $('filters').addEventListener('submit', (ev) => {
-      ev.preventDefault();
-      loadImages(false).catch((e) => toast(e.message, true));
-    });
-    $('more').addEventListener('click', () => loadImages(true).catch((e) => toast(e.message, true)));
+  function wire() {
+    // a filter change starts a new queue (the leases held stay until they expire or are judged)
+    $('filters').addEventListener('submit', (ev) => ev.preventDefault());
+    $('f-theme').addEventListener('change', () => resetQueue());
+    $('f-type').addEventListener('change', () => resetQueue());
     $('btn-approve').addEventListener('click', () => judge('approve'));
     $('btn-reject').addEventListener('click', () => reject(false));
     $('btn-skip').addEventListener('click', () => judge('skip'));
+    $('btn-undo').addEventListener('click', undo);
+    $('btn-zoom').addEventListener('click', () => setZoom(!state.zoom));
+    $('btn-compare').addEventListener('click', () => setCompare(!state.compare));
+    $('stage-img').addEventListener('click', () => setZoom(!state.zoom));
     $('batch-approve').addEventListener('click', () => judgeSelection('approve'));
     $('batch-reject').addEventListener('click', () => reject(true));
     $('batch-clear').addEventListener('click', clearSelection);
     $('help-btn').addEventListener('click', () => $('help').showModal());
+    $('compare-grid').addEventListener('click', (ev) => {
+      const fig = ev.target.closest('figure');
+      if (fig) window.open('/v1/pool/images/' + fig.dataset.id, '_blank', 'noopener');
+    });
     document.addEventListener('keydown', onKey);
-    loadStats()
-      .then(() => { const v = params.get('theme'); if (v !== null) $('f-theme').value = v; })
-      .catch((e) => toast('stats: ' + e.message, true))
-      .then(() => loadImages(false))
-      .then(() => { document.body.dataset.ready = '1'; })
-      // other reviewers work at the same time: keep the quota table current
-      .then(() => setInterval(() => { if (!document.hidden) loadStats().catch(() => {}); }, 20000))
-      .catch((e) => toast(e.message, true));
+  }
+
+  async function init() {
+    const params = new URLSearchParams(location.search);
+    state.account = await px.me();
+    if (!state.account) return; // on the way to the login page
+    px.showAccount(state.account);
+    if (state.account.anonymous) {
+      $('anon').hidden = false;
+      $('reviewer').value = params.get('reviewer') || localStorage.getItem('pixpipe-reviewer') || '';
+      $('reviewer').addEventListener('change', () => {
+        localStorage.setItem('pixpipe-reviewer', $('reviewer').value.trim());
+      });
+    }
+    if (params.get('type')) $('f-type').value = params.get('type');
+    wire();
+    try {
+      await Promise.all([loadStats(), loadReasons()]);
+      if (params.get('theme')) $('f-theme').value = params.get('theme');
+    } catch (e) {
+      toast('stats: ' + e.message, true);
+    }
+    await resetQueue();
+    updateCounts();
+    document.body.dataset.ready = '1';
+    // other reviewers work at the same time: keep the quota table current
+    setInterval(() => { if (!document.hidden) loadStats().catch(() => {}); }, 20000);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);

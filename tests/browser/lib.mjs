@@ -1,0 +1,110 @@
+// Shared by the review pages' browser tests (*.test.mjs, run by run.sh): the environment run.sh
+// sets, headless Debian chromium through playwright-core, logging in through the login page,
+// polling the page, and reading the manifest (SQLite, via python3) to check what was stored.
+//   PX_URL       the server, e.g. http://127.0.0.1:41234
+//   PX_MANIFEST  the pool's manifest.sqlite
+//   PX_FIRST     the first image id (make_pool: 4 theme/type slots of PX_PER images, in id order)
+//   PX_PER       images per slot
+//   PX_TOKENS    {"ana": TOKEN, "ben": TOKEN, "root": TOKEN}: ana and ben reviewers, root admin
+//   PX_TMP       this test's temporary folder (screenshots go there)
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(name + ' is not set: run the tests through tests/browser/run.sh');
+  return v;
+}
+
+export const env = {
+  url: need('PX_URL'),
+  manifest: need('PX_MANIFEST'),
+  first: Number(need('PX_FIRST')),
+  per: Number(need('PX_PER')),
+  tokens: JSON.parse(need('PX_TOKENS')),
+  tmp: need('PX_TMP'),
+};
+
+export function shot(name) {
+  return path.join(env.tmp, name);
+}
+
+export function manifest(sql, ...args) {
+  const py = 'import json,sqlite3,sys\n' +
+    'c=sqlite3.connect("file:"+sys.argv[1]+"?mode=ro",uri=True)\n' +
+    'print(json.dumps([list(r) for r in c.execute(sys.argv[2], sys.argv[3:])]))';
+  return JSON.parse(execFileSync('python3', ['-c', py, env.manifest, sql, ...args.map(String)]).toString());
+}
+
+// page.waitForFunction re-evaluates its predicate with eval(), which the pages' CSP (script-src
+// 'self') forbids; page.evaluate goes through the DevTools protocol, which CSP allows, so poll.
+export async function poll(page, fn, what, arg, timeoutMs = 10000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await page.evaluate(fn, arg);
+    if (last) return last;
+    if (Date.now() > end) throw new Error('timed out waiting until ' + what);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
+
+// Page errors and console errors, to assert there were none. 401/403/404 answers the test
+// provokes on purpose show up as "Failed to load resource"; `allow` filters those.
+export function watchErrors(page, allow) {
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !(allow && allow.test(m.text()))) errors.push(m.text());
+  });
+  return errors;
+}
+
+// A new browser context (its own cookies) logged in as `who` through the login page: the token
+// is pasted into the form, and the queue page is ready. Returns {context, page}.
+export async function login(browser, who, contextOptions) {
+  const context = await browser.newContext(contextOptions || { viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  await page.goto(env.url + '/review/');
+  await page.waitForURL(/\/review\/login\.html/, { timeout: 10000 });
+  await page.fill('#login-token', env.tokens[who]);
+  await page.click('#login-submit');
+  await page.waitForURL(/\/review\/$/, { timeout: 10000 });
+  await page.waitForSelector('body[data-ready="1"]', { timeout: 10000 });
+  return { context, page };
+}
+
+// The ids in the page's queue, in order (review.js keeps them in body[data-queue]).
+export async function queueIds(page) {
+  const s = await page.evaluate(() => document.body.dataset.queue || '');
+  return s ? s.split(',').map(Number) : [];
+}
+
+export async function currentId(page) {
+  return Number(await page.evaluate(() => document.body.dataset.current || '0'));
+}
+
+// Runs one test body with a browser; prints the failure and sets the exit code.
+export async function run(name, body) {
+  const browser = await launch();
+  let failed = false;
+  try {
+    const msg = await body(browser);
+    console.log(name + ': ok' + (msg ? ' (' + msg + ')' : ''));
+  } catch (e) {
+    failed = true;
+    console.error(name + ': FAILED:', e);
+  } finally {
+    await browser.close();
+  }
+  process.exit(failed ? 1 : 0);
+}
