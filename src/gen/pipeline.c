@@ -720,7 +720,7 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
                                  sizeof sub, err);
     if (st != PX_OK)
         return st;
-    char llm[1536]; /* what the LLM server reported it used (dialect, version, model) */
+    char llm[1536] = ""; /* what the LLM server reported it used (dialect, version, model) */
     if (px_gen_llm_describe(wr, llm, sizeof llm))
         px_manifest_meta_set(r->store, "llm", llm, NULL);
     for (size_t i = 0; i < n && made < want; i++) {
@@ -750,6 +750,8 @@ static int make_jobs(run *r, int si, int want, px_gen_writer *wr, px_gen_dedup *
                           .model = r->render.model};
         int64_t id;
         st = px_manifest_add_job(r->store, &j, px_gen_writer_name(wr), sub, &id, NULL, err);
+        if (st == PX_OK && llm[0])
+            st = px_manifest_prompt_source(r->store, id, llm, err);
         if (st != PX_OK)
             break;
         job_item *it = px_calloc(1, sizeof *it);

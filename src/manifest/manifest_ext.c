@@ -14,6 +14,7 @@ int mf_step_campaign_runs(struct px_manifest *s, char **msg); /* manifest_campai
 int mf_step_accounts(struct px_manifest *s, char **msg); /* manifest_accounts.c */
 int mf_step_review(struct px_manifest *s, char **msg);   /* manifest_review.c */
 int mf_step_render_info(struct px_manifest *s, char **msg); /* manifest_render.c */
+int mf_step_prompt_source(struct px_manifest *s, char **msg); /* manifest_prompt_source.c */
 
 /* One line per feature, appended as features land. */
 static const mf_step_fn k_steps[] = {
@@ -22,6 +23,7 @@ static const mf_step_fn k_steps[] = {
     mf_step_review,
     mf_step_campaign_runs,
     mf_step_render_info,
+    mf_step_prompt_source,
 };
 
 int mf_extend(struct px_manifest *s, char **msg)

@@ -12,7 +12,8 @@
  *   campaigns(id INTEGER PK, name, json, created_at)  -- every campaign run on the pool
  *   quotas(theme_slug, type, theme, quota, campaign_id, PK(theme_slug, type))
  *                                                      -- images wanted per theme and type
- *   prompts(id INTEGER PK, theme_slug, type, text, writer, subtopic, created_at)
+ *   prompts(id INTEGER PK, theme_slug, type, text, writer, subtopic, created_at,
+ *           source -- added by manifest_prompt_source.c: JSON, what the LLM server reported)
  *   jobs(id INTEGER PK, theme, theme_slug, type, prompt_id, prompt, negative, seed,
  *        width, height, steps, cfg, sampler, backend, model,
  *        status TEXT  -- 'pending' | 'running' | 'done' | 'failed'
@@ -206,6 +207,10 @@ void px_manifest_jobs_free(px_manifest_job *j, size_t n);
  * stored (either may be NULL). */
 int px_manifest_add_job(px_manifest *s, const px_manifest_job *j, const char *writer,
                         const char *subtopic, int64_t *job_id, int64_t *seed, px_err *err);
+/* Records where job_id's prompt came from (prompts.source: for an LLM the
+ * JSON its server reported, px_gen_llm_describe). PX_OK also when there is
+ * no such job (nothing changes). */
+int px_manifest_prompt_source(px_manifest *s, int64_t job_id, const char *source, px_err *err);
 /* Jobs with the given status ("pending", "running", ...; NULL: pending and
  * running) in id order, at most limit (<= 0: all). Free with px_manifest_jobs_free. */
 int px_manifest_list_jobs(px_manifest *s, const char *status, int limit, px_manifest_job **out,

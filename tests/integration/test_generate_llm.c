@@ -13,6 +13,7 @@
 
 #include <cmocka.h> /* after the three it needs */
 #include <jansson.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,21 @@ static void test_manifest_records_server(void **state)
     assert_string_equal(jstr(d, "dialect"), "llamacpp-old");
     assert_string_equal(jstr(d, "model"), "fake-7b-instruct-q4_k_m.gguf");
     json_decref(d);
+    /* and each prompt keeps what its server reported when it was written */
+    sqlite3 *h;
+    assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(h,
+                                        "SELECT COUNT(*) FROM prompts WHERE writer = 'llm' AND"
+                                        " json_extract(source, '$.dialect') = 'llamacpp-old' AND"
+                                        " json_extract(source, '$.model') ="
+                                        " 'fake-7b-instruct-q4_k_m.gguf'",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 2);
+    sqlite3_finalize(q);
+    sqlite3_close(h);
     px_gen_writer_destroy(w);
     px_gen_campaign_free(&c);
     fake_img_stop(img);
