@@ -41,9 +41,12 @@ int px_gen_server_ready(const px_gen_server_info *info, const char *url,
 /* Puts what the server reported it used (u) into job j (seed, steps, CFG,
  * sampler, model; the size is the decoded image's, set by the caller) and
  * makes *render_info (malloc'd JSON: what was asked, the server's own
- * account) for px_manifest_job_rendered. PX_ENOMEM. (server.c) */
+ * account, the size it rendered got_w x got_h (0: not known) and the
+ * --size-mismatch policy applied (NULL: none was needed)) for
+ * px_manifest_job_rendered. PX_ENOMEM. (server.c) */
 int px_gen_apply_used(px_manifest_job *j, const px_gen_server_info *info,
-                      const px_gen_render_used *u, char **render_info);
+                      const px_gen_render_used *u, int got_w, int got_h, const char *size_policy,
+                      char **render_info);
 
 /* Base64 (standard alphabet, padding optional, whitespace skipped).
  * decode: PX_ECORRUPT on a bad character. Caller frees *out. */

@@ -298,7 +298,10 @@ static int record_used(run *r, const server *sv, job_item *it, px_image *img,
     px_manifest_job *j = &it->job;
     int gw = rendered ? rendered->w : img->w, gh = rendered ? rendered->h : img->h;
     int st = PX_OK;
+    const char *policy = NULL;
     if (!rendered && (gw != j->width || gh != j->height)) {
+        static const char *const names[] = {"refuse", "rescale", "keep"};
+        policy = names[r->o->size_mismatch];
         switch (r->o->size_mismatch) {
         case PX_GEN_SIZE_RESCALE: st = px_gen_rescale(img, j->width, j->height, &it->err); break;
         case PX_GEN_SIZE_KEEP:
@@ -316,7 +319,7 @@ static int record_used(run *r, const server *sv, job_item *it, px_image *img,
     }
     char *info = NULL;
     if (st == PX_OK && used)
-        st = px_gen_apply_used(j, &sv->info, used, &info) == PX_OK
+        st = px_gen_apply_used(j, &sv->info, used, gw, gh, policy, &info) == PX_OK
                  ? PX_OK
                  : px_err_set(&it->err, PX_ENOMEM, "job %lld: out of memory", (long long)j->id);
     if (st == PX_OK)
@@ -603,6 +606,9 @@ static void *worker_main(void *arg)
                 it->refused = 1; /* asked for what the server will not do: no use retrying */
         }
         if (st == PX_ECLOSED) {
+            if (o->backend != PX_GEN_LOCAL) /* curl's words ("aborted by a callback") say less */
+                px_err_set(&it->err, PX_ECLOSED, "%s: render abandoned, the run was stopped",
+                           sv->url);
             /* stopped between two steps: the job goes back to pending, no fault of anyone's */
             px_manifest_job_fail(r->store, it->job.id, it->err.msg, 0, NULL);
             it->kind = R_UNRUN;
@@ -1373,7 +1379,7 @@ static int rerender_remote(const px_gen_opts *o, const char *where, px_manifest_
                            payload, used, err);
     if (st == PX_OK)
         st = px_gen_decode(payload->data, payload->len, 0, img, err);
-    if (st == PX_OK && px_gen_apply_used(j, info, used, &ri) != PX_OK)
+    if (st == PX_OK && px_gen_apply_used(j, info, used, img->w, img->h, NULL, &ri) != PX_OK)
         st = px_err_set(err, PX_ENOMEM, "out of memory");
     free(ri);
     free(info);

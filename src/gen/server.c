@@ -420,7 +420,8 @@ static int replace_str(char **dst, const char *v)
 }
 
 int px_gen_apply_used(px_manifest_job *j, const px_gen_server_info *info,
-                      const px_gen_render_used *u, char **render_info)
+                      const px_gen_render_used *u, int got_w, int got_h, const char *size_policy,
+                      char **render_info)
 {
     *render_info = NULL;
     json_t *asked = json_pack("{s:I, s:i, s:i, s:i, s:f, s:s, s:s}", "seed", (json_int_t)j->seed,
@@ -444,8 +445,13 @@ int px_gen_apply_used(px_manifest_job *j, const px_gen_server_info *info,
     }
     json_t *o = json_pack("{s:s, s:o, s:s}", "server_kind", info ? info->kind : "", "asked", asked,
                           "server_said", u->info);
+    /* the size it rendered is the image's; what it says (sd-server: the size asked) is its word */
+    if (o && got_w > 0)
+        json_object_set_new(o, "rendered_size", json_sprintf("%dx%d", got_w, got_h));
+    if (o && size_policy)
+        json_object_set_new(o, "size_mismatch", json_string(size_policy));
     if (o && (u->known & PX_GEN_USED_SIZE))
-        json_object_set_new(o, "server_size", json_sprintf("%dx%d", u->width, u->height));
+        json_object_set_new(o, "server_said_size", json_sprintf("%dx%d", u->width, u->height));
     *render_info = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
     return st != PX_OK || !*render_info ? PX_ENOMEM : PX_OK;
