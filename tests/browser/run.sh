@@ -44,7 +44,13 @@ one() {
     tokens+="\"$n\":\"$tok\","
   done
   tokens="${tokens%,}}"
-  "$bin" serve --listen 127.0.0.1:0 --pool "$dir/pool" --no-anonymize >"$dir/serve.out" 2>"$dir/serve.err" &
+  local pre=() more=()
+  if [ "$name" = campaigns ]; then # the Campaigns page renders on the fake image server
+    pre=("$build/fake_imageserver_run" --delay-ms 600 --)
+    more=(--gen-server 'gpu1={URL}' --gen-server 'gpu2={URL}')
+  fi
+  "${pre[@]}" "$bin" serve --listen 127.0.0.1:0 --pool "$dir/pool" --no-anonymize "${more[@]}" \
+    >"$dir/serve.out" 2>"$dir/serve.err" &
   pid=$!
   for _ in $(seq 200); do
     grep -q listening "$dir/serve.out" 2>/dev/null && break
@@ -55,7 +61,7 @@ one() {
     echo "$name: server did not start:" >&2; cat "$dir/serve.err" >&2; stop; return 1
   fi
   PX_URL=$url PX_MANIFEST="$dir/pool/manifest.sqlite" PX_FIRST=$first PX_PER=$per \
-    PX_TOKENS=$tokens PX_TMP="$dir/tmp" PX_POOL="$dir/pool" node "$test"
+    PX_TOKENS=$tokens PX_TMP="$dir/tmp" PX_POOL="$dir/pool" PX_BIN=$bin PX_MAKE_POOL=$make_pool node "$test"
   rc=$?
   stop || { echo "$name: the server exited with $?:" >&2; cat "$dir/serve.err" >&2; rc=1; }
   mkdir -p "$build/browser-shots"
