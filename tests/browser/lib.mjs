@@ -7,6 +7,7 @@
 //   PX_PER       images per slot
 //   PX_TOKENS    {"ana": TOKEN, "ben": TOKEN, "root": TOKEN}: ana and ben reviewers, root admin
 //   PX_TMP       this test's temporary folder (screenshots go there)
+//   PX_BIN, PX_MAKE_POOL  pixpipe and serve_make_pool, for a test that needs a server of its own
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
@@ -24,6 +25,8 @@ export const env = {
   per: Number(need('PX_PER')),
   tokens: JSON.parse(need('PX_TOKENS')),
   tmp: need('PX_TMP'),
+  bin: need('PX_BIN'),
+  makePool: need('PX_MAKE_POOL'),
 };
 
 export function shot(name) {
@@ -93,8 +96,9 @@ export async function currentId(page) {
   return Number(await page.evaluate(() => document.body.dataset.current || '0'));
 }
 
-// Runs one test body with a browser; prints the failure and sets the exit code.
-export async function run(name, body) {
+// Runs one test body with a browser, prints the failure, and exits (0 or 1), or with
+// {exit: false} returns whether it passed, for a test with its own clean-up.
+export async function run(name, body, opts) {
   const browser = await launch();
   let failed = false;
   try {
@@ -106,5 +110,6 @@ export async function run(name, body) {
   } finally {
     await browser.close();
   }
+  if (opts && opts.exit === false) return !failed;
   process.exit(failed ? 1 : 0);
 }

@@ -21,6 +21,7 @@
   const { $, api, toast } = window.px;
   const AHEAD = 5;   // claim more when fewer than this are left after the current image
   const BATCH = 10;  // new images per claim
+  const CLAIM_MAX = 100;
   const DEFAULT_REASONS = ['distorted anatomy or objects', 'text, logo or watermark', 'off theme',
     'low quality or blurry', 'recognisable person or brand', 'near duplicate'];
   const state = {
@@ -120,7 +121,8 @@
 
   async function claimMore() {
     if (state.noClaim) return listMore();
-    const body = Object.assign({ n: state.queue.length + BATCH }, filters());
+    // the server hands out at most CLAIM_MAX at once; a reviewer holding that many gets no more
+    const body = Object.assign({ n: Math.min(CLAIM_MAX, state.queue.length + BATCH) }, filters());
     try {
       return await api('/v1/review/claim', { method: 'POST', body: body });
     } catch (e) {
