@@ -9,7 +9,8 @@
  *
  * Output: a progress bar on a terminal (redrawn in place), plain lines every
  * 10 s otherwise, then a summary per theme and type from the manifest.
- * Ctrl-C stops after the images in flight; running the same command again
+ * Ctrl-C abandons the renders in flight (stopping them on the server where
+ * it can) and stops; running the same command again
  * resumes.
  */
 #include <getopt.h>

@@ -464,12 +464,52 @@ fail:
     return NULL;
 }
 
-/* Substitutes the markers in every node's inputs; *found counts prompts placed. */
-static int substitute(json_t *wf, const px_gen_render_req *r, int *found)
+/* The markers a workflow must hold, so that what the campaign records is
+ * what renders (the sampler may instead be a literal, which is recorded). */
+static const char *const k_markers[] = {"%prompt%", "%negative%", "%seed%", "%width%",
+                                        "%height%",  "%steps%",    "%cfg%"};
+
+int px_gen_comfy_check(const char *workflow, px_err *err)
+{
+    json_error_t je;
+    json_t *wf = workflow ? json_loads(workflow, 0, &je) : NULL;
+    if (!json_is_object(wf)) {
+        json_decref(wf);
+        return px_err_set(err, PX_EINVAL, "comfyui workflow: not a JSON object (%s)",
+                          workflow ? je.text : "none given");
+    }
+    char *text = json_dumps(wf, JSON_COMPACT);
+    json_decref(wf);
+    if (!text)
+        return px_err_set(err, PX_ENOMEM, "comfyui workflow: out of memory");
+    char missing[200] = "";
+    for (size_t i = 0; i < sizeof k_markers / sizeof k_markers[0]; i++)
+        if (!strstr(text, k_markers[i]))
+            snprintf(missing + strlen(missing), sizeof missing - strlen(missing), "%s%s",
+                     missing[0] ? ", " : "", k_markers[i]);
+    free(text);
+    if (missing[0])
+        return px_err_set(err, PX_EINVAL, "comfyui workflow: no %s marker: the workflow's own "
+                          "value would render while the campaign's is recorded; put the marker "
+                          "in that node input (docs/generate.md)", missing);
+    return PX_OK;
+}
+
+/* Substitutes the markers in every node's inputs; *found counts prompts
+ * placed; u->sampler gets the sampler (and scheduler) that will render:
+ * ours through "%sampler%" / "%scheduler%", else the workflow's own. */
+static int substitute(json_t *wf, const px_gen_render_req *r, const px_gen_server_info *info,
+                      int *found, px_gen_render_used *u, px_err *err)
 {
     const char *node_id;
     json_t *node;
     *found = 0;
+    char sampler[64], scheduler[32], lit_s[64] = "", lit_h[32] = "";
+    int st = px_gen_server_sampler(info, r->sampler, sampler, sizeof sampler, scheduler,
+                                   sizeof scheduler, err);
+    if (st != PX_OK)
+        return st;
+    int used_s = 0, used_h = 0;
     json_object_foreach(wf, node_id, node)
     {
         json_t *inputs = json_object_get(node, "inputs");
@@ -491,6 +531,14 @@ static int substitute(json_t *wf, const px_gen_render_req *r, int *found)
                 nv = json_integer(r->steps);
             else if (!strcmp(s, "%cfg%"))
                 nv = json_real(r->cfg);
+            else if (!strcmp(s, "%sampler%") && (used_s = 1))
+                nv = json_string(sampler);
+            else if (!strcmp(s, "%scheduler%") && (used_h = 1))
+                nv = json_string(scheduler);
+            else if (!strcmp(k, "sampler_name") && !lit_s[0])
+                snprintf(lit_s, sizeof lit_s, "%.63s", s);
+            else if (!strcmp(k, "scheduler") && !lit_h[0])
+                snprintf(lit_h, sizeof lit_h, "%.31s", s);
             else if (strstr(s, "%prompt%") || strstr(s, "%negative%")) {
                 char *a = replace_all(s, "%prompt%", r->prompt);
                 char *b = a ? replace_all(a, "%negative%", r->negative ? r->negative : "") : NULL;
@@ -499,12 +547,16 @@ static int substitute(json_t *wf, const px_gen_render_req *r, int *found)
                 free(a);
                 free(b);
                 if (!nv)
-                    return PX_ENOMEM;
+                    return px_err_set(err, PX_ENOMEM, "comfyui workflow: out of memory");
             }
             if (nv && json_object_set_new(inputs, k, nv))
-                return PX_ENOMEM;
+                return px_err_set(err, PX_ENOMEM, "comfyui workflow: out of memory");
         }
     }
+    snprintf(u->sampler, sizeof u->sampler, "%.40s%s%.20s", used_s ? sampler : lit_s,
+             (used_h ? scheduler : lit_h)[0] ? " " : "", used_h ? scheduler : lit_h);
+    if (u->sampler[0])
+        u->known |= PX_GEN_USED_SAMPLER;
     return PX_OK;
 }
 
@@ -531,8 +583,9 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-static int render_comfy(px_gen_client *c, const char *base, const char *workflow,
-                        const px_gen_render_req *r, long timeout_ms, px_buf *image, px_err *err)
+static int render_comfy(px_gen_client *c, const char *base, const px_gen_server_info *info,
+                        const char *workflow, const px_gen_render_req *r, long timeout_ms,
+                        px_buf *image, px_gen_render_used *u, px_err *err)
 {
     char url[1024];
     px_gen_join_url(base, "/prompt", url, sizeof url);
@@ -545,9 +598,10 @@ static int render_comfy(px_gen_client *c, const char *base, const char *workflow
         return px_err_set(err, PX_EINVAL, "comfyui workflow: not a JSON object (%s)", je.text);
     }
     int found = 0;
-    if (substitute(wf, r, &found) != PX_OK) {
+    int st = substitute(wf, r, info, &found, u, err);
+    if (st != PX_OK) {
         json_decref(wf);
-        return px_err_set(err, PX_ENOMEM, "comfyui workflow: out of memory");
+        return st;
     }
     if (!found) {
         json_decref(wf);
@@ -556,7 +610,7 @@ static int render_comfy(px_gen_client *c, const char *base, const char *workflow
     json_t *req = json_pack("{s:o, s:s}", "prompt", wf, "client_id", "pixpipe");
     json_t *ans;
     double t0 = px_now_ms();
-    int st = post_json(c, url, req, timeout_ms, &ans, err);
+    st = post_json(c, url, req, timeout_ms, &ans, err);
     if (st != PX_OK)
         return st;
     const char *pv = json_string_value(json_object_get(ans, "prompt_id"));
@@ -656,7 +710,8 @@ int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url
         return sdcpp ? render_sdcpp(c, base_url, info, req, timeout_ms, image, u, err)
                      : render_a1111(c, base_url, info, req, timeout_ms, image, u, err);
     case PX_GEN_OPENAI: return render_openai(c, base_url, info, req, timeout_ms, image, u, err);
-    case PX_GEN_COMFYUI: return render_comfy(c, base_url, workflow, req, timeout_ms, image, err);
+    case PX_GEN_COMFYUI:
+        return render_comfy(c, base_url, info, workflow, req, timeout_ms, image, u, err);
     case PX_GEN_LOCAL:
         return px_err_set(err, PX_EINVAL, "the local backend has no server: px_gen_local_render");
     default: return px_err_set(err, PX_EINVAL, "unknown backend %d", backend);

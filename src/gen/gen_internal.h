@@ -48,6 +48,11 @@ int px_gen_apply_used(px_manifest_job *j, const px_gen_server_info *info,
                       const px_gen_render_used *u, int got_w, int got_h, const char *size_policy,
                       char **render_info);
 
+/* Refuses a ComfyUI workflow without a marker for each setting the campaign
+ * records (%prompt% %negative% %seed% %width% %height% %steps% %cfg%), naming
+ * those missing: its own values would render instead. (backend.c) */
+int px_gen_comfy_check(const char *workflow, px_err *err);
+
 /* Base64 (standard alphabet, padding optional, whitespace skipped).
  * decode: PX_ECORRUPT on a bad character. Caller frees *out. */
 int px_gen_b64_decode(const char *s, size_t n, uint8_t **out, size_t *outlen);

@@ -879,6 +879,8 @@ static int check_opts(const px_gen_opts *o, px_err *err)
                               o->servers[i]);
     if (o->backend == PX_GEN_COMFYUI && !o->workflow)
         return px_err_set(err, PX_EINVAL, "generate: the comfyui backend needs --workflow FILE");
+    if (o->backend == PX_GEN_COMFYUI)
+        return px_gen_comfy_check(o->workflow, err);
     return PX_OK;
 }
 

@@ -25,16 +25,19 @@
 #include <string.h>
 #include <strings.h>
 
-/* A1111 sampler names and sd-server's for the same method. */
+/* A1111 sampler names, sd-server's and ComfyUI's for the same method. */
 static const struct {
-    const char *a1111, *sdcpp;
+    const char *a1111, *sdcpp, *comfy;
 } k_samplers[] = {
-    {"Euler a", "euler_a"},   {"Euler", "euler"},       {"Heun", "heun"},
-    {"DPM2", "dpm2"},         {"DPM++ 2S a", "dpm++2s_a"}, {"DPM++ 2M", "dpm++2m"},
-    {"DPM++ 2M SDE", "dpm++2m_sde"}, {"LCM", "lcm"},     {"DDIM", "ddim_trailing"},
-    {"LMS", "lms"},           {"iPNDM", "ipndm"},       {"TCD", "tcd"},
+    {"Euler a", "euler_a", "euler_ancestral"}, {"Euler", "euler", "euler"},
+    {"Heun", "heun", "heun"},                   {"DPM2", "dpm2", "dpm_2"},
+    {"DPM++ 2S a", "dpm++2s_a", "dpmpp_2s_ancestral"}, {"DPM++ 2M", "dpm++2m", "dpmpp_2m"},
+    {"DPM++ 2M SDE", "dpm++2m_sde", "dpmpp_2m_sde"}, {"LCM", "lcm", "lcm"},
+    {"DDIM", "ddim_trailing", "ddim"},          {"LMS", "lms", "lms"},
+    {"iPNDM", "ipndm", "ipndm"},                {"TCD", "tcd", NULL},
 };
-/* Scheduler suffixes of A1111's combined names and their scheduler names. */
+/* Scheduler suffixes of A1111's combined names and their scheduler names
+ * (sd-server and ComfyUI spell them alike). */
 static const struct {
     const char *suffix, *label, *sdcpp;
 } k_schedulers[] = {
@@ -202,7 +205,7 @@ int px_gen_server_sampler(const px_gen_server_info *info, const char *name, char
 {
     scheduler[0] = '\0';
     snprintf(sampler, scap, "%s", name ? name : "");
-    if (!info || !name || !*name || !strcmp(info->kind, "comfyui") || !info->kind[0])
+    if (!info || !name || !*name || !info->kind[0])
         return PX_OK;
     /* split "DPM++ 2M Karras" into the method and the scheduler */
     char base[64];
@@ -217,11 +220,19 @@ int px_gen_server_sampler(const px_gen_server_info *info, const char *name, char
             break;
         }
     }
-    int sdcpp = !strcmp(info->kind, "sd-server");
-    const char *method = base;
+    int sdcpp = !strcmp(info->kind, "sd-server"), comfy = !strcmp(info->kind, "comfyui");
+    const char *method = comfy ? NULL : base;
     for (size_t i = 0; i < NSAMPLERS; i++)
-        if (!strcasecmp(base, k_samplers[i].a1111) || !strcasecmp(base, k_samplers[i].sdcpp))
-            method = sdcpp ? k_samplers[i].sdcpp : k_samplers[i].a1111;
+        if (!strcasecmp(base, k_samplers[i].a1111) || !strcasecmp(base, k_samplers[i].sdcpp) ||
+            (k_samplers[i].comfy && !strcasecmp(base, k_samplers[i].comfy)))
+            method = sdcpp ? k_samplers[i].sdcpp : comfy ? k_samplers[i].comfy : k_samplers[i].a1111;
+    if (comfy) { /* ComfyUI: KSampler's sampler_name and scheduler ("normal" when none) */
+        if (!method)
+            return px_err_set(err, PX_EINVAL, "sampler '%s': no ComfyUI sampler of that name", name);
+        snprintf(sampler, scap, "%s", method);
+        snprintf(scheduler, hcap, "%s", sch >= 0 ? k_schedulers[sch].sdcpp : "normal");
+        return PX_OK;
+    }
     char known[1200];
     if (!info->split_scheduler) { /* older A1111: one combined name, as given */
         if (info->nsamplers >= 0 && listed((char(*)[40])info->samplers, info->nsamplers, name) < 0) {

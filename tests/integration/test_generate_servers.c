@@ -488,6 +488,65 @@ static void test_cancel_interrupts(void **state)
     fake_img_stop(f);
 }
 
+/* ComfyUI: a workflow without a marker for a recorded setting is refused
+ * naming it; the sampler is ours through %sampler%/%scheduler%, else the
+ * workflow's own, and the record says which. */
+static void test_comfy_workflow(void **state)
+{
+    (void)state;
+    fake_img *f;
+    assert_int_equal(fake_img_start(96, 64, &f), 0);
+    const char *no_steps =
+        "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":\"%seed%\",\"steps\":20,"
+        "\"cfg\":\"%cfg%\",\"sampler_name\":\"euler\",\"scheduler\":\"normal\"}},"
+        "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%prompt%\"}},"
+        "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%negative%\"}},"
+        "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":\"%width%\","
+        "\"height\":\"%height%\"}}}";
+    setup s;
+    setup_init(&s, "comfy-nosteps", fake_img_url(f), 2, 96, 64);
+    s.o.backend = PX_GEN_COMFYUI;
+    s.o.workflow = no_steps;
+    px_gen_summary sum;
+    px_err e;
+    assert_int_equal(run(&s, &sum, &e), PX_EINVAL);
+    assert_non_null(strstr(e.msg, "no %steps% marker"));
+    assert_int_equal(fake_img_renders(f), 0);
+    setup_free(&s);
+    /* with the markers: the workflow's literal sampler is what the record says */
+    const char *literal =
+        "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":\"%seed%\",\"steps\":"
+        "\"%steps%\",\"cfg\":\"%cfg%\",\"sampler_name\":\"euler\",\"scheduler\":\"normal\"}},"
+        "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%prompt%\"}},"
+        "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%negative%\"}},"
+        "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":\"%width%\","
+        "\"height\":\"%height%\"}}}";
+    setup_init(&s, "comfy-literal", fake_img_url(f), 2, 96, 64);
+    s.o.backend = PX_GEN_COMFYUI;
+    s.o.workflow = literal;
+    if (run(&s, &sum, &e) != PX_OK)
+        fail_msg("%s", e.msg);
+    assert_string_equal(qs(s.pool, "SELECT DISTINCT sampler FROM jobs"), "euler normal");
+    setup_free(&s);
+    /* and ours where it has %sampler% and %scheduler% ("DPM++ 2M Karras" in ComfyUI's names) */
+    const char *marked =
+        "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":\"%seed%\",\"steps\":"
+        "\"%steps%\",\"cfg\":\"%cfg%\",\"sampler_name\":\"%sampler%\",\"scheduler\":"
+        "\"%scheduler%\"}},"
+        "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%prompt%\"}},"
+        "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%negative%\"}},"
+        "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":\"%width%\","
+        "\"height\":\"%height%\"}}}";
+    setup_init(&s, "comfy-marked", fake_img_url(f), 2, 96, 64);
+    s.o.backend = PX_GEN_COMFYUI;
+    s.o.workflow = marked;
+    if (run(&s, &sum, &e) != PX_OK)
+        fail_msg("%s", e.msg);
+    assert_string_equal(qs(s.pool, "SELECT DISTINCT sampler FROM jobs"), "dpmpp_2m karras");
+    setup_free(&s);
+    fake_img_stop(f);
+}
+
 /* Every image rejected: the run stops at its job cap and says so. */
 static void test_job_cap_said(void **state)
 {
@@ -539,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_timeout_stops_server_work),
         cmocka_unit_test(test_cancel_interrupts),
         cmocka_unit_test(test_job_cap_said),
+        cmocka_unit_test(test_comfy_workflow),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
