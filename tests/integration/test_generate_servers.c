@@ -488,6 +488,21 @@ static void test_cancel_interrupts(void **state)
     fake_img_stop(f);
 }
 
+/* An API-format workflow: KSampler with these steps, sampler_name and
+ * scheduler values (JSON text), and the other markers in place. */
+static void comfy_workflow(char *out, size_t cap, const char *steps, const char *sampler,
+                           const char *scheduler)
+{
+    snprintf(out, cap,
+             "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":\"%%seed%%\",\"steps\":%s,"
+             "\"cfg\":\"%%cfg%%\",\"sampler_name\":%s,\"scheduler\":%s}},"
+             "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%%prompt%%\"}},"
+             "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%%negative%%\"}},"
+             "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":\"%%width%%\","
+             "\"height\":\"%%height%%\"}}}",
+             steps, sampler, scheduler);
+}
+
 /* ComfyUI: a workflow without a marker for a recorded setting is refused
  * naming it; the sampler is ours through %sampler%/%scheduler%, else the
  * workflow's own, and the record says which. */
@@ -496,13 +511,10 @@ static void test_comfy_workflow(void **state)
     (void)state;
     fake_img *f;
     assert_int_equal(fake_img_start(96, 64, &f), 0);
-    const char *no_steps =
-        "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":\"%seed%\",\"steps\":20,"
-        "\"cfg\":\"%cfg%\",\"sampler_name\":\"euler\",\"scheduler\":\"normal\"}},"
-        "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%prompt%\"}},"
-        "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%negative%\"}},"
-        "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":\"%width%\","
-        "\"height\":\"%height%\"}}}";
+    char no_steps[1024], literal[1024], marked[1024];
+    comfy_workflow(no_steps, sizeof no_steps, "20", "\"euler\"", "\"normal\"");
+    comfy_workflow(literal, sizeof literal, "\"%steps%\"", "\"euler\"", "\"normal\"");
+    comfy_workflow(marked, sizeof marked, "\"%steps%\"", "\"%sampler%\"", "\"%scheduler%\"");
     setup s;
     setup_init(&s, "comfy-nosteps", fake_img_url(f), 2, 96, 64);
     s.o.backend = PX_GEN_COMFYUI;
@@ -514,13 +526,6 @@ static void test_comfy_workflow(void **state)
     assert_int_equal(fake_img_renders(f), 0);
     setup_free(&s);
     /* with the markers: the workflow's literal sampler is what the record says */
-    const char *literal =
-        "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":\"%seed%\",\"steps\":"
-        "\"%steps%\",\"cfg\":\"%cfg%\",\"sampler_name\":\"euler\",\"scheduler\":\"normal\"}},"
-        "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%prompt%\"}},"
-        "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%negative%\"}},"
-        "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":\"%width%\","
-        "\"height\":\"%height%\"}}}";
     setup_init(&s, "comfy-literal", fake_img_url(f), 2, 96, 64);
     s.o.backend = PX_GEN_COMFYUI;
     s.o.workflow = literal;
@@ -529,14 +534,6 @@ static void test_comfy_workflow(void **state)
     assert_string_equal(qs(s.pool, "SELECT DISTINCT sampler FROM jobs"), "euler normal");
     setup_free(&s);
     /* and ours where it has %sampler% and %scheduler% ("DPM++ 2M Karras" in ComfyUI's names) */
-    const char *marked =
-        "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":\"%seed%\",\"steps\":"
-        "\"%steps%\",\"cfg\":\"%cfg%\",\"sampler_name\":\"%sampler%\",\"scheduler\":"
-        "\"%scheduler%\"}},"
-        "\"6\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%prompt%\"}},"
-        "\"7\":{\"class_type\":\"CLIPTextEncode\",\"inputs\":{\"text\":\"%negative%\"}},"
-        "\"5\":{\"class_type\":\"EmptyLatentImage\",\"inputs\":{\"width\":\"%width%\","
-        "\"height\":\"%height%\"}}}";
     setup_init(&s, "comfy-marked", fake_img_url(f), 2, 96, 64);
     s.o.backend = PX_GEN_COMFYUI;
     s.o.workflow = marked;
