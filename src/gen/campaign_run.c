@@ -67,12 +67,13 @@ int px_gen_campaign_from_run(const px_manifest_campaign_run *run, px_gen_campaig
     return st;
 }
 
-/* Opens the manifest of pool (read-write: the run's state is written back). */
-static int open_manifest(const char *pool, px_manifest **s, px_err *err)
+/* Opens the manifest of pool; readonly for looking (a folder without one
+ * stays without one), read-write to record a run's end. */
+static int open_manifest(const char *pool, int readonly, px_manifest **s, px_err *err)
 {
     char db[1100];
     snprintf(db, sizeof db, "%s/%s", pool, PX_MANIFEST_FILE);
-    return px_manifest_open(db, 0, s, err);
+    return px_manifest_open(db, readonly, s, err);
 }
 
 int px_gen_campaign_from_pool(const char *pool, px_gen_campaign *c, int64_t *run_id, px_err *err)
@@ -81,8 +82,11 @@ int px_gen_campaign_from_pool(const char *pool, px_gen_campaign *c, int64_t *run
     px_manifest *s = NULL;
     px_manifest_campaign_run run;
     memset(&run, 0, sizeof run);
-    int st = open_manifest(pool, &s, err);
-    if (st == PX_OK && (st = px_manifest_campaign_run_get(s, 0, &run, err)) == PX_ENOTFOUND)
+    /* no manifest, or one from before campaign runs existed: nothing to resume */
+    int st = open_manifest(pool, 1, &s, err);
+    if (st == PX_OK)
+        st = px_manifest_campaign_run_get(s, 0, &run, err);
+    if (st == PX_ENOTFOUND || (st != PX_OK && strstr(err->msg, "no such table")))
         st = px_err_set(err, PX_ENOTFOUND, "pool '%s' has no campaign started from the Campaigns "
                         "page to resume; give --campaign FILE or --theme/--type/--count", pool);
     if (st == PX_OK && !strcmp(run.state, "running"))
@@ -103,7 +107,7 @@ int px_gen_campaign_from_pool(const char *pool, px_gen_campaign *c, int64_t *run
 int px_gen_campaign_run_ended(const char *pool, int64_t run_id, int complete, px_err *err)
 {
     px_manifest *s = NULL;
-    int st = open_manifest(pool, &s, err);
+    int st = open_manifest(pool, 0, &s, err);
     if (st == PX_OK)
         st = px_manifest_campaign_run_set_state(
             s, run_id, complete ? "done" : "paused",

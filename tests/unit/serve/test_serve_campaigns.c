@@ -515,6 +515,15 @@ static void test_cli_and_browser_share(void **state)
     fake_img_set_delay(g_img, 0);
     px_server_destroy(srv);
 
+    /* a folder without a pool: nothing to resume, and it stays without one */
+    char empty[300], probe[400];
+    snprintf(empty, sizeof empty, "%s/empty", g_dir);
+    assert_int_equal(px_mkdir_p(empty, &err), PX_OK);
+    assert_int_equal(px_gen_campaign_from_pool(empty, &camp, &run_id, &err), PX_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "no campaign started from the Campaigns page"));
+    snprintf(probe, sizeof probe, "%s/%s", empty, PX_MANIFEST_FILE);
+    assert_int_not_equal(access(probe, F_OK), 0);
+
     /* begun on the command line and stopped half-way: the page takes it over */
     new_pool(pool, sizeof pool, db, sizeof db);
     const char *cli = "{\"name\":\"cli-begun\",\"total\":6,\"types\":{\"exteriors\":1},"
