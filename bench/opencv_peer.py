@@ -8,8 +8,16 @@ the network size, 0..255, NCHW float32: the convention of the golden data in
 ../shared/golden/yunet) or the same deterministic pattern bench_nn uses.
 --dump-input FILE writes that tensor as raw little-endian float32 so bench_nn
 --input FILE runs on exactly the same numbers.
+
+`opencv_peer.py anonymize --model YUNET --outdir DIR PHOTO...` is the end-to-end
+peer of `pixpipe anonymize` (issue 12): per photo, read it, run OpenCV's
+FaceDetectorYN once with the photo scaled so its long side is 640 px, blur
+every face box (GaussianBlur, sigma a fifth of the face width), write a
+JPEG at quality 90; one thread. OpenCV 4.6 (Debian 12) reads YuNet 2022mar,
+not 2023mar. Prints per-photo faces and milliseconds, and `total_ms`.
 """
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -25,7 +33,60 @@ def pattern(n):
         np.float32)
 
 
+def anonymize(argv):
+    ap = argparse.ArgumentParser(prog="opencv_peer.py anonymize")
+    ap.add_argument("--model", required=True, help="YuNet ONNX file OpenCV reads (2022mar)")
+    ap.add_argument("--outdir", required=True)
+    ap.add_argument("--threshold", type=float, default=0.6)
+    ap.add_argument("--runs", type=int, default=3, help="passes over the photos; the best counts")
+    ap.add_argument("photos", nargs="+")
+    a = ap.parse_args(argv)
+    cv2.setNumThreads(1)
+    det = cv2.FaceDetectorYN.create(a.model, "", (640, 640), a.threshold, 0.3, 5000)
+    det.detect(np.zeros((640, 640, 3), np.uint8))  # warm-up: the network is set up lazily
+    best = None
+    for _ in range(max(1, a.runs)):
+        total = one_run(det, a)
+        best = total if best is None else min(best, total)
+    print("total_ms: %.1f" % best)
+
+
+def one_run(det, a):
+    total = 0.0
+    for path in a.photos:
+        t = time.perf_counter()
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            sys.exit("opencv_peer: cannot read image %s" % path)
+        h, w = img.shape[:2]
+        k = 640.0 / max(w, h)
+        small = cv2.resize(img, (max(1, round(w * k)), max(1, round(h * k))),
+                           interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        det.setInputSize((small.shape[1], small.shape[0]))
+        _, faces = det.detect(small)
+        n = 0
+        for f in faces if faces is not None else []:
+            x, y, fw, fh = (v / k for v in f[:4])
+            x0, y0 = max(int(x), 0), max(int(y), 0)
+            x1, y1 = min(int(x + fw) + 1, w), min(int(y + fh) + 1, h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            sigma = max(8.0, fw / 5.0)
+            img[y0:y1, x0:x1] = cv2.GaussianBlur(img[y0:y1, x0:x1], (0, 0), sigma)
+            n += 1
+        out = os.path.join(a.outdir, os.path.splitext(os.path.basename(path))[0] + ".jpg")
+        if not cv2.imwrite(out, img, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+            sys.exit("opencv_peer: cannot write %s" % out)
+        ms = (time.perf_counter() - t) * 1000.0
+        total += ms
+        print("photo: %s faces: %d ms: %.1f" % (os.path.basename(path), n, ms))
+    return total
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "anonymize":
+        anonymize(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("--size", default="640x640", help="network input WxH (default 640x640)")

@@ -10,9 +10,10 @@
  * unless the caller fixes one, per call; the noise never depends on the
  * face's pixels, so nothing of the face can be read back from it.
  */
-#include "px_anon.h"
+#include "anon_internal.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,9 @@ px_anon_opts px_anon_opts_default(void)
     o.jpeg_quality = 90;
     o.max_pixels = 0;
     o.seed = 0;
+    o.rotations = 1;
+    o.refine_crowds = 1;
+    o.verify = 1;
     return o;
 }
 
@@ -86,15 +90,7 @@ int px_anon_conceal_faces(px_image *img, const px_face *faces, int n, const px_a
         return px_err_set(err, PX_EINVAL, "conceal: unknown mode %d", (int)o->mode);
     const uint64_t seed = o->seed ? o->seed : fresh_seed();
     for (int i = 0; i < n; i++) {
-        px_mask m;
-        int st = px_face_mask(&faces[i], img->w, img->h, &o->mask, &m, err);
-        if (st != PX_OK)
-            return st;
-        if (!m.alpha)
-            continue; /* entirely outside the image */
-        px_conceal c = px_face_conceal_for(&faces[i], o->mode, mix64(seed + (uint64_t)i));
-        st = px_image_conceal(img, &m, &c, err);
-        free(m.alpha);
+        const int st = anon_conceal_one(img, &faces[i], o, mix64(seed + (uint64_t)i), 0, err);
         if (st != PX_OK)
             return st;
     }
@@ -147,11 +143,27 @@ int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
 
     px_face *faces = NULL;
     int n = 0;
-    st = px_face_detect(det, &img, &o->detect, &faces, &n, &res->detect_stats, err);
+    st = px_anon_detect(det, &img, o, &faces, &n, &res->detect_stats, &res->coverage, err);
     double t2 = px_now_ms();
+    /* one seed for the first concealing and the self-check's, so --seed fixes both */
+    const uint64_t seed = o->seed ? o->seed : fresh_seed();
+    px_anon_opts oc = *o;
+    oc.seed = seed;
     if (st == PX_OK)
-        st = px_anon_conceal_faces(&img, faces, n, o, err);
+        st = px_anon_conceal_faces(&img, faces, n, &oc, err);
     double t3 = px_now_ms();
+    anon_verify_out vo;
+    memset(&vo, 0, sizeof vo);
+    if (st == PX_OK && o->verify) {
+        int nw, nh;
+        px_face_detector_input_size(det, &nw, &nh);
+        const float s0 = fminf(fminf((float)nw / (float)img.w, (float)nh / (float)img.h), 2.0f);
+        anon_faces list = {faces, n, n};
+        st = anon_verify(det, &img, &list, &oc, mix64(seed ^ 0x5e1fULL), s0, &vo, err);
+        faces = list.v;
+        n = list.n;
+    }
+    double t3v = px_now_ms();
     /* the input's format where we write it; TIFF, GIF, HEIF and AVIF become JPEG */
     const px_format fmt = o->out_format != PX_FMT_UNKNOWN ? o->out_format
                           : px_format_writable(info.format) ? info.format
@@ -162,6 +174,12 @@ int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
                          : px_image_encode(&img, fmt, o->jpeg_quality, &res->out, err);
     px_image_print_free(&print);
     double t4 = px_now_ms();
+    for (int i = 0; i < n; i++) { /* the self-check's boxes may reach past the edges */
+        faces[i].x1 = fminf(fmaxf(faces[i].x1, 0.0f), (float)img.w);
+        faces[i].x2 = fminf(fmaxf(faces[i].x2, 0.0f), (float)img.w);
+        faces[i].y1 = fminf(fmaxf(faces[i].y1, 0.0f), (float)img.h);
+        faces[i].y2 = fminf(fmaxf(faces[i].y2, 0.0f), (float)img.h);
+    }
     if (st != PX_OK) {
         px_buf_free(&res->out);
         free(faces);
@@ -179,7 +197,11 @@ int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
     res->ms_decode = t1 - t0;
     res->ms_detect = t2 - t1;
     res->ms_conceal = t3 - t2;
-    res->ms_encode = t4 - t3;
+    res->ms_verify = t3v - t3;
+    res->ms_encode = t4 - t3v;
+    res->verified = vo.verified;
+    res->strengthened = vo.strengthened;
+    res->verify_passes = vo.passes;
     px_image_free(&img);
     return PX_OK;
 }

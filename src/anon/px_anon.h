@@ -30,8 +30,20 @@ typedef struct px_anon_opts {
     int jpeg_quality;           /* 1..100, default 90 */
     uint64_t max_pixels;        /* decode limit (0: default 100 MP) */
     uint64_t seed;              /* noise seed (0: random per call) */
+    int rotations;     /* 1 (default): a probe pass finds faces turned by 90/180/270 degrees and the
+                          full plan runs for those turns; 0: upright only; 2: all four turns */
+    int refine_crowds; /* 1 (default): regions with several small faces searched again finer */
+    int verify;        /* 1 (default): the self-check after concealing (docs/anonymize.md) */
 } px_anon_opts;
 px_anon_opts px_anon_opts_default(void);
+
+/* What the coverage passes did for one image. */
+typedef struct px_anon_coverage {
+    int probe_passes;   /* 1 when the rotation probe ran */
+    int probe_found[4]; /* faces the probe saw turned by 0, 90, 180, 270 degrees */
+    int turns_run;      /* bit k: the full plan ran on the image turned k quarter turns clockwise */
+    int crowd_passes;   /* network runs spent searching crowds again at a finer scale */
+} px_anon_coverage;
 
 typedef struct px_anon_result {
     px_buf out;              /* encoded image; free with px_buf_free (or px_anon_result_free) */
@@ -43,8 +55,12 @@ typedef struct px_anon_result {
     int orientation;         /* EXIF orientation that was applied */
     px_face *faces;          /* n_faces boxes in output pixel coordinates; malloc'd */
     int n_faces;
-    px_face_stats detect_stats;
-    double ms_decode, ms_detect, ms_conceal, ms_encode;
+    px_face_stats detect_stats; /* passes counts every network run of detection (probe included) */
+    px_anon_coverage coverage;
+    int verified;      /* 1: the self-check ran and its last look found no face */
+    int strengthened;  /* faces the self-check concealed again more strongly */
+    int verify_passes; /* network runs of the self-check */
+    double ms_decode, ms_detect, ms_conceal, ms_verify, ms_encode;
 } px_anon_result;
 
 /* Runs the whole job on an encoded image in memory. On PX_OK *res holds the
@@ -64,6 +80,24 @@ void px_anon_result_free(px_anon_result *res);
  * may be partly concealed then. Thread-safe on distinct images. */
 int px_anon_conceal_faces(px_image *img, const px_face *faces, int n, const px_anon_opts *opts,
                           px_err *err);
+
+/* Detection with the job's full coverage on a decoded, upright image: the
+ * rotation probe and the turned plans (opts->rotations), crowds searched
+ * again (opts->refine_crowds), all merged by NMS. *faces is malloc'd (caller
+ * frees; NULL when *n is 0), boxes in img's pixels. stats and cov may be
+ * NULL. Errors as px_face_detect. Thread-safe like px_face_detect. */
+int px_anon_detect(px_face_detector *det, const px_image *img, const px_anon_opts *opts,
+                   px_face **faces, int *n, px_face_stats *stats, px_anon_coverage *cov,
+                   px_err *err);
+
+/* One detector pass at exactly `scale` network pixels per image pixel over
+ * the whole image (network-sized tiles overlapping by 96 network pixels),
+ * merged by NMS at IoU 0.3: how an independent detector run at native size
+ * (1) or enlarged (2) sees the image. For tests and benchmarks. Same
+ * ownership and errors as px_anon_detect; PX_EINVAL for a scale outside
+ * 0.05..8. */
+int px_anon_detect_at_scale(px_face_detector *det, const px_image *img, float scale,
+                            float threshold, px_face **faces, int *n, px_err *err);
 
 /* Finds the detector model file. `explicit_path` (e.g. --model) wins when
  * given (it must exist). Otherwise `name` (NULL: PX_ANON_DEFAULT_MODEL) is

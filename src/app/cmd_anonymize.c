@@ -106,6 +106,10 @@ static void usage(FILE *f)
             "      --min-face N     smallest face side to find, in pixels (default 20)\n"
             "      --max-passes N   cap on network runs per image (default: none)\n"
             "      --max-pixels N   refuse larger images (default 100M; K/M/G suffixes)\n"
+            "      --turns T        probe (default: one pass finds faces turned by 90/180/\n"
+            "                       270 degrees, only those turns are searched), upright, all\n"
+            "      --no-check       skip the self-check (detection again over the output,\n"
+            "                       concealing more strongly any face still found)\n"
             "      --threads N      CPU threads (default: all cores)\n"
             "\n"
             "Reporting:\n"
@@ -568,6 +572,15 @@ static void report_ok(run_ctx *c, const job *j, const char *out, const px_anon_r
             json_set_name(o, "input", j->in);
             json_set_name(o, "output", out);
             json_object_update(o, rest);
+            json_object_set_new(o, "verified", json_boolean(r->verified));
+            json_object_set_new(o, "strengthened", json_integer(r->strengthened));
+            json_object_set_new(o, "check_passes", json_integer(r->verify_passes));
+            json_object_set_new(o, "check_ms", json_real(r->ms_verify));
+            json_t *turns = json_array();
+            for (int k = 0; k < 4 && turns; k++)
+                if (r->coverage.turns_run & (1 << k))
+                    json_array_append_new(turns, json_integer(90 * k));
+            json_object_set_new(o, "turns_searched", turns);
             if (r->out_format == PX_FMT_JPEG) /* docs/anonymize.md: JPEG in, JPEG out */
                 json_object_set_new(o, "jpeg",
                                     json_string(r->jpeg.lossless ? "lossless-outside-masks"
@@ -692,6 +705,8 @@ enum {
     OPT_MAX_PIXELS,
     OPT_THREADS,
     OPT_JSON,
+    OPT_TURNS,
+    OPT_NO_CHECK,
 };
 
 static void free_ctx(run_ctx *c)
@@ -723,6 +738,8 @@ static const struct option k_longopts[] = {
     {"max-pixels", required_argument, NULL, OPT_MAX_PIXELS},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"json", no_argument, NULL, OPT_JSON},
+    {"turns", required_argument, NULL, OPT_TURNS},
+    {"no-check", no_argument, NULL, OPT_NO_CHECK},
     {"quiet", no_argument, NULL, 'q'},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
@@ -797,6 +814,13 @@ static int parse_options(int argc, char **argv, run_ctx *c, const char **model, 
             *threads = (int)lv;
             break;
         case OPT_JSON: c->json = 1; break;
+        case OPT_TURNS:
+            if (!strcmp(optarg, "probe") || !strcmp(optarg, "upright") || !strcmp(optarg, "all"))
+                c->aopts.rotations = optarg[0] == 'p' ? 1 : optarg[0] == 'u' ? 0 : 2;
+            else
+                rc = bad_usage("--turns: '%s' is not probe, upright or all", optarg);
+            break;
+        case OPT_NO_CHECK: c->aopts.verify = 0; break;
         case 'q': c->quiet = 1; break;
         case 'v': c->verbose = 1; break;
         case 'h':
