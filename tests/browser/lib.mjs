@@ -9,7 +9,7 @@
 //   PX_TMP       this test's temporary folder (screenshots go there)
 //   PX_BIN, PX_MAKE_POOL  pixpipe and serve_make_pool, for a test that needs a server of its own
 import { chromium } from 'playwright-core';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import path from 'node:path';
 
 function need(name) {
@@ -33,11 +33,16 @@ export function shot(name) {
   return path.join(env.tmp, name);
 }
 
-export function manifest(sql, ...args) {
+// Rows of a query on run.sh's manifest (read-only); manifestOf(file, ...) on another one.
+export function manifestOf(file, sql, ...args) {
   const py = 'import json,sqlite3,sys\n' +
     'c=sqlite3.connect("file:"+sys.argv[1]+"?mode=ro",uri=True)\n' +
     'print(json.dumps([list(r) for r in c.execute(sys.argv[2], sys.argv[3:])]))';
-  return JSON.parse(execFileSync('python3', ['-c', py, env.manifest, sql, ...args.map(String)]).toString());
+  return JSON.parse(execFileSync('python3', ['-c', py, file, sql, ...args.map(String)]).toString());
+}
+
+export function manifest(sql, ...args) {
+  return manifestOf(env.manifest, sql, ...args);
 }
 
 // page.waitForFunction re-evaluates its predicate with eval(), which the pages' CSP (script-src
@@ -73,13 +78,15 @@ export function watchErrors(page, allow) {
 }
 
 // A new browser context (its own cookies) logged in as `who` through the login page: the token
-// is pasted into the form, and the queue page is ready. Returns {context, page}.
-export async function login(browser, who, contextOptions) {
+// is pasted into the form, and the queue page is ready. Returns {context, page}. `server`
+// ({url, tokens}) is another server than run.sh's.
+export async function login(browser, who, contextOptions, server) {
+  const srv = server || env;
   const context = await browser.newContext(contextOptions || { viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
-  await page.goto(env.url + '/review/');
+  await page.goto(srv.url + '/review/');
   await page.waitForURL(/\/review\/login\.html/, { timeout: 10000 });
-  await page.fill('#login-token', env.tokens[who]);
+  await page.fill('#login-token', srv.tokens[who]);
   await page.click('#login-submit');
   await page.waitForURL(/\/review\/$/, { timeout: 10000 });
   await page.waitForSelector('body[data-ready="1"]', { timeout: 10000 });
@@ -112,4 +119,36 @@ export async function run(name, body, opts) {
   }
   if (opts && opts.exit === false) return !failed;
   process.exit(failed ? 1 : 0);
+}
+
+// A server of the test's own (a pool made here, other options than run.sh's): makes the pool in
+// PX_TMP/NAME with PER images per slot, adds the accounts (['ana', 'root:--admin']) and starts
+// `pixpipe serve` with extra args. Returns {url, tokens, manifest, first, stop()}; stop() sends
+// SIGTERM and resolves to the exit code.
+export async function ownServer(name, per, accounts, args) {
+  const pool = path.join(env.tmp, name);
+  const first = Number(execFileSync(env.makePool, [pool, String(per), '5']).toString().trim());
+  const tokens = {};
+  for (const a of accounts) {
+    const [who, flag] = a.split(':');
+    tokens[who] = execFileSync(env.bin, ['serve', 'reviewer', 'add', who, ...(flag ? [flag] : []),
+      '--pool', pool], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  }
+  const server = spawn(env.bin, ['serve', '--listen', '127.0.0.1:0', '--pool', pool, '--no-anonymize',
+    ...(args || [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => server.on('exit', (code) => resolve(code)));
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => reject(new Error(name + ': server did not start')), 10000);
+    server.stdout.on('data', (d) => {
+      out += d;
+      const m = /listening on (http\S+?)\/?\s/.exec(out);
+      if (m) { clearTimeout(t); resolve(m[1]); }
+    });
+    exited.then((code) => reject(new Error(name + ': server exited with ' + code)));
+  });
+  return {
+    url, tokens, first, manifest: path.join(pool, 'manifest.sqlite'),
+    stop: () => { server.kill('SIGTERM'); return exited; },
+  };
 }

@@ -132,25 +132,28 @@
     }
   }
 
-  // Keeps AHEAD images ready after the current one; one claim at a time.
-  function refill() {
-    if (state.loading || state.exhausted) return state.loading || Promise.resolve();
-    if (state.queue.length - state.cur - 1 >= AHEAD) return Promise.resolve();
+  // Keeps AHEAD images ready after the current one (force: claim anyway, to renew the leases
+  // or look again after the queue ran dry); one claim at a time.
+  function refill(force) {
+    if (state.loading) return state.loading;
+    if (!force && (state.exhausted || state.queue.length - state.cur - 1 >= AHEAD)) return Promise.resolve();
     const gen = state.generation;
     state.loading = claimMore().then((res) => {
       if (gen !== state.generation) return;
-      const have = new Set(state.queue.map((x) => x.id));
+      const have = new Map(state.queue.map((x) => [x.id, x]));
       const judged = new Set(state.done.map((d) => d.img.id));
       let added = 0;
       for (const img of res.images) {
-        if (have.has(img.id) || judged.has(img.id)) continue;
+        const held = have.get(img.id);
+        if (held) held.lease_expires = img.lease_expires; // renewed
+        if (held || judged.has(img.id)) continue;
         state.queue.push(img);
-        have.add(img.id);
+        have.set(img.id, img);
         renderCell(img);
         added++;
       }
       if (res.remaining !== undefined && res.remaining !== null) state.remaining = res.remaining;
-      if (!added) state.exhausted = true;
+      state.exhausted = added === 0;
       if (state.cur < 0 && state.queue.length) show(0);
       updateCounts();
     }).catch((e) => {
@@ -159,6 +162,15 @@
       state.loading = null;
     });
     return state.loading;
+  }
+
+  // Leases run out (10 min): a claim renews the caller's own, so claim again before the first
+  // expires. An exhausted queue is tried again too: other reviewers' expired leases come back.
+  function keepLeases() {
+    if (state.loading) return;
+    const soon = Date.now() + 3 * 60 * 1000;
+    const expiring = state.queue.some((x) => x.lease_expires && Date.parse(x.lease_expires) < soon);
+    if (expiring || (state.exhausted && state.queue.length - state.cur - 1 < AHEAD)) refill(true);
   }
 
   function resetQueue() {
@@ -623,8 +635,12 @@
     await resetQueue();
     updateCounts();
     document.body.dataset.ready = '1';
-    // other reviewers work at the same time: keep the quota table current
-    setInterval(() => { if (!document.hidden) loadStats().catch(() => {}); }, 20000);
+    // other reviewers work at the same time: keep the quota table current, and the queue too
+    setInterval(() => {
+      if (document.hidden) return;
+      loadStats().catch(() => {});
+      keepLeases();
+    }, 20000);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
