@@ -340,7 +340,7 @@ static int render_openai(px_gen_client *c, const char *base, const px_gen_server
 
 /* Asks sd-server to cancel an async job; a job already generating cannot be
  * (features cancel_generating: false), which is said in the log. */
-static void sdcpp_cancel(px_gen_client *c, const char *base, const char *id)
+static long sdcpp_cancel(px_gen_client *c, const char *base, const char *id)
 {
     char path[300], url[1400];
     snprintf(path, sizeof path, "/sdcpp/v1/jobs/%s/cancel", id);
@@ -353,9 +353,43 @@ static void sdcpp_cancel(px_gen_client *c, const char *base, const char *id)
         px_log(PX_LOG_WARN, "%s: HTTP %ld: %.200s (the server keeps rendering it)", url, status,
                resp.data ? (const char *)resp.data : "");
     px_buf_free(&resp);
+    return status;
 }
 
 static void sleep_ms(long ms);
+
+/* After a timeout on a job sd-server would not cancel (409: generating):
+ * waits, at most wait_ms and while the run is not cancelled (Ctrl-C ends the
+ * wait), for it to end,
+ * so that the next request is not queued behind a render nobody wants and
+ * times out in its turn. */
+static void sdcpp_wait_abandoned(px_gen_client *c, const char *poll, long wait_ms)
+{
+    px_log(PX_LOG_INFO, "%s: waiting up to %ld ms for the abandoned render to end before the "
+           "next request", poll, wait_ms);
+    double t0 = px_now_ms();
+    for (;;) {
+        long left = wait_ms - (long)(px_now_ms() - t0);
+        if (left <= 0)
+            return;
+        px_buf resp = {0};
+        long status;
+        px_err e;
+        if (px_gen_http(c, poll, NULL, NULL, left, MAX_IMAGE_BYTES * 2, &status, &resp, &e) !=
+            PX_OK) {
+            px_buf_free(&resp);
+            return;
+        }
+        json_t *j = status == 200 ? json_loadb((const char *)resp.data, resp.len, 0, NULL) : NULL;
+        px_buf_free(&resp);
+        const char *state = json_string_value(json_object_get(j, "status"));
+        int busy = state && (!strcmp(state, "generating") || !strcmp(state, "queued"));
+        json_decref(j);
+        if (!busy)
+            return;
+        sleep_ms(left < 250 ? left : 250);
+    }
+}
 
 /* sd-server's native async API: POST /sdcpp/v1/img_gen, poll
  * /sdcpp/v1/jobs/{id}; on a timeout or cancel the job is cancelled there. */
@@ -406,7 +440,9 @@ static int render_sdcpp(px_gen_client *c, const char *base, const px_gen_server_
     for (;;) {
         long left = timeout_ms - (long)(px_now_ms() - t0);
         if (left <= 0) {
-            sdcpp_cancel(c, base, id);
+            /* 4 timeouts, at least a minute: a render that outlived one timeout is slow */
+            if (sdcpp_cancel(c, base, id) == 409)
+                sdcpp_wait_abandoned(c, poll, timeout_ms * 4 > 60000 ? timeout_ms * 4 : 60000);
             return px_err_set(err, PX_ETIMEOUT, "%s: no result within %ld ms", poll, timeout_ms);
         }
         st = px_gen_http(c, poll, NULL, NULL, left, MAX_IMAGE_BYTES * 2, &status, &resp, err);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "fakes/fake_imageserver.h"
+#include "gen/gen_internal.h"
 #include "gen/px_gen.h"
 #include "image/px_image.h"
 #include "manifest/px_manifest.h"
@@ -429,8 +430,8 @@ static void test_timeout_stops_server_work(void **state)
     setup_free(&s);
     fake_img_stop(f);
 
-    /* sd-server: a job still queued is cancelled; one generating cannot be (409, said in
-     * the log) */
+    /* sd-server: a job generating cannot be cancelled (409, said in the log): the worker waits
+     * for it to end, so the retry is not queued behind it */
     assert_int_equal(fake_img_start(0, 0, &f), 0);
     fake_img_set_flavor(f, FAKE_IMG_SDCPP);
     fake_img_set_delay(f, 400);
@@ -439,9 +440,37 @@ static void test_timeout_stops_server_work(void **state)
     s.o.max_attempts = 2;
     s.o.server_failures = 2;
     assert_int_equal(run(&s, &sum, &e), PX_ENET);
-    assert_true(fake_img_cancels_refused(f) >= 1); /* the first, generating when it timed out */
-    assert_true(fake_img_cancels(f) >= 1);         /* the second, queued behind it */
+    assert_true(fake_img_cancels_refused(f) >= 2); /* each attempt generating when it timed out */
+    assert_int_equal(fake_img_max_inflight(f), 1); /* the retry was not queued behind the first */
     setup_free(&s);
+
+    /* a job still queued when the time is up is cancelled (the server busy with another
+     * client's 2 s render) */
+    fake_img_set_delay(f, 2000);
+    px_gen_render_used used;
+    px_gen_client *http;
+    assert_int_equal(px_gen_client_create(&http, &e), PX_OK);
+    px_gen_server_info info;
+    assert_int_equal(px_gen_probe(http, PX_GEN_A1111, fake_img_url(f), 2000, &info, &e), PX_OK);
+    px_gen_render_req req = {.prompt = "a", .negative = "", .seed = 1, .width = 64, .height = 64,
+                             .steps = 2, .cfg = 5, .sampler = "Euler a", .model = ""};
+    px_buf img = {0};
+    int c0 = fake_img_cancels(f);
+    /* the other client's job, then ours behind it */
+    char body[] = "{\"prompt\":\"other\",\"width\":64,\"height\":64}";
+    char url[256];
+    snprintf(url, sizeof url, "%s/sdcpp/v1/img_gen", fake_img_url(f));
+    long status;
+    px_buf resp = {0};
+    assert_int_equal(px_gen_http(http, url, body, NULL, 2000, 1 << 20, &status, &resp, &e), PX_OK);
+    assert_int_equal(status, 202);
+    px_buf_free(&resp);
+    assert_int_equal(px_gen_render(http, PX_GEN_A1111, fake_img_url(f), &info, NULL, &req, 300,
+                                   &img, &used, &e),
+                     PX_ETIMEOUT);
+    assert_int_equal(fake_img_cancels(f), c0 + 1);
+    px_buf_free(&img);
+    px_gen_client_destroy(http);
     fake_img_stop(f);
 }
 
