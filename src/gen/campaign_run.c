@@ -38,15 +38,14 @@ static int add_raises(json_t *group, const char *what, px_gen_campaign *c, px_er
                                   strncmp(c->themes[t].slug, key, (size_t)(slash - key))))
             t++;
         if (t == c->nthemes)
-            return px_err_set(err, PX_EINVAL, "campaign '%s': extra.%s: no theme '%.*s'",
-                              c->name, what, (int)(slash - key), key);
+            return px_err_set(err, PX_EINVAL, "campaign '%s': extra.%s: no theme '%.*s'", c->name,
+                              what, (int)(slash - key), key);
         c->themes[t].quota[type] += (int)n;
     }
     return PX_OK;
 }
 
-int px_gen_campaign_from_run(const px_manifest_campaign_run *run, px_gen_campaign *c,
-                             px_err *err)
+int px_gen_campaign_from_run(const px_manifest_campaign_run *run, px_gen_campaign *c, px_err *err)
 {
     char origin[200];
     snprintf(origin, sizeof origin, "campaign '%.120s'", run->name ? run->name : "");
@@ -87,16 +86,21 @@ int px_gen_campaign_from_pool(const char *pool, px_gen_campaign *c, int64_t *run
     if (st == PX_OK)
         st = px_manifest_campaign_run_get(s, 0, &run, err);
     if (st == PX_ENOTFOUND || (st != PX_OK && strstr(err->msg, "no such table")))
-        st = px_err_set(err, PX_ENOTFOUND, "pool '%s' has no campaign started from the Campaigns "
-                        "page to resume; give --campaign FILE or --theme/--type/--count", pool);
+        st = px_err_set(err, PX_ENOTFOUND,
+                        "pool '%s' has no campaign started from the Campaigns "
+                        "page to resume; give --campaign FILE or --theme/--type/--count",
+                        pool);
     if (st == PX_OK && !strcmp(run.state, "running"))
-        st = px_err_set(err, PX_EBUSY, "campaign %lld '%s' of pool '%s' is running in pixpipe "
+        st = px_err_set(err, PX_EBUSY,
+                        "campaign %lld '%s' of pool '%s' is running in pixpipe "
                         "serve: pause it on the Campaigns page first (one campaign at a time per "
-                        "pool)", (long long)run.id, run.name, pool);
+                        "pool)",
+                        (long long)run.id, run.name, pool);
     if (st == PX_OK && !strcmp(run.state, "done"))
-        st = px_err_set(err, PX_EINVAL, "campaign %lld '%s' of pool '%s' is done; add images to "
-                        "it on the Campaigns page, or give --campaign FILE", (long long)run.id,
-                        run.name, pool);
+        st = px_err_set(err, PX_EINVAL,
+                        "campaign %lld '%s' of pool '%s' is done; add images to "
+                        "it on the Campaigns page, or give --campaign FILE",
+                        (long long)run.id, run.name, pool);
     if (st == PX_OK && (st = px_gen_campaign_from_run(&run, c, err)) == PX_OK)
         *run_id = run.id;
     px_manifest_campaign_run_clear(&run);

@@ -99,7 +99,7 @@ void px_manifest_campaign_run_clear(px_manifest_campaign_run *r)
 {
     if (!r)
         return;
-    char **strs[] = {&r->name,    &r->campaign, &r->settings,   &r->extra,     &r->state,
+    char **strs[] = {&r->name,    &r->campaign,   &r->settings,   &r->extra,     &r->state,
                      &r->message, &r->created_by, &r->created_at, &r->updated_at};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         free(*strs[i]);
@@ -115,8 +115,8 @@ void px_manifest_campaign_runs_free(px_manifest_campaign_run *v, size_t n)
     free(v);
 }
 
-#define RUN_COLUMNS                                                                               \
-    "SELECT id, name, campaign, settings, extra, state, message, created_by, created_at,"        \
+#define RUN_COLUMNS                                                                                \
+    "SELECT id, name, campaign, settings, extra, state, message, created_by, created_at,"          \
     " updated_at FROM campaign_runs "
 
 static int read_run(sqlite3_stmt *st, px_manifest_campaign_run *r)
@@ -220,8 +220,8 @@ void px_manifest_rejections_free(px_manifest_rejection *v, size_t n)
     free(v);
 }
 
-int px_manifest_recent_rejections(px_manifest *s, int limit, px_manifest_rejection **out,
-                                  size_t *n, px_err *err)
+int px_manifest_recent_rejections(px_manifest *s, int limit, px_manifest_rejection **out, size_t *n,
+                                  px_err *err)
 {
     *out = NULL;
     *n = 0;
@@ -276,8 +276,8 @@ int px_manifest_last_campaign(px_manifest *s, char **name, char **json, char **c
     *name = *json = *created_at = NULL;
     pthread_mutex_lock(&s->mu);
     sqlite3_stmt *st = NULL;
-    int r = mf_prep(s, "SELECT name, json, created_at FROM campaigns ORDER BY id DESC LIMIT 1",
-                    &st, err);
+    int r = mf_prep(s, "SELECT name, json, created_at FROM campaigns ORDER BY id DESC LIMIT 1", &st,
+                    err);
     if (r == PX_OK) {
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {

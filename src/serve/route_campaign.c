@@ -80,8 +80,8 @@ struct px_campaign_mgr {
     int64_t active; /* run whose px_gen_run is under way, 0: none */
     int stop_flag;  /* px_gen_opts.stop of the active run (atomic) */
     after_kind after;
-    double t0;           /* when the active run started (ms) */
-    int good0;           /* images toward its quotas then */
+    double t0; /* when the active run started (ms) */
+    int good0; /* images toward its quotas then */
     px_gen_server_status sv[MAX_TARGETS];
     char sv_names[MAX_TARGETS][64];
     int nsv;
@@ -106,8 +106,8 @@ static int parse_targets(const char *const *in, const char *opt, target *t, int 
             return px_err_set(err, PX_EINVAL, "%s '%s': expected NAME=http://HOST:PORT", opt, *in);
         for (size_t i = 0; i < nl; i++) {
             char ch = (*in)[i];
-            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                  ch == '.' || ch == '_' || ch == '-'))
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
                 return px_err_set(err, PX_EINVAL,
                                   "%s '%s': a name has letters, digits, '.', '_' and '-' only", opt,
                                   *in);
@@ -162,8 +162,8 @@ static void request_free(request *q)
  * "themes" for a theme's message, else "campaign". */
 static void field_of(const char *msg, char *out, size_t cap)
 {
-    static const char *known[] = {"name",  "total",   "types", "themes", "width",
-                                  "height", "steps",  "cfg",   "sampler", "model",
+    static const char *known[] = {"name",   "total",   "types",       "themes",  "width",
+                                  "height", "steps",   "cfg",         "sampler", "model",
                                   "format", "quality", "allow_people"};
     const char *p = strstr(msg, "campaign: ");
     p = p ? p + 10 : msg;
@@ -203,13 +203,21 @@ static int names_url(json_t *v)
     size_t i;
     json_t *x;
     const char *k;
-    if (json_is_array(v))
-        json_array_foreach(v, i, x) if (names_url(x)) return 1;
-    if (json_is_object(v))
-        json_object_foreach(v, k, x) if (!strcmp(k, "url") || !strcmp(k, "urls") ||
-                                         !strcmp(k, "server") || !strcmp(k, "servers") ||
-                                         !strcmp(k, "llm") || names_url(x)) return 1;
-    return 0;
+    int found = 0;
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, x)
+        {
+            found |= names_url(x);
+        }
+    }
+    if (json_is_object(v)) {
+        json_object_foreach(v, k, x)
+        {
+            found |= !strcmp(k, "url") || !strcmp(k, "urls") || !strcmp(k, "server") ||
+                     !strcmp(k, "servers") || !strcmp(k, "llm") || names_url(x);
+        }
+    }
+    return found;
 }
 
 /* Sets *bad to {"error": msg, "field": field} and returns PX_EINVAL. */
@@ -232,16 +240,20 @@ static int parse_targets_of(px_campaign_mgr *m, json_t *body, request *q, json_t
     json_t *pr = json_object_get(body, "prompts");
     const char *p = pr ? json_string_value(pr) : "offline";
     if (!p || (strcmp(p, "offline") && !find_target(m->llms, m->nllms, p)))
-        return bad_field(bad, "prompts", "prompts: '%s' is not a configured prompt source "
-                         "(\"offline\"%s)", p ? p : "?", m->nllms ? " or an LLM of the list" : "");
+        return bad_field(bad, "prompts",
+                         "prompts: '%s' is not a configured prompt source "
+                         "(\"offline\"%s)",
+                         p ? p : "?", m->nllms ? " or an LLM of the list" : "");
     if (!strcmp(p, "offline") && !m->srv->o.gen_vocab_dir)
-        return bad_field(bad, "prompts", "prompts: this server has no vocabulary folder for the "
-                                         "offline writer");
+        return bad_field(bad, "prompts",
+                         "prompts: this server has no vocabulary folder for the "
+                         "offline writer");
     snprintf(q->prompts, sizeof q->prompts, "%s", p);
     json_t *rd = json_object_get(body, "render");
     if (!json_is_array(rd) || json_array_size(rd) == 0 || json_array_size(rd) > MAX_TARGETS)
-        return bad_field(bad, "render", "render: expected a list of configured render server "
-                                        "names (or [\"local\"])");
+        return bad_field(bad, "render",
+                         "render: expected a list of configured render server "
+                         "names (or [\"local\"])");
     size_t i;
     json_t *x;
     json_array_foreach(rd, i, x)
@@ -252,8 +264,9 @@ static int parse_targets_of(px_campaign_mgr *m, json_t *body, request *q, json_t
             return bad_field(bad, "render", "render: '%s' is not a configured render server",
                              n ? n : "?");
         if (is_local && !m->srv->o.gen_model)
-            return bad_field(bad, "render", "render: this server has no local engine "
-                                            "(pixpipe serve --gen-model PATH)");
+            return bad_field(bad, "render",
+                             "render: this server has no local engine "
+                             "(pixpipe serve --gen-model PATH)");
         for (int k = 0; k < q->nrender; k++)
             if (!strcmp(q->render[k], n))
                 return bad_field(bad, "render", "render: '%s' is listed twice", n);
@@ -261,8 +274,9 @@ static int parse_targets_of(px_campaign_mgr *m, json_t *body, request *q, json_t
         snprintf(q->render[q->nrender++], sizeof q->render[0], "%s", n);
     }
     if (q->local && q->nrender > 1)
-        return bad_field(bad, "render", "render: the local engine renders alone; choose it or "
-                                        "servers");
+        return bad_field(bad, "render",
+                         "render: the local engine renders alone; choose it or "
+                         "servers");
     return PX_OK;
 }
 
@@ -303,10 +317,12 @@ static int parse_request(px_campaign_mgr *m, const px_buf *body, request *q, jso
     json_t *root = body->len ? json_loadb((const char *)body->data, body->len, 0, &je) : NULL;
     int st = PX_OK;
     if (!json_is_object(root)) {
-        st = bad_field(bad, "campaign", "body: expected a JSON object {\"campaign\": {...}, "
-                                        "\"prompts\": NAME, \"render\": [NAME]}");
+        st = bad_field(bad, "campaign",
+                       "body: expected a JSON object {\"campaign\": {...}, "
+                       "\"prompts\": NAME, \"render\": [NAME]}");
     } else if (names_url(root)) {
-        st = bad_field(bad, "render", "a request never names a server or URL: render servers "
+        st = bad_field(bad, "render",
+                       "a request never names a server or URL: render servers "
                        "and LLMs are chosen by name from the list the operator configured "
                        "(pixpipe serve --gen-server NAME=URL, --gen-llm NAME=URL)");
     }
@@ -318,19 +334,20 @@ static int parse_request(px_campaign_mgr *m, const px_buf *body, request *q, jso
         /* the campaign the pool ran last (e.g. from the command line), taken over here */
         char *name = NULL, *at = NULL;
         if (px_manifest_last_campaign(m->store, &name, &q->campaign_text, &at, &err) != PX_OK)
-            st = bad_field(bad, "campaign", "campaign \"pool\": no campaign has run on this "
-                                            "pool yet");
+            st = bad_field(bad, "campaign",
+                           "campaign \"pool\": no campaign has run on this "
+                           "pool yet");
         free(name);
         free(at);
     } else if (!json_is_object(cj)) {
-        st = bad_field(bad, "campaign", "campaign: expected an object (see docs/campaigns.md) "
-                                        "or \"pool\"");
+        st = bad_field(bad, "campaign",
+                       "campaign: expected an object (see docs/campaigns.md) "
+                       "or \"pool\"");
     } else if (!(q->campaign_text = json_dumps(cj, JSON_COMPACT))) {
         st = bad_field(bad, "campaign", "out of memory");
     }
-    if (st == PX_OK &&
-        px_gen_campaign_parse(q->campaign_text, strlen(q->campaign_text), "campaign", &q->camp,
-                              &err) != PX_OK) {
+    if (st == PX_OK && px_gen_campaign_parse(q->campaign_text, strlen(q->campaign_text), "campaign",
+                                             &q->camp, &err) != PX_OK) {
         char field[32];
         field_of(err.msg, field, sizeof field);
         st = bad_field(bad, field, "%s", err.msg);
@@ -365,8 +382,10 @@ static int make_writer(px_campaign_mgr *m, const char *prompts, px_gen_writer **
                                             w, err);
     const target *t = find_target(m->llms, m->nllms, prompts);
     if (!t)
-        return px_err_set(err, PX_ENOTFOUND, "prompt source '%s' is not configured in this "
-                                             "server (--gen-llm NAME=URL)", prompts);
+        return px_err_set(err, PX_ENOTFOUND,
+                          "prompt source '%s' is not configured in this "
+                          "server (--gen-llm NAME=URL)",
+                          prompts);
     px_gen_llm_opts lo = px_gen_llm_opts_default();
     lo.url = t->url;
     lo.model = m->srv->o.gen_llm_model ? m->srv->o.gen_llm_model : "";
@@ -377,7 +396,7 @@ static int make_writer(px_campaign_mgr *m, const char *prompts, px_gen_writer **
 
 static void on_progress(void *ctx, const char *line, int final)
 {
-    (void)final;
+    (void) final;
     px_campaign_mgr *m = ctx;
     pthread_mutex_lock(&m->mu);
     snprintf(m->line, sizeof m->line, "%s", line);
@@ -429,8 +448,8 @@ static int get_local(px_campaign_mgr *m, px_err *err)
     int threads = m->srv->o.gen_threads;
     if (threads <= 0)
         threads = px_cpu_count() / 2 > 0 ? px_cpu_count() / 2 : 1;
-    px_gen_local_opts lo = {.model = m->srv->o.gen_model, .vocab = m->srv->o.gen_clip_vocab,
-                            .threads = threads};
+    px_gen_local_opts lo = {
+        .model = m->srv->o.gen_model, .vocab = m->srv->o.gen_clip_vocab, .threads = threads};
     return px_gen_local_create(&lo, &m->local, err);
 }
 
@@ -468,10 +487,11 @@ static void execute(px_campaign_mgr *m, int64_t id)
             else if (t && nurls < MAX_TARGETS) {
                 snprintf(names[nurls], sizeof names[0], "%s", t->name);
                 urls[nurls++] = t->url;
-            }
-            else if (st == PX_OK)
-                st = px_err_set(&err, PX_ENOTFOUND, "render server '%s' is not configured in "
-                                "this server (pixpipe serve --gen-server NAME=URL)", n ? n : "?");
+            } else if (st == PX_OK)
+                st = px_err_set(&err, PX_ENOTFOUND,
+                                "render server '%s' is not configured in "
+                                "this server (pixpipe serve --gen-server NAME=URL)",
+                                n ? n : "?");
         }
         if (st == PX_OK && !nurls && !local)
             st = px_err_set(&err, PX_EINVAL, "no render server in the campaign's settings");
@@ -543,8 +563,10 @@ static void execute(px_campaign_mgr *m, int64_t id)
         state = "done";
     } else {
         state = "paused";
-        snprintf(buf, sizeof buf, "ended short of the quotas (%d jobs failed, %d servers set "
-                 "aside); resume to try again", sum.jobs_failed, sum.servers_set_aside);
+        snprintf(buf, sizeof buf,
+                 "ended short of the quotas (%d jobs failed, %d servers set "
+                 "aside); resume to try again",
+                 sum.jobs_failed, sum.servers_set_aside);
         msg = buf;
     }
     if (px_manifest_campaign_run_set_state(m->store, id, state, msg, &err) != PX_OK)
@@ -599,8 +621,9 @@ static void stop_active_locked(px_campaign_mgr *m, after_kind after)
 int px_campaign_init(px_server *srv, px_err *err)
 {
     if (!srv->o.pool_dir && (srv->o.gen_servers || srv->o.gen_llms || srv->o.gen_model))
-        return px_err_set(err, PX_EINVAL, "--gen-server, --gen-llm and --gen-model are for the "
-                                          "Campaigns page, which needs --pool DIR");
+        return px_err_set(err, PX_EINVAL,
+                          "--gen-server, --gen-llm and --gen-model are for the "
+                          "Campaigns page, which needs --pool DIR");
     if (!srv->o.pool_dir)
         return PX_OK;
     px_campaign_mgr *m = px_calloc(1, sizeof *m);
@@ -609,10 +632,13 @@ int px_campaign_init(px_server *srv, px_err *err)
     m->srv = srv;
     m->backend = PX_GEN_A1111;
     int st = PX_OK;
-    if (srv->o.gen_backend && (st = px_gen_backend_parse(srv->o.gen_backend, &m->backend, err)) == PX_OK &&
+    if (srv->o.gen_backend &&
+        (st = px_gen_backend_parse(srv->o.gen_backend, &m->backend, err)) == PX_OK &&
         (m->backend == PX_GEN_COMFYUI || m->backend == PX_GEN_LOCAL))
-        st = px_err_set(err, PX_EINVAL, "--gen-backend '%s': a1111 or openai (the local engine "
-                        "is --gen-model)", srv->o.gen_backend);
+        st = px_err_set(err, PX_EINVAL,
+                        "--gen-backend '%s': a1111 or openai (the local engine "
+                        "is --gen-model)",
+                        srv->o.gen_backend);
     if (st == PX_OK)
         st = parse_targets(srv->o.gen_servers, "--gen-server", m->servers, &m->nservers, err);
     if (st == PX_OK)
@@ -710,11 +736,11 @@ static json_t *run_json(const px_manifest_campaign_run *run)
 {
     json_t *camp = json_loads(run->campaign, 0, NULL), *set = json_loads(run->settings, 0, NULL),
            *extra = json_loads(run->extra, 0, NULL);
-    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o}", "id", (json_int_t)run->id,
-                     "name", run->name, "state", run->state, "message", run->message,
-                     "created_by", run->created_by, "created_at", run->created_at, "updated_at",
-                     run->updated_at, "campaign", camp ? camp : json_object(), "settings",
-                     set ? set : json_object(), "extra", extra ? extra : json_object());
+    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o}", "id", (json_int_t)run->id, "name",
+                     run->name, "state", run->state, "message", run->message, "created_by",
+                     run->created_by, "created_at", run->created_at, "updated_at", run->updated_at,
+                     "campaign", camp ? camp : json_object(), "settings", set ? set : json_object(),
+                     "extra", extra ? extra : json_object());
 }
 
 /* A store error: the message without the manifest's path. */
@@ -723,8 +749,9 @@ static enum MHD_Result store_error(struct MHD_Connection *c, px_req *r, int st, 
     int code = st == PX_ENOTFOUND ? 404 : st == PX_EINVAL ? 400 : 500;
     px_log(code == 500 ? PX_LOG_WARN : PX_LOG_DEBUG, "serve: campaigns: %s", err->msg);
     if (code == 500)
-        return px_reply_error(c, r, 500, "campaigns: the manifest could not be read or written "
-                                         "(see the server log)");
+        return px_reply_error(c, r, 500,
+                              "campaigns: the manifest could not be read or written "
+                              "(see the server log)");
     const char *cut = err->msg[0] == '/' ? strstr(err->msg, ": ") : NULL;
     return px_reply_error(c, r, code, "%s", cut ? cut + 2 : err->msg);
 }
@@ -774,8 +801,10 @@ static int queue_locked(px_campaign_mgr *m, int64_t id, char *why, size_t cap)
         return 0;
     }
     if (m->active || m->queued) {
-        snprintf(why, cap, "campaign %lld is running in this pool; pause or stop it first (one "
-                 "campaign at a time per pool)", (long long)(m->active ? m->active : m->queued));
+        snprintf(why, cap,
+                 "campaign %lld is running in this pool; pause or stop it first (one "
+                 "campaign at a time per pool)",
+                 (long long)(m->active ? m->active : m->queued));
         return -1;
     }
     m->queued = id;
@@ -821,8 +850,7 @@ static enum MHD_Result create_run(struct MHD_Connection *c, px_req *r, px_campai
 }
 
 /* Per theme and type of camp: quota, done, rejected, failed, expert rejections. */
-static json_t *slots_json(px_campaign_mgr *m, const px_gen_campaign *camp, int *quota,
-                          int *done)
+static json_t *slots_json(px_campaign_mgr *m, const px_gen_campaign *camp, int *quota, int *done)
 {
     px_manifest_stat *s = NULL;
     size_t n = 0;
@@ -845,12 +873,12 @@ static json_t *slots_json(px_campaign_mgr *m, const px_gen_campaign *camp, int *
             int good = x->accepted + x->flagged;
             *quota += q;
             *done += good < q ? good : q;
-            json_array_append_new(
-                a, json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i}", "theme",
-                             camp->themes[t].name, "theme_slug", camp->themes[t].slug, "type",
-                             px_gen_type_name(k), "quota", q, "done", good, "rejected",
-                             x->rejected, "failed", x->jobs_failed, "pending", x->jobs_pending,
-                             "expert_rejected", x->expert_rejected));
+            json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i}", "theme",
+                                               camp->themes[t].name, "theme_slug",
+                                               camp->themes[t].slug, "type", px_gen_type_name(k),
+                                               "quota", q, "done", good, "rejected", x->rejected,
+                                               "failed", x->jobs_failed, "pending", x->jobs_pending,
+                                               "expert_rejected", x->expert_rejected));
         }
     free(s);
     return a;
@@ -888,8 +916,8 @@ static void add_live(px_campaign_mgr *m, int64_t id, json_t *o, int quota, int d
         rate = min > 0.05 ? (done - m->good0) / min : 0;
         json_object_set_new(o, "progress", json_string(m->line));
         if (m->after == AFTER_PAUSE || m->after == AFTER_STOP)
-            json_object_set_new(o, "state", json_string(m->after == AFTER_PAUSE ? "pausing"
-                                                                                 : "stopping"));
+            json_object_set_new(o, "state",
+                                json_string(m->after == AFTER_PAUSE ? "pausing" : "stopping"));
     }
     int queued = m->queued == id;
     pthread_mutex_unlock(&m->mu);
@@ -963,8 +991,10 @@ static enum MHD_Result run_action(struct MHD_Connection *c, px_req *r, px_campai
     int mine = m->active == id, queued = m->queued == id;
     if (go && !strcmp(run.state, "done")) {
         code = 409;
-        snprintf(why, sizeof why, "campaign %lld is done: every quota is met; add more images "
-                 "to a theme to carry on", (long long)id);
+        snprintf(why, sizeof why,
+                 "campaign %lld is done: every quota is met; add more images "
+                 "to a theme to carry on",
+                 (long long)id);
     } else if (go) {
         if (queue_locked(m, id, why, sizeof why))
             code = 409;
@@ -996,9 +1026,9 @@ static enum MHD_Result run_action(struct MHD_Connection *c, px_req *r, px_campai
 /* Raises quotas of run id: extra.GROUP[KEY] += n (set to n with set != 0)
  * for each (key, n); the run picks them up (restarted when it runs, queued
  * again when it was done). *delta gets the total raise. */
-static int raise_quotas(px_campaign_mgr *m, const px_manifest_campaign_run *run,
-                        const char *group, const char *const *keys, const int *ns, int count,
-                        int set, int *delta, px_err *err)
+static int raise_quotas(px_campaign_mgr *m, const px_manifest_campaign_run *run, const char *group,
+                        const char *const *keys, const int *ns, int count, int set, int *delta,
+                        px_err *err)
 {
     json_t *extra = json_loads(run->extra, 0, NULL);
     if (!json_is_object(extra)) {
@@ -1043,8 +1073,7 @@ static int raise_quotas(px_campaign_mgr *m, const px_manifest_campaign_run *run,
 }
 
 /* POST /v1/campaigns/{id}/add {"theme", "type", "n"} */
-static enum MHD_Result add_more(struct MHD_Connection *c, px_req *r, px_campaign_mgr *m,
-                                int64_t id)
+static enum MHD_Result add_more(struct MHD_Connection *c, px_req *r, px_campaign_mgr *m, int64_t id)
 {
     json_t *b = json_loadb((const char *)r->body.data, r->body.len, 0, NULL);
     const char *theme = json_string_value(json_object_get(b, "theme"));
@@ -1061,8 +1090,9 @@ static enum MHD_Result add_more(struct MHD_Connection *c, px_req *r, px_campaign
     char msg[400] = "";
     if (!theme || !type_s || !json_is_integer(nv) || n < 1 || n > 1000000) {
         code = 400;
-        snprintf(msg, sizeof msg, "add: expected {\"theme\": NAME, \"type\": \"interiors\" | "
-                                  "\"exteriors\" | \"items\", \"n\": 1..1000000}");
+        snprintf(msg, sizeof msg,
+                 "add: expected {\"theme\": NAME, \"type\": \"interiors\" | "
+                 "\"exteriors\" | \"items\", \"n\": 1..1000000}");
     } else if (px_gen_type_parse(type_s, &type, &err) != PX_OK) {
         code = 400;
         snprintf(msg, sizeof msg, "add: \"type\": %s", err.msg);
@@ -1124,8 +1154,7 @@ static enum MHD_Result replace_rejected(struct MHD_Connection *c, px_req *r, px_
                 if (strcmp(s[i].theme_slug, camp.themes[t].slug) || s[i].expert_rejected <= 0 ||
                     px_gen_type_parse(s[i].type, &type, &e2) != PX_OK)
                     continue;
-                snprintf(keys_buf[count], sizeof keys_buf[0], "%s/%s", s[i].theme_slug,
-                         s[i].type);
+                snprintf(keys_buf[count], sizeof keys_buf[0], "%s/%s", s[i].theme_slug, s[i].type);
                 keys[count] = keys_buf[count];
                 ns[count++] = s[i].expert_rejected;
             }

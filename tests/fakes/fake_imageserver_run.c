@@ -54,10 +54,12 @@ int main(int argc, char **argv)
     for (; i < argc && strcmp(argv[i], "--"); i++) {
         if (!strcmp(argv[i], "--delay-ms") && i + 1 < argc)
             delay = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--size") && i + 1 < argc && sscanf(argv[++i], "%dx%d", &w, &h) == 2)
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc &&
+                 sscanf(argv[++i], "%dx%d", &w, &h) == 2)
             continue;
         else {
-            fprintf(stderr, "usage: fake_imageserver_run [--delay-ms N] [--size WxH] -- COMMAND...\n");
+            fprintf(stderr,
+                    "usage: fake_imageserver_run [--delay-ms N] [--size WxH] -- COMMAND...\n");
             return 2;
         }
     }

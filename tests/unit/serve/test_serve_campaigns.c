@@ -117,8 +117,9 @@ static int teardown(void **state)
 /* A create request for campaign JSON text camp. */
 static void body_of(char *out, size_t cap, const char *camp, const char *render, int start)
 {
-    snprintf(out, cap, "{\"campaign\": %s, \"prompts\": \"offline\", \"render\": %s, \"start\": %s}",
-             camp, render, start ? "true" : "false");
+    snprintf(out, cap,
+             "{\"campaign\": %s, \"prompts\": \"offline\", \"render\": %s, \"start\": %s}", camp,
+             render, start ? "true" : "false");
 }
 
 /* The form's mistakes: 400 with the CLI parser's own message and the field. */
@@ -131,9 +132,11 @@ static void test_form_errors(void **state)
     static const struct {
         const char *camp, *field;
     } cases[] = {
-        {"{\"name\":\"x\",\"total\":10,\"types\":{\"kitchens\":1},\"themes\":[\"Business and office\"]}",
+        {"{\"name\":\"x\",\"total\":10,\"types\":{\"kitchens\":1},\"themes\":[\"Business and "
+         "office\"]}",
          "types"},
-        {"{\"name\":\"x\",\"total\":10,\"themes\":[\"Business and office\"],\"defaults\":{\"width\":10}}",
+        {"{\"name\":\"x\",\"total\":10,\"themes\":[\"Business and "
+         "office\"],\"defaults\":{\"width\":10}}",
          "width"},
         {"{\"name\":\"x\",\"total\":10,\"themes\":[]}", "themes"},
         {"{\"name\":\"x\",\"themes\":[\"Business and office\"]}", "total"},
@@ -141,7 +144,8 @@ static void test_form_errors(void **state)
         {"{\"name\":\"x\",\"total\":10,\"colour\":\"red\",\"themes\":[\"Business and office\"]}",
          "campaign"},
         {"{\"name\":\"x\",\"total\":10,\"themes\":[\"Business and office\"],"
-         "\"defaults\":{\"format\":\"gif\"}}", "format"},
+         "\"defaults\":{\"format\":\"gif\"}}",
+         "format"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char body[2000];
@@ -152,8 +156,9 @@ static void test_form_errors(void **state)
         px_gen_campaign c;
         px_err err;
         px_err_clear(&err);
-        assert_int_not_equal(px_gen_campaign_parse(cases[i].camp, strlen(cases[i].camp),
-                                                   "campaign", &c, &err), PX_OK);
+        assert_int_not_equal(
+            px_gen_campaign_parse(cases[i].camp, strlen(cases[i].camp), "campaign", &c, &err),
+            PX_OK);
         const char *got = json_string_value(json_object_get(v, "error"));
         const char *field = json_string_value(json_object_get(v, "field"));
         if (code != 400 || !got || strcmp(got, err.msg) || !field || strcmp(field, cases[i].field))
@@ -167,14 +172,14 @@ static void test_form_errors(void **state)
     /* a theme the offline writer has no vocabulary for: named, with the way out */
     char body[2000];
     body_of(body, sizeof body,
-            "{\"name\":\"x\",\"total\":4,\"themes\":[\"Underwater basket weaving\"]}",
-            "[\"gpu1\"]", 0);
+            "{\"name\":\"x\",\"total\":4,\"themes\":[\"Underwater basket weaving\"]}", "[\"gpu1\"]",
+            0);
     long code = 0;
     json_t *v = call(srv, "POST", "/v1/campaigns", body, &code);
     assert_int_equal(code, 400);
     assert_string_equal(json_string_value(json_object_get(v, "field")), "themes");
-    assert_non_null(strstr(json_string_value(json_object_get(v, "error")),
-                           "Underwater basket weaving"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(v, "error")), "Underwater basket weaving"));
     json_decref(v);
     assert_int_equal(fx_sql_int(db, "SELECT count(*) FROM campaign_runs"), 0);
     px_server_destroy(srv);
@@ -188,8 +193,9 @@ static void test_no_url_from_request(void **state)
     new_pool(pool, sizeof pool, db, sizeof db);
     px_server *srv = start(pool);
     const char *camp = "{\"name\":\"x\",\"total\":4,\"themes\":[\"Business and office\"]}";
-    static const char *const renders[] = {"[\"http://127.0.0.1:9/\"]", "[\"gpu9\"]", "[]",
-                                          "\"gpu1\"", "[\"gpu1\",\"gpu1\"]", "[\"local\"]"};
+    static const char *const renders[] = {
+        "[\"http://127.0.0.1:9/\"]", "[\"gpu9\"]", "[]", "\"gpu1\"",
+        "[\"gpu1\",\"gpu1\"]",       "[\"local\"]"};
     for (size_t i = 0; i < sizeof renders / sizeof renders[0]; i++) {
         char body[1000];
         body_of(body, sizeof body, camp, renders[i], 1);
@@ -297,8 +303,7 @@ static int64_t create(px_server *srv, const char *camp, int start_it)
     long code = 0;
     json_t *v = call(srv, "POST", "/v1/campaigns", body, &code);
     if (code != 201)
-        fprintf(stderr, "create: %ld %s\n", code,
-                json_string_value(json_object_get(v, "error")));
+        fprintf(stderr, "create: %ld %s\n", code, json_string_value(json_object_get(v, "error")));
     assert_int_equal(code, 201);
     int64_t id = json_integer_value(json_object_get(v, "id"));
     json_decref(v);
@@ -316,8 +321,7 @@ static void action(px_server *srv, int64_t id, const char *what, const char *bod
     if (want == 202 && code == 200) /* it had not started yet: stopped at once */
         code = 202;
     if (code != want)
-        fprintf(stderr, "%s: %ld %s\n", what, code,
-                json_string_value(json_object_get(v, "error")));
+        fprintf(stderr, "%s: %ld %s\n", what, code, json_string_value(json_object_get(v, "error")));
     assert_int_equal(code, want);
     json_decref(v);
 }
@@ -365,8 +369,8 @@ static void test_run_pause_resume_add(void **state)
     json_decref(v);
     action(srv, id, "resume", NULL, 409); /* done: nothing to resume */
     /* add 3 more business interiors: it runs again to the new quota */
-    action(srv, id, "add",
-           "{\"theme\":\"Business and office\",\"type\":\"interiors\",\"n\":3}", 200);
+    action(srv, id, "add", "{\"theme\":\"Business and office\",\"type\":\"interiors\",\"n\":3}",
+           200);
     action(srv, id, "add", "{\"theme\":\"Nowhere\",\"type\":\"interiors\",\"n\":3}", 400);
     action(srv, id, "add", "{\"theme\":\"Business and office\",\"type\":\"kitchens\",\"n\":3}",
            400);
@@ -375,7 +379,8 @@ static void test_run_pause_resume_add(void **state)
     assert_int_equal(totals(v, "done"), 11);
     json_decref(v);
     assert_int_equal(fx_sql_int(db, "SELECT quota FROM quotas WHERE theme_slug = "
-                                    "'business-and-office' AND type = 'interiors'"), 5);
+                                    "'business-and-office' AND type = 'interiors'"),
+                     5);
     /* an expert rejects one of them: "replace rejected" asks for one more, once */
     px_manifest *store = NULL;
     px_err err;
@@ -441,7 +446,7 @@ typedef struct cli_stop {
 static void cli_progress(void *ctx, const char *line, int final)
 {
     (void)line;
-    (void)final;
+    (void) final;
     cli_stop *c = ctx;
     if (c->at && fx_sql_int(c->db, "SELECT count(*) FROM images") >= c->at)
         c->flag = 1;
@@ -494,8 +499,7 @@ static void test_cli_and_browser_share(void **state)
     px_server *srv = start(pool);
     /* made on the page, not started: the command line runs it to its quotas */
     int64_t id = create(srv, k_two_themes, 0);
-    action(srv, id, "add", "{\"theme\":\"Medicine and health\",\"type\":\"items\",\"n\":2}",
-           200);
+    action(srv, id, "add", "{\"theme\":\"Medicine and health\",\"type\":\"items\",\"n\":2}", 200);
     assert_int_equal(cli_run(pool, db, NULL, 0), 1);
     json_t *v = wait_state(srv, id, "done", 1000);
     assert_int_equal(totals(v, "quota"), 10);
@@ -526,8 +530,9 @@ static void test_cli_and_browser_share(void **state)
 
     /* begun on the command line and stopped half-way: the page takes it over */
     new_pool(pool, sizeof pool, db, sizeof db);
-    const char *cli = "{\"name\":\"cli-begun\",\"total\":6,\"types\":{\"exteriors\":1},"
-                      "\"themes\":[\"Travel and tourism\"],\"defaults\":{\"width\":96,\"height\":64}}";
+    const char *cli =
+        "{\"name\":\"cli-begun\",\"total\":6,\"types\":{\"exteriors\":1},"
+        "\"themes\":[\"Travel and tourism\"],\"defaults\":{\"width\":96,\"height\":64}}";
     fake_img_set_delay(g_img, 100);
     assert_int_equal(cli_run(pool, db, cli, 2), 0);
     fake_img_set_delay(g_img, 0);
@@ -550,7 +555,8 @@ static void test_cli_and_browser_share(void **state)
     assert_int_equal(totals(v, "done"), 6);
     json_decref(v);
     assert_int_equal(fx_sql_int(db, "SELECT count(*) FROM images WHERE status != 'rejected' AND "
-                                    "theme_slug = 'travel-and-tourism'"), 6);
+                                    "theme_slug = 'travel-and-tourism'"),
+                     6);
     px_server_destroy(srv);
 }
 
@@ -575,10 +581,11 @@ static void test_llm_and_local(void **state)
     assert_string_equal(json_string_value(json_array_get(json_object_get(cfg, "llms"), 0)), "qwen");
     assert_true(json_is_true(json_object_get(cfg, "local")));
     json_decref(v);
-    v = call(srv, "POST", "/v1/campaigns/preview",
-             "{\"campaign\":{\"name\":\"x\",\"total\":4,\"themes\":[\"Underwater basket weaving\"]},"
-             "\"prompts\":\"qwen\",\"render\":[\"gpu1\"]}",
-             &code);
+    v = call(
+        srv, "POST", "/v1/campaigns/preview",
+        "{\"campaign\":{\"name\":\"x\",\"total\":4,\"themes\":[\"Underwater basket weaving\"]},"
+        "\"prompts\":\"qwen\",\"render\":[\"gpu1\"]}",
+        &code);
     if (code != 200)
         fprintf(stderr, "preview: %s\n", json_string_value(json_object_get(v, "error")));
     assert_int_equal(code, 200);
@@ -602,7 +609,8 @@ static void test_llm_and_local(void **state)
         assert_string_equal(json_string_value(json_object_get(sv, "name")), "local");
         json_decref(v);
         assert_int_equal(fx_sql_int(db, "SELECT count(*) FROM jobs WHERE backend = 'local' AND "
-                                        "width = 64 AND steps = 3 AND status = 'done'"), 2);
+                                        "width = 64 AND steps = 3 AND status = 'done'"),
+                         2);
     } else {
         printf("skipping the local engine: no %s\n", PX_SHARED_DIR "/golden/sd");
     }
@@ -671,7 +679,8 @@ static void test_bad_requests(void **state)
     } cases[] = {
         {"POST", "/v1/campaigns", "not json", "expected a JSON object", 400},
         {"POST", "/v1/campaigns", "[1,2]", "expected a JSON object", 400},
-        {"POST", "/v1/campaigns", "{\"campaign\":5,\"render\":[\"gpu1\"]}", "campaign: expected", 400},
+        {"POST", "/v1/campaigns", "{\"campaign\":5,\"render\":[\"gpu1\"]}", "campaign: expected",
+         400},
         {"POST", "/v1/campaigns", "{\"campaign\":\"pool\",\"render\":[\"gpu1\"]}",
          "no campaign has run on this pool", 400},
         {"POST", "/v1/campaigns/preview", "", "expected a JSON object", 400},
@@ -682,8 +691,8 @@ static void test_bad_requests(void **state)
         {"POST", "/v1/campaigns/7/pause", "{}", "no campaign run 7", 404},
         {"GET", "/v1/campaigns/7/pause", NULL, "use POST", 405},
         {"GET", "/v1/campaigns/preview", NULL, "use POST", 405},
-        {"POST", "/v1/campaigns/7/add", "{\"theme\":\"x\",\"type\":\"items\",\"n\":0}", "1..1000000",
-         400},
+        {"POST", "/v1/campaigns/7/add", "{\"theme\":\"x\",\"type\":\"items\",\"n\":0}",
+         "1..1000000", 400},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         long code = 0;
@@ -750,11 +759,11 @@ static void test_admin_only(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_form_errors),         cmocka_unit_test(test_no_url_from_request),
-        cmocka_unit_test(test_preview),             cmocka_unit_test(test_run_pause_resume_add),
-        cmocka_unit_test(test_restart_resumes),     cmocka_unit_test(test_cli_and_browser_share),
-        cmocka_unit_test(test_llm_and_local),       cmocka_unit_test(test_bad_config),
-        cmocka_unit_test(test_bad_requests),        cmocka_unit_test(test_admin_only),
+        cmocka_unit_test(test_form_errors),     cmocka_unit_test(test_no_url_from_request),
+        cmocka_unit_test(test_preview),         cmocka_unit_test(test_run_pause_resume_add),
+        cmocka_unit_test(test_restart_resumes), cmocka_unit_test(test_cli_and_browser_share),
+        cmocka_unit_test(test_llm_and_local),   cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_bad_requests),    cmocka_unit_test(test_admin_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
