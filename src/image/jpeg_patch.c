@@ -26,12 +26,14 @@
  * An EXIF orientation is applied to the blocks (mirrored, transposed, as
  * jpegtran does) while copying, since the output is stored upright. Where
  * that cannot be exact (a mirrored side that is not whole MCUs), the pixels
- * are no longer the input's colours (an ICC profile converted), or the
+ * are no longer the input's colours (an ICC profile converted, unless it is
+ * sRGB itself, see jpeg_icc_is_srgb), or the
  * colour model is one we do not convert (CMYK, YCCK, RGB-coded JPEG), the
  * image is encoded afresh and the caller is told why.
  */
 #include "jpeg_internal.h"
 
+#include <lcms2.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -461,6 +463,78 @@ static int patch(jpatch *j, const uint8_t *data, size_t len, int o, const px_ima
     return PX_OK;
 }
 
+/* ---- an sRGB profile needs no conversion ----
+ * Cameras embed the sRGB IEC 61966-2.1 profile; the decoder then "converts"
+ * every pixel from sRGB to sRGB, which moves none by more than a rounding.
+ * Copying blocks is then as good as encoding the converted pixels. Decided
+ * by running icc.c's transform (perceptual, to lcms2's built-in sRGB) on a
+ * 6x6x6 cube of colours: each must come out within one level. */
+static void icc_quiet(cmsContext ctx, cmsUInt32Number code, const char *text)
+{
+    (void)ctx, (void)code, (void)text;
+}
+
+static int profile_is_srgb(const uint8_t *icc, size_t len)
+{
+    cmsContext ctx = cmsCreateContext(NULL, NULL);
+    if (!ctx)
+        return 0;
+    cmsSetLogErrorHandlerTHR(ctx, icc_quiet);
+    cmsHPROFILE src = cmsOpenProfileFromMemTHR(ctx, icc, (cmsUInt32Number)len);
+    cmsHPROFILE srgb = src ? cmsCreate_sRGBProfileTHR(ctx) : NULL;
+    cmsHTRANSFORM t = NULL;
+    if (src && srgb && cmsGetColorSpace(src) == cmsSigRgbData)
+        t = cmsCreateTransformTHR(ctx, src, TYPE_RGB_8, srgb, TYPE_RGB_8, INTENT_PERCEPTUAL, 0);
+    int same = 0;
+    if (t) {
+        uint8_t in[216 * 3], out[216 * 3];
+        for (int i = 0; i < 216; i++) {
+            in[3 * i] = (uint8_t)(51 * (i % 6));
+            in[3 * i + 1] = (uint8_t)(51 * (i / 6 % 6));
+            in[3 * i + 2] = (uint8_t)(51 * (i / 36));
+        }
+        cmsDoTransform(t, in, out, 216);
+        same = 1;
+        for (int i = 0; i < 216 * 3; i++)
+            same &= abs(in[i] - out[i]) <= 1;
+        cmsDeleteTransform(t);
+    }
+    if (srgb)
+        cmsCloseProfile(srgb);
+    if (src)
+        cmsCloseProfile(src);
+    cmsDeleteContext(ctx);
+    return same;
+}
+
+/* 1 when the JPEG's ICC profile is sRGB in effect (above). */
+static int jpeg_icc_is_srgb(const uint8_t *data, size_t len)
+{
+    struct icc_read {
+        struct jpeg_decompress_struct d;
+        jerr_mgr e;
+        JOCTET *icc;
+        unsigned int icc_len;
+    } *r = px_calloc(1, sizeof *r);
+    if (!r)
+        return 0;
+    px_jpeg_err_init(&r->e);
+    r->d.err = &r->e.pub;
+    jpeg_create_decompress(&r->d);
+    if (setjmp(r->e.jb) == 0) {
+        jpeg_mem_src(&r->d, data, (unsigned long)len);
+        jpeg_save_markers(&r->d, JPEG_APP0 + 2, 0xFFFF);
+        jpeg_read_header(&r->d, TRUE);
+        if (!jpeg_read_icc_profile(&r->d, &r->icc, &r->icc_len))
+            r->icc = NULL;
+    }
+    jpeg_destroy_decompress(&r->d);
+    const int same = r->icc && r->icc_len >= 132 && profile_is_srgb(r->icc, r->icc_len);
+    free(r->icc);
+    free(r);
+    return same;
+}
+
 int px_image_encode_jpeg_patched(const uint8_t *jpeg, size_t len, const px_decode_info *dinfo,
                                  const px_image *img, const px_image_print *before, int quality,
                                  px_buf *out, px_jpeg_patch_info *info, px_err *err)
@@ -473,7 +547,7 @@ int px_image_encode_jpeg_patched(const uint8_t *jpeg, size_t len, const px_decod
         return px_err_set(err, PX_EINVAL, "JPEG rewrite: missing input, image or output");
     if (dinfo->format != PX_FMT_JPEG)
         snprintf(info->why, sizeof info->why, "the input is not a JPEG");
-    else if (dinfo->icc == 1)
+    else if (dinfo->icc == 1 && !jpeg_icc_is_srgb(jpeg, len))
         snprintf(info->why, sizeof info->why, "pixels were converted from an ICC profile to sRGB");
     else if (img->channels != 3)
         snprintf(info->why, sizeof info->why, "the image has %d channels", img->channels);

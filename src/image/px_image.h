@@ -160,7 +160,9 @@ typedef struct px_jpeg_patch_info {
  * jpeg; an EXIF orientation (img is upright) is applied to the blocks
  * themselves (mirrored, transposed), which is exact. Where the copy cannot
  * apply, img is encoded afresh at `quality` exactly as px_image_encode does
- * and info->why says why: pixels converted from an ICC profile, an
+ * and info->why says why: pixels converted from an ICC profile (not sRGB
+ * itself: an sRGB profile's conversion moves no colour by more than a
+ * rounding, so its blocks are copied), an
  * orientation that mirrors a side which is not whole MCUs (e.g. 6 on a
  * 4:2:0 image whose height is not a multiple of 16), a colour space other
  * than YCbCr or grey (CMYK, YCCK, RGB), sampling factors that are not whole

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include <jpeglib.h>
+#include <lcms2.h>
 
 #include "image/px_image.h"
 
@@ -65,6 +66,8 @@ typedef struct jpeg_spec {
     int progressive, arith, grey, cmyk;
     int markers; /* EXIF APP1 (orientation `orient`) + COM */
     int orient;
+    const uint8_t *icc; /* an ICC profile to embed (APP2), or NULL */
+    unsigned icc_len;
 } jpeg_spec;
 
 static jmp_buf jb;
@@ -114,6 +117,8 @@ static void encode_spec(const px_image *img, const jpeg_spec *sp, px_buf *out)
         jpeg_simple_progression(&c);
     c.arith_code = sp->arith ? TRUE : FALSE;
     jpeg_start_compress(&c, TRUE);
+    if (sp->icc)
+        jpeg_write_icc_profile(&c, sp->icc, sp->icc_len);
     if (sp->markers) {
         uint8_t app1[64];
         jpeg_write_marker(&c, JPEG_APP0 + 1, app1, (unsigned)exif_app1(app1, sp->orient));
@@ -571,6 +576,76 @@ static void test_patch_orientations(void **state)
     check_turned(2, 208, 157, 2, 2);
 }
 
+/* A profile made with lcms2, serialised (malloc'd): sRGB itself, or a wide
+ * gamut one (Rec. 2020 primaries, D65, gamma 2.2). */
+static uint8_t *make_profile(int wide, unsigned *n)
+{
+    cmsHPROFILE p;
+    if (wide) {
+        cmsCIExyY wp;
+        cmsWhitePointFromTemp(&wp, 6504);
+        const cmsCIExyYTRIPLE prim = {{0.708, 0.292, 1.0}, {0.170, 0.797, 1.0}, {0.131, 0.046, 1.0}};
+        cmsToneCurve *g = cmsBuildGamma(NULL, 2.2);
+        cmsToneCurve *curves[3] = {g, g, g};
+        p = cmsCreateRGBProfile(&wp, &prim, curves);
+        cmsFreeToneCurve(g);
+    } else {
+        p = cmsCreate_sRGBProfile();
+    }
+    assert_non_null(p);
+    cmsUInt32Number len = 0;
+    assert_true(cmsSaveProfileToMem(p, NULL, &len));
+    uint8_t *b = malloc(len);
+    assert_non_null(b);
+    assert_true(cmsSaveProfileToMem(p, b, &len));
+    cmsCloseProfile(p);
+    *n = len;
+    return b;
+}
+
+/* A JPEG tagged sRGB keeps its blocks (the decoder's sRGB-to-sRGB conversion
+ * moved no pixel by more than a rounding); a wide-gamut one is re-encoded. */
+static void test_patch_icc_profiles(void **state)
+{
+    (void)state;
+    for (int wide = 0; wide < 2; wide++) {
+        px_image src, img;
+        make_image(&src, 96, 64);
+        jpeg_spec sp = {.h_samp = 2, .v_samp = 2, .quality = 85};
+        sp.icc = make_profile(wide, &sp.icc_len);
+        px_buf in, out = {0};
+        encode_spec(&src, &sp, &in);
+        px_decode_info di;
+        px_err err;
+        assert_int_equal(px_image_decode(in.data, in.len, NULL, &img, &di, &err), PX_OK);
+        assert_int_equal(di.icc, 1); /* converted by the decoder either way */
+        px_image_print before;
+        assert_int_equal(px_image_print_take(&img, &before, &err), PX_OK);
+        px_mask m = box(10, 10, 30, 20);
+        px_conceal how = {.mode = PX_CONCEAL_SOLID, .rgb = {200, 30, 90}};
+        assert_int_equal(px_image_conceal(&img, &m, &how, &err), PX_OK);
+        if (wide) {
+            expect_fallback(&in, &di, &img, &before, "ICC");
+        } else {
+            px_jpeg_patch_info pi;
+            assert_int_equal(px_image_encode_jpeg_patched(in.data, in.len, &di, &img, &before, 90,
+                                                          &out, &pi, &err),
+                             PX_OK);
+            if (!pi.lossless)
+                fail_msg("sRGB-tagged JPEG encoded afresh: %s", pi.why);
+            assert_true(pi.blocks_reencoded > 0);
+            assert_int_equal(metadata_markers(&out), 0); /* the APP2 profile not copied */
+        }
+        free(m.alpha);
+        free((void *)sp.icc);
+        px_image_print_free(&before);
+        px_image_free(&img);
+        px_image_free(&src);
+        px_buf_free(&in);
+        px_buf_free(&out);
+    }
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -725,6 +800,7 @@ int main(void)
         cmocka_unit_test(test_patch_unchanged_image_copies_everything),
         cmocka_unit_test(test_patch_fallbacks),
         cmocka_unit_test(test_patch_orientations),
+        cmocka_unit_test(test_patch_icc_profiles),
         cmocka_unit_test(test_patch_speed),
         cmocka_unit_test(test_decode_scaled),
     };
