@@ -440,9 +440,10 @@ static int render_sdcpp(px_gen_client *c, const char *base, const px_gen_server_
     for (;;) {
         long left = timeout_ms - (long)(px_now_ms() - t0);
         if (left <= 0) {
-            /* 4 timeouts, at least a minute: a render that outlived one timeout is slow */
+            /* 10 timeouts, at least 10 minutes: the server takes nothing else meanwhile anyway
+             * (a 192x192 render that outlived a 5 s timeout ran 92 s on a busy CPU) */
             if (sdcpp_cancel(c, base, id) == 409)
-                sdcpp_wait_abandoned(c, poll, timeout_ms * 4 > 60000 ? timeout_ms * 4 : 60000);
+                sdcpp_wait_abandoned(c, poll, timeout_ms * 10 > 600000 ? timeout_ms * 10 : 600000);
             return px_err_set(err, PX_ETIMEOUT, "%s: no result within %ld ms", poll, timeout_ms);
         }
         st = px_gen_http(c, poll, NULL, NULL, left, MAX_IMAGE_BYTES * 2, &status, &resp, err);
