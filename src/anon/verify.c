@@ -313,10 +313,12 @@ static int owner(const anon_faces *faces, const px_face *h)
         const float w = f->x2 - f->x1, fh = f->y2 - f->y1;
         const float dx = (mx - 0.5f * (f->x1 + f->x2)) / w, dy = (my - 0.5f * (f->y1 + f->y2)) / fh;
         const float d = dx * dx + dy * dy;
-        /* centred within a face width of the face's centre, or overlapping
-         * it: the hit is this face seen again (a blurred face is often found
-         * with a larger, shifted box) */
-        if ((d < 1.0f || px_face_iou(f, h) >= 0.2f) && d < best_d) {
+        /* centred within the mask's ellipse, or overlapping the box well:
+         * the hit is this face seen again (a blurred face is often found with
+         * a larger, shifted box). Not wider: a crowd neighbour the detection
+         * missed would be taken for this face and push it to noise for
+         * nothing. */
+        if ((d < 0.5f || px_face_iou(f, h) >= 0.3f) && d < best_d) {
             best = i;
             best_d = d;
         }
