@@ -51,6 +51,11 @@ int px_webp_exif_orientation(const uint8_t *data, size_t len);
  * PX_ENOMEM when lcms2 could not start. (icc.c) */
 int px_icc_to_srgb(px_image *img, const uint8_t *icc, size_t len, px_decode_info *info);
 
+/* 1 when px_icc_to_srgb would convert with this profile and the conversion
+ * moves no colour of a 6x6x6 cube (0, 51, ..., 255) by more than one level:
+ * an sRGB profile in effect (cameras embed IEC 61966-2.1). Else 0. (icc.c) */
+int px_icc_is_srgb(const uint8_t *icc, size_t len);
+
 /* Checks w x h against the cap; PX_OK or PX_ELIMIT/PX_ECORRUPT with err set. */
 int px_image_check_size(uint64_t w, uint64_t h, uint64_t max_pixels, const char *fmt_name,
                         px_err *err);

@@ -33,7 +33,6 @@
  */
 #include "jpeg_internal.h"
 
-#include <lcms2.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,49 +464,11 @@ static int patch(jpatch *j, const uint8_t *data, size_t len, int o, const px_ima
 
 /* ---- an sRGB profile needs no conversion ----
  * Cameras embed the sRGB IEC 61966-2.1 profile; the decoder then "converts"
- * every pixel from sRGB to sRGB, which moves none by more than a rounding.
- * Copying blocks is then as good as encoding the converted pixels. Decided
- * by running icc.c's transform (perceptual, to lcms2's built-in sRGB) on a
- * 6x6x6 cube of colours: each must come out within one level. */
-static void icc_quiet(cmsContext ctx, cmsUInt32Number code, const char *text)
-{
-    (void)ctx, (void)code, (void)text;
-}
+ * every pixel from sRGB to sRGB, which moves none by more than a rounding,
+ * and copying blocks is as good as encoding the converted pixels
+ * (px_icc_is_srgb decides, with icc.c's own transform). */
 
-static int profile_is_srgb(const uint8_t *icc, size_t len)
-{
-    cmsContext ctx = cmsCreateContext(NULL, NULL);
-    if (!ctx)
-        return 0;
-    cmsSetLogErrorHandlerTHR(ctx, icc_quiet);
-    cmsHPROFILE src = cmsOpenProfileFromMemTHR(ctx, icc, (cmsUInt32Number)len);
-    cmsHPROFILE srgb = src ? cmsCreate_sRGBProfileTHR(ctx) : NULL;
-    cmsHTRANSFORM t = NULL;
-    if (src && srgb && cmsGetColorSpace(src) == cmsSigRgbData)
-        t = cmsCreateTransformTHR(ctx, src, TYPE_RGB_8, srgb, TYPE_RGB_8, INTENT_PERCEPTUAL, 0);
-    int same = 0;
-    if (t) {
-        uint8_t in[216 * 3], out[216 * 3];
-        for (int i = 0; i < 216; i++) {
-            in[3 * i] = (uint8_t)(51 * (i % 6));
-            in[3 * i + 1] = (uint8_t)(51 * (i / 6 % 6));
-            in[3 * i + 2] = (uint8_t)(51 * (i / 36));
-        }
-        cmsDoTransform(t, in, out, 216);
-        same = 1;
-        for (int i = 0; i < 216 * 3; i++)
-            same &= abs(in[i] - out[i]) <= 1;
-        cmsDeleteTransform(t);
-    }
-    if (srgb)
-        cmsCloseProfile(srgb);
-    if (src)
-        cmsCloseProfile(src);
-    cmsDeleteContext(ctx);
-    return same;
-}
-
-/* 1 when the JPEG's ICC profile is sRGB in effect (above). */
+/* 1 when the JPEG's ICC profile is sRGB in effect. */
 static int jpeg_icc_is_srgb(const uint8_t *data, size_t len)
 {
     struct icc_read {
@@ -529,7 +490,7 @@ static int jpeg_icc_is_srgb(const uint8_t *data, size_t len)
             r->icc = NULL;
     }
     jpeg_destroy_decompress(&r->d);
-    const int same = r->icc && r->icc_len >= 132 && profile_is_srgb(r->icc, r->icc_len);
+    const int same = r->icc && px_icc_is_srgb(r->icc, r->icc_len);
     free(r->icc);
     free(r);
     return same;
