@@ -1,9 +1,10 @@
-// The review queue in headless chromium, keyboard only: log in with a token on the login page
-// (name and role shown), approve (A), reject with a reason from GET /v1/review/reasons (R, 2,
-// Enter), skip (S), move with the arrows, undo (Z: the verdict is deleted and the image comes
-// back), judged images leave the queue, the queue claims more ahead with no page end, the quota
-// table's totals row follows, zoom (F) shows the file at 1:1, compare (C) its pHash neighbours,
-// thumbnails are WebP, and logout ends the session. Checks the manifest for every verdict.
+// The review queue in headless chromium, keyboard only: the login page refuses a malformed and a
+// wrong token with a message, then logs in with the right one (name and role shown); approve
+// (A), reject with a reason from GET /v1/review/reasons (R, 2, Enter), skip (S), move with the
+// arrows, undo (Z: the verdict is deleted and the image comes back), judged images leave the
+// queue, the queue claims more ahead with no page end, the quota table's totals row follows,
+// zoom (F) shows the file at 1:1, compare (C) its pHash neighbours, thumbnails are WebP, and
+// logout ends the session. Checks the manifest for every verdict.
 import assert from 'node:assert/strict';
 import { env, manifest, poll, login, queueIds, currentId, run, shot, watchErrors } from './lib.mjs';
 
@@ -17,7 +18,26 @@ async function left(page, id) {
     document.body.dataset.current !== String(x), '#' + id + ' leaves the queue', id);
 }
 
+// the login page says what is wrong with a token, and stays
+async function badLogins(browser) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(env.url + '/review/login.html');
+  await page.waitForSelector('body[data-ready="1"]');
+  assert.ok(await page.locator('#login-token').getAttribute('type') === 'password', 'the token is not shown');
+  for (const [token, says] of [['two words', /one word/], ['0123456789abcdef'.repeat(4), /not valid/]]) {
+    await page.fill('#login-token', token);
+    await page.click('#login-submit');
+    await poll(page, (re) => new RegExp(re).test(document.getElementById('login-error').textContent),
+      'the login page says ' + says, says.source);
+    assert.match(page.url(), /login\.html$/);
+  }
+  assert.equal(await page.evaluate(async () => (await fetch('/v1/me')).status), 401, 'not logged in');
+  await context.close();
+}
+
 await run('queue', async (browser) => {
+  await badLogins(browser);
   const { context, page } = await login(browser, 'ana');
   const errors = watchErrors(page, /status of 404/);
   assert.equal(await page.locator('#who-name').textContent(), 'ana');
