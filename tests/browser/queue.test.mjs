@@ -64,6 +64,13 @@ await run('queue', async (browser) => {
   await page.keyboard.press('a');
   await left(page, a);
   const b = await currentId(page);
+  // Esc in the reason picker cancels: nothing stored, the image stays
+  await page.keyboard.press('r');
+  await page.waitForSelector('#reject-dialog[open]');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#reject-dialog:not([open])', { state: 'attached' });
+  assert.equal(await currentId(page), b, 'cancelled: the same image');
+  assert.equal(verdicts().length, 1, 'cancelled: nothing stored');
   await page.keyboard.press('r');
   await page.waitForSelector('#reject-dialog[open]');
   const reasons = await page.evaluate(async () => (await (await fetch('/v1/review/reasons')).json()).reasons);
