@@ -684,6 +684,13 @@ static void test_cli_json_and_stdin(void **state)
     const int nr = image_refs("ultraface_imgs_3.jpg", r, 16);
     assert_int_equal(matched(r, nr, got, n, 0.4f), nr);
     assert_true(json_number_value(json_object_get(json_object_get(j, "timings_ms"), "detect")) > 0);
+    /* the self-check ran and found no concealed face again; upright was searched */
+    assert_true(json_is_true(json_object_get(j, "verified")));
+    assert_true(json_integer_value(json_object_get(j, "check_passes")) >= 1);
+    assert_true(json_is_integer(json_object_get(j, "strengthened")));
+    json_t *turns = json_object_get(j, "turns_searched");
+    assert_true(json_array_size(turns) >= 1);
+    assert_int_equal(json_integer_value(json_array_get(turns, 0)), 0);
     json_decref(j);
     /* the -o extension picked PNG */
     size_t len = 0;

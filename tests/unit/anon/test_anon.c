@@ -216,9 +216,55 @@ static void test_process_argument_checks(void **state)
     px_anon_result_free(NULL);
 }
 
+/* The coverage and self-check defaults, and bad arguments of the coverage
+ * entry points (no model needed: they fail before any network run). */
+static void test_coverage_defaults_and_bad_input(void **state)
+{
+    (void)state;
+    px_anon_opts o = px_anon_opts_default();
+    assert_int_equal(o.rotations, 1);
+    assert_int_equal(o.refine_crowds, 1);
+    assert_int_equal(o.verify, 1);
+    px_image img;
+    make_image(&img, 64, 48);
+    px_face *f = (px_face *)&img; /* must be reset to NULL */
+    int n = 7;
+    px_err e;
+    assert_int_equal(px_anon_detect(NULL, &img, &o, &f, &n, NULL, NULL, &e), PX_EINVAL);
+    assert_null(f);
+    assert_int_equal(n, 0);
+    assert_int_equal(px_anon_detect_at_scale(NULL, &img, 1.0f, 0.6f, &f, &n, &e), PX_EINVAL);
+    assert_int_equal(px_anon_detect_at_scale(NULL, &img, 0.0f, 0.6f, &f, &n, &e), PX_EINVAL);
+    assert_non_null(strstr(e.msg, "scale"));
+    assert_null(f);
+    px_image_free(&img);
+}
+
+/* A model re-declared at another size must be an ONNX model: a bad file is
+ * an error naming it, never a crash. */
+static void test_create_sized_rejects_bad_model(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/px_anon_bad_model_XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "not a protobuf at all", 21), 21);
+    close(fd);
+    px_face_detector *d = NULL;
+    px_err e;
+    assert_int_not_equal(px_face_detector_create_sized(path, NULL, 640, 640, &d, &e), PX_OK);
+    assert_null(d);
+    assert_non_null(strstr(e.msg, path));
+    assert_int_equal(px_face_detector_create_sized("/nonexistent/m.onnx", NULL, 320, 320, &d, &e),
+                     PX_ENOTFOUND);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_coverage_defaults_and_bad_input),
+        cmocka_unit_test(test_create_sized_rejects_bad_model),
         cmocka_unit_test(test_defaults_and_modes),
         cmocka_unit_test(test_noise_replaces_every_face_pixel),
         cmocka_unit_test(test_solid_and_pixelate_and_blur),
