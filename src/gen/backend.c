@@ -139,8 +139,9 @@ int px_gen_model_matches(const char *asked, const char *used)
  * string with the seed, size, steps, CFG, sampler, model and infotexts. */
 static void used_from_info(json_t *ans, const px_gen_render_req *r, px_gen_render_used *u)
 {
-    json_t *info = json_loads(json_string_value(json_object_get(ans, "info")) ?
-                                  json_string_value(json_object_get(ans, "info")) : "null",
+    json_t *info = json_loads(json_string_value(json_object_get(ans, "info"))
+                                  ? json_string_value(json_object_get(ans, "info"))
+                                  : "null",
                               0, NULL);
     if (!json_is_object(info)) {
         json_decref(info);
@@ -258,11 +259,11 @@ static int render_a1111(px_gen_client *c, const char *base, const px_gen_server_
                                    sizeof scheduler, err);
     if (st != PX_OK)
         return px_err_prefix(err, st, "%s", base);
-    json_t *req = json_pack("{s:s, s:s, s:I, s:i, s:i, s:i, s:f, s:s, s:i, s:i}", "prompt",
-                            r->prompt, "negative_prompt", r->negative ? r->negative : "", "seed",
-                            (json_int_t)r->seed, "width", r->width, "height", r->height, "steps",
-                            r->steps, "cfg_scale", r->cfg, "sampler_name", sampler, "batch_size", 1,
-                            "n_iter", 1);
+    json_t *req =
+        json_pack("{s:s, s:s, s:I, s:i, s:i, s:i, s:f, s:s, s:i, s:i}", "prompt", r->prompt,
+                  "negative_prompt", r->negative ? r->negative : "", "seed", (json_int_t)r->seed,
+                  "width", r->width, "height", r->height, "steps", r->steps, "cfg_scale", r->cfg,
+                  "sampler_name", sampler, "batch_size", 1, "n_iter", 1);
     if (req && scheduler[0])
         json_object_set_new(req, "scheduler", json_string(scheduler));
     if (req && r->model && *r->model)
@@ -285,8 +286,8 @@ static int render_a1111(px_gen_client *c, const char *base, const px_gen_server_
  * <sd_cpp_extra_args> holds on its OpenAI route). */
 static json_t *sdcpp_params(const px_gen_render_req *r, const char *sampler, const char *scheduler)
 {
-    json_t *sp = json_pack("{s:i, s:{s:f}}", "sample_steps", r->steps, "guidance", "txt_cfg",
-                           r->cfg);
+    json_t *sp =
+        json_pack("{s:i, s:{s:f}}", "sample_steps", r->steps, "guidance", "txt_cfg", r->cfg);
     if (sp && sampler[0])
         json_object_set_new(sp, "sample_method", json_string(sampler));
     if (sp && scheduler[0])
@@ -303,9 +304,11 @@ static int render_openai(px_gen_client *c, const char *base, const px_gen_server
     char url[1024], size[32], sampler[64], scheduler[32];
     px_gen_join_url(base, "/v1/images/generations", url, sizeof url);
     if (!info || strcmp(info->kind, "sd-server"))
-        return px_err_set(err, PX_EUNSUPPORTED, "%s: the OpenAI images API carries no seed, "
+        return px_err_set(err, PX_EUNSUPPORTED,
+                          "%s: the OpenAI images API carries no seed, "
                           "steps, CFG, negative prompt or sampler (only sd-server's extension "
-                          "does); use --backend a1111", url);
+                          "does); use --backend a1111",
+                          url);
     int st = px_gen_server_sampler(info, r->sampler, sampler, sizeof sampler, scheduler,
                                    sizeof scheduler, err);
     if (st != PX_OK)
@@ -365,8 +368,10 @@ static void sleep_ms(long ms);
  * times out in its turn. */
 static void sdcpp_wait_abandoned(px_gen_client *c, const char *poll, long wait_ms)
 {
-    px_log(PX_LOG_INFO, "%s: waiting up to %ld ms for the abandoned render to end before the "
-           "next request", poll, wait_ms);
+    px_log(PX_LOG_INFO,
+           "%s: waiting up to %ld ms for the abandoned render to end before the "
+           "next request",
+           poll, wait_ms);
     double t0 = px_now_ms();
     for (;;) {
         long left = wait_ms - (long)(px_now_ms() - t0);
@@ -418,7 +423,8 @@ static int render_sdcpp(px_gen_client *c, const char *base, const px_gen_server_
     st = px_gen_http(c, url, body, NULL, timeout_ms, 1u << 20, &status, &resp, err);
     free(body);
     json_t *ans = st == PX_OK && status == 202
-                      ? json_loadb((const char *)resp.data, resp.len, 0, NULL) : NULL;
+                      ? json_loadb((const char *)resp.data, resp.len, 0, NULL)
+                      : NULL;
     if (st == PX_OK && !ans)
         st = px_err_set(err, status >= 500 || status == 429 ? PX_ENET : PX_ECORRUPT,
                         "%s: HTTP %ld: %.120s", url, status, resp.data ? (char *)resp.data : "");
@@ -427,8 +433,9 @@ static int render_sdcpp(px_gen_client *c, const char *base, const px_gen_server_
         return st;
     const char *idv = json_string_value(json_object_get(ans, "id"));
     char id[128], path[200], poll[1300];
-    if (!idv || strlen(idv) >= sizeof id || strspn(idv, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
-                                                        "qrstuvwxyz0123456789_-") != strlen(idv)) {
+    if (!idv || strlen(idv) >= sizeof id ||
+        strspn(idv, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
+                    "qrstuvwxyz0123456789_-") != strlen(idv)) {
         json_decref(ans);
         return px_err_set(err, PX_ECORRUPT, "%s: answer has no job id", url);
     }
@@ -460,16 +467,18 @@ static int render_sdcpp(px_gen_client *c, const char *base, const px_gen_server_
                               "%s: HTTP %ld or no job status", poll, status);
         }
         if (!strcmp(state, "completed")) {
-            json_t *img = json_array_get(json_object_get(json_object_get(j, "result"), "images"), 0);
-            st = take_b64(json_object_get(img, "b64_json"), poll, "result.images[0].b64_json", image,
-                          err);
+            json_t *img =
+                json_array_get(json_object_get(json_object_get(j, "result"), "images"), 0);
+            st = take_b64(json_object_get(img, "b64_json"), poll, "result.images[0].b64_json",
+                          image, err);
             json_decref(j);
             if (st == PX_OK)
                 used_from_png(image, r, u);
             return st == PX_OK ? check_used(poll, r, u, err) : st;
         }
         if (!strcmp(state, "failed") || !strcmp(state, "cancelled")) {
-            const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+            const char *m =
+                json_string_value(json_object_get(json_object_get(j, "error"), "message"));
             st = px_err_set(err, PX_ENET, "%s: job %s: %.200s", poll, state, m ? m : "");
             json_decref(j);
             return st;
@@ -504,7 +513,7 @@ fail:
 /* The markers a workflow must hold, so that what the campaign records is
  * what renders (the sampler may instead be a literal, which is recorded). */
 static const char *const k_markers[] = {"%prompt%", "%negative%", "%seed%", "%width%",
-                                        "%height%",  "%steps%",    "%cfg%"};
+                                        "%height%", "%steps%",    "%cfg%"};
 
 int px_gen_comfy_check(const char *workflow, px_err *err)
 {
@@ -526,9 +535,11 @@ int px_gen_comfy_check(const char *workflow, px_err *err)
                      missing[0] ? ", " : "", k_markers[i]);
     free(text);
     if (missing[0])
-        return px_err_set(err, PX_EINVAL, "comfyui workflow: no %s marker: the workflow's own "
+        return px_err_set(err, PX_EINVAL,
+                          "comfyui workflow: no %s marker: the workflow's own "
                           "value would render while the campaign's is recorded; put the marker "
-                          "in that node input (docs/generate.md)", missing);
+                          "in that node input (docs/generate.md)",
+                          missing);
     return PX_OK;
 }
 
@@ -746,7 +757,8 @@ int px_gen_render(px_gen_client *c, px_gen_backend backend, const char *base_url
     case PX_GEN_A1111:
         return sdcpp ? render_sdcpp(c, base_url, info, req, timeout_ms, image, u, err)
                      : render_a1111(c, base_url, info, req, timeout_ms, image, u, err);
-    case PX_GEN_OPENAI: return render_openai(c, base_url, info, req, timeout_ms, image, u, err);
+    case PX_GEN_OPENAI:
+        return render_openai(c, base_url, info, req, timeout_ms, image, u, err);
     case PX_GEN_COMFYUI:
         return render_comfy(c, base_url, info, workflow, req, timeout_ms, image, u, err);
     case PX_GEN_LOCAL:

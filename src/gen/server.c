@@ -29,12 +29,18 @@
 static const struct {
     const char *a1111, *sdcpp, *comfy;
 } k_samplers[] = {
-    {"Euler a", "euler_a", "euler_ancestral"}, {"Euler", "euler", "euler"},
-    {"Heun", "heun", "heun"},                   {"DPM2", "dpm2", "dpm_2"},
-    {"DPM++ 2S a", "dpm++2s_a", "dpmpp_2s_ancestral"}, {"DPM++ 2M", "dpm++2m", "dpmpp_2m"},
-    {"DPM++ 2M SDE", "dpm++2m_sde", "dpmpp_2m_sde"}, {"LCM", "lcm", "lcm"},
-    {"DDIM", "ddim_trailing", "ddim"},          {"LMS", "lms", "lms"},
-    {"iPNDM", "ipndm", "ipndm"},                {"TCD", "tcd", NULL},
+    {"Euler a", "euler_a", "euler_ancestral"},
+    {"Euler", "euler", "euler"},
+    {"Heun", "heun", "heun"},
+    {"DPM2", "dpm2", "dpm_2"},
+    {"DPM++ 2S a", "dpm++2s_a", "dpmpp_2s_ancestral"},
+    {"DPM++ 2M", "dpm++2m", "dpmpp_2m"},
+    {"DPM++ 2M SDE", "dpm++2m_sde", "dpmpp_2m_sde"},
+    {"LCM", "lcm", "lcm"},
+    {"DDIM", "ddim_trailing", "ddim"},
+    {"LMS", "lms", "lms"},
+    {"iPNDM", "ipndm", "ipndm"},
+    {"TCD", "tcd", NULL},
 };
 /* Scheduler suffixes of A1111's combined names and their scheduler names
  * (sd-server and ComfyUI spell them alike). */
@@ -74,14 +80,14 @@ static int add_names(json_t *arr, const char *key, char (*tab)[40], int cap, int
     json_t *v;
     json_array_foreach(arr, i, v)
     {
-        const char *s = json_is_string(v) ? json_string_value(v)
-                                          : json_string_value(json_object_get(v, key));
+        const char *s =
+            json_is_string(v) ? json_string_value(v) : json_string_value(json_object_get(v, key));
         if (s && n < cap && strlen(s) < 40)
             snprintf(tab[n++], 40, "%s", s);
         size_t k;
         json_t *a;
-        json_array_foreach(json_object_get(v, "aliases"), k, a) if (json_is_string(a) && n < cap &&
-                                                                    json_string_length(a) < 40)
+        json_array_foreach(json_object_get(v, "aliases"), k,
+                           a) if (json_is_string(a) && n < cap && json_string_length(a) < 40)
             snprintf(tab[n++], 40, "%s", json_string_value(a));
     }
     return n;
@@ -103,8 +109,8 @@ static int probe_sdcpp(json_t *caps, px_gen_server_info *info)
     return PX_OK;
 }
 
-static int probe_a1111(px_gen_client *c, const char *url, long timeout_ms,
-                       px_gen_server_info *info, px_err *err)
+static int probe_a1111(px_gen_client *c, const char *url, long timeout_ms, px_gen_server_info *info,
+                       px_err *err)
 {
     snprintf(info->kind, sizeof info->kind, "a1111");
     info->interrupt = 1;
@@ -225,28 +231,36 @@ int px_gen_server_sampler(const px_gen_server_info *info, const char *name, char
     for (size_t i = 0; i < NSAMPLERS; i++)
         if (!strcasecmp(base, k_samplers[i].a1111) || !strcasecmp(base, k_samplers[i].sdcpp) ||
             (k_samplers[i].comfy && !strcasecmp(base, k_samplers[i].comfy)))
-            method = sdcpp ? k_samplers[i].sdcpp : comfy ? k_samplers[i].comfy : k_samplers[i].a1111;
+            method = sdcpp   ? k_samplers[i].sdcpp
+                     : comfy ? k_samplers[i].comfy
+                             : k_samplers[i].a1111;
     if (comfy) { /* ComfyUI: KSampler's sampler_name and scheduler ("normal" when none) */
         if (!method)
-            return px_err_set(err, PX_EINVAL, "sampler '%s': no ComfyUI sampler of that name", name);
+            return px_err_set(err, PX_EINVAL, "sampler '%s': no ComfyUI sampler of that name",
+                              name);
         snprintf(sampler, scap, "%s", method);
         snprintf(scheduler, hcap, "%s", sch >= 0 ? k_schedulers[sch].sdcpp : "normal");
         return PX_OK;
     }
     char known[1200];
     if (!info->split_scheduler) { /* older A1111: one combined name, as given */
-        if (info->nsamplers >= 0 && listed((char(*)[40])info->samplers, info->nsamplers, name) < 0) {
+        if (info->nsamplers >= 0 &&
+            listed((char(*)[40])info->samplers, info->nsamplers, name) < 0) {
             known_list(info, known, sizeof known);
-            return px_err_set(err, PX_EINVAL, "sampler '%s': the server does not know it (it has: "
-                              "%s)", name, known);
+            return px_err_set(err, PX_EINVAL,
+                              "sampler '%s': the server does not know it (it has: "
+                              "%s)",
+                              name, known);
         }
         return PX_OK;
     }
     snprintf(sampler, scap, "%s", method);
     if (info->nsamplers >= 0 && listed((char(*)[40])info->samplers, info->nsamplers, method) < 0) {
         known_list(info, known, sizeof known);
-        return px_err_set(err, PX_EINVAL, "sampler '%s' (sent as '%s'): the server does not know it "
-                          "(it has: %s)", name, method, known);
+        return px_err_set(err, PX_EINVAL,
+                          "sampler '%s' (sent as '%s'): the server does not know it "
+                          "(it has: %s)",
+                          name, method, known);
     }
     if (sch < 0)
         return PX_OK;
@@ -271,7 +285,8 @@ static int setting(const char *line, const char *key, char *out, size_t cap)
 {
     size_t kl = strlen(key);
     for (const char *p = line; (p = strstr(p, key)); p += kl) {
-        if ((p != line && !(p >= line + 2 && p[-2] == ',' && p[-1] == ' ')) || strncmp(p + kl, ": ", 2))
+        if ((p != line && !(p >= line + 2 && p[-2] == ',' && p[-1] == ' ')) ||
+            strncmp(p + kl, ": ", 2))
             continue;
         const char *v = p + kl + 2, *e = v;
         while (*e && *e != '\n') {
@@ -392,7 +407,9 @@ int px_gen_rescale(px_image *img, int w, int h, px_err *err)
         for (int c = 0; c < 3; c++) {
             float v = t[c * plane + i] + 0.5f;
             out.px[(i / (size_t)w) * out.stride + (i % (size_t)w) * 3 + (size_t)c] =
-                (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                (uint8_t)(v < 0     ? 0
+                          : v > 255 ? 255
+                                    : v);
         }
     free(t);
     px_image_free(img);
@@ -435,10 +452,10 @@ int px_gen_apply_used(px_manifest_job *j, const px_gen_server_info *info,
                       char **render_info)
 {
     *render_info = NULL;
-    json_t *asked = json_pack("{s:I, s:i, s:i, s:i, s:f, s:s, s:s}", "seed", (json_int_t)j->seed,
-                              "width", j->width, "height", j->height, "steps", j->steps, "cfg",
-                              j->cfg, "sampler", j->sampler ? j->sampler : "", "model",
-                              j->model ? j->model : "");
+    json_t *asked =
+        json_pack("{s:I, s:i, s:i, s:i, s:f, s:s, s:s}", "seed", (json_int_t)j->seed, "width",
+                  j->width, "height", j->height, "steps", j->steps, "cfg", j->cfg, "sampler",
+                  j->sampler ? j->sampler : "", "model", j->model ? j->model : "");
     if (u->known & PX_GEN_USED_SEED)
         j->seed = u->seed;
     if (u->known & PX_GEN_USED_STEPS)

@@ -10,8 +10,8 @@
 
 #include <arpa/inet.h>
 #include <jansson.h>
-#include <netinet/in.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <png.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -44,16 +44,16 @@ typedef struct {
 
 struct fake_img {
     struct MHD_Daemon *d;
-    int flavor;          /* FAKE_IMG_* */
-    char model[128];     /* the loaded model */
-    int model_switch;    /* A1111: override_settings.sd_model_checkpoint switches the model */
-    int rendering;       /* sync renders under way */
-    int interrupt_gen;   /* bumped by POST /sdapi/v1/interrupt */
+    int flavor;        /* FAKE_IMG_* */
+    char model[128];   /* the loaded model */
+    int model_switch;  /* A1111: override_settings.sd_model_checkpoint switches the model */
+    int rendering;     /* sync renders under way */
+    int interrupt_gen; /* bumped by POST /sdapi/v1/interrupt */
     int interrupts, cancels, cancels_refused;
-    int max_inflight;    /* most renders under way or queued at once */
+    int max_inflight; /* most renders under way or queued at once */
     fake_img_used last;
     int have_last;
-    sd_job *sdjobs;      /* ring of MAX_SDJOBS */
+    sd_job *sdjobs; /* ring of MAX_SDJOBS */
     int next_sdjob;
     double sd_busy_until;
     char url[64];
@@ -433,21 +433,20 @@ static enum MHD_Result comfy_view(fake_img *f, struct MHD_Connection *c)
 
 /* What one render is asked for and then uses. */
 typedef struct {
-    char *prompt;       /* malloc'd */
+    char *prompt; /* malloc'd */
     fake_img_used u;
     int64_t seed_asked; /* as sent (-1: random) */
     int asked_w, asked_h;
 } render_params;
 
-static const char *const k_a1111_samplers[] = {"Euler a", "Euler", "LMS", "Heun", "DPM2",
+static const char *const k_a1111_samplers[] = {"Euler a",  "Euler",        "LMS",  "Heun", "DPM2",
                                                "DPM++ 2M", "DPM++ 2M SDE", "DDIM", "LCM"};
-static const char *const k_a1111_old_samplers[] = {"Euler a", "Euler", "DPM++ 2M",
-                                                   "DPM++ 2M Karras", "DPM++ 2M SDE Karras",
-                                                   "DDIM"};
-static const char *const k_sd_samplers[] = {"euler", "euler_a", "heun", "dpm2", "dpm++2s_a",
-                                            "dpm++2m", "dpm++2mv2", "ipndm", "lcm",
-                                            "ddim_trailing", "tcd", "dpm++2m_sde", "lms"};
-static const char *const k_sd_schedulers[] = {"discrete", "karras", "exponential", "ays",
+static const char *const k_a1111_old_samplers[] = {
+    "Euler a", "Euler", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE Karras", "DDIM"};
+static const char *const k_sd_samplers[] = {
+    "euler", "euler_a", "heun",          "dpm2", "dpm++2s_a",   "dpm++2m", "dpm++2mv2",
+    "ipndm", "lcm",     "ddim_trailing", "tcd",  "dpm++2m_sde", "lms"};
+static const char *const k_sd_schedulers[] = {"discrete",    "karras", "exponential", "ays",
                                               "sgm_uniform", "simple", "lcm"};
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -462,9 +461,9 @@ static int in_list(const char *const *l, size_t n, const char *s)
 /* sd-server's A1111 route: its own names first, then A1111's (lower-cased). */
 static const char *sd_sampler_from_a1111(const char *name)
 {
-    static const char *const map[][2] = {{"euler a", "euler_a"}, {"euler", "euler"},
-                                         {"heun", "heun"},       {"dpm2", "dpm2"},
-                                         {"lcm", "lcm"},         {"ddim", "ddim_trailing"},
+    static const char *const map[][2] = {{"euler a", "euler_a"},  {"euler", "euler"},
+                                         {"heun", "heun"},        {"dpm2", "dpm2"},
+                                         {"lcm", "lcm"},          {"ddim", "ddim_trailing"},
                                          {"dpm++ 2m", "dpm++2m"}, {"dpm++ 2m sde", "dpm++2m_sde"}};
     if (in_list(k_sd_samplers, NELEM(k_sd_samplers), name))
         return name;
@@ -494,16 +493,19 @@ static char *infotext(const fake_img *f, const render_params *p)
     if (p->u.negative[0])
         n += sprintf(t + n, "Negative prompt: %s\n", p->u.negative);
     if (f->flavor == FAKE_IMG_SDCPP)
-        sprintf(t + n, "Steps: %d, CFG scale: %f, Guidance: 3.500000, Eta: 0.000000, Seed: %lld, "
-                "Size: %dx%d, Model: %s, RNG: cuda, Sampler: %s %s, ", p->u.steps, p->u.cfg,
-                (long long)p->u.seed, p->asked_w, p->asked_h, p->u.model, p->u.sampler,
-                p->u.scheduler[0] ? p->u.scheduler : "discrete");
+        sprintf(t + n,
+                "Steps: %d, CFG scale: %f, Guidance: 3.500000, Eta: 0.000000, Seed: %lld, "
+                "Size: %dx%d, Model: %s, RNG: cuda, Sampler: %s %s, ",
+                p->u.steps, p->u.cfg, (long long)p->u.seed, p->asked_w, p->asked_h, p->u.model,
+                p->u.sampler, p->u.scheduler[0] ? p->u.scheduler : "discrete");
     else
-        sprintf(t + n, "Steps: %d, Sampler: %s, %s%s%sCFG scale: %g, Seed: %lld, Size: %dx%d, "
-                "Model hash: 6ce0161689, Model: %s, Version: %s", p->u.steps, p->u.sampler,
-                p->u.scheduler[0] ? "Schedule type: " : "", p->u.scheduler,
-                p->u.scheduler[0] ? ", " : "", p->u.cfg, (long long)p->u.seed, p->asked_w,
-                p->asked_h, p->u.model, f->flavor == FAKE_IMG_A1111 ? "v1.10.1" : "v1.6.0");
+        sprintf(t + n,
+                "Steps: %d, Sampler: %s, %s%s%sCFG scale: %g, Seed: %lld, Size: %dx%d, "
+                "Model hash: 6ce0161689, Model: %s, Version: %s",
+                p->u.steps, p->u.sampler, p->u.scheduler[0] ? "Schedule type: " : "",
+                p->u.scheduler, p->u.scheduler[0] ? ", " : "", p->u.cfg, (long long)p->u.seed,
+                p->asked_w, p->asked_h, p->u.model,
+                f->flavor == FAKE_IMG_A1111 ? "v1.10.1" : "v1.6.0");
     return t;
 }
 
@@ -611,7 +613,8 @@ static int params_from_a1111(fake_img *f, render_params *p, json_t *j, const cha
         snprintf(p->u.sampler, sizeof p->u.sampler, "%s", sampler);
     }
     if (!old && sched && *sched) {
-        static const char *const names[][2] = {{"automatic", ""}, {"karras", "Karras"},
+        static const char *const names[][2] = {{"automatic", ""},
+                                               {"karras", "Karras"},
                                                {"exponential", "Exponential"},
                                                {"sgm_uniform", "SGM Uniform"}};
         size_t k = 0;
@@ -626,8 +629,8 @@ static int params_from_a1111(fake_img *f, render_params *p, json_t *j, const cha
     }
     if (p->u.seed == -1)
         p->u.seed = 1234567;
-    const char *ck =
-        json_string_value(json_object_get(json_object_get(j, "override_settings"), "sd_model_checkpoint"));
+    const char *ck = json_string_value(
+        json_object_get(json_object_get(j, "override_settings"), "sd_model_checkpoint"));
     pthread_mutex_lock(&f->mu);
     if (ck && *ck && f->model_switch)
         snprintf(p->u.model, sizeof p->u.model, "%s", ck);
@@ -719,8 +722,9 @@ static enum MHD_Result txt2img_real(fake_img *f, struct MHD_Connection *c, json_
     render_wait(f, delay);
     if (out == OUT_FAIL || out == OUT_GARBAGE) {
         free(p.prompt);
-        return out == OUT_FAIL ? reply_str(c, (unsigned)http, "{\"error\":\"injected failure\"}")
-                               : reply(c, 200, "text/html", (void *)"<html>Bad gateway</html>", 24, 0);
+        return out == OUT_FAIL
+                   ? reply_str(c, (unsigned)http, "{\"error\":\"injected failure\"}")
+                   : reply(c, 200, "text/html", (void *)"<html>Bad gateway</html>", 24, 0);
     }
     uint8_t *png;
     size_t len;
@@ -730,20 +734,21 @@ static enum MHD_Result txt2img_real(fake_img *f, struct MHD_Connection *c, json_
     }
     char *enc = b64(png, len), *it = infotext(f, &p);
     free(png);
-    json_t *info = json_pack(
-        "{s:s, s:s, s:I, s:[I], s:i, s:i, s:i, s:f, s:s, s:s, s:s, s:[s], s:{s:s}}", "prompt",
-        p.prompt, "negative_prompt", p.u.negative, "seed", (json_int_t)p.u.seed, "all_seeds",
-        (json_int_t)p.u.seed, "width", p.asked_w, "height", p.asked_h, "steps", p.u.steps,
-        "cfg_scale", p.u.cfg, "sampler_name", p.u.sampler, "sd_model_name", p.u.model,
-        "sd_model_hash", "6ce0161689", "infotexts", it ? it : "", "extra_generation_params",
-        "Schedule type", p.u.scheduler);
+    json_t *info =
+        json_pack("{s:s, s:s, s:I, s:[I], s:i, s:i, s:i, s:f, s:s, s:s, s:s, s:[s], s:{s:s}}",
+                  "prompt", p.prompt, "negative_prompt", p.u.negative, "seed", (json_int_t)p.u.seed,
+                  "all_seeds", (json_int_t)p.u.seed, "width", p.asked_w, "height", p.asked_h,
+                  "steps", p.u.steps, "cfg_scale", p.u.cfg, "sampler_name", p.u.sampler,
+                  "sd_model_name", p.u.model, "sd_model_hash", "6ce0161689", "infotexts",
+                  it ? it : "", "extra_generation_params", "Schedule type", p.u.scheduler);
     if (info && f->flavor == FAKE_IMG_A1111)
-        json_object_set_new(info, "scheduler", json_string(p.u.scheduler[0] ? p.u.scheduler : "Automatic"));
+        json_object_set_new(info, "scheduler",
+                            json_string(p.u.scheduler[0] ? p.u.scheduler : "Automatic"));
     char *is = info ? json_dumps(info, JSON_COMPACT) : NULL;
     json_decref(info);
-    json_t *ans = enc && is ? json_pack("{s:[s], s:O, s:s}", "images", enc, "parameters", req,
-                                        "info", is)
-                            : NULL;
+    json_t *ans = enc && is
+                      ? json_pack("{s:[s], s:O, s:s}", "images", enc, "parameters", req, "info", is)
+                      : NULL;
     free(enc);
     free(it);
     free(is);
@@ -831,9 +836,9 @@ static enum MHD_Result sd_capabilities(fake_img *f, struct MHD_Connection *c)
                   "s:i}}",
                   "model", "name", f->model, "stem", stem, "path", f->model, "current_mode",
                   "img_gen", "supported_modes", "img_gen", "samplers", sm, "schedulers", sc,
-                  "features_by_mode", "img_gen", feat, "limits", "min_width", 64, "max_width",
-                  4096, "min_height", 64, "max_height", 4096, "max_batch_count", 8,
-                  "max_queue_size", 64));
+                  "features_by_mode", "img_gen", feat, "limits", "min_width", 64, "max_width", 4096,
+                  "min_height", 64, "max_height", 4096, "max_batch_count", 8, "max_queue_size",
+                  64));
 }
 
 /* Async jobs not ended (caller holds mu). */
@@ -884,8 +889,10 @@ static enum MHD_Result sd_img_gen(fake_img *f, struct MHD_Connection *c, json_t 
         f->max_inflight = pending;
     pthread_mutex_unlock(&f->mu);
     char buf[200];
-    snprintf(buf, sizeof buf, "{\"id\":\"job_%d\",\"kind\":\"img_gen\",\"status\":\"queued\","
-             "\"created\":0,\"poll_url\":\"/sdcpp/v1/jobs/job_%d\"}", id, id);
+    snprintf(buf, sizeof buf,
+             "{\"id\":\"job_%d\",\"kind\":\"img_gen\",\"status\":\"queued\","
+             "\"created\":0,\"poll_url\":\"/sdcpp/v1/jobs/job_%d\"}",
+             id, id);
     return reply_str(c, 202, buf);
 }
 
@@ -901,9 +908,10 @@ static sd_job *sd_find(fake_img *f, const char *idtext)
 
 static const char *sd_state(const sd_job *j, double now)
 {
-    return j->cancelled ? "cancelled" : now < j->start_ms ? "queued"
-                                      : now < j->end_ms   ? "generating"
-                                                          : "completed";
+    return j->cancelled        ? "cancelled"
+           : now < j->start_ms ? "queued"
+           : now < j->end_ms   ? "generating"
+                               : "completed";
 }
 
 /* GET /sdcpp/v1/jobs/{id} and POST /sdcpp/v1/jobs/{id}/cancel. */
@@ -923,8 +931,9 @@ static enum MHD_Result sd_job_route(fake_img *f, struct MHD_Connection *c, const
     if (cancel && !strcmp(st, "generating")) {
         f->cancels_refused++;
         pthread_mutex_unlock(&f->mu);
-        return reply_str(c, 409, "{\"error\":\"job is currently generating and cannot be "
-                                 "interrupted yet\"}");
+        return reply_str(c, 409,
+                         "{\"error\":\"job is currently generating and cannot be "
+                         "interrupted yet\"}");
     }
     if (cancel && !strcmp(st, "queued")) {
         /* the jobs after it move up */
@@ -944,13 +953,14 @@ static enum MHD_Result sd_job_route(fake_img *f, struct MHD_Connection *c, const
     json_t *ans = json_pack("{s:s, s:s, s:s}", "id", idt, "kind", "img_gen", "status", st);
     if (ans && !strcmp(st, "completed")) {
         char *enc = b64(j->png, j->len);
-        json_object_set_new(ans, "result", json_pack("{s:s, s:[{s:i, s:s}]}", "output_format",
-                                                     "png", "images", "index", 0, "b64_json",
-                                                     enc ? enc : ""));
+        json_object_set_new(ans, "result",
+                            json_pack("{s:s, s:[{s:i, s:s}]}", "output_format", "png", "images",
+                                      "index", 0, "b64_json", enc ? enc : ""));
         free(enc);
     } else if (ans && !strcmp(st, "cancelled")) {
-        json_object_set_new(ans, "error", json_pack("{s:s, s:s}", "code", "cancelled", "message",
-                                                    "job cancelled by client"));
+        json_object_set_new(
+            ans, "error",
+            json_pack("{s:s, s:s}", "code", "cancelled", "message", "job cancelled by client"));
     }
     pthread_mutex_unlock(&f->mu);
     return reply_json(c, 200, ans);
@@ -973,19 +983,22 @@ static int real_get(fake_img *f, struct MHD_Connection *c, const char *url, enum
                    : fl == FAKE_IMG_SDCPP   ? NELEM(k_sd_samplers)
                                             : NELEM(k_a1111_samplers);
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(a, json_pack("{s:s, s:[], s:{}}", "name", l[i], "aliases",
-                                               "options"));
+            json_array_append_new(
+                a, json_pack("{s:s, s:[], s:{}}", "name", l[i], "aliases", "options"));
         *r = reply_json(c, 200, a);
     } else if (!strcmp(url, "/sdapi/v1/schedulers") && fl == FAKE_IMG_A1111) {
-        *r = reply_str(c, 200, "[{\"name\":\"automatic\",\"label\":\"Automatic\"},{\"name\":"
-                               "\"karras\",\"label\":\"Karras\"},{\"name\":\"exponential\","
-                               "\"label\":\"Exponential\"},{\"name\":\"sgm_uniform\",\"label\":"
-                               "\"SGM Uniform\"}]");
+        *r = reply_str(c, 200,
+                       "[{\"name\":\"automatic\",\"label\":\"Automatic\"},{\"name\":"
+                       "\"karras\",\"label\":\"Karras\"},{\"name\":\"exponential\","
+                       "\"label\":\"Exponential\"},{\"name\":\"sgm_uniform\",\"label\":"
+                       "\"SGM Uniform\"}]");
     } else if (!strcmp(url, "/sdapi/v1/options")) {
         char buf[300];
         pthread_mutex_lock(&f->mu);
-        snprintf(buf, sizeof buf, "{\"sd_model_checkpoint\":\"%s [6ce0161689]\","
-                 "\"samples_format\":\"png\"}", f->model);
+        snprintf(buf, sizeof buf,
+                 "{\"sd_model_checkpoint\":\"%s [6ce0161689]\","
+                 "\"samples_format\":\"png\"}",
+                 f->model);
         pthread_mutex_unlock(&f->mu);
         *r = reply_str(c, 200, buf);
     } else {

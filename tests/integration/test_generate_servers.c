@@ -14,7 +14,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the three it needs (its own block, so include sorting keeps it here) */
 
 #include <jansson.h>
 #include <pthread.h>
@@ -155,7 +156,8 @@ static void test_a1111_split_and_info(void **state)
     assert_string_equal(qs(s.pool, "SELECT DISTINCT sampler FROM jobs"), "DPM++ 2M Karras");
     assert_string_equal(qs(s.pool, "SELECT DISTINCT model FROM jobs"), "base [6ce0161689]");
     assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM jobs WHERE render_info LIKE '%Schedule type: "
-                                "Karras%'"), 3);
+                                "Karras%'"),
+                     3);
     long long id = q1(s.pool, "SELECT MIN(id) FROM images");
     char *json, *params;
     file_meta(s.pool, id, &json, &params);
@@ -231,7 +233,8 @@ static void test_model_checked(void **state)
     assert_non_null(strstr(e.msg, "'base'"));
     assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM images"), 0);
     assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM jobs WHERE status='failed' AND error LIKE "
-                                "'%asked for model%'"), 1);
+                                "'%asked for model%'"),
+                     1);
     setup_free(&s);
 
     /* sd-server cannot switch: refused before the first render */
@@ -280,7 +283,8 @@ static void test_sdcpp_settings_honoured(void **state)
         assert_string_equal(qs(s.pool, "SELECT DISTINCT sampler FROM jobs"), "dpm++2m karras");
         assert_string_equal(qs(s.pool, "SELECT DISTINCT model FROM jobs"), "base.safetensors");
         assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM jobs WHERE render_info LIKE "
-                                    "'%sd-server%'"), 3);
+                                    "'%sd-server%'"),
+                         3);
         setup_free(&s);
     }
     /* the prompt reached sd-server without the extra args block */
@@ -339,14 +343,15 @@ static void test_size_mismatch(void **state)
             assert_non_null(strstr(e.msg, "128x128 image for the 100x72 asked"));
             assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM images"), 0);
             assert_int_equal(q1(s.pool, "SELECT COUNT(*) FROM jobs WHERE status='failed' AND "
-                                        "error LIKE '%--size-mismatch%'"), 1);
+                                        "error LIKE '%--size-mismatch%'"),
+                             1);
         } else {
             if (st != PX_OK)
                 fail_msg("%s", e.msg);
             int w = k == 1 ? 100 : 128, h = k == 1 ? 72 : 128;
             char sql[200];
-            snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM images WHERE width=%d AND height=%d",
-                     w, h);
+            snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM images WHERE width=%d AND height=%d", w,
+                     h);
             assert_int_equal(q1(s.pool, sql), 2);
             snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM jobs WHERE width=%d AND height=%d", w,
                      h);
@@ -452,8 +457,15 @@ static void test_timeout_stops_server_work(void **state)
     assert_int_equal(px_gen_client_create(&http, &e), PX_OK);
     px_gen_server_info info;
     assert_int_equal(px_gen_probe(http, PX_GEN_A1111, fake_img_url(f), 2000, &info, &e), PX_OK);
-    px_gen_render_req req = {.prompt = "a", .negative = "", .seed = 1, .width = 64, .height = 64,
-                             .steps = 2, .cfg = 5, .sampler = "Euler a", .model = ""};
+    px_gen_render_req req = {.prompt = "a",
+                             .negative = "",
+                             .seed = 1,
+                             .width = 64,
+                             .height = 64,
+                             .steps = 2,
+                             .cfg = 5,
+                             .sampler = "Euler a",
+                             .model = ""};
     px_buf img = {0};
     int c0 = fake_img_cancels(f);
     /* the other client's job, then ours behind it */
@@ -465,9 +477,9 @@ static void test_timeout_stops_server_work(void **state)
     assert_int_equal(px_gen_http(http, url, body, NULL, 2000, 1 << 20, &status, &resp, &e), PX_OK);
     assert_int_equal(status, 202);
     px_buf_free(&resp);
-    assert_int_equal(px_gen_render(http, PX_GEN_A1111, fake_img_url(f), &info, NULL, &req, 300,
-                                   &img, &used, &e),
-                     PX_ETIMEOUT);
+    assert_int_equal(
+        px_gen_render(http, PX_GEN_A1111, fake_img_url(f), &info, NULL, &req, 300, &img, &used, &e),
+        PX_ETIMEOUT);
     assert_int_equal(fake_img_cancels(f), c0 + 1);
     px_buf_free(&img);
     px_gen_client_destroy(http);

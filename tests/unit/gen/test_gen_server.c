@@ -7,7 +7,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the three it needs (its own block, so include sorting keeps it here) */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,9 +63,9 @@ static void test_sampler_names(void **state)
     assert_int_equal(px_gen_server_sampler(&in, "euler a", s, sizeof s, h, sizeof h, &e), PX_OK);
     assert_string_equal(s, "Euler a");
     assert_string_equal(h, "");
-    assert_int_equal(px_gen_server_sampler(&in, "DPM++ 2M Exponential", s, sizeof s, h, sizeof h,
-                                           &e),
-                     PX_EINVAL);
+    assert_int_equal(
+        px_gen_server_sampler(&in, "DPM++ 2M Exponential", s, sizeof s, h, sizeof h, &e),
+        PX_EINVAL);
     assert_non_null(strstr(e.msg, "no scheduler 'Exponential'"));
     assert_int_equal(px_gen_server_sampler(&in, "UniPC", s, sizeof s, h, sizeof h, &e), PX_EINVAL);
     assert_non_null(strstr(e.msg, "UniPC"));
@@ -87,9 +88,9 @@ static void test_sampler_names(void **state)
     assert_string_equal(s, "euler_a");
     assert_int_equal(px_gen_server_sampler(&in, "dpm++2m", s, sizeof s, h, sizeof h, &e), PX_OK);
     assert_string_equal(s, "dpm++2m");
-    assert_int_equal(px_gen_server_sampler(&in, "DPM++ 2M SGM Uniform", s, sizeof s, h, sizeof h,
-                                           &e),
-                     PX_EINVAL);
+    assert_int_equal(
+        px_gen_server_sampler(&in, "DPM++ 2M SGM Uniform", s, sizeof s, h, sizeof h, &e),
+        PX_EINVAL);
     assert_int_equal(px_gen_server_sampler(&in, "Heun", s, sizeof s, h, sizeof h, &e), PX_EINVAL);
     /* a server that gave no list: sent as asked, not checked */
     info_a1111(&in, 0);
