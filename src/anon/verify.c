@@ -221,6 +221,8 @@ static void align(crop *c, int x, int y)
 
 static int pack(crop_list *l, int net)
 {
+    if (l->n == 0)
+        return 0; /* and qsort must not see a NULL array */
     qsort(l->v, (size_t)l->n, sizeof *l->v, by_height);
     int canvas = 0, x = GAP, y = GAP, row_h = 0;
     for (int i = 0; i < l->n; i++) {
@@ -250,7 +252,7 @@ static int pack(crop_list *l, int net)
         x += c->cw + GAP;
         row_h = c->ch > row_h ? c->ch : row_h;
     }
-    return l->n ? canvas + 1 : 0;
+    return canvas + 1;
 }
 
 /* Draws canvas k and runs the detector on it; every face found inside a crop
