@@ -16,7 +16,7 @@
  * that (faces up to 48 px), and as small as the whole-image pass saw it, with a lower score
  * threshold than detection's (0.75x). The crops are packed side by side into network-sized canvases
  * (shelf packing), so a photo with a few faces costs one network run, a crowd a few. A face still
- * found is concealed again one level up and the check repeats (at most 6 checks; the last levels
+ * found is concealed again one level up and the check repeats (at most 8 checks; the last levels
  * are noise).
  */
 #include "anon_internal.h"
@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VERIFY_ROUNDS 6
+#define VERIFY_ROUNDS 8
 #define MAX_LEVEL 4
 #define NOISE_LEVEL 3
 #define CROP_MARGIN 0.8f /* of the face width, each side: detectors need the head and shoulders */
@@ -352,9 +352,13 @@ static int reconceal(px_image *img, anon_faces *faces, int *level, const anon_fa
             continue;
         if (cur == 0)
             out->strengthened++;
-        level[i] = (cur + 1) | (round + 1) << 8;
+        /* from the third look on, straight to noise: in a crowd, each round
+         * changes the neighbours' context and shows a few more borderline
+         * faces, and stepping them up one level at a time ran out of looks */
+        const int lv = round >= 2 && cur + 1 < NOISE_LEVEL ? NOISE_LEVEL : cur + 1;
+        level[i] = lv | (round + 1) << 8;
         const int st = anon_conceal_one(
-            img, &faces->v[i], o, mix64(seed + 977u * (uint64_t)i + (uint64_t)round), cur + 1, err);
+            img, &faces->v[i], o, mix64(seed + 977u * (uint64_t)i + (uint64_t)round), lv, err);
         if (st != PX_OK)
             return st;
     }
