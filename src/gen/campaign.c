@@ -430,14 +430,15 @@ int px_gen_campaign_parse(const char *json, size_t len, const char *origin, px_g
     json_t *val;
     json_object_foreach(root, key, val)
     {
-        static const char *known[] = {"name", "total", "types", "themes", "defaults", "about"};
+        static const char *known[] = {"name",     "total", "types", "themes",
+                                      "defaults", "about", "review"};
         int ok = 0;
         for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
             ok |= !strcmp(key, known[i]);
         if (!ok) {
             st = px_err_set(err, PX_EINVAL,
                             "%s: unknown field \"%s\" (expected name, total, types, themes, "
-                            "defaults, about)",
+                            "defaults, about, review)",
                             origin, key);
             goto out;
         }
@@ -498,8 +499,18 @@ int px_gen_campaign_parse(const char *json, size_t len, const char *origin, px_g
         goto out;
     }
     c->json = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!c->json)
+    if (!c->json) {
         st = px_err_set(err, PX_ENOMEM, "%s: out of memory", origin);
+        goto out;
+    }
+    /* "review" (votes, reject reasons) is read by the review server from the
+     * stored campaign: checked here by the same parser, so a bad one is
+     * refused before anything renders */
+    px_manifest_review_cfg rc;
+    st = px_manifest_review_cfg_parse(c->json, &rc, err);
+    px_manifest_review_cfg_free(&rc);
+    if (st)
+        px_err_prefix(err, st, "%s", origin);
 out:
     json_decref(root);
     if (st != PX_OK)

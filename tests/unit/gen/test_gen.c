@@ -85,6 +85,17 @@ static void test_campaign_counts_and_errors(void **state)
     assert_int_equal(c.format, PX_FMT_WEBP);
     assert_int_equal(c.quality, 80);
     px_gen_campaign_free(&c);
+    /* the review server's settings pass through into the stored JSON */
+    const char *rv = "{\"total\":4,\"themes\":[\"A\"],\"review\":{\"votes\":2,"
+                     "\"reject_reasons\":[\"blurry\",\"text\"]}}";
+    assert_int_equal(px_gen_campaign_parse(rv, strlen(rv), "t.json", &c, &e), PX_OK);
+    px_manifest_review_cfg rc;
+    assert_int_equal(px_manifest_review_cfg_parse(c.json, &rc, &e), PX_OK);
+    assert_int_equal(rc.votes, 2);
+    assert_int_equal(rc.n_reasons, 2);
+    assert_string_equal(rc.reasons[1], "text");
+    px_manifest_review_cfg_free(&rc);
+    px_gen_campaign_free(&c);
 
     struct {
         const char *json, *needle;
@@ -103,6 +114,10 @@ static void test_campaign_counts_and_errors(void **state)
         {"[1,2]", "object"},
         {"{\"total\":10,\"themes\":[\"!!!\"]}", "letter"},
         {"{\"total\":10,\"themes\":[{\"name\":\"A\",\"count\":4}]}", "match"},
+        {"{\"total\":10,\"themes\":[\"A\"],\"review\":{\"votes\":9}}", "review.votes"},
+        {"{\"total\":10,\"themes\":[\"A\"],\"review\":{\"reject_reasons\":[]}}",
+         "reject_reasons"},
+        {"{\"total\":10,\"themes\":[\"A\"],\"review\":3}", "review"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         px_err_clear(&e);
