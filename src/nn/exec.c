@@ -30,6 +30,7 @@ struct px_nn_session {
     int *cat_base;           /* per step: first index in cat_ptrs */
     void *scratch;
     double *prof_ms;         /* per step, when profiling */
+    int borrowed;            /* arena and pool belong to the caller (px_nn_session_create_in) */
 };
 
 int px_nn_model_num_inputs(const px_nn_model *m) { return m ? m->n_inputs : 0; }
@@ -75,8 +76,10 @@ void px_nn_session_destroy(px_nn_session *s)
 {
     if (!s)
         return;
-    px_pool_destroy(s->pool);
-    px_aligned_free(s->arena);
+    if (!s->borrowed) {
+        px_pool_destroy(s->pool);
+        px_aligned_free(s->arena);
+    }
     px_aligned_free(s->scratch);
     free(s->ptr);
     free(s->cat_ptrs);
@@ -85,7 +88,34 @@ void px_nn_session_destroy(px_nn_session *s)
     free(s);
 }
 
+size_t px_nn_model_arena_bytes(const px_nn_model *m)
+{
+    return m ? (m->arena_bytes ? m->arena_bytes : 64) : 0;
+}
+
+static int session_make(const px_nn_model *m, int threads, px_pool *pool, uint8_t *arena,
+                        size_t arena_len, px_nn_session **out, px_err *err);
+
 int px_nn_session_create(const px_nn_model *m, int threads, px_nn_session **out, px_err *err)
+{
+    return session_make(m, threads, NULL, NULL, 0, out, err);
+}
+
+int px_nn_session_create_in(const px_nn_model *m, px_pool *pool, void *arena, size_t arena_len,
+                            px_nn_session **out, px_err *err)
+{
+    if (!pool || !arena || arena_len < px_nn_model_arena_bytes(m)) {
+        if (out)
+            *out = NULL;
+        return px_err_set(err, PX_EINVAL,
+                          "px_nn_session_create_in: need a pool and %zu bytes of arena",
+                          px_nn_model_arena_bytes(m));
+    }
+    return session_make(m, 0, pool, arena, arena_len, out, err);
+}
+
+static int session_make(const px_nn_model *m, int threads, px_pool *pool, uint8_t *arena,
+                        size_t arena_len, px_nn_session **out, px_err *err)
 {
     if (!m || !out)
         return px_err_set(err, PX_EINVAL, "px_nn_session_create: NULL argument");
@@ -94,10 +124,16 @@ int px_nn_session_create(const px_nn_model *m, int threads, px_nn_session **out,
     if (!s)
         return px_err_set(err, PX_ENOMEM, "out of memory");
     s->m = m;
-    int rc = px_pool_create(threads, &s->pool);
-    if (rc < 0) {
-        free(s);
-        return px_err_set(err, rc, "cannot start %d compute threads", threads);
+    s->borrowed = pool != NULL;
+    if (pool) {
+        s->pool = pool;
+        s->arena = arena;
+    } else {
+        int rc = px_pool_create(threads, &s->pool);
+        if (rc < 0) {
+            free(s);
+            return px_err_set(err, rc, "cannot start %d compute threads", threads);
+        }
     }
     int nthreads = px_pool_threads(s->pool);
     size_t n_cat = 0, scratch = 0;
@@ -112,7 +148,8 @@ int px_nn_session_create(const px_nn_model *m, int threads, px_nn_session **out,
             scratch = z > scratch ? z : scratch;
         }
     }
-    s->arena = px_aligned_alloc(m->arena_bytes ? m->arena_bytes : 64);
+    if (!s->borrowed)
+        s->arena = px_aligned_alloc(m->arena_bytes ? m->arena_bytes : 64);
     s->ptr = px_calloc((size_t)(m->nt ? m->nt : 1), sizeof *s->ptr);
     s->cat_ptrs = px_calloc(n_cat ? n_cat : 1, sizeof *s->cat_ptrs);
     s->cat_base = px_calloc((size_t)(m->ns ? m->ns : 1), sizeof *s->cat_base);
@@ -127,7 +164,9 @@ int px_nn_session_create(const px_nn_model *m, int threads, px_nn_session **out,
                           m->arena_bytes);
     }
     /* zeroed once so that a run without filled inputs is deterministic, not UB */
-    memset(s->arena, 0, m->arena_bytes);
+    if (!s->borrowed)
+        memset(s->arena, 0, m->arena_bytes);
+    (void)arena_len;
     for (int t = 0; t < m->nt; t++) {
         const nn_tensor *x = &m->t[t];
         if (x->kind == NN_CONST)

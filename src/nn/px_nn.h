@@ -63,6 +63,17 @@ int px_nn_model_num_steps(const px_nn_model *m);
  * The model must outlive the session. */
 int px_nn_session_create(const px_nn_model *m, int threads, px_nn_session **out, px_err *err);
 void px_nn_session_destroy(px_nn_session *s); /* NULL is a no-op */
+/* Bytes of activation memory a session of m uses (0 for NULL). */
+size_t px_nn_model_arena_bytes(const px_nn_model *m);
+/* A session that runs on the caller's pool and arena instead of its own:
+ * several sessions (models of one graph at different input sizes) that
+ * never run at the same time can share one arena and one pool. arena must
+ * be 64-byte aligned, at least px_nn_model_arena_bytes(m) long, and outlive
+ * the session, as must the pool; destroying the session frees neither. The
+ * arena is not cleared: fill the inputs before every run. PX_EINVAL when the
+ * arena is too small. */
+int px_nn_session_create_in(const px_nn_model *m, px_pool *pool, void *arena, size_t arena_len,
+                            px_nn_session **out, px_err *err);
 /* Writable buffer of input i (float32, row-major, shape from input_info).
  * Fill it before each run. NULL if i is out of range. */
 float *px_nn_session_input(px_nn_session *s, int i);

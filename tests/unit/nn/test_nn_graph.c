@@ -511,6 +511,26 @@ static void test_elementwise_chain(void **state)
                 fail_msg("y[%d][%d] = %g, expected %g", j, r, got, want);
         }
     }
+    /* a session on the caller's arena and pool computes the same; the arena
+     * is the caller's (it may hold another model's activations between
+     * runs), so the session frees neither */
+    px_pool *pool;
+    assert_true(px_pool_create(1, &pool) >= 0);
+    const size_t need = px_nn_model_arena_bytes(m);
+    assert_true(need > 0);
+    uint8_t *arena = px_aligned_alloc(need);
+    assert_non_null(arena);
+    memset(arena, 0xA5, need); /* garbage: every run fills what it reads */
+    px_nn_session *t = NULL;
+    assert_int_equal(px_nn_session_create_in(m, pool, arena, need - 1, &t, &err), PX_EINVAL);
+    assert_null(t);
+    assert_int_equal(px_nn_session_create_in(m, pool, arena, need, &t, &err), PX_OK);
+    memcpy(px_nn_session_input(t, 0), x, sizeof(float) * 24);
+    assert_int_equal(px_nn_session_run(t, &err), PX_OK);
+    assert_memory_equal(px_nn_session_output(t, 0), y, sizeof(float) * 16);
+    px_nn_session_destroy(t);
+    px_pool_destroy(pool);
+    px_aligned_free(arena);
     px_nn_session_destroy(s);
     px_nn_model_destroy(m);
     gb_free(&g);
