@@ -107,6 +107,50 @@ static void fill_value(float *out, size_t n, float v)
         out[i] = v;
 }
 
+/* Scale 1 at a whole-pixel offset (canvases made at network size): a plain
+ * conversion, row by row, pad outside the image. */
+static void copy_exact(const px_image *img, long sx, long sy, int ow, int oh, int bgr, float mean,
+                       float scale, float pad, float *out)
+{
+    const size_t plane = (size_t)ow * (size_t)oh;
+    const float padv = (pad - mean) * scale, bias = -mean * scale;
+    float *pr = out + (bgr ? 2 : 0) * plane, *pg = out + plane, *pb = out + (bgr ? 0 : 2) * plane;
+    const int cn = img->channels;
+    /* columns [x0, x1) of the output come from the image */
+    const long x0 = sx < 0 ? -sx : 0, x1l = (long)img->w - sx;
+    const int x0i = (int)(x0 > ow ? ow : x0), x1 = (int)(x1l < x0i ? x0i : x1l > ow ? ow : x1l);
+    for (int y = 0; y < oh; y++) {
+        const size_t o = (size_t)y * (size_t)ow;
+        const long iy = sy + y;
+        if (iy < 0 || iy >= img->h || x1 <= x0i) {
+            fill_value(pr + o, (size_t)ow, padv);
+            fill_value(pg + o, (size_t)ow, padv);
+            fill_value(pb + o, (size_t)ow, padv);
+            continue;
+        }
+        fill_value(pr + o, (size_t)x0i, padv);
+        fill_value(pg + o, (size_t)x0i, padv);
+        fill_value(pb + o, (size_t)x0i, padv);
+        const uint8_t *src = img->px + (size_t)iy * img->stride + (size_t)(sx + x0i) * (size_t)cn;
+        float *r = pr + o, *g = pg + o, *b = pb + o;
+        if (cn == 3)
+            for (int x = x0i; x < x1; x++, src += 3) {
+                r[x] = (float)src[0] * scale + bias;
+                g[x] = (float)src[1] * scale + bias;
+                b[x] = (float)src[2] * scale + bias;
+            }
+        else
+            for (int x = x0i; x < x1; x++, src += cn) {
+                r[x] = (float)src[0] * scale + bias;
+                g[x] = (float)src[1] * scale + bias;
+                b[x] = (float)src[2] * scale + bias;
+            }
+        fill_value(pr + o + x1, (size_t)(ow - x1), padv);
+        fill_value(pg + o + x1, (size_t)(ow - x1), padv);
+        fill_value(pb + o + x1, (size_t)(ow - x1), padv);
+    }
+}
+
 int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow, int oh,
                        int bgr, float mean, float scale, float pad, float *out)
 {
@@ -120,6 +164,11 @@ int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float 
         return PX_OK;
     }
     const int cn = img->channels;
+    if (sw == (float)ow && sh == (float)oh && sx == floorf(sx) && sy == floorf(sy) &&
+        fabsf(sx) < 1e8f && fabsf(sy) < 1e8f) {
+        copy_exact(img, (long)sx, (long)sy, ow, oh, bgr, mean, scale, pad, out);
+        return PX_OK;
+    }
     const int mtx = max_taps((double)sw / ow, img->w), mty = max_taps((double)sh / oh, img->h);
 
     /* one block: x tables, y tables, then the float row */

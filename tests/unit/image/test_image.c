@@ -1139,6 +1139,19 @@ static void test_tensor_pad_and_offset(void **state)
             float want = inside ? pix(&img, sx, sy)[1] : 77.0f;
             assert_float_equal(t[(size_t)ow * oh + (size_t)y * ow + x], want, 1e-3);
         }
+    /* the same with the rectangle reaching past the right and bottom edges,
+     * and wholly outside */
+    px_image_to_tensor(&img, 15, 8, 30, 16, ow, oh, 0, 0.0f, 1.0f, 77.0f, t);
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++) {
+            int sx = x + 15, sy = y + 8;
+            int inside = sx < 20 && sy < 10;
+            float want = inside ? pix(&img, sx, sy)[2] : 77.0f;
+            assert_float_equal(t[2 * (size_t)ow * oh + (size_t)y * ow + x], want, 1e-3);
+        }
+    px_image_to_tensor(&img, 40, -30, 30, 16, ow, oh, 0, 0.0f, 1.0f, 77.0f, t);
+    for (int i = 0; i < 3 * ow * oh; i++)
+        assert_float_equal(t[i], 77.0f, 1e-6);
     /* 2x enlargement: bilinear between neighbours */
     px_image_to_tensor(&img, 0, 0, 20, 10, 40, 20, 0, 0.0f, 1.0f, 0.0f, t);
     /* output (8, 9) samples source ((8+0.5)/2-0.5, (9+0.5)/2-0.5) = (3.75, 4.25) */
