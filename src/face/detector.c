@@ -43,6 +43,20 @@
  * --min-face 40), so the plan aims at 14 (docs/anonymize.md). */
 #define PX_YUNET_NET_MIN_FACE 14.0f
 #define PX_ULTRAFACE_NET_MIN_FACE 16.0f
+/* Fitted passes (YuNet, fully convolutional): the network input is sized
+ * to what a pass looks at, in steps of FIT_STEP up to FIT_MAX_SIDE, instead
+ * of letterboxing everything into the model's 640x640. Each size is the same
+ * graph loaded once more (kept for the detector's life: sizes in steps of 64
+ * up to 1024 are at most 256 of them); every session slot keeps a few
+ * sessions of such sizes on one shared arena. */
+#define FIT_STEP 64
+#define FIT_MAX_SIDE 1024
+#define MAX_SHAPES 256
+#define SLOT_SESSIONS 16
+/* A fitted plan looks at the whole image at the finest scale in one pass
+ * when that scale is at most this much above the letterbox scale (bigger
+ * than that, the largest faces would outgrow what the network finds). */
+#define FIT_MERGE_RATIO 1.25f
 /* Most sessions one detection spreads its passes over. */
 #define PX_MAX_SPREAD 64
 /* Most candidates one pass may produce before its own NMS. */
@@ -52,15 +66,41 @@
 #define PX_LEVEL_RATIO 3.0f
 #define PX_SCALE_SLACK 1.05f
 
+/* The model loaded at one input size. */
+typedef struct net_shape {
+    int w, h;
+    px_nn_model *model;
+    float *v1_priors; /* YuNet 2022mar: cx, cy, w, h per prior, in network pixels */
+    int v1_n;
+} net_shape;
+
+/* A session of a fitted size, on the slot's arena. */
+typedef struct slot_session {
+    const net_shape *shape;
+    px_nn_session *s;
+    unsigned used;
+} slot_session;
+
 typedef struct slot {
     px_nn_session *s;
     px_face *scratch; /* PX_PASS_CAP candidates of one pass */
+    px_pool *pool;    /* fitted sessions: one pool, one arena */
+    uint8_t *arena;
+    size_t arena_len;
+    slot_session fit[SLOT_SESSIONS];
+    unsigned tick;
 } slot;
 
 struct px_face_detector {
     px_nn_model *model;
     px_face_model_kind kind;
     int net_w, net_h;
+    int threads;
+    uint8_t *onnx; /* the model file, for loading it at other sizes */
+    size_t onnx_len;
+    char *path;
+    net_shape *shapes[MAX_SHAPES]; /* fitted sizes loaded so far, under mu */
+    int n_shapes;
     float net_min_face;
     /* YuNet: cls/obj/bbox/kps output indices for strides 8, 16, 32 */
     int y_out[3][4];
@@ -68,8 +108,8 @@ struct px_face_detector {
     int u_scores, u_boxes, u_priors;
     /* YuNet 2022mar: loc, conf, iou output indices and the priors (cx, cy, w, h in
      * network pixels, v1_priors x 4) */
-    int v1_loc, v1_conf, v1_iou, v1_n;
-    float *v1_priors;
+    int v1_loc, v1_conf, v1_iou;
+    net_shape base; /* the model's own size (model, net_w, net_h) */
 
     int spread_passes;
     pthread_mutex_t mu;
@@ -81,46 +121,53 @@ struct px_face_detector {
 
 static const int yunet_strides[3] = {8, 16, 32};
 
-static int setup_yunet(px_face_detector *d, const char *path, px_err *err)
+/* Finds YuNet's outputs in the model of shape sh and checks their sizes;
+ * the indices must be those of the first size set up. */
+static int setup_yunet(px_face_detector *d, const net_shape *sh, const char *path, px_err *err)
 {
     static const char *const prefix[4] = {"cls", "obj", "bbox", "kps"};
     static const int per_cell[4] = {1, 1, 4, 10};
     for (int s = 0; s < 3; s++) {
-        const size_t cells = (size_t)(d->net_w / yunet_strides[s]) * (size_t)(d->net_h / yunet_strides[s]);
+        const size_t cells = (size_t)(sh->w / yunet_strides[s]) * (size_t)(sh->h / yunet_strides[s]);
         for (int k = 0; k < 4; k++) {
             char name[16];
             snprintf(name, sizeof name, "%s_%d", prefix[k], yunet_strides[s]);
-            const int i = px_nn_model_find_output(d->model, name);
-            if (i < 0)
+            const int i = px_nn_model_find_output(sh->model, name);
+            if (i < 0 || (sh != &d->base && i != d->y_out[s][k]))
                 return px_err_set(err, PX_EUNSUPPORTED, "%s: YuNet output '%s' missing", path, name);
             px_nn_tensor_info ti;
-            int st = px_nn_model_output_info(d->model, i, &ti);
+            int st = px_nn_model_output_info(sh->model, i, &ti);
             if (st != PX_OK || ti.count != cells * (size_t)per_cell[k])
                 return px_err_set(err, PX_EUNSUPPORTED,
                                   "%s: YuNet output '%s' has %zu values, expected %zu for a %dx%d input",
                                   path, name, st == PX_OK ? ti.count : 0, cells * (size_t)per_cell[k],
-                                  d->net_w, d->net_h);
-            d->y_out[s][k] = i;
+                                  sh->w, sh->h);
+            if (sh == &d->base) /* other sizes only check: shared, read by other threads */
+                d->y_out[s][k] = i;
         }
     }
-    d->net_min_face = PX_YUNET_NET_MIN_FACE;
+    if (sh == &d->base)
+        d->net_min_face = PX_YUNET_NET_MIN_FACE;
     return PX_OK;
 }
 
 /* YuNet 2022mar's prior boxes, in the order of its outputs: levels of
  * stride 8, 16, 32, 64 (feature maps halved from a quarter of the input,
  * rounding down as its export did), row by row, then each prior size. */
-static int setup_yunet_v1(px_face_detector *d, const char *path, px_err *err)
+static int setup_yunet_v1(px_face_detector *d, net_shape *sh, const char *path, px_err *err)
 {
     static const int steps[4] = {8, 16, 32, 64};
     static const int sizes[4][3] = {{10, 16, 24}, {32, 48, 0}, {64, 96, 0}, {128, 192, 256}};
-    d->v1_loc = px_nn_model_find_output(d->model, "loc");
-    d->v1_conf = px_nn_model_find_output(d->model, "conf");
-    d->v1_iou = px_nn_model_find_output(d->model, "iou");
-    if (d->v1_loc < 0 || d->v1_conf < 0 || d->v1_iou < 0)
+    const int loc = px_nn_model_find_output(sh->model, "loc");
+    const int conf = px_nn_model_find_output(sh->model, "conf");
+    const int iou = px_nn_model_find_output(sh->model, "iou");
+    if (sh == &d->base)
+        d->v1_loc = loc, d->v1_conf = conf, d->v1_iou = iou;
+    if (loc < 0 || conf < 0 || iou < 0 || loc != d->v1_loc || conf != d->v1_conf ||
+        iou != d->v1_iou)
         return px_err_set(err, PX_EUNSUPPORTED, "%s: YuNet 2022mar outputs loc, conf, iou missing",
                           path);
-    int fw = ((d->net_w + 1) / 2) / 2, fh = ((d->net_h + 1) / 2) / 2, n = 0;
+    int fw = ((sh->w + 1) / 2) / 2, fh = ((sh->h + 1) / 2) / 2, n = 0;
     int fws[4], fhs[4];
     for (int l = 0; l < 4; l++) {
         fw /= 2, fh /= 2;
@@ -129,17 +176,17 @@ static int setup_yunet_v1(px_face_detector *d, const char *path, px_err *err)
             n += sizes[l][k] ? fw * fh : 0;
     }
     px_nn_tensor_info li, ci, ii;
-    if (px_nn_model_output_info(d->model, d->v1_loc, &li) != PX_OK ||
-        px_nn_model_output_info(d->model, d->v1_conf, &ci) != PX_OK ||
-        px_nn_model_output_info(d->model, d->v1_iou, &ii) != PX_OK || li.count != (size_t)n * 14 ||
+    if (px_nn_model_output_info(sh->model, loc, &li) != PX_OK ||
+        px_nn_model_output_info(sh->model, conf, &ci) != PX_OK ||
+        px_nn_model_output_info(sh->model, iou, &ii) != PX_OK || li.count != (size_t)n * 14 ||
         ci.count != (size_t)n * 2 || ii.count != (size_t)n)
         return px_err_set(err, PX_EUNSUPPORTED,
                           "%s: YuNet 2022mar outputs must hold %d priors for a %dx%d input", path,
-                          n, d->net_w, d->net_h);
-    d->v1_priors = px_malloc(sizeof(float) * 4 * (size_t)n);
-    if (!d->v1_priors)
+                          n, sh->w, sh->h);
+    sh->v1_priors = px_malloc(sizeof(float) * 4 * (size_t)n);
+    if (!sh->v1_priors)
         return px_err_set(err, PX_ENOMEM, "%s: %d priors", path, n);
-    float *p = d->v1_priors;
+    float *p = sh->v1_priors;
     for (int l = 0; l < 4; l++)
         for (int r = 0; r < fhs[l]; r++)
             for (int c = 0; c < fws[l]; c++)
@@ -149,27 +196,28 @@ static int setup_yunet_v1(px_face_detector *d, const char *path, px_err *err)
                     *p++ = (float)sizes[l][k];
                     *p++ = (float)sizes[l][k];
                 }
-    d->v1_n = n;
-    d->net_min_face = PX_YUNET_NET_MIN_FACE;
+    sh->v1_n = n;
+    if (sh == &d->base)
+        d->net_min_face = PX_YUNET_NET_MIN_FACE;
     return PX_OK;
 }
 
 /* YuNet 2022mar: score = sqrt(conf[1] x clamp(iou)), centre = prior + 0.1 x
  * loc x prior size, size = prior size x exp(0.2 x loc); landmarks like the
  * centre. Network pixels. */
-static int decode_yunet_v1(const px_face_detector *d, const px_nn_session *s, float thr,
-                           px_face *buf, int cap)
+static int decode_yunet_v1(const px_face_detector *d, const net_shape *sh,
+                           const px_nn_session *s, float thr, px_face *buf, int cap)
 {
     const float *loc = px_nn_session_output(s, d->v1_loc),
                 *conf = px_nn_session_output(s, d->v1_conf);
     const float *iou = px_nn_session_output(s, d->v1_iou);
     int n = 0;
-    for (int i = 0; i < d->v1_n && n < cap; i++) {
+    for (int i = 0; i < sh->v1_n && n < cap; i++) {
         const float c = conf[2 * i + 1], u = iou[i] < 0.0f ? 0.0f : iou[i] > 1.0f ? 1.0f : iou[i];
         const float score = c > 0.0f ? sqrtf(c * u) : 0.0f;
         if (!(score >= thr))
             continue;
-        const float *pr = d->v1_priors + 4 * (size_t)i, *l = loc + 14 * (size_t)i;
+        const float *pr = sh->v1_priors + 4 * (size_t)i, *l = loc + 14 * (size_t)i;
         const float cx = pr[0] + 0.1f * l[0] * pr[2], cy = pr[1] + 0.1f * l[1] * pr[3];
         const float w = pr[2] * expf(fminf(0.2f * l[2], 12.0f)),
                     h = pr[3] * expf(fminf(0.2f * l[3], 12.0f));
@@ -186,16 +234,12 @@ static int decode_yunet_v1(const px_face_detector *d, const px_nn_session *s, fl
     return n;
 }
 
-/* Loads the model with its input re-declared as w x h (both > 0). */
-static int load_resized(const char *path, int w, int h, px_nn_model **out, px_err *err)
+/* Loads the model file's bytes with its input re-declared as w x h (both > 0). */
+static int load_resized(const char *path, const uint8_t *data, size_t len, int w, int h,
+                        px_nn_model **out, px_err *err)
 {
-    uint8_t *data;
-    size_t len;
-    int st = px_read_file(path, (size_t)1 << 30, &data, &len, err);
-    if (st != PX_OK)
-        return st;
+    int st;
     Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, data);
-    free(data);
     if (!mp || !mp->graph || mp->graph->n_input < 1 || !mp->graph->input[0]->type ||
         !mp->graph->input[0]->type->tensor_type || !mp->graph->input[0]->type->tensor_type->shape ||
         mp->graph->input[0]->type->tensor_type->shape->n_dim != 4) {
@@ -267,10 +311,19 @@ int px_face_detector_create_sized(const char *model_path, const px_face_detector
         return px_err_set(err, PX_ENOMEM, "face detector");
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
-    int st = net_w > 0 && net_h > 0 ? load_resized(model_path, net_w, net_h, &d->model, err)
-                                    : px_nn_model_load(model_path, &d->model, err);
+    d->threads = o->threads;
+    d->path = px_strdup(model_path);
+    int st = d->path ? px_read_file(model_path, (size_t)1 << 30, &d->onnx, &d->onnx_len, err)
+                     : px_err_set(err, PX_ENOMEM, "face detector");
     if (st != PX_OK)
         goto fail;
+    st = net_w > 0 && net_h > 0
+             ? load_resized(model_path, d->onnx, d->onnx_len, net_w, net_h, &d->model, err)
+             : px_nn_model_load_buffer(d->onnx, d->onnx_len, &d->model, err);
+    if (st != PX_OK) {
+        px_err_prefix(err, st, "%s", model_path);
+        goto fail;
+    }
 
     px_nn_tensor_info in;
     st = px_nn_model_input_info(d->model, 0, &in);
@@ -282,6 +335,9 @@ int px_face_detector_create_sized(const char *model_path, const px_face_detector
     }
     d->net_h = (int)in.dims[2];
     d->net_w = (int)in.dims[3];
+    d->base.w = d->net_w;
+    d->base.h = d->net_h;
+    d->base.model = d->model;
 
     px_face_model_kind kind = o->kind;
     if (kind == PX_FACE_MODEL_AUTO) {
@@ -301,8 +357,8 @@ int px_face_detector_create_sized(const char *model_path, const px_face_detector
         }
     }
     d->kind = kind;
-    st = kind == PX_FACE_MODEL_YUNET      ? setup_yunet(d, model_path, err)
-         : kind == PX_FACE_MODEL_YUNET_V1 ? setup_yunet_v1(d, model_path, err)
+    st = kind == PX_FACE_MODEL_YUNET      ? setup_yunet(d, &d->base, model_path, err)
+         : kind == PX_FACE_MODEL_YUNET_V1 ? setup_yunet_v1(d, &d->base, model_path, err)
                                           : setup_ultraface(d, model_path, err);
     if (st != PX_OK)
         goto fail;
@@ -341,13 +397,25 @@ void px_face_detector_destroy(px_face_detector *d)
         return;
     if (d->slots) {
         for (int i = 0; i < d->n_slots; i++) {
-            px_nn_session_destroy(d->slots[i].s);
-            free(d->slots[i].scratch);
+            slot *sl = &d->slots[i];
+            px_nn_session_destroy(sl->s);
+            for (int k = 0; k < SLOT_SESSIONS; k++)
+                px_nn_session_destroy(sl->fit[k].s);
+            px_pool_destroy(sl->pool);
+            px_aligned_free(sl->arena);
+            free(sl->scratch);
         }
+    }
+    for (int i = 0; i < d->n_shapes; i++) {
+        px_nn_model_destroy(d->shapes[i]->model);
+        free(d->shapes[i]->v1_priors);
+        free(d->shapes[i]);
     }
     free(d->slots);
     free(d->free_list);
-    free(d->v1_priors);
+    free(d->base.v1_priors);
+    free(d->onnx);
+    free(d->path);
     px_nn_model_destroy(d->model);
     pthread_cond_destroy(&d->cv);
     pthread_mutex_destroy(&d->mu);
@@ -372,6 +440,121 @@ float px_face_detector_net_min_face(const px_face_detector *d)
     return d ? d->net_min_face : 0.0f;
 }
 
+int px_face_detector_max_side(const px_face_detector *d)
+{
+    if (!d)
+        return 0;
+    if (d->kind == PX_FACE_MODEL_ULTRAFACE) /* its priors are part of the graph: one size */
+        return d->net_w > d->net_h ? d->net_w : d->net_h;
+    return FIT_MAX_SIDE;
+}
+
+static int fits_base(const px_face_detector *d, int w, int h)
+{
+    return d->kind == PX_FACE_MODEL_ULTRAFACE || (w == d->net_w && h == d->net_h);
+}
+
+/* The model at w x h (multiples of FIT_STEP), loaded on first use. Models
+ * are read-only once set up, so they are shared by all slots. */
+static int shape_get(px_face_detector *d, int w, int h, const net_shape **out, px_err *err)
+{
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < d->n_shapes; i++)
+        if (d->shapes[i]->w == w && d->shapes[i]->h == h) {
+            *out = d->shapes[i];
+            pthread_mutex_unlock(&d->mu);
+            return PX_OK;
+        }
+    pthread_mutex_unlock(&d->mu);
+    net_shape *sh = px_calloc(1, sizeof *sh);
+    if (!sh)
+        return px_err_set(err, PX_ENOMEM, "face detector: %dx%d input", w, h);
+    sh->w = w;
+    sh->h = h;
+    int st = load_resized(d->path, d->onnx, d->onnx_len, w, h, &sh->model, err);
+    if (st == PX_OK)
+        st = d->kind == PX_FACE_MODEL_YUNET ? setup_yunet(d, sh, d->path, err)
+                                            : setup_yunet_v1(d, sh, d->path, err);
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < d->n_shapes && st == PX_OK; i++)
+        if (d->shapes[i]->w == w && d->shapes[i]->h == h) { /* another thread was quicker */
+            px_nn_model_destroy(sh->model);
+            free(sh->v1_priors);
+            free(sh);
+            *out = d->shapes[i];
+            pthread_mutex_unlock(&d->mu);
+            return PX_OK;
+        }
+    if (st == PX_OK && d->n_shapes == MAX_SHAPES)
+        st = px_err_set(err, PX_ELIMIT, "face detector: more than %d input sizes", MAX_SHAPES);
+    if (st == PX_OK)
+        d->shapes[d->n_shapes++] = sh;
+    pthread_mutex_unlock(&d->mu);
+    if (st != PX_OK) {
+        px_nn_model_destroy(sh->model);
+        free(sh->v1_priors);
+        free(sh);
+        return st;
+    }
+    *out = sh;
+    return PX_OK;
+}
+
+/* The slot's session for a fitted size: kept among its last SLOT_SESSIONS,
+ * all on one arena (a slot runs one pass at a time), which grows to the
+ * largest size asked for. */
+static int slot_session_get(px_face_detector *d, slot *sl, int w, int h, const net_shape **shape,
+                            px_nn_session **out, px_err *err)
+{
+    const net_shape *sh = NULL;
+    int st = shape_get(d, w, h, &sh, err);
+    if (st != PX_OK)
+        return st;
+    sl->tick++;
+    int victim = 0;
+    for (int k = 0; k < SLOT_SESSIONS; k++) {
+        if (sl->fit[k].shape == sh) {
+            sl->fit[k].used = sl->tick;
+            *shape = sh;
+            *out = sl->fit[k].s;
+            return PX_OK;
+        }
+        if (sl->fit[k].used < sl->fit[victim].used)
+            victim = k;
+    }
+    if (!sl->pool && px_pool_create(d->threads, &sl->pool) < 0) {
+        sl->pool = NULL;
+        return px_err_set(err, PX_ENOMEM, "face detector: %d compute threads", d->threads);
+    }
+    const size_t need = px_nn_model_arena_bytes(sh->model);
+    if (need > sl->arena_len) { /* the sessions on the old arena go with it */
+        for (int k = 0; k < SLOT_SESSIONS; k++) {
+            px_nn_session_destroy(sl->fit[k].s);
+            memset(&sl->fit[k], 0, sizeof sl->fit[k]);
+        }
+        px_aligned_free(sl->arena);
+        sl->arena_len = 0;
+        sl->arena = px_aligned_alloc(need);
+        if (!sl->arena)
+            return px_err_set(err, PX_ENOMEM, "face detector: %zu bytes for a %dx%d input", need,
+                              w, h);
+        memset(sl->arena, 0, need);
+        sl->arena_len = need;
+        victim = 0;
+    }
+    px_nn_session_destroy(sl->fit[victim].s);
+    memset(&sl->fit[victim], 0, sizeof sl->fit[victim]);
+    st = px_nn_session_create_in(sh->model, sl->pool, sl->arena, sl->arena_len,
+                                 &sl->fit[victim].s, err);
+    if (st != PX_OK)
+        return st;
+    sl->fit[victim].shape = sh;
+    sl->fit[victim].used = sl->tick;
+    *shape = sh;
+    *out = sl->fit[victim].s;
+    return PX_OK;
+}
+
 px_face_detect_opts px_face_detect_opts_default(void)
 {
     px_face_detect_opts o;
@@ -379,6 +562,7 @@ px_face_detect_opts px_face_detect_opts_default(void)
     o.nms_iou = 0.3f;
     o.min_face = 20;
     o.max_passes = 0;
+    o.fit = 1;
     return o;
 }
 
@@ -403,18 +587,53 @@ static float axis_origin(float len, float t, int n, int i)
     return (len - t) * (float)i / (float)(n - 1);
 }
 
-static int plan_with(int iw, int ih, int nw, int nh, float m_net, float s_min, px_face_pass *p,
-                     int cap)
+/* Network pixels v rounded up to the fitted sizes' step. */
+static int fit_round(float v)
+{
+    const int r = (int)ceilf(v / (float)FIT_STEP - 1e-3f) * FIT_STEP;
+    return r < FIT_STEP ? FIT_STEP : r;
+}
+
+/* Tiles along one axis of len image pixels at scale s, overlapping by ov
+ * image pixels: their count and each one's network size. Fixed (max_side
+ * 0): net pixels each; fitted: at most max_side, the shortest that covers. */
+static int level_axis(float len, float s, int net, int max_side, float ov, int *tile_net)
+{
+    if (!max_side) {
+        *tile_net = net;
+        return axis_tiles(len, (float)net / s, ov);
+    }
+    const int n = axis_tiles(len, (float)max_side / s, ov);
+    const float t = n > 1 ? (len + (float)(n - 1) * ov) / (float)n : len;
+    *tile_net = fit_round(t * s);
+    if (*tile_net > max_side)
+        *tile_net = max_side;
+    return n;
+}
+
+/* The plan at finest scale s_min: max_side 0 for the fixed network size,
+ * else fitted (px_face_plan_fit). */
+static int plan_with(int iw, int ih, int nw, int nh, float m_net, float s_min, int max_side,
+                     px_face_pass *p, int cap)
 {
     /* whole image, letterboxed; small images are enlarged at most 2x */
     float s0 = fminf((float)nw / (float)iw, (float)nh / (float)ih);
     if (s0 > 2.0f)
         s0 = 2.0f;
+    /* fitted: the finest scale alone when it is close to the letterbox
+     * scale and the image fits max_side at it */
+    const int one = !(s_min > s0 * PX_SCALE_SLACK) ||
+                    (max_side && s_min <= s0 * FIT_MERGE_RATIO &&
+                     (float)iw * s_min <= (float)max_side && (float)ih * s_min <= (float)max_side);
+    const float sw = one ? fmaxf(s0, s_min) : s0;
     int count = 0;
-    if (count < cap)
-        p[count] = (px_face_pass){0.0f, 0.0f, (float)nw / s0, (float)nh / s0, s0, 0};
+    if (count < cap) {
+        const int w = max_side ? fit_round((float)iw * sw) : nw;
+        const int h = max_side ? fit_round((float)ih * sw) : nh;
+        p[count] = (px_face_pass){0.0f, 0.0f, (float)w / sw, (float)h / sw, sw, 0, w, h};
+    }
     count++;
-    if (!(s_min > s0 * PX_SCALE_SLACK))
+    if (one)
         return count;
     const int levels = (int)ceilf(logf(s_min / s0) / logf(PX_LEVEL_RATIO) - 1e-4f);
     const float ratio = powf(s_min / s0, 1.0f / (float)levels);
@@ -423,18 +642,38 @@ static int plan_with(int iw, int ih, int nw, int nh, float m_net, float s_min, p
         /* the coarser level finds faces from ratio*m_net network pixels up,
          * so nothing bigger than that can be missed here: overlap by it and
          * a margin for the box being larger than the face */
-        const float overlap_net = 1.5f * ratio * m_net + 16.0f;
-        const float tw = (float)nw / s, th = (float)nh / s, ov = overlap_net / s;
-        const int nx = axis_tiles((float)iw, tw, ov), ny = axis_tiles((float)ih, th, ov);
+        const float ov = (1.5f * ratio * m_net + 16.0f) / s;
+        int tnw, tnh;
+        const int nx = level_axis((float)iw, s, nw, max_side, ov, &tnw);
+        const int ny = level_axis((float)ih, s, nh, max_side, ov, &tnh);
+        const float tw = (float)tnw / s, th = (float)tnh / s;
         for (int y = 0; y < ny; y++)
             for (int x = 0; x < nx; x++) {
                 if (count < cap)
                     p[count] = (px_face_pass){axis_origin((float)iw, tw, nx, x),
-                                              axis_origin((float)ih, th, ny, y), tw, th, s, l};
+                                              axis_origin((float)ih, th, ny, y),
+                                              tw, th, s, l, tnw, tnh};
                 count++;
             }
     }
     return count;
+}
+
+static int plan_capped(int img_w, int img_h, int net_w, int net_h, float net_min_face,
+                       int min_face, int max_passes, int max_side, px_face_pass *passes, int cap)
+{
+    if (!passes)
+        cap = 0;
+    if (min_face < 1)
+        min_face = 1;
+    float s_min = net_min_face / (float)min_face;
+    int count = plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, max_side, NULL, 0);
+    /* over the cap: look for larger faces only, until the plan fits */
+    while (max_passes > 0 && count > max_passes && count > 1) {
+        s_min *= 0.85f;
+        count = plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, max_side, NULL, 0);
+    }
+    return plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, max_side, passes, cap);
 }
 
 int px_face_plan(int img_w, int img_h, int net_w, int net_h, float net_min_face, int min_face,
@@ -442,18 +681,18 @@ int px_face_plan(int img_w, int img_h, int net_w, int net_h, float net_min_face,
 {
     if (img_w <= 0 || img_h <= 0 || net_w <= 0 || net_h <= 0 || !(net_min_face > 0.0f))
         return 0;
-    if (!passes)
-        cap = 0;
-    if (min_face < 1)
-        min_face = 1;
-    float s_min = net_min_face / (float)min_face;
-    int count = plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, NULL, 0);
-    /* over the cap: look for larger faces only, until the plan fits */
-    while (max_passes > 0 && count > max_passes && count > 1) {
-        s_min *= 0.85f;
-        count = plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, NULL, 0);
-    }
-    return plan_with(img_w, img_h, net_w, net_h, net_min_face, s_min, passes, cap);
+    return plan_capped(img_w, img_h, net_w, net_h, net_min_face, min_face, max_passes, 0, passes,
+                       cap);
+}
+
+int px_face_plan_fit(int img_w, int img_h, int net_w, int net_h, float net_min_face, int min_face,
+                     int max_passes, int max_side, px_face_pass *passes, int cap)
+{
+    if (img_w <= 0 || img_h <= 0 || net_w <= 0 || net_h <= 0 || !(net_min_face > 0.0f) ||
+        max_side < FIT_STEP)
+        return 0;
+    return plan_capped(img_w, img_h, net_w, net_h, net_min_face, min_face, max_passes,
+                       max_side - max_side % FIT_STEP, passes, cap);
 }
 
 /* ---- detection --------------------------------------------------------- */
@@ -484,18 +723,18 @@ static int cand_push(cand_list *l, const px_face *f, int cut)
     return PX_OK;
 }
 
-static int decode_pass(const px_face_detector *d, const px_nn_session *s, float thr,
-                       px_face *buf)
+static int decode_pass(const px_face_detector *d, const net_shape *sh, const px_nn_session *s,
+                       float thr, px_face *buf)
 {
     int n = 0;
     if (d->kind == PX_FACE_MODEL_YUNET_V1)
-        return decode_yunet_v1(d, s, thr, buf, PX_PASS_CAP);
+        return decode_yunet_v1(d, sh, s, thr, buf, PX_PASS_CAP);
     if (d->kind == PX_FACE_MODEL_YUNET) {
         for (int k = 0; k < 3; k++) {
             const int *o = d->y_out[k];
             n += px_face_decode_yunet(px_nn_session_output(s, o[0]), px_nn_session_output(s, o[1]),
                                       px_nn_session_output(s, o[2]), px_nn_session_output(s, o[3]),
-                                      d->net_w, d->net_h, yunet_strides[k], thr, buf + n,
+                                      sh->w, sh->h, yunet_strides[k], thr, buf + n,
                                       PX_PASS_CAP - n);
         }
     } else {
@@ -553,35 +792,42 @@ static int run_passes(px_face_detector *d, slot *sl, const px_image *img, const 
                       int n_pass, const px_face_detect_opts *o, cand_list *out,
                       px_face_stats *st, px_err *err)
 {
-    float *input = px_nn_session_input(sl->s, 0);
-    if (!input)
-        return px_err_set(err, PX_EINVAL, "face detector: session has no input 0");
     const int yunet = d->kind == PX_FACE_MODEL_YUNET || d->kind == PX_FACE_MODEL_YUNET_V1;
     for (int p = 0; p < n_pass; p++) {
         const px_face_pass *ps = &plan[p];
         double t0 = px_now_ms();
+        px_nn_session *ses = sl->s;
+        const net_shape *sh = &d->base;
+        if (!fits_base(d, ps->net_w, ps->net_h)) {
+            const int gst = slot_session_get(d, sl, ps->net_w, ps->net_h, &sh, &ses, err);
+            if (gst != PX_OK)
+                return gst;
+        }
+        float *input = px_nn_session_input(ses, 0);
+        if (!input)
+            return px_err_set(err, PX_EINVAL, "face detector: session has no input 0");
         /* YuNet: BGR 0..255; UltraFace: RGB (v - 127) / 128. The padding
          * (a pixel value) is black for YuNet and mid-grey, 0 after
          * normalising, for UltraFace. */
         /* an input that failed to fill must fail the detection: "no faces" would hide none */
-        int tst = yunet ? px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, d->net_w,
-                                             d->net_h, 1, 0.0f, 1.0f, 0.0f, input)
-                        : px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, d->net_w,
-                                             d->net_h, 0, 127.0f, 1.0f / 128.0f, 127.0f, input);
+        int tst = yunet ? px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, sh->w,
+                                             sh->h, 1, 0.0f, 1.0f, 0.0f, input)
+                        : px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, sh->w,
+                                             sh->h, 0, 127.0f, 1.0f / 128.0f, 127.0f, input);
         if (tst != PX_OK)
             return px_err_set(err, tst, "face detector: out of memory sampling pass %d", p);
         double t1 = px_now_ms();
-        int rc = px_nn_session_run(sl->s, err);
+        int rc = px_nn_session_run(ses, err);
         double t2 = px_now_ms();
         if (rc != PX_OK)
             return rc;
-        int n = decode_pass(d, sl->s, o->score_threshold, sl->scratch);
+        int n = decode_pass(d, sh, ses, o->score_threshold, sl->scratch);
         n = px_face_nms(sl->scratch, n, o->nms_iou);
 
         /* Which tile edges lie inside the image: a box touching one of them
          * may be a cut face. The whole-image pass has none. */
         const float edge = 2.0f; /* network pixels */
-        const float ex = (float)d->net_w - edge, ey = (float)d->net_h - edge;
+        const float ex = (float)sh->w - edge, ey = (float)sh->h - edge;
         const int in_l = ps->level > 0 && ps->sx > 0.5f;
         const int in_t = ps->level > 0 && ps->sy > 0.5f;
         const int in_r = ps->level > 0 && ps->sx + ps->sw < (float)img->w - 0.5f;
@@ -779,13 +1025,21 @@ int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detec
     if (o.min_face < 1 || o.max_passes < 0)
         return px_err_set(err, PX_EINVAL, "face detect: min_face must be >= 1 and max_passes >= 0");
 
-    const int n_pass = px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face,
-                                    o.min_face, o.max_passes, NULL, 0);
+    const int max_side = px_face_detector_max_side(d);
+    const int fit = o.fit && max_side > d->net_w && max_side > d->net_h;
+    const int n_pass = fit ? px_face_plan_fit(img->w, img->h, d->net_w, d->net_h, d->net_min_face,
+                                              o.min_face, o.max_passes, max_side, NULL, 0)
+                           : px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face,
+                                          o.min_face, o.max_passes, NULL, 0);
     px_face_pass *plan = px_malloc(sizeof *plan * (size_t)n_pass);
     if (!plan)
         return px_err_set(err, PX_ENOMEM, "face detect: plan of %d passes", n_pass);
-    px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face, o.max_passes,
-                 plan, n_pass);
+    if (fit)
+        px_face_plan_fit(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face,
+                         o.max_passes, max_side, plan, n_pass);
+    else
+        px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face,
+                     o.max_passes, plan, n_pass);
 
     cand_list c = {NULL, 0, 0};
     slot *sl[PX_MAX_SPREAD];
@@ -807,3 +1061,35 @@ int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detec
     free(c.v);
     return rc;
 }
+
+int px_face_detect_canvas(px_face_detector *d, const px_image *img, float threshold,
+                          px_face **faces, int *n, px_err *err)
+{
+    px_face_detect_opts o = px_face_detect_opts_default();
+    o.score_threshold = threshold;
+    o.max_passes = 1;
+    const int max_side = px_face_detector_max_side(d);
+    if (!d || !img || !img->px || img->w <= 0 || img->h <= 0 || img->w > max_side ||
+        img->h > max_side || max_side <= d->net_w || max_side <= d->net_h)
+        return px_face_detect(d, img, &o, faces, n, NULL, err);
+    if (faces)
+        *faces = NULL;
+    if (n)
+        *n = 0;
+    if (!faces || !n || (img->channels != 3 && img->channels != 4) ||
+        !(threshold >= 0.0f && threshold <= 1.0f))
+        return px_err_set(err, PX_EINVAL, "face detect: bad canvas, output or threshold");
+    const int w = fit_round((float)img->w), h = fit_round((float)img->h);
+    const px_face_pass pass = {0.0f, 0.0f, (float)w, (float)h, 1.0f, 0, w, h};
+    cand_list c = {NULL, 0, 0};
+    px_face_stats st;
+    memset(&st, 0, sizeof st);
+    slot *sl = take_slot(d);
+    int rc = run_passes(d, sl, img, &pass, 1, &o, &c, &st, err);
+    give_slot(d, sl);
+    if (rc == PX_OK)
+        rc = merge(&c, img, &o, faces, n, err);
+    free(c.v);
+    return rc;
+}
+

@@ -77,6 +77,11 @@ typedef struct px_face_detect_opts {
     float nms_iou;         /* default 0.3 */
     int min_face;          /* smallest face side (pixels) to look for; sets the finest tile scale. default 20 */
     int max_passes;        /* cap on network runs per image (0: no cap beyond min_face's) */
+    /* 1 (default): passes run the network at the size of what they look at
+     * (px_face_plan_fit) where the model allows it (YuNet); 0: every pass at
+     * the model's own size (px_face_plan). Same faces either way, up to the
+     * plans' different scales; fitted costs less. */
+    int fit;
 } px_face_detect_opts;
 px_face_detect_opts px_face_detect_opts_default(void);
 
@@ -94,6 +99,15 @@ typedef struct px_face_stats {
 int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detect_opts *opts,
                    px_face **faces, int *n, px_face_stats *stats, px_err *err);
 
+/* One network run over img as it is (scale 1, the network input fitted to
+ * it): for canvases a caller composed at network scale (crops of several
+ * places, turned copies). img at most px_face_detector_max_side on each
+ * side; larger, or a model of one size, gets px_face_detect's single
+ * letterboxed pass instead. Faces with score >= threshold, in img pixels,
+ * as px_face_detect returns them. */
+int px_face_detect_canvas(px_face_detector *d, const px_image *img, float threshold,
+                          px_face **faces, int *n, px_err *err);
+
 /* ---- lower-level pieces, exposed for tests ---- */
 
 /* One network run: the source rectangle (sx, sy, sw, sh) in image pixels is
@@ -104,6 +118,7 @@ typedef struct px_face_pass {
     float sx, sy, sw, sh;
     float scale;
     int level;
+    int net_w, net_h; /* the network input the rectangle is sampled into */
 } px_face_pass;
 
 /* Plans the passes that cover an img_w x img_h image so that a face of
@@ -116,6 +131,20 @@ typedef struct px_face_pass {
  * sizes the array); returns 0 only for a non-positive size. Thread-safe. */
 int px_face_plan(int img_w, int img_h, int net_w, int net_h, float net_min_face, int min_face,
                  int max_passes, px_face_pass *passes, int cap);
+
+/* The same plan with network inputs fitted to what each pass looks at
+ * (YuNet runs at any size that is a multiple of 32): sizes are multiples of
+ * 64 up to max_side. The whole image at the letterbox scale, fitted (no
+ * letterbox padding beyond the rounding); when the finest scale needed is
+ * within 1.25x of that and the image fits max_side at it, one pass at the
+ * finest scale instead; otherwise tile levels as px_face_plan's, with tiles
+ * up to max_side instead of the network's size. Returns the count as
+ * px_face_plan does; 0 also for max_side < 64. */
+int px_face_plan_fit(int img_w, int img_h, int net_w, int net_h, float net_min_face, int min_face,
+                     int max_passes, int max_side, px_face_pass *passes, int cap);
+/* The largest network side a fitted pass may use: 1024 for YuNet, the
+ * model's own size for UltraFace (whose priors are part of the graph). */
+int px_face_detector_max_side(const px_face_detector *d);
 
 /* Sorts by score, descending (ties by position, so the order is stable). */
 void px_face_sort(px_face *faces, int n);

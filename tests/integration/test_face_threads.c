@@ -6,6 +6,8 @@
  * quick under the thread sanitizer (label "concurrent"). Also: a large
  * image's passes spread over idle sessions give the same faces as one
  * session running them all, alone and with other detections competing.
+ * And: passes with the network fitted to what they look at find the same
+ * faces as passes at the model's own size.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -103,16 +105,22 @@ static void *detect(void *p)
     return NULL;
 }
 
-static void test_spread_passes(void **state)
+static void load_big(px_image *img)
 {
-    (void)state;
     px_err e;
     uint8_t *data;
     size_t len;
     assert_int_equal(px_read_file(BIG, (size_t)1 << 26, &data, &len, &e), PX_OK);
-    px_image img;
-    assert_int_equal(px_image_decode(data, len, NULL, &img, NULL, &e), PX_OK);
+    assert_int_equal(px_image_decode(data, len, NULL, img, NULL, &e), PX_OK);
     free(data);
+}
+
+static void test_spread_passes(void **state)
+{
+    (void)state;
+    px_err e;
+    px_image img;
+    load_big(&img);
 
     px_face_detector *one, *spread;
     px_face_detector_opts o1 = {PX_FACE_MODEL_AUTO, 1, 1, 0}, o3 = {PX_FACE_MODEL_AUTO, 1, 3, 1};
@@ -151,11 +159,67 @@ static void test_spread_passes(void **state)
     px_image_free(&img);
 }
 
+/* Fitted passes (the network at the size of what a pass looks at) find the
+ * faces the fixed 640x640 passes find, with fewer network runs; the
+ * 2022mar model, re-declared at other sizes, too. */
+static void test_fitted_passes_find_the_same_faces(void **state)
+{
+    (void)state;
+    px_err e;
+    px_image img;
+    load_big(&img);
+    static const char *const models[2] = {MODEL, PX_MODEL_DIR "/face_detection_yunet_2022mar.onnx"};
+    for (int m = 0; m < 2; m++) {
+        px_face_detector *det;
+        px_face_detector_opts o1 = {PX_FACE_MODEL_AUTO, 1, 1, 0};
+        const int st = m == 0 ? px_face_detector_create(models[m], &o1, &det, &e)
+                              : px_face_detector_create_sized(models[m], &o1, 640, 640, &det, &e);
+        if (st != PX_OK)
+            fail_msg("%s", e.msg);
+        assert_int_equal(px_face_detector_max_side(det), 1024);
+        px_face *f[2] = {NULL, NULL};
+        int n[2];
+        px_face_stats fs[2];
+        for (int fit = 0; fit < 2; fit++) {
+            px_face_detect_opts o = px_face_detect_opts_default();
+            o.fit = fit;
+            assert_int_equal(px_face_detect(det, &img, &o, &f[fit], &n[fit], &fs[fit], &e), PX_OK);
+        }
+        assert_true(n[0] >= 4);
+        assert_true(fs[1].passes < fs[0].passes);
+        /* every confident face of either plan is found by the other */
+        for (int a = 0; a < 2; a++)
+            for (int i = 0; i < n[a]; i++) {
+                if (f[a][i].score < 0.8f)
+                    continue;
+                float best = 0.0f;
+                for (int j = 0; j < n[1 - a]; j++) {
+                    const float v = px_face_iou(&f[a][i], &f[1 - a][j]);
+                    best = v > best ? v : best;
+                }
+                if (best < 0.5f)
+                    fail_msg("model %d: face %d of the %s plan (score %.2f) not found by the other",
+                             m, i, a ? "fitted" : "fixed", (double)f[a][i].score);
+            }
+        /* a canvas at scale 1: the same faces as the whole image run fitted */
+        px_face *c = NULL;
+        int nc = 0;
+        assert_int_equal(px_face_detect_canvas(det, &img, 0.6f, &c, &nc, &e), PX_OK);
+        assert_true(nc >= 4);
+        free(c);
+        free(f[0]);
+        free(f[1]);
+        px_face_detector_destroy(det);
+    }
+    px_image_free(&img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_threads_one_detector),
         cmocka_unit_test(test_spread_passes),
+        cmocka_unit_test(test_fitted_passes_find_the_same_faces),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

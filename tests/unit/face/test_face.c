@@ -221,14 +221,30 @@ static void test_nms(void **state)
 /* Every face of size in [min_face, image] placed anywhere must be wholly
  * inside some pass that shows it at >= net_min_face network pixels and not
  * absurdly large. */
-static void check_coverage(int iw, int ih, int min_face)
+static int plan_of(int fit, int iw, int ih, int min_face, px_face_pass *p, int cap)
+{
+    return fit ? px_face_plan_fit(iw, ih, 640, 640, 12.0f, min_face, 0, 1024, p, cap)
+               : px_face_plan(iw, ih, 640, 640, 12.0f, min_face, 0, p, cap);
+}
+
+static void check_coverage_of(int fit, int iw, int ih, int min_face)
 {
     const float m_net = 12.0f;
-    int total = px_face_plan(iw, ih, 640, 640, m_net, min_face, 0, NULL, 0);
+    int total = plan_of(fit, iw, ih, min_face, NULL, 0);
     assert_true(total >= 1);
     px_face_pass *p = malloc(sizeof *p * (size_t)total);
     assert_non_null(p);
-    assert_int_equal(px_face_plan(iw, ih, 640, 640, m_net, min_face, 0, p, total), total);
+    assert_int_equal(plan_of(fit, iw, ih, min_face, p, total), total);
+    for (int i = 0; i < total; i++) {
+        /* the rectangle fills the network input it is sampled into */
+        assert_float_equal(p[i].sw * p[i].scale, (float)p[i].net_w, 0.01f);
+        assert_float_equal(p[i].sh * p[i].scale, (float)p[i].net_h, 0.01f);
+        if (fit) /* fitted: steps of 64, at most 1024 */
+            assert_true(p[i].net_w % 64 == 0 && p[i].net_h % 64 == 0 && p[i].net_w <= 1024 &&
+                        p[i].net_h <= 1024 && p[i].net_w >= 64 && p[i].net_h >= 64);
+        else
+            assert_true(p[i].net_w == 640 && p[i].net_h == 640);
+    }
     uint32_t rng = 12345;
     const int limit = iw < ih ? iw : ih;
     for (int size = min_face; size <= limit; size = size * 3 / 2 + 1) {
@@ -252,6 +268,12 @@ static void check_coverage(int iw, int ih, int min_face)
     free(p);
 }
 
+static void check_coverage(int iw, int ih, int min_face)
+{
+    check_coverage_of(0, iw, ih, min_face);
+    check_coverage_of(1, iw, ih, min_face);
+}
+
 static void test_plan_single_pass_for_small_images(void **state)
 {
     (void)state;
@@ -263,6 +285,24 @@ static void test_plan_single_pass_for_small_images(void **state)
     assert_int_equal(px_face_plan(300, 200, 640, 640, 12.0f, 20, 0, p, 4), 1);
     assert_float_equal(p[0].scale, 2.0f, 1e-6);
     assert_int_equal(px_face_plan(0, 100, 640, 640, 12.0f, 20, 0, p, 4), 0);
+    /* fitted: no letterbox padding beyond the 64-pixel rounding */
+    assert_int_equal(px_face_plan_fit(300, 200, 640, 640, 12.0f, 20, 0, 1024, p, 4), 1);
+    assert_float_equal(p[0].scale, 2.0f, 1e-6);
+    assert_int_equal(p[0].net_w, 640);
+    assert_int_equal(p[0].net_h, 448);
+    /* 1024x768 needs 12/20 = 0.6, within 1.25x of the letterbox 0.625: one
+     * pass at 0.625 (the fixed plan: the same one pass, letterboxed) */
+    assert_int_equal(px_face_plan_fit(1024, 768, 640, 640, 12.0f, 20, 0, 1024, p, 4), 1);
+    assert_int_equal(p[0].net_w, 640);
+    assert_int_equal(p[0].net_h, 512);
+    /* at 14 px (YuNet's figure) it needs 0.7: one fitted pass of 768x576
+     * instead of the whole image plus two tiles of 640x640 */
+    assert_int_equal(px_face_plan_fit(1024, 768, 640, 640, 14.0f, 20, 0, 1024, p, 4), 1);
+    assert_float_equal(p[0].scale, 0.7f, 1e-6);
+    assert_int_equal(p[0].net_w, 768);
+    assert_int_equal(p[0].net_h, 576);
+    assert_int_equal(px_face_plan(1024, 768, 640, 640, 14.0f, 20, 0, NULL, 0), 3);
+    assert_int_equal(px_face_plan_fit(0, 100, 640, 640, 12.0f, 20, 0, 1024, p, 4), 0);
 }
 
 static void test_plan_covers_24mp(void **state)
@@ -273,8 +313,24 @@ static void test_plan_covers_24mp(void **state)
     check_coverage(1920, 1080, 20);
     check_coverage(12000, 400, 20); /* panorama */
     check_coverage(4032, 3024, 40);
+    check_coverage(1024, 768, 20);
+    check_coverage(800, 564, 20);
     int n24 = px_face_plan(6000, 4000, 640, 640, 12.0f, 20, 0, NULL, 0);
     assert_true(n24 > 10 && n24 <= 60);
+    /* fitted tiles of up to 1024: fewer network pixels in all */
+    const int f24 = px_face_plan_fit(6000, 4000, 640, 640, 12.0f, 20, 0, 1024, NULL, 0);
+    px_face_pass *q = malloc(sizeof *q * (size_t)(n24 > f24 ? n24 : f24));
+    assert_non_null(q);
+    double px_fixed = 0.0, px_fit = 0.0;
+    px_face_plan(6000, 4000, 640, 640, 12.0f, 20, 0, q, n24);
+    for (int i = 0; i < n24; i++)
+        px_fixed += (double)q[i].net_w * q[i].net_h;
+    px_face_plan_fit(6000, 4000, 640, 640, 12.0f, 20, 0, 1024, q, f24);
+    for (int i = 0; i < f24; i++)
+        px_fit += (double)q[i].net_w * q[i].net_h;
+    assert_true(f24 < n24 && px_fit < px_fixed);
+    free(q);
+    assert_int_equal(px_face_plan_fit(6000, 4000, 640, 640, 12.0f, 20, 0, 32, NULL, 0), 0);
     /* the cap lowers the finest scale until the plan fits */
     px_face_pass p[16];
     int capped = px_face_plan(6000, 4000, 640, 640, 12.0f, 20, 16, p, 16);
