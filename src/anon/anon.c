@@ -174,12 +174,7 @@ int px_anon_process(px_face_detector *det, const uint8_t *data, size_t len,
                          : px_image_encode(&img, fmt, o->jpeg_quality, &res->out, err);
     px_image_print_free(&print);
     double t4 = px_now_ms();
-    for (int i = 0; i < n; i++) { /* the self-check's boxes may reach past the edges */
-        faces[i].x1 = fminf(fmaxf(faces[i].x1, 0.0f), (float)img.w);
-        faces[i].x2 = fminf(fmaxf(faces[i].x2, 0.0f), (float)img.w);
-        faces[i].y1 = fminf(fmaxf(faces[i].y1, 0.0f), (float)img.h);
-        faces[i].y2 = fminf(fmaxf(faces[i].y2, 0.0f), (float)img.h);
-    }
+    anon_clip_faces(faces, n, img.w, img.h); /* the self-check's boxes may reach past the edges */
     if (st != PX_OK) {
         px_buf_free(&res->out);
         free(faces);

@@ -12,6 +12,9 @@
  * image of the same channel count. PX_ENOMEM; dst is zeroed then. */
 int anon_rotate(const px_image *src, int k, px_image *dst, px_err *err);
 
+/* Clips the boxes of n faces to a w x h image (landmarks left as they are). */
+void anon_clip_faces(px_face *f, int n, int w, int h);
+
 /* Maps face f found in the image turned k quarter turns clockwise back to
  * the unturned w x h image (box corners and landmarks). */
 void anon_unrotate_face(int k, int w, int h, px_face *f);

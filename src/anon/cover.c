@@ -26,8 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Probe quadrant side, network pixels. */
-#define PROBE_SIDE 320
+/* Black between the probe's packed copies, network pixels. */
+#define PROBE_GAP 8
 /* A crowd: at least this many faces no larger than CROWD_SMALL x min_face. */
 #define CROWD_MIN_FACES 3
 #define CROWD_SMALL 2.0f
@@ -46,6 +46,16 @@ int anon_faces_push(anon_faces *l, const px_face *f)
     }
     l->v[l->n++] = *f;
     return PX_OK;
+}
+
+void anon_clip_faces(px_face *f, int n, int w, int h)
+{
+    for (int i = 0; i < n; i++) {
+        f[i].x1 = fminf(fmaxf(f[i].x1, 0.0f), (float)w);
+        f[i].x2 = fminf(fmaxf(f[i].x2, 0.0f), (float)w);
+        f[i].y1 = fminf(fmaxf(f[i].y1, 0.0f), (float)h);
+        f[i].y2 = fminf(fmaxf(f[i].y2, 0.0f), (float)h);
+    }
 }
 
 int anon_rotate(const px_image *src, int k, px_image *dst, px_err *err)
@@ -157,10 +167,7 @@ int anon_resample(const px_image *src, float sx, float sy, float sw, float sh, i
 static int detect_one_pass(px_face_detector *det, const px_image *canvas, float thr,
                            px_face **faces, int *n, px_err *err)
 {
-    px_face_detect_opts o = px_face_detect_opts_default();
-    o.score_threshold = thr;
-    o.max_passes = 1;
-    return px_face_detect(det, canvas, &o, faces, n, NULL, err);
+    return px_face_detect_canvas(det, canvas, thr, faces, n, err);
 }
 
 static int detect_scale(px_face_detector *det, const px_image *img, float scale, float threshold,
@@ -185,9 +192,25 @@ static int detect_scale(px_face_detector *det, const px_image *img, float scale,
                           "detect at scale: missing input or scale outside 0.05..8");
     int nw, nh;
     px_face_detector_input_size(det, &nw, &nh);
-    const float tw = (float)nw / scale, th = (float)nh / scale, ov = 96.0f / scale;
+    /* tiles as large as the detector takes (fitted models: up to its max
+     * side), then shrunk evenly to just cover the region */
+    const int side = px_face_detector_max_side(det);
+    if (side > nw && side > nh)
+        nw = nh = side;
+    const float ov = 96.0f / scale;
+    float tw = (float)nw / scale, th = (float)nh / scale;
     const int nx = img->w <= tw ? 1 : 1 + (int)ceilf(((float)img->w - tw) / (tw - ov));
     const int ny = img->h <= th ? 1 : 1 + (int)ceilf(((float)img->h - th) / (th - ov));
+    if (side > 0 && nw == side) {
+        tw = fminf(tw, ((float)img->w + (float)(nx - 1) * ov) / (float)nx);
+        th = fminf(th, ((float)img->h + (float)(ny - 1) * ov) / (float)ny);
+        nw = (int)ceilf(tw * scale);
+        nh = (int)ceilf(th * scale);
+        nw = nw > side ? side : nw;
+        nh = nh > side ? side : nh;
+        tw = (float)nw / scale;
+        th = (float)nh / scale;
+    }
     anon_faces all = {NULL, 0, 0};
     int st = PX_OK;
     for (int ty = 0; ty < ny && st == PX_OK; ty++)
@@ -238,22 +261,35 @@ static int probe(px_face_detector *det, const px_image *img, float thr, int foun
 {
     int nw, nh;
     px_face_detector_input_size(det, &nw, &nh);
-    const int side = (nw < nh ? nw : nh) / 2;
+    /* a detector that takes any size gets the four copies packed without
+     * letterbox padding: 0 and 180 side by side, 90 and 270 below them */
+    const int fitted = px_face_detector_max_side(det) > (nw > nh ? nw : nh);
+    const int side = ((nw < nh ? nw : nh) - (fitted ? PROBE_GAP : 0)) / 2;
     float s = (float)side / (float)(img->w > img->h ? img->w : img->h);
     if (s > 2.0f)
         s = 2.0f;
     int sw = (int)lrintf((float)img->w * s), sh = (int)lrintf((float)img->h * s);
     sw = sw < 1 ? 1 : sw > side ? side : sw;
     sh = sh < 1 ? 1 : sh > side ? side : sh;
+    /* quadrant k's corner: letterboxed cells of side x side, or packed */
+    int qpos[4][2];
+    for (int k = 0; k < 4; k++) {
+        qpos[k][0] = fitted ? (k >> 1) * ((k & 1 ? sh : sw) + PROBE_GAP) : (k & 1) * side;
+        qpos[k][1] = fitted ? (k & 1) * (sh + PROBE_GAP) : (k >> 1) * side;
+    }
+    const int cw = fitted ? 2 * (sw > sh ? sw : sh) + PROBE_GAP : nw;
+    const int chh = fitted ? sw + sh + PROBE_GAP : nh;
     px_image small, canvas, turned;
     memset(&canvas, 0, sizeof canvas);
     int st = anon_resample(img, 0, 0, (float)img->w, (float)img->h, sw, sh, &small, err);
-    if (st == PX_OK && px_image_alloc(&canvas, nw, nh, 3) != PX_OK)
+    if (st == PX_OK && px_image_alloc(&canvas, cw, chh, 3) != PX_OK)
         st = px_err_set(err, PX_ENOMEM, "anonymize: probe canvas");
+    if (st == PX_OK)
+        memset(canvas.px, 0, canvas.stride * (size_t)canvas.h);
     for (int k = 0; k < 4 && st == PX_OK; k++) {
         if ((st = anon_rotate(&small, k, &turned, err)) != PX_OK)
             break;
-        const int qx = (k & 1) * side, qy = (k >> 1) * side;
+        const int qx = qpos[k][0], qy = qpos[k][1];
         for (int y = 0; y < turned.h; y++)
             memcpy(canvas.px + (size_t)(qy + y) * canvas.stride + (size_t)qx * 3,
                    turned.px + (size_t)y * turned.stride, (size_t)turned.w * 3);
@@ -266,11 +302,16 @@ static int probe(px_face_detector *det, const px_image *img, float thr, int foun
     for (int i = 0; i < n && st == PX_OK; i++) {
         px_face g = f[i];
         const float cx = 0.5f * (g.x1 + g.x2), cy = 0.5f * (g.y1 + g.y2);
-        const int k = (cx >= (float)side ? 1 : 0) + (cy >= (float)side ? 2 : 0);
-        const float qx = (float)((k & 1) * side), qy = (float)((k >> 1) * side);
-        const int tw = (k & 1) ? sh : sw, th = (k & 1) ? sw : sh; /* turned size */
-        if (cx - qx >= (float)tw || cy - qy >= (float)th)
+        int k = -1;
+        for (int q = 0; q < 4 && k < 0; q++) {
+            const int tw = (q & 1) ? sh : sw, th = (q & 1) ? sw : sh; /* turned size */
+            if (cx >= (float)qpos[q][0] && cy >= (float)qpos[q][1] &&
+                cx < (float)(qpos[q][0] + tw) && cy < (float)(qpos[q][1] + th))
+                k = q;
+        }
+        if (k < 0)
             continue; /* centred on the padding: not a face of this image */
+        const float qx = (float)qpos[k][0], qy = (float)qpos[k][1];
         g.x1 -= qx, g.x2 -= qx, g.y1 -= qy, g.y2 -= qy;
         for (int j = 0; j < 5 && g.has_landmarks; j++)
             g.lm[j][0] -= qx, g.lm[j][1] -= qy;
@@ -475,6 +516,9 @@ int px_anon_detect(px_face_detector *det, const px_image *img, const px_anon_opt
     }
     for (int k = 0; k < 4; k++)
         c->probe_found[k] = found[k];
+    /* boxes from the probe's packed copies and from canvases may reach past
+     * the image: clipped, as px_face_detect's are */
+    anon_clip_faces(all.v, all.n, img->w, img->h);
     const int m = px_face_nms(all.v, all.n, o->detect.nms_iou);
     if (m == 0) {
         free(all.v);

@@ -260,10 +260,21 @@ static int pack(crop_list *l, int net)
 static int check_canvas(px_face_detector *det, const px_image *img, const crop_list *l, int k,
                         int net, float thr, anon_faces *hits, px_err *err)
 {
+    /* only as big as its crops: the detector fits its input to the canvas */
+    int cw = 1, ch = 1;
+    for (int i = 0; i < l->n; i++) {
+        const crop *c = &l->v[i];
+        if (c->canvas == k && c->cx + c->cw + GAP > cw)
+            cw = c->cx + c->cw + GAP;
+        if (c->canvas == k && c->cy + c->ch + GAP > ch)
+            ch = c->cy + c->ch + GAP;
+    }
+    cw = cw < net ? cw : net;
+    ch = ch < net ? ch : net;
     px_image canvas;
-    if (px_image_alloc(&canvas, net, net, 3) != PX_OK)
+    if (px_image_alloc(&canvas, cw, ch, 3) != PX_OK)
         return px_err_set(err, PX_ENOMEM, "self-check: canvas");
-    memset(canvas.px, 0, canvas.stride * (size_t)net);
+    memset(canvas.px, 0, canvas.stride * (size_t)ch);
     int st = PX_OK;
     for (int i = 0; i < l->n && st == PX_OK; i++) {
         const crop *c = &l->v[i];
@@ -280,11 +291,8 @@ static int check_canvas(px_face_detector *det, const px_image *img, const crop_l
     }
     px_face *f = NULL;
     int n = 0;
-    px_face_detect_opts o = px_face_detect_opts_default();
-    o.score_threshold = thr;
-    o.max_passes = 1;
     if (st == PX_OK)
-        st = px_face_detect(det, &canvas, &o, &f, &n, NULL, err);
+        st = px_face_detect_canvas(det, &canvas, thr, &f, &n, err);
     for (int j = 0; j < n && st == PX_OK; j++) {
         const float mx = 0.5f * (f[j].x1 + f[j].x2), my = 0.5f * (f[j].y1 + f[j].y2);
         for (int i = 0; i < l->n; i++) {
@@ -369,9 +377,11 @@ int anon_verify(px_face_detector *det, px_image *img, anon_faces *faces, const p
                 uint64_t seed, float s0, anon_verify_out *out, px_err *err)
 {
     memset(out, 0, sizeof *out);
-    int net, net_h;
-    px_face_detector_input_size(det, &net, &net_h);
-    net = net < net_h ? net : net_h;
+    /* canvases as big as the detector takes them: fewer, fuller runs */
+    int net = px_face_detector_max_side(det), net_w, net_h;
+    px_face_detector_input_size(det, &net_w, &net_h);
+    if (net <= net_w || net <= net_h)
+        net = net_w < net_h ? net_w : net_h;
     int *level = px_calloc((size_t)(faces->n > 0 ? faces->n : 1), sizeof *level);
     if (!level)
         return px_err_set(err, PX_ENOMEM, "self-check: %d faces", faces->n);
@@ -402,3 +412,4 @@ int anon_verify(px_face_detector *det, px_image *img, anon_faces *faces, const p
     free(level);
     return st;
 }
+
