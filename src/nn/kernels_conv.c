@@ -137,11 +137,21 @@ const char *px_nn_isa(void)
 
 static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
 
+/* OpenBLAS's pthreads build starts its worker threads when it is loaded,
+ * before main, and (0.3.21, Debian 12) they keep polling with sched_yield
+ * after openblas_set_num_threads(1): a fifth of the second core's time,
+ * measured with perf on `pixpipe anonymize`. Its own shutdown (what it runs
+ * before a fork) stops them; single-threaded calls never start them again.
+ * Weak: another BLAS simply lacks it. */
+extern int blas_thread_shutdown_(void) __attribute__((weak));
+
 static void blas_single_thread(void)
 {
     /* We split work ourselves; OpenBLAS's own threads would fight our pool
      * and make results depend on its internal partitioning. */
     openblas_set_num_threads(1);
+    if (blas_thread_shutdown_)
+        blas_thread_shutdown_();
 }
 
 void px_nn_blas_single_thread(void)
