@@ -160,13 +160,14 @@ static int add_crop(crop_list *l, float sx, float sy, float sw, float sh, float 
     return crop_push(l, &c);
 }
 
-/* The crops of face i at native, 2x and whole-image scale (distinct by 1.3x). */
-static int face_crops(const px_face *f, int i, float s0, int net, crop_list *out)
+/* The crops of face i at native, 2x and whole-image scale (distinct by
+ * 1.3x); twice only where the effect keeps the face's low frequencies. */
+static int face_crops(const px_face *f, int i, float s0, int net, int look_2x, crop_list *out)
 {
     const float w = f->x2 - f->x1, h = f->y2 - f->y1;
     /* 2x only for small faces: above 48 px the native look already sees
      * the face at a size detectors like, and 2x would cost canvases */
-    const float want[3] = {1.0f, w <= 48.0f ? 2.0f : 1.0f, s0};
+    const float want[3] = {1.0f, look_2x && w <= 48.0f ? 2.0f : 1.0f, s0};
     float used[3];
     int nu = 0;
     for (int j = 0; j < 3; j++) {
@@ -386,12 +387,16 @@ int anon_verify(px_face_detector *det, px_image *img, anon_faces *faces, const p
     if (!level)
         return px_err_set(err, PX_ENOMEM, "self-check: %d faces", faces->n);
     int st = PX_OK;
+    /* blur and pixelate keep the face's shape and shading, which a detector
+     * may see best enlarged; noise and solid keep nothing of it, at any
+     * scale (the judges at 2x found none: docs/anonymize.md) */
+    const int look_2x = o->mode == PX_CONCEAL_BLUR || o->mode == PX_CONCEAL_PIXELATE;
     for (int round = 0; round < VERIFY_ROUNDS && st == PX_OK; round++) {
         /* the first round looks at every face, later ones at those concealed again */
         crop_list l = {NULL, 0, 0};
         for (int i = 0; i < faces->n && st == PX_OK; i++)
             if ((round == 0 || level[i] >> 8 == round) &&
-                face_crops(&faces->v[i], i, s0, net, &l) != PX_OK)
+                face_crops(&faces->v[i], i, s0, net, look_2x, &l) != PX_OK)
                 st = px_err_set(err, PX_ENOMEM, "self-check: crops");
         const int canvases = st == PX_OK ? pack(&l, net) : 0;
         anon_faces hits = {NULL, 0, 0};
