@@ -163,13 +163,6 @@ int anon_resample(const px_image *src, float sx, float sy, float sw, float sh, i
     return PX_OK;
 }
 
-/* One network run over a 640x640 (network-sized) image made by the caller. */
-static int detect_one_pass(px_face_detector *det, const px_image *canvas, float thr,
-                           px_face **faces, int *n, px_err *err)
-{
-    return px_face_detect_canvas(det, canvas, thr, faces, n, err);
-}
-
 static int detect_scale(px_face_detector *det, const px_image *img, float scale, float threshold,
                         px_face **faces, int *n, int *passes, px_err *err);
 
@@ -222,7 +215,7 @@ static int detect_scale(px_face_detector *det, const px_image *img, float scale,
             px_face *f = NULL;
             int k = 0;
             if (st == PX_OK)
-                st = detect_one_pass(det, &tile, threshold, &f, &k, err);
+                st = px_face_detect_canvas(det, &tile, threshold, &f, &k, err);
             (*passes)++;
             for (int i = 0; i < k && st == PX_OK; i++) {
                 px_face g = f[i];
@@ -298,7 +291,7 @@ static int probe(px_face_detector *det, const px_image *img, float thr, int foun
     px_face *f = NULL;
     int n = 0;
     if (st == PX_OK)
-        st = detect_one_pass(det, &canvas, thr, &f, &n, err);
+        st = px_face_detect_canvas(det, &canvas, thr, &f, &n, err);
     for (int i = 0; i < n && st == PX_OK; i++) {
         px_face g = f[i];
         const float cx = 0.5f * (g.x1 + g.x2), cy = 0.5f * (g.y1 + g.y2);

@@ -391,6 +391,13 @@ fail:
     return st;
 }
 
+static void shape_free(net_shape *sh)
+{
+    px_nn_model_destroy(sh->model);
+    free(sh->v1_priors);
+    free(sh);
+}
+
 void px_face_detector_destroy(px_face_detector *d)
 {
     if (!d)
@@ -406,11 +413,8 @@ void px_face_detector_destroy(px_face_detector *d)
             free(sl->scratch);
         }
     }
-    for (int i = 0; i < d->n_shapes; i++) {
-        px_nn_model_destroy(d->shapes[i]->model);
-        free(d->shapes[i]->v1_priors);
-        free(d->shapes[i]);
-    }
+    for (int i = 0; i < d->n_shapes; i++)
+        shape_free(d->shapes[i]);
     free(d->slots);
     free(d->free_list);
     free(d->base.v1_priors);
@@ -478,9 +482,7 @@ static int shape_get(px_face_detector *d, int w, int h, const net_shape **out, p
     pthread_mutex_lock(&d->mu);
     for (int i = 0; i < d->n_shapes && st == PX_OK; i++)
         if (d->shapes[i]->w == w && d->shapes[i]->h == h) { /* another thread was quicker */
-            px_nn_model_destroy(sh->model);
-            free(sh->v1_priors);
-            free(sh);
+            shape_free(sh);
             *out = d->shapes[i];
             pthread_mutex_unlock(&d->mu);
             return PX_OK;
@@ -491,9 +493,7 @@ static int shape_get(px_face_detector *d, int w, int h, const net_shape **out, p
         d->shapes[d->n_shapes++] = sh;
     pthread_mutex_unlock(&d->mu);
     if (st != PX_OK) {
-        px_nn_model_destroy(sh->model);
-        free(sh->v1_priors);
-        free(sh);
+        shape_free(sh);
         return st;
     }
     *out = sh;
