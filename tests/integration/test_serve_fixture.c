@@ -181,9 +181,13 @@ int fx_http(const char *method, const char *url, const void *body, size_t len,
     if (!c)
         return -1;
     struct curl_slist *hl = NULL;
-    for (int i = 0; headers && headers[i]; i++)
+    int expect = 0;
+    for (int i = 0; headers && headers[i]; i++) {
         hl = curl_slist_append(hl, headers[i]);
-    hl = curl_slist_append(hl, "Expect:"); /* no 100-continue round trip */
+        expect |= !strncasecmp(headers[i], "Expect:", 7);
+    }
+    if (!expect)
+        hl = curl_slist_append(hl, "Expect:"); /* no 100-continue round trip */
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
@@ -201,6 +205,8 @@ int fx_http(const char *method, const char *url, const void *body, size_t len,
     }
     CURLcode rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->code);
+    if (rc != CURLE_OK) /* say why, for a test that fails on it */
+        fprintf(stderr, "fx_http: %s %s: %s\n", method, url, curl_easy_strerror(rc));
     curl_slist_free_all(hl);
     curl_easy_cleanup(c);
     px_buf_append(&out->body, "", 1);
