@@ -18,6 +18,9 @@
  *    the probe off); per mode, how many concealed faces YuNet 2022mar and
  *    2023mar (our engine, whole image at native size and 2x) find again; and
  *    how many faces those detectors find on the input come out untouched.
+ *    The noise and the self-check's grain depend on the seed: --seed N
+ *    (default 7) runs the concealment part with another, --eval-mode MODE
+ *    only that mode.
  *
  * 5. --peer: end to end on the reference photos against bench/opencv_peer.py
  *    (OpenCV's YuNet once at 640 px, blur, JPEG out; same photos, one thread):
@@ -25,7 +28,8 @@
  *    self-check + encode + write, best of `runs` passes over the photos, and
  *    the ratio to the peer's best.
  *
- * usage: bench_anonymize [--threads N] [--runs N] [--model PATH] [--skip-sweep] [--eval] [--peer]
+ * usage: bench_anonymize [--threads N] [--runs N] [--model PATH] [--skip-sweep] [--eval]
+ *                        [--seed N] [--eval-mode MODE] [--peer]
  */
 #include <math.h>
 #include <stdio.h>
@@ -162,7 +166,8 @@ static void bench_end_to_end(px_face_detector *det, int runs)
             return;
         }
         const double total = px_now_ms() - t0;
-        const double v[6] = {res.ms_decode, res.ms_detect, res.ms_conceal, res.ms_encode, total, res.ms_verify};
+        const double v[6] = {res.ms_decode, res.ms_detect, res.ms_conceal,
+                             res.ms_encode, total,         res.ms_verify};
         for (int k = 0; k < 6; k++)
             best[k] = v[k] < best[k] ? v[k] : best[k];
         faces = res.n_faces;
@@ -223,7 +228,8 @@ static void bench_min_face_settings(px_face_detector *det, const px_image *photo
     for (int s = 0; s < NS; s++)
         for (int k = 0; k < PER; k++) {
             const int x = 200 + k * 950 + s * 13, y = 200 + s * 470 + k * 17;
-            want[s * PER + k] = paste(&canvas, photo, &sample_faces[(s + k) % 4], (float)sizes[s], x, y);
+            want[s * PER + k] =
+                paste(&canvas, photo, &sample_faces[(s + k) % 4], (float)sizes[s], x, y);
         }
     printf("24 MP canvas (6000x4000), faces pasted at widths 8..48 px, %d each:\n", PER);
     static const int settings[] = {40, 20, 12};
@@ -237,7 +243,8 @@ static void bench_min_face_settings(px_face_detector *det, const px_image *photo
         if (px_face_detect(det, &canvas, &o, &f, &n, &st, NULL) != PX_OK)
             break;
         const double ms = px_now_ms() - t0;
-        printf("  --min-face %2d: %3d passes, %6.0f ms; found per width:", settings[i], st.passes, ms);
+        printf("  --min-face %2d: %3d passes, %6.0f ms; found per width:", settings[i], st.passes,
+               ms);
         for (int s = 0; s < NS; s++) {
             int hit = 0;
             for (int k = 0; k < PER; k++)
@@ -447,6 +454,9 @@ static void bench_small_faces(const char *judges[2], const px_image *in, const p
             free(f[j][s]);
 }
 
+static uint64_t eval_seed = 7; /* --seed */
+static int eval_mode = -1;     /* --eval-mode; -1: all */
+
 /* Per mode: concealed faces found again by each judge at 1x and 2x; faces
  * the judges find on the input that come out untouched. */
 static void eval_conceal(px_face_detector *det, const char *judges[2], const char *jnames[2])
@@ -458,6 +468,8 @@ static void eval_conceal(px_face_detector *det, const char *judges[2], const cha
            "our engine):\n",
            jnames[0], jnames[1]);
     for (int mi = 0; mi < 4; mi++) {
+        if (eval_mode >= 0 && (int)modes[mi] != eval_mode)
+            continue;
         int concealed = 0, again = 0, strengthened = 0, verified = 0, vpasses = 0,
             look[2][2] = {{0, 0}, {0, 0}};
         double vms = 0.0;
@@ -470,7 +482,7 @@ static void eval_conceal(px_face_detector *det, const char *judges[2], const cha
             if (px_read_file(path, (size_t)1 << 28, &data, &len, &e) != PX_OK)
                 return;
             px_anon_opts o = px_anon_opts_default();
-            o.seed = 7;
+            o.seed = eval_seed;
             o.mode = modes[mi];
             o.out_format = PX_FMT_PNG; /* judge the concealment, not JPEG's losses */
             px_anon_result res;
@@ -681,9 +693,18 @@ int main(int argc, char **argv)
             eval = 1;
         else if (!strcmp(argv[i], "--peer"))
             peer = 1;
-        else {
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            eval_seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--eval-mode") && i + 1 < argc) {
+            px_conceal_mode m;
+            if (px_anon_mode_parse(argv[++i], &m) != 0) {
+                fprintf(stderr, "bench_anonymize: --eval-mode: blur, pixelate, noise or solid\n");
+                return 2;
+            }
+            eval_mode = (int)m;
+        } else {
             fprintf(stderr, "usage: bench_anonymize [--threads N] [--runs N] [--model PATH] "
-                            "[--skip-sweep] [--eval] [--peer]\n");
+                            "[--skip-sweep] [--eval] [--seed N] [--eval-mode MODE] [--peer]\n");
             return 2;
         }
     }
@@ -691,14 +712,15 @@ int main(int argc, char **argv)
         runs = 1;
     px_err e;
     px_face_detector *det;
-    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, threads > 0 ? threads : px_cpu_count(), 1};
+    px_face_detector_opts dopts = {PX_FACE_MODEL_AUTO, 1, threads > 0 ? threads : px_cpu_count(),
+                                   1};
     if (px_anon_find_model(model_arg, NULL, model, sizeof model, &e) != PX_OK ||
         px_face_detector_create(model, &dopts, &det, &e) != PX_OK) {
         fprintf(stderr, "bench_anonymize: %s\n", e.msg);
         return 3;
     }
-    printf("model %s, %d single-threaded sessions (passes spread over them, as the CLI does)\n", model,
-           threads > 0 ? threads : px_cpu_count());
+    printf("model %s, %d single-threaded sessions (passes spread over them, as the CLI does)\n",
+           model, threads > 0 ? threads : px_cpu_count());
     if (peer) {
         bench_peer(det, runs);
         px_face_detector_destroy(det);

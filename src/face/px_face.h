@@ -193,7 +193,8 @@ int px_face_mask(const px_face *f, int img_w, int img_h, const px_mask_opts *o, 
                  px_err *err);
 
 /* Conceal parameters scaled to a face so it cannot be recovered: blur sigma
- * ~ face width / 5 (at least 8 px), pixelate cell = face width / 8 (at least 4 px). */
+ * face width / 3 (at least 8 px), pixelate cell face width / 4 (at least 4 px),
+ * noise grain face width / 24 (at least 1 px), solid mid grey. */
 px_conceal px_face_conceal_for(const px_face *f, px_conceal_mode mode, uint64_t seed);
 
 #ifdef __cplusplus

@@ -16,9 +16,10 @@
  * with bilinear interpolation. That keeps a 600 px face at tens of ms
  * instead of seconds.
  *
- * Noise is uniform per pixel and channel from splitmix64 keyed by the seed
- * and the pixel position, so it is deterministic for a seed, independent of
- * processing order, and carries nothing of the original.
+ * Noise is uniform per channel and grain cell (strength px, aligned to the
+ * mask like pixelate's cells; below 1, per pixel) from splitmix64 keyed by
+ * the seed and the cell's position, so it is deterministic for a seed,
+ * independent of processing order, and carries nothing of the original.
  */
 #include "image_internal.h"
 
@@ -79,12 +80,19 @@ static void effect_solid(uint8_t *eff, rect r, const uint8_t rgb[3])
         memcpy(eff + 3 * i, rgb, 3);
 }
 
-static void effect_noise(uint8_t *eff, rect r, uint64_t seed)
+/* Uniform noise per grain cell of `cell` px aligned to (ox, oy), like
+ * pixelate's cells; cell 1 is per pixel. */
+static void effect_noise(uint8_t *eff, rect r, int ox, int oy, int cell, uint64_t seed)
 {
     const uint64_t key = splitmix64(seed);
+    /* whole cells from the grid's origin; the bias keeps the division on
+     * non-negative numbers (floor) for pixels left of or above it */
+    const long long bias = (1LL << 30) * cell;
     for (int y = r.y0; y < r.y1; y++) {
+        const uint64_t cy = (uint32_t)(((long long)y - oy + bias) / cell);
         for (int x = r.x0; x < r.x1; x++, eff += 3) {
-            uint64_t v = splitmix64(key ^ (((uint64_t)(uint32_t)y << 32) | (uint32_t)x));
+            const uint64_t cx = (uint32_t)(((long long)x - ox + bias) / cell);
+            const uint64_t v = splitmix64(key ^ (cy << 32 | cx));
             eff[0] = (uint8_t)v;
             eff[1] = (uint8_t)(v >> 8);
             eff[2] = (uint8_t)(v >> 16);
@@ -314,7 +322,10 @@ int px_image_conceal(px_image *img, const px_mask *mask, const px_conceal *how, 
         effect_solid(eff, r, how->rgb);
         break;
     case PX_CONCEAL_NOISE:
-        effect_noise(eff, r, how->seed);
+        effect_noise(
+            eff, r, mask->x0, mask->y0,
+            how->strength >= 1.0f && how->strength <= 10000.0f ? (int)lroundf(how->strength) : 1,
+            how->seed);
         break;
     case PX_CONCEAL_PIXELATE:
         effect_pixelate(img, eff, r, mask->x0, mask->y0, (int)lroundf(how->strength));

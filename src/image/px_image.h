@@ -255,7 +255,7 @@ typedef enum {
 
 typedef struct px_conceal {
     px_conceal_mode mode;
-    float strength;   /* blur sigma or pixelate cell size, in pixels */
+    float strength;   /* blur sigma, pixelate cell or noise grain size, in pixels */
     uint64_t seed;    /* noise */
     uint8_t rgb[3];   /* solid */
 } px_conceal;

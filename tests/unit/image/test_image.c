@@ -15,12 +15,12 @@
 #include <cmocka.h>
 
 #include <math.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <jpeglib.h>
@@ -1412,6 +1412,44 @@ static void test_noise_deterministic_uncorrelated(void **state)
     px_image_free(&c);
 }
 
+/* Noise with a grain (strength) is flat over cells aligned to the mask's
+ * origin, like pixelate's, and the cells differ from each other. */
+static void test_noise_grain_cells(void **state)
+{
+    (void)state;
+    px_image img;
+    make_test_image(&img, 64, 64, 3);
+    px_mask m = box_mask(-3, 5, 50, 40, 255); /* hangs over the left edge */
+    px_conceal how = {PX_CONCEAL_NOISE, 6.0f, 99, {0, 0, 0}};
+    px_err err;
+    assert_int_equal(px_image_conceal(&img, &m, &how, &err), PX_OK);
+    int differ = 0;
+    for (int y = 5; y < 45; y++)
+        for (int x = 0; x < 47; x++) {
+            const int cx = (x + 3) / 6, cy = (y - 5) / 6;
+            const int x0 = cx * 6 - 3 < 0 ? 0 : cx * 6 - 3, y0 = cy * 6 + 5;
+            /* same value as the cell's first pixel inside the image */
+            assert_int_equal(memcmp(pix(&img, x, y), pix(&img, x0, y0), 3), 0);
+            if (x + 1 < 47 && (x + 4) % 6 == 0)
+                differ += memcmp(pix(&img, x, y), pix(&img, x + 1, y), 3) != 0;
+        }
+    assert_true(differ > 200); /* neighbouring cells are distinct draws */
+    /* a grain that is no number, or below 1: per pixel */
+    px_image per;
+    make_test_image(&per, 32, 32, 3);
+    px_mask all = box_mask(0, 0, 32, 32, 255);
+    how.strength = NAN;
+    assert_int_equal(px_image_conceal(&per, &all, &how, &err), PX_OK);
+    int same = 0;
+    for (int x = 0; x + 1 < 32; x++)
+        same += memcmp(pix(&per, x, 7), pix(&per, x + 1, 7), 3) == 0;
+    assert_true(same < 3);
+    free(m.alpha);
+    free(all.alpha);
+    px_image_free(&img);
+    px_image_free(&per);
+}
+
 static double laplacian_var(const px_image *img, int x0, int y0, int x1, int y1)
 {
     double s = 0, ss = 0;
@@ -1485,6 +1523,7 @@ int main(void)
         cmocka_unit_test(test_conceal_alpha_blend_and_args),
         cmocka_unit_test(test_pixelate_cells),
         cmocka_unit_test(test_noise_deterministic_uncorrelated),
+        cmocka_unit_test(test_noise_grain_cells),
         cmocka_unit_test(test_blur_removes_high_frequencies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
