@@ -128,20 +128,22 @@ static int setup_yunet(px_face_detector *d, const net_shape *sh, const char *pat
     static const char *const prefix[4] = {"cls", "obj", "bbox", "kps"};
     static const int per_cell[4] = {1, 1, 4, 10};
     for (int s = 0; s < 3; s++) {
-        const size_t cells = (size_t)(sh->w / yunet_strides[s]) * (size_t)(sh->h / yunet_strides[s]);
+        const size_t cells =
+            (size_t)(sh->w / yunet_strides[s]) * (size_t)(sh->h / yunet_strides[s]);
         for (int k = 0; k < 4; k++) {
             char name[16];
             snprintf(name, sizeof name, "%s_%d", prefix[k], yunet_strides[s]);
             const int i = px_nn_model_find_output(sh->model, name);
             if (i < 0 || (sh != &d->base && i != d->y_out[s][k]))
-                return px_err_set(err, PX_EUNSUPPORTED, "%s: YuNet output '%s' missing", path, name);
+                return px_err_set(err, PX_EUNSUPPORTED, "%s: YuNet output '%s' missing", path,
+                                  name);
             px_nn_tensor_info ti;
             int st = px_nn_model_output_info(sh->model, i, &ti);
             if (st != PX_OK || ti.count != cells * (size_t)per_cell[k])
-                return px_err_set(err, PX_EUNSUPPORTED,
-                                  "%s: YuNet output '%s' has %zu values, expected %zu for a %dx%d input",
-                                  path, name, st == PX_OK ? ti.count : 0, cells * (size_t)per_cell[k],
-                                  sh->w, sh->h);
+                return px_err_set(
+                    err, PX_EUNSUPPORTED,
+                    "%s: YuNet output '%s' has %zu values, expected %zu for a %dx%d input", path,
+                    name, st == PX_OK ? ti.count : 0, cells * (size_t)per_cell[k], sh->w, sh->h);
             if (sh == &d->base) /* other sizes only check: shared, read by other threads */
                 d->y_out[s][k] = i;
         }
@@ -205,8 +207,8 @@ static int setup_yunet_v1(px_face_detector *d, net_shape *sh, const char *path, 
 /* YuNet 2022mar: score = sqrt(conf[1] x clamp(iou)), centre = prior + 0.1 x
  * loc x prior size, size = prior size x exp(0.2 x loc); landmarks like the
  * centre. Network pixels. */
-static int decode_yunet_v1(const px_face_detector *d, const net_shape *sh,
-                           const px_nn_session *s, float thr, px_face *buf, int cap)
+static int decode_yunet_v1(const px_face_detector *d, const net_shape *sh, const px_nn_session *s,
+                           float thr, px_face *buf, int cap)
 {
     const float *loc = px_nn_session_output(s, d->v1_loc),
                 *conf = px_nn_session_output(s, d->v1_conf);
@@ -277,7 +279,8 @@ static int setup_ultraface(px_face_detector *d, const char *path, px_err *err)
     d->u_scores = px_nn_model_find_output(d->model, "scores");
     d->u_boxes = px_nn_model_find_output(d->model, "boxes");
     if (d->u_scores < 0 || d->u_boxes < 0)
-        return px_err_set(err, PX_EUNSUPPORTED, "%s: UltraFace outputs 'scores' and 'boxes' missing", path);
+        return px_err_set(err, PX_EUNSUPPORTED,
+                          "%s: UltraFace outputs 'scores' and 'boxes' missing", path);
     px_nn_tensor_info si, bi;
     if (px_nn_model_output_info(d->model, d->u_scores, &si) != PX_OK ||
         px_nn_model_output_info(d->model, d->u_boxes, &bi) != PX_OK || si.count % 2 ||
@@ -534,18 +537,24 @@ static int slot_session_get(px_face_detector *d, slot *sl, int w, int h, const n
         }
         px_aligned_free(sl->arena);
         sl->arena_len = 0;
-        sl->arena = px_aligned_alloc(need);
+        /* Room at once for the largest size (activations grow with the
+         * pixels: need scaled to FIT_MAX_SIDE squared), so that the sizes of
+         * a run, which mostly grow, do not re-allocate and fault a new arena
+         * each time. Not cleared (every pass fills its input first): pages
+         * no size touches cost no memory. */
+        const double grow = (double)FIT_MAX_SIDE * FIT_MAX_SIDE / ((double)w * (double)h);
+        const size_t len = grow > 1.0 ? (size_t)((double)need * grow) + 4096 : need;
+        sl->arena = px_aligned_alloc(len);
         if (!sl->arena)
-            return px_err_set(err, PX_ENOMEM, "face detector: %zu bytes for a %dx%d input", need,
-                              w, h);
-        memset(sl->arena, 0, need);
-        sl->arena_len = need;
+            return px_err_set(err, PX_ENOMEM, "face detector: %zu bytes for a %dx%d input", len, w,
+                              h);
+        sl->arena_len = len;
         victim = 0;
     }
     px_nn_session_destroy(sl->fit[victim].s);
     memset(&sl->fit[victim], 0, sizeof sl->fit[victim]);
-    st = px_nn_session_create_in(sh->model, sl->pool, sl->arena, sl->arena_len,
-                                 &sl->fit[victim].s, err);
+    st = px_nn_session_create_in(sh->model, sl->pool, sl->arena, sl->arena_len, &sl->fit[victim].s,
+                                 err);
     if (st != PX_OK)
         return st;
     sl->fit[victim].shape = sh;
@@ -652,15 +661,20 @@ static int plan_with(int iw, int ih, int nw, int nh, float m_net, float s_min, i
                 if (count < cap)
                     p[count] = (px_face_pass){axis_origin((float)iw, tw, nx, x),
                                               axis_origin((float)ih, th, ny, y),
-                                              tw, th, s, l, tnw, tnh};
+                                              tw,
+                                              th,
+                                              s,
+                                              l,
+                                              tnw,
+                                              tnh};
                 count++;
             }
     }
     return count;
 }
 
-static int plan_capped(int img_w, int img_h, int net_w, int net_h, float net_min_face,
-                       int min_face, int max_passes, int max_side, px_face_pass *passes, int cap)
+static int plan_capped(int img_w, int img_h, int net_w, int net_h, float net_min_face, int min_face,
+                       int max_passes, int max_side, px_face_pass *passes, int cap)
 {
     if (!passes)
         cap = 0;
@@ -732,10 +746,10 @@ static int decode_pass(const px_face_detector *d, const net_shape *sh, const px_
     if (d->kind == PX_FACE_MODEL_YUNET) {
         for (int k = 0; k < 3; k++) {
             const int *o = d->y_out[k];
-            n += px_face_decode_yunet(px_nn_session_output(s, o[0]), px_nn_session_output(s, o[1]),
-                                      px_nn_session_output(s, o[2]), px_nn_session_output(s, o[3]),
-                                      sh->w, sh->h, yunet_strides[k], thr, buf + n,
-                                      PX_PASS_CAP - n);
+            n +=
+                px_face_decode_yunet(px_nn_session_output(s, o[0]), px_nn_session_output(s, o[1]),
+                                     px_nn_session_output(s, o[2]), px_nn_session_output(s, o[3]),
+                                     sh->w, sh->h, yunet_strides[k], thr, buf + n, PX_PASS_CAP - n);
         }
     } else {
         n = px_face_decode_ultraface(px_nn_session_output(s, d->u_scores),
@@ -789,8 +803,8 @@ static void give_slot(px_face_detector *d, slot *s)
 /* Runs every pass of the plan on one session, collecting candidates in image
  * coordinates. */
 static int run_passes(px_face_detector *d, slot *sl, const px_image *img, const px_face_pass *plan,
-                      int n_pass, const px_face_detect_opts *o, cand_list *out,
-                      px_face_stats *st, px_err *err)
+                      int n_pass, const px_face_detect_opts *o, cand_list *out, px_face_stats *st,
+                      px_err *err)
 {
     const int yunet = d->kind == PX_FACE_MODEL_YUNET || d->kind == PX_FACE_MODEL_YUNET_V1;
     for (int p = 0; p < n_pass; p++) {
@@ -810,10 +824,10 @@ static int run_passes(px_face_detector *d, slot *sl, const px_image *img, const 
          * (a pixel value) is black for YuNet and mid-grey, 0 after
          * normalising, for UltraFace. */
         /* an input that failed to fill must fail the detection: "no faces" would hide none */
-        int tst = yunet ? px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, sh->w,
-                                             sh->h, 1, 0.0f, 1.0f, 0.0f, input)
-                        : px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, sh->w,
-                                             sh->h, 0, 127.0f, 1.0f / 128.0f, 127.0f, input);
+        int tst = yunet ? px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, sh->w, sh->h, 1,
+                                             0.0f, 1.0f, 0.0f, input)
+                        : px_image_to_tensor(img, ps->sx, ps->sy, ps->sw, ps->sh, sh->w, sh->h, 0,
+                                             127.0f, 1.0f / 128.0f, 127.0f, input);
         if (tst != PX_OK)
             return px_err_set(err, tst, "face detector: out of memory sampling pass %d", p);
         double t1 = px_now_ms();
@@ -835,8 +849,8 @@ static int run_passes(px_face_detector *d, slot *sl, const px_image *img, const 
         const float inv = 1.0f / ps->scale;
         for (int i = 0; i < n; i++) {
             px_face f = sl->scratch[i];
-            const int cut = (in_l && f.x1 < edge) || (in_t && f.y1 < edge) ||
-                            (in_r && f.x2 > ex) || (in_b && f.y2 > ey);
+            const int cut = (in_l && f.x1 < edge) || (in_t && f.y1 < edge) || (in_r && f.x2 > ex) ||
+                            (in_b && f.y2 > ey);
             f.x1 = ps->sx + f.x1 * inv;
             f.y1 = ps->sy + f.y1 * inv;
             f.x2 = ps->sx + f.x2 * inv;
@@ -947,8 +961,8 @@ out:
 }
 
 /* Cut-box removal, NMS, containment removal, clipping; result into *faces. */
-static int merge(cand_list *c, const px_image *img, const px_face_detect_opts *o,
-                 px_face **faces, int *n_out, px_err *err)
+static int merge(cand_list *c, const px_image *img, const px_face_detect_opts *o, px_face **faces,
+                 int *n_out, px_err *err)
 {
     int n = 0;
     px_face *v = px_malloc(sizeof *v * (size_t)(c->n > 0 ? c->n : 1));
@@ -1014,14 +1028,17 @@ int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detec
     memset(st, 0, sizeof *st);
     if (!d || !faces || !n)
         return px_err_set(err, PX_EINVAL, "face detect: missing detector or output");
-    if (!img || !img->px || img->w <= 0 || img->h <= 0 || (img->channels != 3 && img->channels != 4))
-        return px_err_set(err, PX_EINVAL, "face detect: image must be a non-empty RGB or RGBA image");
+    if (!img || !img->px || img->w <= 0 || img->h <= 0 ||
+        (img->channels != 3 && img->channels != 4))
+        return px_err_set(err, PX_EINVAL,
+                          "face detect: image must be a non-empty RGB or RGBA image");
     px_face_detect_opts o = opts ? *opts : px_face_detect_opts_default();
     if (!(o.score_threshold >= 0.0f && o.score_threshold <= 1.0f))
         return px_err_set(err, PX_EINVAL, "face detect: score threshold %g outside 0..1",
                           (double)o.score_threshold);
     if (!(o.nms_iou > 0.0f && o.nms_iou <= 1.0f))
-        return px_err_set(err, PX_EINVAL, "face detect: NMS IoU %g outside (0, 1]", (double)o.nms_iou);
+        return px_err_set(err, PX_EINVAL, "face detect: NMS IoU %g outside (0, 1]",
+                          (double)o.nms_iou);
     if (o.min_face < 1 || o.max_passes < 0)
         return px_err_set(err, PX_EINVAL, "face detect: min_face must be >= 1 and max_passes >= 0");
 
@@ -1038,8 +1055,8 @@ int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detec
         px_face_plan_fit(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face,
                          o.max_passes, max_side, plan, n_pass);
     else
-        px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face,
-                     o.max_passes, plan, n_pass);
+        px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face, o.max_passes,
+                     plan, n_pass);
 
     cand_list c = {NULL, 0, 0};
     slot *sl[PX_MAX_SPREAD];
@@ -1092,4 +1109,3 @@ int px_face_detect_canvas(px_face_detector *d, const px_image *img, float thresh
     free(c.v);
     return rc;
 }
-
