@@ -134,32 +134,11 @@ void anon_unrotate_face(int k, int w, int h, px_face *f)
 int anon_resample(const px_image *src, float sx, float sy, float sw, float sh, int ow, int oh,
                   px_image *dst, px_err *err)
 {
-    memset(dst, 0, sizeof *dst);
-    if (ow <= 0 || oh <= 0 || !(sw > 0.0f) || !(sh > 0.0f))
-        return px_err_set(err, PX_EINVAL, "anonymize: empty resample %d x %d", ow, oh);
-    const size_t plane = (size_t)ow * (size_t)oh;
-    float *t = px_malloc(sizeof *t * 3 * plane);
-    if (!t || px_image_alloc(dst, ow, oh, 3) != PX_OK) {
-        free(t);
-        return px_err_set(err, PX_ENOMEM, "anonymize: %d x %d resample", ow, oh);
-    }
-    int st = px_image_to_tensor(src, sx, sy, sw, sh, ow, oh, 0, 0.0f, 1.0f, 0.0f, t);
-    if (st != PX_OK) {
-        free(t);
-        px_image_free(dst);
-        return px_err_set(err, st, "anonymize: resample %d x %d", ow, oh);
-    }
-    for (int y = 0; y < oh; y++) {
-        uint8_t *d = dst->px + (size_t)y * dst->stride;
-        for (int x = 0; x < ow; x++) {
-            const size_t i = (size_t)y * (size_t)ow + (size_t)x;
-            for (int ch = 0; ch < 3; ch++) {
-                const float v = t[(size_t)ch * plane + i];
-                d[3 * x + ch] = (uint8_t)(v <= 0.0f ? 0 : v >= 255.0f ? 255 : (int)(v + 0.5f));
-            }
-        }
-    }
-    free(t);
+    const int st = px_image_resample(src, sx, sy, sw, sh, ow, oh, dst);
+    if (st == PX_EINVAL)
+        return px_err_set(err, st, "anonymize: empty resample %d x %d", ow, oh);
+    if (st != PX_OK)
+        return px_err_set(err, st, "anonymize: %d x %d resample", ow, oh);
     return PX_OK;
 }
 

@@ -390,28 +390,11 @@ int px_gen_rescale(px_image *img, int w, int h, px_err *err)
         sh = (double)img->w * h / w;
         sy = (img->h - sh) / 2;
     }
-    float *t = px_malloc((size_t)w * h * 3 * sizeof *t);
-    px_image out = {0};
-    if (!t || px_image_alloc(&out, w, h, 3) != PX_OK) {
-        free(t);
-        return px_err_set(err, PX_ENOMEM, "rescale: out of memory for %dx%d", w, h);
-    }
-    if (px_image_to_tensor(img, (float)sx, (float)sy, (float)sw, (float)sh, w, h, 0, 0, 1, 0, t) !=
-        PX_OK) {
-        free(t);
-        px_image_free(&out);
-        return px_err_set(err, PX_ENOMEM, "rescale: out of memory");
-    }
-    size_t plane = (size_t)w * h;
-    for (size_t i = 0; i < plane; i++)
-        for (int c = 0; c < 3; c++) {
-            float v = t[c * plane + i] + 0.5f;
-            out.px[(i / (size_t)w) * out.stride + (i % (size_t)w) * 3 + (size_t)c] =
-                (uint8_t)(v < 0     ? 0
-                          : v > 255 ? 255
-                                    : v);
-        }
-    free(t);
+    px_image out;
+    const int st = px_image_resample(img, (float)sx, (float)sy, (float)sw, (float)sh, w, h, &out);
+    if (st != PX_OK)
+        return px_err_set(err, st, "rescale: %s for %dx%d",
+                          st == PX_ENOMEM ? "out of memory" : "nothing to scale", w, h);
     px_image_free(img);
     *img = out;
     return PX_OK;

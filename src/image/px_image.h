@@ -64,7 +64,7 @@ const char *px_format_extension(px_format f);
 px_format px_format_parse(const char *name);
 
 typedef struct px_decode_opts {
-    uint64_t max_pixels; /* refuse images with more pixels than this (0: 100 megapixels) */
+    uint64_t max_pixels;   /* refuse images with more pixels than this (0: 100 megapixels) */
     int apply_orientation; /* apply EXIF Orientation (1 by default via px_decode_opts_default) */
 } px_decode_opts;
 px_decode_opts px_decode_opts_default(void);
@@ -234,8 +234,14 @@ int px_image_copy(const px_image *src, px_image *dst);
  * as if it were the image: no faces found would hide none), else PX_OK
  * (also for an empty source, which gives an all-pad tensor). Thread-safe;
  * img is read only. */
-int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow,
-                        int oh, int bgr, float mean, float scale, float pad, float *out);
+int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow, int oh,
+                       int bgr, float mean, float scale, float pad, float *out);
+/* The same sampling into a new 3-channel image dst (ow x oh, RGB, outside
+ * the image black), rounded to the nearest value. PX_OK, PX_EINVAL (no image,
+ * empty rectangle or size), PX_ENOMEM; dst is zeroed on failure. Caller frees
+ * dst with px_image_free. */
+int px_image_resample(const px_image *img, float sx, float sy, float sw, float sh, int ow, int oh,
+                      px_image *dst);
 
 /* ---- Concealment ----
  * A coverage mask over a rectangle of the image: alpha[y*w + x] in 0..255 is
@@ -255,9 +261,9 @@ typedef enum {
 
 typedef struct px_conceal {
     px_conceal_mode mode;
-    float strength;   /* blur sigma, pixelate cell or noise grain size, in pixels */
-    uint64_t seed;    /* noise */
-    uint8_t rgb[3];   /* solid */
+    float strength; /* blur sigma, pixelate cell or noise grain size, in pixels */
+    uint64_t seed;  /* noise */
+    uint8_t rgb[3]; /* solid */
 } px_conceal;
 
 /* Applies the effect inside mask, blending by alpha. The effect reads only

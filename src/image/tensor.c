@@ -364,3 +364,39 @@ int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float 
     free(mem);
     return PX_OK;
 }
+
+/* Three planes back to interleaved bytes, rounded and clamped. */
+PX_HOT_LOOP static void planes_to_rgb(const float *restrict r, const float *restrict g,
+                                      const float *restrict b, int n, uint8_t *restrict d)
+{
+    for (int x = 0; x < n; x++) {
+        const float v[3] = {r[x], g[x], b[x]};
+        for (int c = 0; c < 3; c++)
+            d[3 * x + c] = (uint8_t)(v[c] <= 0.0f ? 0 : v[c] >= 255.0f ? 255 : (int)(v[c] + 0.5f));
+    }
+}
+
+int px_image_resample(const px_image *img, float sx, float sy, float sw, float sh, int ow, int oh,
+                      px_image *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    if (!img || !img->px || ow <= 0 || oh <= 0 || !(sw > 0.0f) || !(sh > 0.0f))
+        return PX_EINVAL;
+    const size_t plane = (size_t)ow * (size_t)oh;
+    float *t = px_malloc(sizeof *t * 3 * plane);
+    if (!t || px_image_alloc(dst, ow, oh, 3) != PX_OK) {
+        free(t);
+        return PX_ENOMEM;
+    }
+    int st = px_image_to_tensor(img, sx, sy, sw, sh, ow, oh, 0, 0.0f, 1.0f, 0.0f, t);
+    if (st == PX_OK)
+        for (int y = 0; y < oh; y++) {
+            const size_t o = (size_t)y * (size_t)ow;
+            planes_to_rgb(t + o, t + plane + o, t + 2 * plane + o, ow,
+                          dst->px + (size_t)y * dst->stride);
+        }
+    free(t);
+    if (st != PX_OK)
+        px_image_free(dst);
+    return st;
+}

@@ -1177,6 +1177,45 @@ static void test_tensor_pad_and_offset(void **state)
 
 /* The RGBA path (alpha ignored) must give exactly what the RGB path gives,
  * for bilinear and box sampling, with padding. */
+/* px_image_resample is the tensor sampling rounded back to bytes, black
+ * outside the image, and refuses empty rectangles and sizes. */
+static void test_resample_matches_tensor(void **state)
+{
+    (void)state;
+    px_image img, out;
+    make_noise_image(&img, 53, 41, 3);
+    const float rects[3][4] = {
+        {-7.5f, 3.0f, 40.0f, 30.0f}, {0, 0, 53, 41}, {2.0f, 1.0f, 9.0f, 7.0f}};
+    const int sizes[3][2] = {{17, 11}, {53, 41}, {31, 29}};
+    for (int r = 0; r < 3; r++) {
+        const int ow = sizes[r][0], oh = sizes[r][1];
+        float *t = malloc(sizeof *t * 3 * (size_t)ow * (size_t)oh);
+        assert_non_null(t);
+        px_image_to_tensor(&img, rects[r][0], rects[r][1], rects[r][2], rects[r][3], ow, oh, 0,
+                           0.0f, 1.0f, 0.0f, t);
+        assert_int_equal(px_image_resample(&img, rects[r][0], rects[r][1], rects[r][2], rects[r][3],
+                                           ow, oh, &out),
+                         PX_OK);
+        assert_int_equal(out.w, ow);
+        assert_int_equal(out.h, oh);
+        assert_int_equal(out.channels, 3);
+        for (int y = 0; y < oh; y++)
+            for (int x = 0; x < ow; x++)
+                for (int c = 0; c < 3; c++) {
+                    const float v = t[(size_t)c * ow * oh + (size_t)y * ow + (size_t)x];
+                    const int want = v <= 0.0f ? 0 : v >= 255.0f ? 255 : (int)(v + 0.5f);
+                    assert_int_equal(pix(&out, x, y)[c], want);
+                }
+        free(t);
+        px_image_free(&out);
+    }
+    assert_int_equal(px_image_resample(&img, 0, 0, 0.0f, 5.0f, 4, 4, &out), PX_EINVAL);
+    assert_null(out.px);
+    assert_int_equal(px_image_resample(&img, 0, 0, 5.0f, 5.0f, 0, 4, &out), PX_EINVAL);
+    assert_int_equal(px_image_resample(NULL, 0, 0, 5.0f, 5.0f, 4, 4, &out), PX_EINVAL);
+    px_image_free(&img);
+}
+
 static void test_tensor_rgba_matches_rgb(void **state)
 {
     (void)state;
@@ -1517,6 +1556,7 @@ int main(void)
         cmocka_unit_test(test_tensor_identity_and_layout),
         cmocka_unit_test(test_tensor_pad_and_offset),
         cmocka_unit_test(test_tensor_rgba_matches_rgb),
+        cmocka_unit_test(test_resample_matches_tensor),
         cmocka_unit_test(test_tensor_area_average_keeps_small_detail),
         cmocka_unit_test(test_tensor_speed),
         cmocka_unit_test(test_conceal_modes_stay_in_mask),
