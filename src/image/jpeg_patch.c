@@ -106,14 +106,30 @@ static void dct_table(float c[8][8])
  * baseline x86-64, one AVX register where enabled). */
 typedef float f8 __attribute__((vector_size(32)));
 
-/* Quantised DCT of samples f (level-shifted, row-major) into blk, natural
- * order: rows then columns, each step a multiply-add of eight frequencies. */
-static void fdct_quant(const float f[64], float c[8][8], const UINT16 *q, JCOEF *blk)
-{
+/* The DCT matrix both ways round and a component's quantisation steps as
+ * floats, made once per component rather than per block. */
+typedef struct fdct_tables {
+    float c[8][8];
     f8 ct[8]; /* ct[x][u] = c[u][x] */
+    f8 qv[8]; /* steps of row v (0 read as 1) */
+} fdct_tables;
+
+static void fdct_tables_make(fdct_tables *t, const UINT16 *q)
+{
+    dct_table(t->c);
     for (int x = 0; x < 8; x++)
         for (int u = 0; u < 8; u++)
-            ct[x][u] = c[u][x];
+            t->ct[x][u] = t->c[u][x];
+    for (int v = 0; v < 8; v++)
+        for (int u = 0; u < 8; u++)
+            t->qv[v][u] = (float)(q[v * 8 + u] ? q[v * 8 + u] : 1);
+}
+
+/* Quantised DCT of samples f (level-shifted, row-major) into blk, natural
+ * order: rows then columns, each step a multiply-add of eight frequencies. */
+static void fdct_quant(const float f[64], const fdct_tables *tb, JCOEF *blk)
+{
+    const f8 *ct = tb->ct;
     f8 t[8]; /* rows transformed: t[y][u] */
     for (int y = 0; y < 8; y++) {
         f8 acc = ct[0] * f[y * 8];
@@ -122,13 +138,10 @@ static void fdct_quant(const float f[64], float c[8][8], const UINT16 *q, JCOEF 
         t[y] = acc;
     }
     for (int v = 0; v < 8; v++) {
-        f8 acc = t[0] * c[v][0];
+        f8 acc = t[0] * tb->c[v][0];
         for (int y = 1; y < 8; y++)
-            acc += t[y] * c[v][y];
-        f8 qv;
-        for (int u = 0; u < 8; u++)
-            qv[u] = (float)(q[v * 8 + u] ? q[v * 8 + u] : 1);
-        acc /= qv;
+            acc += t[y] * tb->c[v][y];
+        acc /= tb->qv[v];
         for (int u = 0; u < 8; u++) {
             const float x = acc[u];
             /* half away from zero, as roundf, without the call */
@@ -170,6 +183,21 @@ static void block_samples(const px_image *img, int kind, int x0, int y0, int rx,
         return;
     }
     const float norm = 1.0f / (float)(rx * ry);
+    if (x0 + 8 * rx <= img->w && y0 + 8 * ry <= img->h) {
+        /* inside the image: the same sums without the edge clamps */
+        for (int i = 0; i < 8; i++)
+            for (int j = 0; j < 8; j++) {
+                float s = 0.0f;
+                for (int a = 0; a < ry; a++) {
+                    const uint8_t *p = img->px + (size_t)(y0 + i * ry + a) * img->stride +
+                                       (size_t)(x0 + j * rx) * (size_t)cn;
+                    for (int b = 0; b < rx; b++, p += cn)
+                        s += kr * (float)p[0] + kg * (float)p[1] + kb * (float)p[2] + k0;
+                }
+                f[i * 8 + j] = s * norm - 128.0f;
+            }
+        return;
+    }
     for (int i = 0; i < 8; i++)
         for (int j = 0; j < 8; j++) {
             float s = 0.0f;
@@ -246,8 +274,6 @@ static const char *unsupported(const struct jpeg_decompress_struct *s, char *buf
 static void patch_blocks(jpatch *j, jvirt_barray_ptr *coefs, const px_image *img,
                          const px_image_print *before, px_jpeg_patch_info *info)
 {
-    float c[8][8];
-    dct_table(c);
     struct jpeg_decompress_struct *s = &j->src;
     const int grey = s->num_components == 1;
     for (int ci = 0; ci < s->num_components; ci++) {
@@ -255,6 +281,8 @@ static void patch_blocks(jpatch *j, jvirt_barray_ptr *coefs, const px_image *img
         const int rx = s->max_h_samp_factor / comp->h_samp_factor;
         const int ry = s->max_v_samp_factor / comp->v_samp_factor;
         const int kind = grey ? 0 : ci;
+        fdct_tables tb;
+        fdct_tables_make(&tb, comp->quant_table->quantval);
         info->blocks += (long)comp->width_in_blocks * (long)comp->height_in_blocks;
         for (JDIMENSION by = 0; by < comp->height_in_blocks; by++) {
             JBLOCKARRAY rows = NULL;
@@ -265,7 +293,7 @@ static void patch_blocks(jpatch *j, jvirt_barray_ptr *coefs, const px_image *img
                     rows = (*s->mem->access_virt_barray)((j_common_ptr)s, coefs[ci], by, 1, TRUE);
                 float f[64];
                 block_samples(img, kind, (int)bx * 8 * rx, (int)by * 8 * ry, rx, ry, f);
-                fdct_quant(f, c, comp->quant_table->quantval, rows[0][bx]);
+                fdct_quant(f, &tb, rows[0][bx]);
                 info->blocks_reencoded++;
             }
         }
@@ -336,8 +364,7 @@ static void turn_params(struct jpeg_compress_struct *d, turn tr)
 }
 
 /* Why orientation o cannot be done on these blocks, or NULL. */
-static const char *turn_unfit(const struct jpeg_decompress_struct *s, int o, char *buf,
-                              size_t cap)
+static const char *turn_unfit(const struct jpeg_decompress_struct *s, int o, char *buf, size_t cap)
 {
     const turn tr = turn_of(o);
     const int mw = 8 * s->max_h_samp_factor, mh = 8 * s->max_v_samp_factor;
@@ -380,8 +407,6 @@ static jvirt_barray_ptr *turn_arrays(struct jpeg_compress_struct *d, JDIMENSION 
 static void turn_fill(jpatch *j, jvirt_barray_ptr *in, jvirt_barray_ptr *outa, turn tr,
                       const px_image *img, const px_image_print *before, px_jpeg_patch_info *info)
 {
-    float c[8][8];
-    dct_table(c);
     struct jpeg_compress_struct *d = &j->dst;
     for (int ci = 0; ci < d->num_components; ci++) {
         const jpeg_component_info *co = &d->comp_info[ci], *cs = &j->src.comp_info[ci];
@@ -389,18 +414,22 @@ static void turn_fill(jpatch *j, jvirt_barray_ptr *in, jvirt_barray_ptr *outa, t
         const int ry = d->max_v_samp_factor / co->v_samp_factor;
         const UINT16 *q = d->quant_tbl_ptrs[co->quant_tbl_no]->quantval;
         const int kind = d->num_components == 1 ? 0 : ci;
+        fdct_tables tb;
+        fdct_tables_make(&tb, q);
         info->blocks += (long)co->width_in_blocks * (long)co->height_in_blocks;
         for (JDIMENSION oy = 0; oy < co->height_in_blocks; oy++) {
-            JBLOCKARRAY orow = (*d->mem->access_virt_barray)((j_common_ptr)d, outa[ci], oy, 1, TRUE);
+            JBLOCKARRAY orow =
+                (*d->mem->access_virt_barray)((j_common_ptr)d, outa[ci], oy, 1, TRUE);
             for (JDIMENSION ox = 0; ox < co->width_in_blocks; ox++) {
                 if (tiles_changed(before, &j->now, (int)ox * rx, (int)oy * ry, rx, ry)) {
                     float f[64];
                     block_samples(img, kind, (int)ox * 8 * rx, (int)oy * 8 * ry, rx, ry, f);
-                    fdct_quant(f, c, q, orow[0][ox]);
+                    fdct_quant(f, &tb, orow[0][ox]);
                     info->blocks_reencoded++;
                     continue;
                 }
-                const JDIMENSION a = tr.t ? oy : ox, b = tr.t ? ox : oy; /* stored x, y unmirrored */
+                const JDIMENSION a = tr.t ? oy : ox,
+                                 b = tr.t ? ox : oy; /* stored x, y unmirrored */
                 const JDIMENSION sx = tr.fx ? cs->width_in_blocks - 1 - a : a;
                 const JDIMENSION sy = tr.fy ? cs->height_in_blocks - 1 - b : b;
                 JBLOCKARRAY irow =
@@ -541,8 +570,7 @@ int px_image_encode_jpeg_patched(const uint8_t *jpeg, size_t len, const px_decod
     else if (img->channels != 3)
         snprintf(info->why, sizeof info->why, "the image has %d channels", img->channels);
     else if (!before || !before->tile || before->w != img->w || before->h != img->h)
-        snprintf(info->why, sizeof info->why, "no fingerprint of the %dx%d image", img->w,
-                 img->h);
+        snprintf(info->why, sizeof info->why, "no fingerprint of the %dx%d image", img->w, img->h);
     if (info->why[0])
         return px_image_encode(img, PX_FMT_JPEG, quality, out, err);
 
