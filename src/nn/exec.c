@@ -13,8 +13,9 @@
  * and a temporary output, to fold nodes that only the kernels can compute.
  *
  * PX_NN_PROFILE=1 in the environment (read at session creation) makes every
- * run log one line per step (op, node name, algorithm, milliseconds) and the
- * total through px_log, for finding the slow layers.
+ * run log one line per step (op, node name, algorithm, milliseconds, and for
+ * convolutions their FLOPs and the rate achieved) and the total through
+ * px_log, for finding the slow layers and how far each is from the GEMM peak.
  */
 #include "graph.h"
 
@@ -359,17 +360,26 @@ int px_nn_session_run(px_nn_session *s, px_err *err)
         }
     }
     if (s->prof_ms) {
-        double total = px_now_ms() - t_start;
+        const double total = px_now_ms() - t_start;
+        double flops = 0.0;
         for (int i = 0; i < m->ns; i++) {
             const nn_step *st = &m->s[i];
             if (st->dead || st->kind == NN_OP_ALIAS)
                 continue;
             const nn_tensor *o = &m->t[st->out];
-            px_log(PX_LOG_INFO, "nn profile: step %3d %-18s %-28s %-12s out %8zu  %8.3f ms", i,
-                   st->op, st->name, step_detail(st), o->count, s->prof_ms[i]);
+            const double f = st->kind == NN_OP_CONV ? px_nn_conv_flops(st->u.conv.packed) : 0.0;
+            flops += f;
+            px_log(PX_LOG_INFO,
+                   "nn profile: step %3d %-18s %-28s %-12s out %8zu  %8.3f ms %8.2f MFLOP %6.1f "
+                   "GFLOP/s",
+                   i, st->op, st->name, step_detail(st), o->count, s->prof_ms[i], f * 1e-6,
+                   s->prof_ms[i] > 0 ? f * 1e-6 / s->prof_ms[i] : 0.0);
         }
-        px_log(PX_LOG_INFO, "nn profile: %d steps, %d threads, total %.3f ms", m->n_run_steps,
-               px_pool_threads(s->pool), total);
+        px_log(PX_LOG_INFO,
+               "nn profile: %d steps, %d threads, total %.3f ms; convs %.1f MFLOP, %.1f GFLOP/s "
+               "over the run",
+               m->n_run_steps, px_pool_threads(s->pool), total, flops * 1e-6,
+               total > 0 ? flops * 1e-6 / total : 0.0);
     }
     return PX_OK;
 }

@@ -54,6 +54,9 @@ void px_nn_conv_run(const px_nn_conv_packed *c, const float *in, float *out, voi
 /* Name of the algorithm chosen for c ("gemm1x1", "im2col", "dw3x3-avx2",
  * "dw3x3-avx512", ...; the ISA suffix is the widest one its kernels use). */
 const char *px_nn_conv_algo(const px_nn_conv_packed *c);
+/* Floating-point operations of one run, 2 per multiply-add (a fused 1x1 +
+ * depthwise step counts both convs; a fused pool adds none); 0 for NULL. */
+double px_nn_conv_flops(const px_nn_conv_packed *c);
 
 /* 1: convs prepared from now on use the AVX2 kernels even where the CPU has
  * AVX-512 (for comparisons: bench_nn --avx2, the bitwise tests); 0: back to

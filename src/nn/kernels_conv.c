@@ -363,6 +363,16 @@ const char *px_nn_conv_algo(const px_nn_conv_packed *c)
     }
 }
 
+static double conv_flops(const px_nn_conv_params *p)
+{
+    return 2.0 * (double)p->oc * p->oh * p->ow * (double)(p->ic / p->group) * p->kh * p->kw;
+}
+
+double px_nn_conv_flops(const px_nn_conv_packed *c)
+{
+    return c ? conv_flops(&c->p) + (c->dp ? conv_flops(&c->dp->p) : 0.0) : 0.0;
+}
+
 /* ---- portable depthwise 3x3 ---- */
 
 /* Portable depthwise 3x3: each output row is accumulated tap by tap, every
