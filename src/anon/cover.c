@@ -5,9 +5,10 @@
  * Rotations. People lie down, and many apps drop the EXIF Orientation tag,
  * so a photo can reach us turned by 90, 180 or 270 degrees; YuNet finds
  * almost no face turned that far. Running the whole multi-scale plan four
- * times would cost 4x, so one *probe* pass decides: the image, shrunk to fit
- * 320x320, is drawn four times into one 640x640 network input, turned by 0,
- * 90, 180 and 270 degrees (one quadrant each). The full plan then runs only
+ * times would cost 4x, so one *probe* pass decides: the image, shrunk to a
+ * long side of 316 px or more, is drawn four times into one square network
+ * input, turned by 0, 90, 180 and 270 degrees (a pinwheel: each copy at the
+ * previous one's place turned by 90 degrees). The full plan then runs only
  * for the turns where the probe saw a face; upright runs too unless the probe
  * saw faces turned and none upright (then it runs only when the turned run
  * found a single weak face, which may be a false positive). When the probe
@@ -28,6 +29,11 @@
 
 /* Black between the probe's packed copies, network pixels. */
 #define PROBE_GAP 8
+/* The probe's copies: their long side at least this many network pixels
+ * (docs/anonymize.md has what smaller sides cost in recall), in a square
+ * whose side is a fitted network size (px_face_plan_fit: multiples of 64). */
+#define PROBE_SIDE 316.0
+#define PROBE_STEP 64
 /* A crowd: at least this many faces no larger than CROWD_SMALL x min_face. */
 #define CROWD_MIN_FACES 3
 #define CROWD_SMALL 2.0f
@@ -233,24 +239,45 @@ static int probe(px_face_detector *det, const px_image *img, float thr, int foun
 {
     int nw, nh;
     px_face_detector_input_size(det, &nw, &nh);
-    /* a detector that takes any size gets the four copies packed without
-     * letterbox padding: 0 and 180 side by side, 90 and 270 below them */
     const int fitted = px_face_detector_max_side(det) > (nw > nh ? nw : nh);
-    const int side = ((nw < nh ? nw : nh) - (fitted ? PROBE_GAP : 0)) / 2;
-    float s = (float)side / (float)(img->w > img->h ? img->w : img->h);
+    const int lw = img->w > img->h ? img->w : img->h, sw_ = img->w < img->h ? img->w : img->h;
+    float s;
+    int cw, chh;
+    if (fitted) {
+        /* a detector that takes any size gets the four copies as a pinwheel
+         * in a square: copy k, turned by k, sits at copy 0's place turned by
+         * k (0 top left, 90 top right, 180 bottom right, 270 bottom left),
+         * so the square's side is the long side plus the short one, with no
+         * letterbox padding. Its side is the smallest fitted size that holds
+         * the copies at PROBE_SIDE; then they grow to fill it. */
+        const double r = (double)sw_ / (double)lw; /* short / long, <= 1 */
+        const double want = fmin(PROBE_SIDE, 2.0 * lw);
+        const int need = (int)ceil(want * (1.0 + r)) + PROBE_GAP;
+        cw = chh = (need + PROBE_STEP - 1) / PROBE_STEP * PROBE_STEP;
+        s = (float)((double)(cw - PROBE_GAP) / (1.0 + r) / (double)lw);
+    } else {
+        /* one fixed size: letterboxed quadrants, 0 and 90 above 180 and 270 */
+        cw = nw, chh = nh;
+        s = (float)((nw < nh ? nw : nh) / 2) / (float)lw;
+    }
     if (s > 2.0f)
         s = 2.0f;
+    const int side = (int)floorf((float)lw * s);
     int sw = (int)lrintf((float)img->w * s), sh = (int)lrintf((float)img->h * s);
     sw = sw < 1 ? 1 : sw > side ? side : sw;
     sh = sh < 1 ? 1 : sh > side ? side : sh;
-    /* quadrant k's corner: letterboxed cells of side x side, or packed */
+    if (fitted) /* rounding must not close the gap */
+        while (sw + sh + PROBE_GAP > cw)
+            sw > sh ? sw-- : sh--;
+    /* copy k's corner (its size: sw x sh turned by k) */
     int qpos[4][2];
-    for (int k = 0; k < 4; k++) {
-        qpos[k][0] = fitted ? (k >> 1) * ((k & 1 ? sh : sw) + PROBE_GAP) : (k & 1) * side;
-        qpos[k][1] = fitted ? (k & 1) * (sh + PROBE_GAP) : (k >> 1) * side;
+    if (fitted) {
+        const int at[4][2] = {{0, 0}, {cw - sh, 0}, {cw - sw, chh - sh}, {0, chh - sw}};
+        memcpy(qpos, at, sizeof qpos);
+    } else {
+        for (int k = 0; k < 4; k++)
+            qpos[k][0] = (k & 1) * side, qpos[k][1] = (k >> 1) * side;
     }
-    const int cw = fitted ? 2 * (sw > sh ? sw : sh) + PROBE_GAP : nw;
-    const int chh = fitted ? sw + sh + PROBE_GAP : nh;
     px_image small, canvas, turned;
     memset(&canvas, 0, sizeof canvas);
     int st = anon_resample(img, 0, 0, (float)img->w, (float)img->h, sw, sh, &small, err);
