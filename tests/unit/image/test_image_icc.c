@@ -6,7 +6,10 @@
  * computes for that profile to sRGB (PNG within 1, JPEG within 8: quality 100,
  * 4:4:4, flat patches), report info.icc = 1, and re-encoding must write no
  * profile. A profile lcms2 cannot read is ignored (info.icc = -1, pixels as
- * stored), never a failure.
+ * stored), never a failure. An sRGB profile leaves the pixels exactly as
+ * stored. The transforms icc.c keeps for recent profiles: more profiles than
+ * it keeps, each still converted as lcms2 says, and threads decoding with one
+ * profile at once all get the same pixels (run under ThreadSanitizer too).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +23,7 @@
 #include <jpeglib.h>
 #include <lcms2.h>
 #include <png.h>
+#include <pthread.h>
 
 #include "image/px_image.h"
 
@@ -35,15 +39,8 @@ static void fill(uint8_t *px)
             memcpy(px + ((size_t)y * W + x) * 3, patch[x / 8], 3);
 }
 
-/* The wide-gamut profile, serialised (malloc'd). */
-static uint8_t *wide_profile(size_t *n)
+static uint8_t *serialise(cmsHPROFILE p, size_t *n)
 {
-    cmsCIExyY wp;
-    cmsWhitePointFromTemp(&wp, 6504);
-    const cmsCIExyYTRIPLE prim = {{0.708, 0.292, 1.0}, {0.170, 0.797, 1.0}, {0.131, 0.046, 1.0}};
-    cmsToneCurve *g = cmsBuildGamma(NULL, 2.2);
-    cmsToneCurve *curves[3] = {g, g, g};
-    cmsHPROFILE p = cmsCreateRGBProfile(&wp, &prim, curves);
     assert_non_null(p);
     cmsUInt32Number len = 0;
     assert_true(cmsSaveProfileToMem(p, NULL, &len));
@@ -51,9 +48,27 @@ static uint8_t *wide_profile(size_t *n)
     assert_non_null(d);
     assert_true(cmsSaveProfileToMem(p, d, &len));
     *n = len;
+    return d;
+}
+
+/* A wide-gamut profile of the given gamma, serialised (malloc'd). */
+static uint8_t *wide_profile_gamma(double gamma, size_t *n)
+{
+    cmsCIExyY wp;
+    cmsWhitePointFromTemp(&wp, 6504);
+    const cmsCIExyYTRIPLE prim = {{0.708, 0.292, 1.0}, {0.170, 0.797, 1.0}, {0.131, 0.046, 1.0}};
+    cmsToneCurve *g = cmsBuildGamma(NULL, gamma);
+    cmsToneCurve *curves[3] = {g, g, g};
+    cmsHPROFILE p = cmsCreateRGBProfile(&wp, &prim, curves);
+    uint8_t *d = serialise(p, n);
     cmsFreeToneCurve(g);
     cmsCloseProfile(p);
     return d;
+}
+
+static uint8_t *wide_profile(size_t *n)
+{
+    return wide_profile_gamma(2.2, n);
 }
 
 /* What lcms2 makes of the four patches: profile -> sRGB, perceptual. */
@@ -61,8 +76,7 @@ static void expected(const uint8_t *icc, size_t n, uint8_t out[4][3])
 {
     cmsHPROFILE src = cmsOpenProfileFromMem(icc, (cmsUInt32Number)n);
     cmsHPROFILE srgb = cmsCreate_sRGBProfile();
-    cmsHTRANSFORM t =
-        cmsCreateTransform(src, TYPE_RGB_8, srgb, TYPE_RGB_8, INTENT_PERCEPTUAL, 0);
+    cmsHTRANSFORM t = cmsCreateTransform(src, TYPE_RGB_8, srgb, TYPE_RGB_8, INTENT_PERCEPTUAL, 0);
     assert_non_null(t);
     cmsDoTransform(t, patch, out, 4);
     cmsDeleteTransform(t);
@@ -161,8 +175,8 @@ static void check(const char *what, const px_buf *file, uint8_t want[4][3], int 
     assert_int_equal(info.icc, 1);
     assert_int_equal(info.had_metadata, 1);
     const int worst = worst_diff(&img, want);
-    print_message("%s: worst channel difference from lcms2's sRGB %d (tolerance %d)\n", what,
-                  worst, tol);
+    print_message("%s: worst channel difference from lcms2's sRGB %d (tolerance %d)\n", what, worst,
+                  tol);
     assert_true(worst <= tol);
     /* the output carries no profile (and the pixels are already sRGB) */
     px_buf png = {0}, jpg = {0};
@@ -232,11 +246,111 @@ static void test_unreadable_profile_ignored(void **state)
     px_buf_free(&jpg);
 }
 
+/* lcms2's own sRGB profile: the pixels stay exactly as stored. */
+static void test_srgb_profile_keeps_pixels(void **state)
+{
+    (void)state;
+    cmsHPROFILE p = cmsCreate_sRGBProfile();
+    size_t n = 0;
+    uint8_t *icc = serialise(p, &n);
+    cmsCloseProfile(p);
+    px_buf png = {0};
+    make_png(icc, n, &png);
+    for (int round = 0; round < 2; round++) { /* the second finds the kept transform */
+        px_image img;
+        px_decode_info info;
+        px_err err;
+        assert_int_equal(px_image_decode(png.data, png.len, NULL, &img, &info, &err), PX_OK);
+        assert_int_equal(info.icc, 1);
+        assert_int_equal(worst_diff(&img, patch), 0);
+        px_image_free(&img);
+    }
+    px_buf_free(&png);
+    free(icc);
+}
+
+/* More profiles than icc.c keeps, twice over: each decode gives what lcms2
+ * computes for its own profile, whichever transforms were kept or replaced. */
+static void test_many_profiles(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 7; k++) {
+            size_t n = 0;
+            uint8_t *icc = wide_profile_gamma(1.8 + 0.1 * k, &n);
+            uint8_t want[4][3];
+            expected(icc, n, want);
+            px_buf png = {0};
+            make_png(icc, n, &png);
+            px_image img;
+            px_decode_info info;
+            px_err err;
+            assert_int_equal(px_image_decode(png.data, png.len, NULL, &img, &info, &err), PX_OK);
+            assert_int_equal(info.icc, 1);
+            assert_true(worst_diff(&img, want) <= 1);
+            px_image_free(&img);
+            px_buf_free(&png);
+            free(icc);
+        }
+}
+
+typedef struct shared_decode {
+    const px_buf *file;
+    px_image img;
+    int st;
+} shared_decode;
+
+static void *decode_thread(void *arg)
+{
+    shared_decode *d = arg;
+    px_decode_info info;
+    px_err err;
+    for (int i = 0; i < 20 && d->st == PX_OK; i++) {
+        if (i)
+            px_image_free(&d->img);
+        d->st = px_image_decode(d->file->data, d->file->len, NULL, &d->img, &info, &err);
+    }
+    return NULL;
+}
+
+/* Four threads decode photos with one profile at once, so they share its
+ * kept transform: every result is the same and right. */
+static void test_threads_share_a_profile(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    uint8_t *icc = wide_profile_gamma(2.4, &n);
+    uint8_t want[4][3];
+    expected(icc, n, want);
+    px_buf png = {0};
+    make_png(icc, n, &png);
+    shared_decode d[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        memset(&d[i], 0, sizeof d[i]);
+        d[i].file = &png;
+        assert_int_equal(pthread_create(&t[i], NULL, decode_thread, &d[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(d[i].st, PX_OK);
+        assert_true(worst_diff(&d[i].img, want) <= 1);
+        assert_memory_equal(d[i].img.px, d[0].img.px, (size_t)d[0].img.stride * H);
+    }
+    for (int i = 0; i < 4; i++)
+        px_image_free(&d[i].img);
+    px_buf_free(&png);
+    free(icc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wide_gamut_png_and_jpeg),
         cmocka_unit_test(test_unreadable_profile_ignored),
+        cmocka_unit_test(test_srgb_profile_keeps_pixels),
+        cmocka_unit_test(test_many_profiles),
+        cmocka_unit_test(test_threads_share_a_profile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
