@@ -151,6 +151,12 @@ int anon_resample(const px_image *src, float sx, float sy, float sw, float sh, i
 static int detect_scale(px_face_detector *det, const px_image *img, float scale, float threshold,
                         px_face **faces, int *n, int *passes, px_err *err);
 
+/* A fitted network side: v rounded up to a multiple of PROBE_STEP. */
+static int fit_up(int v)
+{
+    return (v + PROBE_STEP - 1) / PROBE_STEP * PROBE_STEP;
+}
+
 int px_anon_detect_at_scale(px_face_detector *det, const px_image *img, float scale,
                             float threshold, px_face **faces, int *n, px_err *err)
 {
@@ -173,13 +179,14 @@ static int detect_scale(px_face_detector *det, const px_image *img, float scale,
     /* tiles as large as the detector takes (fitted models: up to its max
      * side), then shrunk evenly to just cover the region */
     const int side = px_face_detector_max_side(det);
-    if (side > nw && side > nh)
+    const int fitted = side > nw && side > nh;
+    if (fitted)
         nw = nh = side;
     const float ov = 96.0f / scale;
     float tw = (float)nw / scale, th = (float)nh / scale;
     const int nx = img->w <= tw ? 1 : 1 + (int)ceilf(((float)img->w - tw) / (tw - ov));
     const int ny = img->h <= th ? 1 : 1 + (int)ceilf(((float)img->h - th) / (th - ov));
-    if (side > 0 && nw == side) {
+    if (fitted) {
         tw = fminf(tw, ((float)img->w + (float)(nx - 1) * ov) / (float)nx);
         th = fminf(th, ((float)img->h + (float)(ny - 1) * ov) / (float)ny);
         nw = (int)ceilf(tw * scale);
@@ -189,46 +196,25 @@ static int detect_scale(px_face_detector *det, const px_image *img, float scale,
         tw = (float)nw / scale;
         th = (float)nh / scale;
     }
-    anon_faces all = {NULL, 0, 0};
-    int st = PX_OK;
-    for (int ty = 0; ty < ny && st == PX_OK; ty++)
-        for (int tx = 0; tx < nx && st == PX_OK; tx++) {
+    /* each tile sampled straight from the image into its network input
+     * (fitted: rounded up to a fitted size, the tile growing to match) */
+    px_face_pass *plan = px_malloc(sizeof *plan * (size_t)nx * (size_t)ny);
+    if (!plan)
+        return px_err_set(err, PX_ENOMEM, "detect at scale: %d x %d tiles", nx, ny);
+    for (int ty = 0; ty < ny; ty++)
+        for (int tx = 0; tx < nx; tx++) {
             const float sx = nx > 1 ? ((float)img->w - tw) * (float)tx / (float)(nx - 1) : 0.0f;
             const float sy = ny > 1 ? ((float)img->h - th) * (float)ty / (float)(ny - 1) : 0.0f;
-            px_image tile;
-            st = anon_resample(img, sx, sy, tw, th, nw, nh, &tile, err);
-            px_face *f = NULL;
-            int k = 0;
-            if (st == PX_OK)
-                st = px_face_detect_canvas(det, &tile, threshold, &f, &k, err);
-            (*passes)++;
-            for (int i = 0; i < k && st == PX_OK; i++) {
-                px_face g = f[i];
-                g.x1 = sx + g.x1 / scale;
-                g.x2 = sx + g.x2 / scale;
-                g.y1 = sy + g.y1 / scale;
-                g.y2 = sy + g.y2 / scale;
-                for (int j = 0; j < 5 && g.has_landmarks; j++) {
-                    g.lm[j][0] = sx + g.lm[j][0] / scale;
-                    g.lm[j][1] = sy + g.lm[j][1] / scale;
-                }
-                if (anon_faces_push(&all, &g) != PX_OK)
-                    st = px_err_set(err, PX_ENOMEM, "detect at scale: faces");
-            }
-            free(f);
-            px_image_free(&tile);
+            const int pw = fitted ? fit_up(nw) : nw, ph = fitted ? fit_up(nh) : nh;
+            plan[ty * nx + tx] =
+                (px_face_pass){sx, sy, (float)pw / scale, (float)ph / scale, scale, 1, pw, ph};
         }
-    if (st != PX_OK) {
-        free(all.v);
-        return st;
-    }
-    *n = px_face_nms(all.v, all.n, 0.3f);
-    *faces = all.v;
-    if (*n == 0) {
-        free(all.v);
-        *faces = NULL;
-    }
-    return PX_OK;
+    px_face_stats fs;
+    const int st = px_face_detect_passes(det, img, plan, nx * ny, threshold, faces, n, &fs, err);
+    free(plan);
+    if (st == PX_OK)
+        *passes += fs.passes;
+    return st;
 }
 
 /* The probe: the image shrunk into each quadrant of one network input at

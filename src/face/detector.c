@@ -1016,6 +1016,32 @@ static int merge(cand_list *c, const px_image *img, const px_face_detect_opts *o
     return PX_OK;
 }
 
+/* Runs the passes of a plan (spread over idle sessions when allowed) and
+ * merges their candidates into faces. */
+static int detect_plan(px_face_detector *d, const px_image *img, const px_face_pass *plan,
+                       int n_pass, const px_face_detect_opts *o, px_face **faces, int *n,
+                       px_face_stats *st, px_err *err)
+{
+    cand_list c = {NULL, 0, 0};
+    slot *sl[PX_MAX_SPREAD];
+    int n_sl = 1;
+    sl[0] = take_slot(d);
+    while (d->spread_passes && n_sl < n_pass && n_sl < PX_MAX_SPREAD &&
+           (sl[n_sl] = try_take_slot(d)) != NULL)
+        n_sl++;
+    int rc = n_sl > 1 ? run_spread(d, sl, n_sl, img, plan, n_pass, o, &c, st, err)
+                      : run_passes(d, sl[0], img, plan, n_pass, o, &c, st, err);
+    for (int i = 0; i < n_sl; i++)
+        give_slot(d, sl[i]);
+    if (rc == PX_OK) {
+        const double t = px_now_ms();
+        rc = merge(&c, img, o, faces, n, err);
+        st->ms_postprocess += px_now_ms() - t;
+    }
+    free(c.v);
+    return rc;
+}
+
 int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detect_opts *opts,
                    px_face **faces, int *n, px_face_stats *stats, px_err *err)
 {
@@ -1058,25 +1084,47 @@ int px_face_detect(px_face_detector *d, const px_image *img, const px_face_detec
         px_face_plan(img->w, img->h, d->net_w, d->net_h, d->net_min_face, o.min_face, o.max_passes,
                      plan, n_pass);
 
-    cand_list c = {NULL, 0, 0};
-    slot *sl[PX_MAX_SPREAD];
-    int n_sl = 1;
-    sl[0] = take_slot(d);
-    while (d->spread_passes && n_sl < n_pass && n_sl < PX_MAX_SPREAD &&
-           (sl[n_sl] = try_take_slot(d)) != NULL)
-        n_sl++;
-    int rc = n_sl > 1 ? run_spread(d, sl, n_sl, img, plan, n_pass, &o, &c, st, err)
-                      : run_passes(d, sl[0], img, plan, n_pass, &o, &c, st, err);
-    for (int i = 0; i < n_sl; i++)
-        give_slot(d, sl[i]);
+    int rc = detect_plan(d, img, plan, n_pass, &o, faces, n, st, err);
     free(plan);
-    if (rc == PX_OK) {
-        const double t = px_now_ms();
-        rc = merge(&c, img, &o, faces, n, err);
-        st->ms_postprocess += px_now_ms() - t;
-    }
-    free(c.v);
     return rc;
+}
+
+int px_face_detect_passes(px_face_detector *d, const px_image *img, const px_face_pass *passes,
+                          int n_pass, float threshold, px_face **faces, int *n,
+                          px_face_stats *stats, px_err *err)
+{
+    if (faces)
+        *faces = NULL;
+    if (n)
+        *n = 0;
+    px_face_stats st_local;
+    px_face_stats *st = stats ? stats : &st_local;
+    memset(st, 0, sizeof *st);
+    if (!d || !faces || !n || !img || !img->px || img->w <= 0 || img->h <= 0 ||
+        (img->channels != 3 && img->channels != 4) || !passes || n_pass < 1 ||
+        !(threshold >= 0.0f && threshold <= 1.0f))
+        return px_err_set(err, PX_EINVAL,
+                          "face detect: missing detector, image, passes or output, or threshold "
+                          "outside 0..1");
+    const int max_side = px_face_detector_max_side(d);
+    const int fitted = max_side > d->net_w && max_side > d->net_h;
+    for (int p = 0; p < n_pass; p++) {
+        const px_face_pass *ps = &passes[p];
+        const int size_ok = fitted ? ps->net_w >= 32 && ps->net_h >= 32 && ps->net_w % 32 == 0 &&
+                                         ps->net_h % 32 == 0 && ps->net_w <= max_side &&
+                                         ps->net_h <= max_side
+                                   : ps->net_w == d->net_w && ps->net_h == d->net_h;
+        if (!size_ok || !(ps->sw > 0.0f) || !(ps->sh > 0.0f) || !(ps->scale > 0.0f) ||
+            !isfinite(ps->sx) || !isfinite(ps->sy))
+            return px_err_set(err, PX_EINVAL,
+                              "face detect: pass %d (%dx%d network input over %gx%g at %g) is not "
+                              "one this detector can run",
+                              p, ps->net_w, ps->net_h, (double)ps->sw, (double)ps->sh,
+                              (double)ps->scale);
+    }
+    px_face_detect_opts o = px_face_detect_opts_default();
+    o.score_threshold = threshold;
+    return detect_plan(d, img, passes, n_pass, &o, faces, n, st, err);
 }
 
 int px_face_detect_canvas(px_face_detector *d, const px_image *img, float threshold,

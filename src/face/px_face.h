@@ -146,6 +146,20 @@ int px_face_plan_fit(int img_w, int img_h, int net_w, int net_h, float net_min_f
  * model's own size for UltraFace (whose priors are part of the graph). */
 int px_face_detector_max_side(const px_face_detector *d);
 
+/* Runs passes a caller planned (tiles of a region at one scale, say) over
+ * img, each rectangle sampled straight from img into its network input
+ * (past the image: black), and merges their candidates as px_face_detect
+ * merges its own plan's (a box cut by a tile edge inside the image gives way
+ * to the same face seen whole, NMS, boxes inside bigger ones). Network sizes:
+ * multiples of 32 up to px_face_detector_max_side for a fitted detector, the
+ * model's own size otherwise; PX_EINVAL names a pass that breaks this.
+ * level > 0 marks a tile (its edges inside the image may cut faces). Faces
+ * with score >= threshold, in img pixels. stats may be NULL. Thread-safe as
+ * px_face_detect is. */
+int px_face_detect_passes(px_face_detector *d, const px_image *img, const px_face_pass *passes,
+                          int n_pass, float threshold, px_face **faces, int *n,
+                          px_face_stats *stats, px_err *err);
+
 /* Sorts by score, descending (ties by position, so the order is stable). */
 void px_face_sort(px_face *faces, int n);
 

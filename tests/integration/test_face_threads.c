@@ -7,13 +7,17 @@
  * image's passes spread over idle sessions give the same faces as one
  * session running them all, alone and with other detections competing.
  * And: passes with the network fitted to what they look at find the same
- * faces as passes at the model's own size.
+ * faces as passes at the model's own size. And: passes a caller plans
+ * (px_face_detect_passes) give px_face_detect's faces for its own plan,
+ * tiles of the photo find its confident faces too, and a pass the detector
+ * cannot run is refused with its number.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,12 +218,100 @@ static void test_fitted_passes_find_the_same_faces(void **state)
     px_image_free(&img);
 }
 
+/* The best IoU of f among v[0..n). */
+static float best_iou(const px_face *f, const px_face *v, int n)
+{
+    float best = 0.0f;
+    for (int j = 0; j < n; j++) {
+        const float x = px_face_iou(f, &v[j]);
+        best = x > best ? x : best;
+    }
+    return best;
+}
+
+static void test_caller_planned_passes(void **state)
+{
+    (void)state;
+    px_err e;
+    px_image img;
+    load_big(&img);
+    px_face_detector *det;
+    px_face_detector_opts o1 = {PX_FACE_MODEL_AUTO, 1, 1, 0};
+    if (px_face_detector_create(MODEL, &o1, &det, &e) != PX_OK)
+        fail_msg("%s", e.msg);
+    int nw, nh;
+    px_face_detector_input_size(det, &nw, &nh);
+    px_face_detect_opts o = px_face_detect_opts_default();
+    const int max_side = px_face_detector_max_side(det);
+    px_face_pass plan[16];
+    const int np = px_face_plan_fit(img.w, img.h, nw, nh, px_face_detector_net_min_face(det),
+                                    o.min_face, 0, max_side, plan, 16);
+    assert_true(np >= 1 && np <= 16);
+    px_face *f = NULL, *g = NULL, *t = NULL;
+    int n = 0, ng = 0, nt = 0;
+    assert_int_equal(px_face_detect(det, &img, &o, &f, &n, NULL, &e), PX_OK);
+    px_face_stats st;
+    assert_int_equal(px_face_detect_passes(det, &img, plan, np, o.score_threshold, &g, &ng, &st, &e),
+                     PX_OK);
+    assert_int_equal(st.passes, np);
+    assert_int_equal(ng, n);
+    for (int i = 0; i < n; i++)
+        assert_true(best_iou(&f[i], g, ng) > 0.99f);
+    /* 2 x 2 tiles at the whole-image pass's scale, overlapping by a quarter */
+    const float s = plan[0].scale, tw = 0.625f * (float)img.w, th = 0.625f * (float)img.h;
+    const int tnw = ((int)ceilf(tw * s) + 31) / 32 * 32, tnh = ((int)ceilf(th * s) + 31) / 32 * 32;
+    px_face_pass tiles[4];
+    for (int k = 0; k < 4; k++)
+        tiles[k] = (px_face_pass){(k & 1) ? (float)img.w - tw : 0.0f,
+                                  (k >> 1) ? (float)img.h - th : 0.0f,
+                                  (float)tnw / s,
+                                  (float)tnh / s,
+                                  s,
+                                  1,
+                                  tnw,
+                                  tnh};
+    assert_int_equal(px_face_detect_passes(det, &img, tiles, 4, o.score_threshold, &t, &nt, &st, &e),
+                     PX_OK);
+    assert_int_equal(st.passes, 4);
+    int confident = 0;
+    for (int i = 0; i < n; i++) {
+        if (f[i].score < 0.8f)
+            continue;
+        confident++;
+        if (best_iou(&f[i], t, nt) < 0.5f)
+            fail_msg("face %d (score %.2f) of the whole photo not found by its tiles", i,
+                     (double)f[i].score);
+    }
+    assert_true(confident >= 3);
+    /* passes it cannot run: not a multiple of 32, over the largest side, no size */
+    px_face_pass bad[3] = {plan[0], plan[0], plan[0]};
+    bad[0].net_w = 100;
+    bad[1].net_h = max_side + 32;
+    bad[2].sw = 0.0f;
+    for (int k = 0; k < 3; k++) {
+        px_face *z = NULL;
+        int nz = 7;
+        px_face_pass two[2] = {plan[0], bad[k]};
+        assert_int_equal(px_face_detect_passes(det, &img, two, 2, 0.6f, &z, &nz, NULL, &e),
+                         PX_EINVAL);
+        assert_null(z);
+        assert_int_equal(nz, 0);
+        assert_non_null(strstr(e.msg, "pass 1"));
+    }
+    free(f);
+    free(g);
+    free(t);
+    px_face_detector_destroy(det);
+    px_image_free(&img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_threads_one_detector),
         cmocka_unit_test(test_spread_passes),
         cmocka_unit_test(test_fitted_passes_find_the_same_faces),
+        cmocka_unit_test(test_caller_planned_passes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
