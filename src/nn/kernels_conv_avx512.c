@@ -16,14 +16,18 @@
  *
  * What 16 lanes change besides width: tails are masked loads and stores
  * (AVX-512 masks suppress faults), so no lane ever reads past the plane or
- * the B columns; stride 2's even/odd split is one vpermt2ps per pair of
- * loads, in natural order (the AVX2 in-lane shuffle needed a fix-up
- * permute); and with 32 registers the GEMM keeps 8 rows x 32 columns of C
+ * the B columns; the same masks let the standalone depthwise kernel read
+ * the unpadded input in place (padding lanes masked to 0) instead of
+ * copying each plane into a zero-padded one first, as the AVX2 kernel must;
+ * stride 2's even/odd split is one vpermt2ps per pair of loads, in natural
+ * order (the AVX2 in-lane shuffle needed a fix-up permute); and with 32
+ * registers the GEMM keeps 8 rows x 32 columns of C
  * (16 accumulators) and the stem 16 output channels x 16 columns in flight.
  */
 #include "kernels_internal.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 static inline __mmask16 lanes(int n)
 {
@@ -192,12 +196,118 @@ void px_nn_dw3x3_avx512_plane(const float *pad, int cols, float *out, int oh, in
     }
 }
 
+/* Lanes [lo, hi) of 16 (clamped). */
+static inline __mmask16 span(int lo, int hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > 16 ? 16 : hi;
+    return hi <= lo ? (__mmask16)0 : (__mmask16)(lanes(hi) & (__mmask16)~lanes(lo));
+}
+
+/* Straight from the unpadded plane: the padded plane's row q is input row
+ * q - pt (outside the input: a row of zeros), its column c input column
+ * c - pl. Every load is masked to the lanes whose input column lies inside
+ * the row, so a lane reads the input where the padded plane holds a copy of
+ * it and 0 where it holds padding: each stored output gets the same operands
+ * in the same order as from the padded plane (bitwise the same), without
+ * writing and reading the plane. Masked-off lanes are never touched, even
+ * where their address lies outside the row. */
+static inline const float *in_row(const float *in, int ih, int iw, int q, int pt,
+                                  const float *zero)
+{
+    const int iy = q - pt;
+    return iy >= 0 && iy < ih ? in + (size_t)iy * (size_t)iw : zero;
+}
+
+static inline __m512 row3_s1_in(const float *r, int x, int iw, int pl, const __m512 *w,
+                                __m512 acc)
+{
+    const int b = x - pl; /* input column of lane 0, first tap */
+    acc = _mm512_fmadd_ps(w[0], _mm512_maskz_loadu_ps(span(-b, iw - b), r + b), acc);
+    acc = _mm512_fmadd_ps(w[1], _mm512_maskz_loadu_ps(span(-b - 1, iw - b - 1), r + b + 1), acc);
+    return _mm512_fmadd_ps(w[2], _mm512_maskz_loadu_ps(span(-b - 2, iw - b - 2), r + b + 2), acc);
+}
+
+static inline __m512 row3_s2_in(const float *r, int x, int iw, int pl, const __m512 *w,
+                                __m512 acc, int nv)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                           30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
+                                          31);
+    const int n = 2 * nv + 1, b = 2 * x - pl;
+    const __m512 l0 = _mm512_maskz_loadu_ps(lanes(n) & span(-b, iw - b), r + b);
+    const __m512 l1 =
+        _mm512_maskz_loadu_ps(lanes(n - 16) & span(-b - 16, iw - b - 16), r + b + 16);
+    const __m512 s0 = _mm512_maskz_loadu_ps(lanes(n - 2) & span(-b - 2, iw - b - 2), r + b + 2);
+    const __m512 s1 =
+        _mm512_maskz_loadu_ps(lanes(n - 18) & span(-b - 18, iw - b - 18), r + b + 18);
+    acc = _mm512_fmadd_ps(w[0], _mm512_permutex2var_ps(l0, even, l1), acc);
+    acc = _mm512_fmadd_ps(w[1], _mm512_permutex2var_ps(l0, odd, l1), acc);
+    return _mm512_fmadd_ps(w[2], _mm512_permutex2var_ps(s0, even, s1), acc);
+}
+
 void px_nn_dw3x3_avx512(const float *in, int ih, int iw, float *out, int oh, int ow,
                         const float *w9, float bias, int relu, int s, int pt, int pl, float *pad)
 {
-    const int rows = (oh - 1) * s + 3, cols = px_nn_dw3x3_avx2_cols(ow, s);
-    px_nn_fill_plane(in, ih, iw, pt, pl, pad, rows, cols);
-    px_nn_dw3x3_avx512_plane(pad, cols, out, oh, ow, w9, bias, relu, s);
+    /* pad's first iw floats: the zero row (the scratch holds a padded plane,
+     * at least three rows of at least iw) */
+    memset(pad, 0, (size_t)iw * sizeof(float));
+    const float *zero = pad;
+    __m512 wv[9];
+    for (int i = 0; i < 9; i++)
+        wv[i] = _mm512_set1_ps(w9[i]);
+    const __m512 bv = _mm512_set1_ps(bias);
+    if (s == 1) {
+        int oy = 0;
+        for (; oy + 2 <= oh; oy += 2) { /* two rows share their two middle input rows */
+            const float *r0 = in_row(in, ih, iw, oy, pt, zero);
+            const float *r1 = in_row(in, ih, iw, oy + 1, pt, zero);
+            const float *r2 = in_row(in, ih, iw, oy + 2, pt, zero);
+            const float *r3 = in_row(in, ih, iw, oy + 3, pt, zero);
+            float *o0 = out + (size_t)oy * ow, *o1 = o0 + ow;
+            for (int x = 0; x < ow; x += 16) {
+                const __mmask16 m = lanes(ow - x);
+                __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+                a = row3_s1_in(r0, x, iw, pl, wv, a);
+                a = row3_s1_in(r1, x, iw, pl, wv + 3, a);
+                b = row3_s1_in(r1, x, iw, pl, wv, b);
+                a = row3_s1_in(r2, x, iw, pl, wv + 6, a);
+                b = row3_s1_in(r2, x, iw, pl, wv + 3, b);
+                b = row3_s1_in(r3, x, iw, pl, wv + 6, b);
+                _mm512_mask_storeu_ps(o0 + x, m, finish(a, bv, relu));
+                _mm512_mask_storeu_ps(o1 + x, m, finish(b, bv, relu));
+            }
+        }
+        for (; oy < oh; oy++) {
+            const float *r0 = in_row(in, ih, iw, oy, pt, zero);
+            const float *r1 = in_row(in, ih, iw, oy + 1, pt, zero);
+            const float *r2 = in_row(in, ih, iw, oy + 2, pt, zero);
+            float *o = out + (size_t)oy * ow;
+            for (int x = 0; x < ow; x += 16) {
+                __m512 a = _mm512_setzero_ps();
+                a = row3_s1_in(r0, x, iw, pl, wv, a);
+                a = row3_s1_in(r1, x, iw, pl, wv + 3, a);
+                a = row3_s1_in(r2, x, iw, pl, wv + 6, a);
+                _mm512_mask_storeu_ps(o + x, lanes(ow - x), finish(a, bv, relu));
+            }
+        }
+        return;
+    }
+    for (int oy = 0; oy < oh; oy++) {
+        const float *r0 = in_row(in, ih, iw, 2 * oy, pt, zero);
+        const float *r1 = in_row(in, ih, iw, 2 * oy + 1, pt, zero);
+        const float *r2 = in_row(in, ih, iw, 2 * oy + 2, pt, zero);
+        float *o = out + (size_t)oy * ow;
+        for (int x = 0; x < ow; x += 16) {
+            const int nv = ow - x < 16 ? ow - x : 16;
+            __m512 a = _mm512_setzero_ps();
+            a = row3_s2_in(r0, x, iw, pl, wv, a, nv);
+            a = row3_s2_in(r1, x, iw, pl, wv + 3, a, nv);
+            a = row3_s2_in(r2, x, iw, pl, wv + 6, a, nv);
+            _mm512_mask_storeu_ps(o + x, lanes(nv), finish(a, bv, relu));
+        }
+    }
 }
 
 /* ---- direct 3x3 stride-2 conv (network stems) ----
