@@ -93,6 +93,7 @@ typedef struct {
     const int32_t *ys, *xs;
     const float *in;
     float *out;
+    int x2; /* xs[ox] == ox / 2 for every column: each input value written twice */
 } resize_job;
 
 static void resize_task(void *ctx, int64_t begin, int64_t end, int worker)
@@ -102,8 +103,13 @@ static void resize_task(void *ctx, int64_t begin, int64_t end, int worker)
     for (int64_t r = begin; r < end; r++) { /* r = channel * oh + oy */
         int64_t ch = r / j->oh;
         int oy = (int)(r % j->oh);
-        const float *src = j->in + ((size_t)ch * j->ih + (size_t)j->ys[oy]) * j->iw;
-        float *dst = j->out + (size_t)r * j->ow;
+        const float *restrict src = j->in + ((size_t)ch * j->ih + (size_t)j->ys[oy]) * j->iw;
+        float *restrict dst = j->out + (size_t)r * j->ow;
+        if (j->x2) { /* the FPN's 2x upsampling: no index table, a loop the compiler vectorises */
+            for (int ix = 0; ix < j->iw; ix++)
+                dst[2 * ix] = dst[2 * ix + 1] = src[ix];
+            continue;
+        }
         for (int ox = 0; ox < j->ow; ox++)
             dst[ox] = src[j->xs[ox]];
     }
@@ -112,7 +118,10 @@ static void resize_task(void *ctx, int64_t begin, int64_t end, int worker)
 void px_nn_resize_nearest(int c, int ih, int iw, int oh, int ow, const int32_t *ys, const int32_t *xs,
                        const float *in, float *out, px_pool *pool)
 {
-    resize_job j = {ih, iw, oh, ow, ys, xs, in, out};
+    int x2 = ow == 2 * iw;
+    for (int ox = 0; ox < ow && x2; ox++)
+        x2 = xs[ox] == ox / 2;
+    resize_job j = {ih, iw, oh, ow, ys, xs, in, out, x2};
     px_pool_for(pool, (int64_t)c * oh, resize_task, &j);
 }
 
