@@ -35,7 +35,6 @@
 #include <string.h>
 
 #include "nn/px_nn.h"
-#include "onnx.pb-c.h"
 
 /* Face side (network pixels) the plan brings min_face up to, per model.
  * bench_anonymize's sweep finds every YuNet face from 12 px at scale 1, but
@@ -96,8 +95,7 @@ struct px_face_detector {
     px_face_model_kind kind;
     int net_w, net_h;
     int threads;
-    uint8_t *onnx; /* the model file, for loading it at other sizes */
-    size_t onnx_len;
+    px_nn_source *src; /* the parsed model file, for building it at other sizes */
     char *path;
     net_shape *shapes[MAX_SHAPES]; /* fitted sizes loaded so far, under mu */
     int n_shapes;
@@ -236,39 +234,11 @@ static int decode_yunet_v1(const px_face_detector *d, const net_shape *sh, const
     return n;
 }
 
-/* Loads the model file's bytes with its input re-declared as w x h (both > 0). */
-static int load_resized(const char *path, const uint8_t *data, size_t len, int w, int h,
-                        px_nn_model **out, px_err *err)
+/* The model with its input at w x h (both > 0), built from the parsed file. */
+static int load_resized(const char *path, const px_nn_source *src, int w, int h, px_nn_model **out,
+                        px_err *err)
 {
-    int st;
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, data);
-    if (!mp || !mp->graph || mp->graph->n_input < 1 || !mp->graph->input[0]->type ||
-        !mp->graph->input[0]->type->tensor_type || !mp->graph->input[0]->type->tensor_type->shape ||
-        mp->graph->input[0]->type->tensor_type->shape->n_dim != 4) {
-        if (mp)
-            onnx__model_proto__free_unpacked(mp, NULL);
-        return px_err_set(err, PX_EUNSUPPORTED, "%s: not an ONNX model with a 4-d input to resize",
-                          path);
-    }
-    Onnx__TensorShapeProto *shape = mp->graph->input[0]->type->tensor_type->shape;
-    for (int k = 2; k < 4; k++) {
-        if (!shape->dim[k]) {
-            onnx__model_proto__free_unpacked(mp, NULL);
-            return px_err_set(err, PX_EUNSUPPORTED, "%s: input dimension %d missing", path, k);
-        }
-        shape->dim[k]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
-        shape->dim[k]->dim_value = k == 2 ? h : w;
-    }
-    const size_t n = onnx__model_proto__get_packed_size(mp);
-    uint8_t *buf = px_malloc(n ? n : 1);
-    if (!buf) {
-        onnx__model_proto__free_unpacked(mp, NULL);
-        return px_err_set(err, PX_ENOMEM, "%s: %zu bytes", path, n);
-    }
-    onnx__model_proto__pack(mp, buf);
-    onnx__model_proto__free_unpacked(mp, NULL);
-    st = px_nn_model_load_buffer(buf, n, out, err);
-    free(buf);
+    const int st = px_nn_model_from_source(src, h, w, out, err);
     if (st != PX_OK)
         px_err_prefix(err, st, "%s at %dx%d", path, w, h);
     return st;
@@ -316,13 +286,16 @@ int px_face_detector_create_sized(const char *model_path, const px_face_detector
     pthread_cond_init(&d->cv, NULL);
     d->threads = o->threads;
     d->path = px_strdup(model_path);
-    int st = d->path ? px_read_file(model_path, (size_t)1 << 30, &d->onnx, &d->onnx_len, err)
+    uint8_t *file = NULL;
+    size_t file_len = 0;
+    int st = d->path ? px_read_file(model_path, (size_t)1 << 30, &file, &file_len, err)
                      : px_err_set(err, PX_ENOMEM, "face detector");
-    if (st != PX_OK)
-        goto fail;
-    st = net_w > 0 && net_h > 0
-             ? load_resized(model_path, d->onnx, d->onnx_len, net_w, net_h, &d->model, err)
-             : px_nn_model_load_buffer(d->onnx, d->onnx_len, &d->model, err);
+    if (st == PX_OK)
+        st = px_nn_source_open(file, file_len, &d->src, err);
+    free(file);
+    if (st == PX_OK)
+        st = net_w > 0 && net_h > 0 ? load_resized(model_path, d->src, net_w, net_h, &d->model, err)
+                                    : px_nn_model_from_source(d->src, 0, 0, &d->model, err);
     if (st != PX_OK) {
         px_err_prefix(err, st, "%s", model_path);
         goto fail;
@@ -421,7 +394,7 @@ void px_face_detector_destroy(px_face_detector *d)
     free(d->slots);
     free(d->free_list);
     free(d->base.v1_priors);
-    free(d->onnx);
+    px_nn_source_close(d->src);
     free(d->path);
     px_nn_model_destroy(d->model);
     pthread_cond_destroy(&d->cv);
@@ -478,7 +451,7 @@ static int shape_get(px_face_detector *d, int w, int h, const net_shape **out, p
         return px_err_set(err, PX_ENOMEM, "face detector: %dx%d input", w, h);
     sh->w = w;
     sh->h = h;
-    int st = load_resized(d->path, d->onnx, d->onnx_len, w, h, &sh->model, err);
+    int st = load_resized(d->path, d->src, w, h, &sh->model, err);
     if (st == PX_OK)
         st = d->kind == PX_FACE_MODEL_YUNET ? setup_yunet(d, sh, d->path, err)
                                             : setup_yunet_v1(d, sh, d->path, err);

@@ -122,6 +122,7 @@ typedef struct nn_step {
 struct px_nn_model {
     nn_tensor *t;
     int nt, cap_t;
+    int in_h, in_w; /* > 0: graph input 0's last two dims while building (px_nn_model_from_source) */
     nn_step *s;
     int ns, cap_s;
     int opset;

@@ -353,8 +353,20 @@ static int add_graph_input(px_nn_model *m, const Onnx__ValueInfoProto *vi, px_er
     if (tt->shape->n_dim > PX_NN_MAX_DIMS)
         return px_err_set(err, PX_EUNSUPPORTED, "graph input '%s' has rank %zu (at most %d)", name,
                           tt->shape->n_dim, PX_NN_MAX_DIMS);
+    /* the first graph input at another height and width (fully
+     * convolutional models run at any size) */
+    const int resize = m->n_inputs == 0 && m->in_h > 0 && m->in_w > 0;
+    if (resize && tt->shape->n_dim != 4)
+        return px_err_set(err, PX_EUNSUPPORTED,
+                          "graph input '%s' has rank %zu: only a 4-d (N, C, H, W) input can be "
+                          "given another size",
+                          name, tt->shape->n_dim);
     int64_t dims[PX_NN_MAX_DIMS];
     for (size_t i = 0; i < tt->shape->n_dim; i++) {
+        if (resize && i >= 2) {
+            dims[i] = i == 2 ? m->in_h : m->in_w;
+            continue;
+        }
         const Onnx__TensorShapeProto__Dimension *d = tt->shape->dim[i];
         int known = d && d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE &&
                     d->dim_value > 0;
@@ -439,32 +451,75 @@ static int build(px_nn_model *m, const Onnx__ModelProto *mp, px_err *err)
     return px_nn_plan(m, err);
 }
 
-int px_nn_model_load_buffer(const void *data, size_t len, px_nn_model **out, px_err *err)
+struct px_nn_source {
+    Onnx__ModelProto *mp;
+};
+
+int px_nn_source_open(const void *data, size_t len, px_nn_source **out, px_err *err)
 {
     if (!out)
-        return px_err_set(err, PX_EINVAL, "px_nn_model_load_buffer: out is NULL");
+        return px_err_set(err, PX_EINVAL, "px_nn_source_open: out is NULL");
     *out = NULL;
     if (!data || len == 0)
         return px_err_set(err, PX_ECORRUPT, "ONNX model: empty buffer");
     if (len > NN_MAX_FILE_BYTES)
         return px_err_set(err, PX_ELIMIT, "ONNX model: %zu bytes (limit %zu)", len,
                           NN_MAX_FILE_BYTES);
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(&pb_allocator, len, data);
-    if (!mp)
-        return px_err_set(err, PX_ECORRUPT, "ONNX model: not a valid ModelProto (truncated or garbage)");
-    px_nn_model *m = px_calloc(1, sizeof *m);
-    if (!m) {
-        onnx__model_proto__free_unpacked(mp, &pb_allocator);
+    px_nn_source *s = px_calloc(1, sizeof *s);
+    if (!s)
         return px_err_set(err, PX_ENOMEM, "out of memory");
+    s->mp = onnx__model_proto__unpack(&pb_allocator, len, data);
+    if (!s->mp) {
+        free(s);
+        return px_err_set(err, PX_ECORRUPT,
+                          "ONNX model: not a valid ModelProto (truncated or garbage)");
     }
-    int rc = build(m, mp, err);
-    onnx__model_proto__free_unpacked(mp, &pb_allocator);
+    *out = s;
+    return PX_OK;
+}
+
+void px_nn_source_close(px_nn_source *s)
+{
+    if (!s)
+        return;
+    onnx__model_proto__free_unpacked(s->mp, &pb_allocator);
+    free(s);
+}
+
+int px_nn_model_from_source(const px_nn_source *s, int h, int w, px_nn_model **out, px_err *err)
+{
+    if (!out)
+        return px_err_set(err, PX_EINVAL, "px_nn_model_from_source: out is NULL");
+    *out = NULL;
+    if (!s || h < 0 || w < 0 || (h > 0) != (w > 0) || h > 65536 || w > 65536)
+        return px_err_set(err, PX_EINVAL,
+                          "px_nn_model_from_source: no source, or input size %dx%d (both 0 for "
+                          "the declared size, else both 1..65536)",
+                          w, h);
+    px_nn_model *m = px_calloc(1, sizeof *m);
+    if (!m)
+        return px_err_set(err, PX_ENOMEM, "out of memory");
+    m->in_h = h, m->in_w = w;
+    int rc = build(m, s->mp, err); /* reads the source, never changes it */
     if (rc < 0) {
         px_nn_model_destroy(m);
         return rc;
     }
     *out = m;
     return PX_OK;
+}
+
+int px_nn_model_load_buffer(const void *data, size_t len, px_nn_model **out, px_err *err)
+{
+    if (!out)
+        return px_err_set(err, PX_EINVAL, "px_nn_model_load_buffer: out is NULL");
+    *out = NULL;
+    px_nn_source *s = NULL;
+    int rc = px_nn_source_open(data, len, &s, err);
+    if (rc == PX_OK)
+        rc = px_nn_model_from_source(s, 0, 0, out, err);
+    px_nn_source_close(s);
+    return rc;
 }
 
 int px_nn_model_load(const char *path, px_nn_model **out, px_err *err)

@@ -46,6 +46,20 @@ typedef struct px_nn_tensor_info {
 int px_nn_model_load(const char *path, px_nn_model **out, px_err *err);
 /* Same from memory (the buffer is not kept). Used by the fuzzer. */
 int px_nn_model_load_buffer(const void *data, size_t len, px_nn_model **out, px_err *err);
+
+/* A parsed ONNX file kept to build the model more than once, at several
+ * input sizes (a fully convolutional detector fitted to each pass): the
+ * protobuf is parsed once, not once per size. Read-only once open, so
+ * several threads may build from one source at once. */
+typedef struct px_nn_source px_nn_source;
+int px_nn_source_open(const void *data, size_t len, px_nn_source **out, px_err *err);
+void px_nn_source_close(px_nn_source *s); /* NULL is a no-op */
+/* The model with graph input 0's height and width set to h x w (a 4-d
+ * N, C, H, W input; PX_EUNSUPPORTED otherwise), or as declared when both
+ * are 0. Errors as px_nn_model_load's (a size the graph cannot take fails
+ * in the node that cannot take it). */
+int px_nn_model_from_source(const px_nn_source *s, int h, int w, px_nn_model **out,
+                            px_err *err);
 void px_nn_model_destroy(px_nn_model *m); /* NULL is a no-op */
 
 int px_nn_model_num_inputs(const px_nn_model *m);

@@ -9,6 +9,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <cmocka.h>
 
@@ -188,8 +189,21 @@ static void gb_output(gb *g, const char *name)
     g->outs[g->n_outs++] = gb_vinfo(g, name, 0, NULL);
 }
 
+/* Packs the model into *buf (malloc'd, *len bytes). */
+static void gb_pack(gb *g, uint8_t **buf, size_t *len);
+
 /* Packs the model and loads it. Returns the load status; *m set on success. */
 static int gb_load(gb *g, px_nn_model **m, px_err *err)
+{
+    uint8_t *buf;
+    size_t len;
+    gb_pack(g, &buf, &len);
+    int rc = px_nn_model_load_buffer(buf, len, m, err);
+    free(buf);
+    return rc;
+}
+
+static void gb_pack(gb *g, uint8_t **out, size_t *out_len)
 {
     Onnx__GraphProto graph = ONNX__GRAPH_PROTO__INIT;
     graph.name = S("test");
@@ -225,9 +239,8 @@ static int gb_load(gb *g, px_nn_model **m, px_err *err)
         px_err werr;
         px_write_file_atomic(path, buf, len, &werr);
     }
-    int rc = px_nn_model_load_buffer(buf, len, m, err);
-    free(buf);
-    return rc;
+    *out = buf;
+    *out_len = len;
 }
 
 /* ---- tests ---- */
@@ -746,6 +759,111 @@ static void test_memory_plan(void **state)
     }
 }
 
+/* One parsed file, models built from it at several input sizes. */
+typedef struct src_job {
+    const px_nn_source *src;
+    int h, w, st;
+    float corner, middle;
+} src_job;
+
+static void *build_and_run(void *arg)
+{
+    src_job *j = arg;
+    px_nn_model *m = NULL;
+    px_nn_session *ses = NULL;
+    px_err e;
+    j->st = px_nn_model_from_source(j->src, j->h, j->w, &m, &e);
+    if (j->st == PX_OK)
+        j->st = px_nn_session_create(m, 1, &ses, &e);
+    if (j->st == PX_OK) {
+        float *in = px_nn_session_input(ses, 0);
+        for (int i = 0; i < 2 * j->h * j->w; i++)
+            in[i] = 1.0f;
+        j->st = px_nn_session_run(ses, &e);
+        const float *o = px_nn_session_output(ses, 0);
+        j->corner = o[0];                                       /* sees the zero padding */
+        j->middle = o[(size_t)(j->h / 2) * (size_t)j->w + (size_t)(j->w / 2)]; /* does not */
+    }
+    px_nn_session_destroy(ses);
+    px_nn_model_destroy(m);
+    return NULL;
+}
+
+static void test_model_from_source_sizes(void **state)
+{
+    (void)state;
+    enum { IC = 2, OC = 3, K = 3 };
+    int64_t xd[4] = {1, IC, 5, 5}, wd[4] = {OC, IC, K, K};
+    float w[OC * IC * K * K];
+    for (int i = 0; i < OC * IC * K * K; i++)
+        w[i] = (float)((i * 5) % 7 - 3) * 0.25f;
+    gb g = {0};
+    gb_input(&g, "x", 4, xd);
+    gb_tensor(&g, "w", 4, wd, w, NULL);
+    const char *cin[] = {"x", "w"};
+    Onnx__NodeProto *conv = gb_node(&g, "Conv", "conv", 2, cin, "y");
+    int64_t k[2] = {K, K}, pads[4] = {1, 1, 1, 1};
+    gb_ints(&g, conv, "kernel_shape", 2, k);
+    gb_ints(&g, conv, "pads", 4, pads);
+    gb_output(&g, "y");
+    uint8_t *buf;
+    size_t len;
+    gb_pack(&g, &buf, &len);
+    px_nn_source *src = NULL;
+    px_err e;
+    assert_int_equal(px_nn_source_open(buf, len, &src, &e), PX_OK);
+    free(buf); /* the source keeps what it needs */
+    /* as declared, and at other sizes, from two threads at once */
+    src_job jobs[3] = {{src, 5, 5, -1, 0, 0}, {src, 9, 7, -1, 0, 0}, {src, 16, 32, -1, 0, 0}};
+    pthread_t t[2];
+    assert_int_equal(pthread_create(&t[0], NULL, build_and_run, &jobs[1]), 0);
+    assert_int_equal(pthread_create(&t[1], NULL, build_and_run, &jobs[2]), 0);
+    build_and_run(&jobs[0]);
+    assert_int_equal(pthread_join(t[0], NULL), 0);
+    assert_int_equal(pthread_join(t[1], NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(jobs[i].st, PX_OK);
+        /* the same weights at every size: the same value where the window is
+         * inside the input, and at the corner, which sees the padding */
+        assert_float_equal(jobs[i].middle, jobs[0].middle, 1e-6f);
+        assert_float_equal(jobs[i].corner, jobs[0].corner, 1e-6f);
+    }
+    px_nn_model *m = NULL;
+    assert_int_equal(px_nn_model_from_source(src, 9, 7, &m, &e), PX_OK);
+    px_nn_tensor_info ti;
+    assert_int_equal(px_nn_model_input_info(m, 0, &ti), PX_OK);
+    assert_int_equal(ti.dims[2], 9);
+    assert_int_equal(ti.dims[3], 7);
+    assert_int_equal(px_nn_model_output_info(m, 0, &ti), PX_OK);
+    assert_int_equal(ti.count, (size_t)OC * 9 * 7);
+    px_nn_model_destroy(m);
+    /* sizes it refuses */
+    assert_int_equal(px_nn_model_from_source(src, 9, 0, &m, &e), PX_EINVAL);
+    assert_null(m);
+    assert_int_equal(px_nn_model_from_source(NULL, 9, 7, &m, &e), PX_EINVAL);
+    px_nn_source_close(src);
+
+    /* a 2-d input cannot be given another height and width */
+    gb g2 = {0};
+    int64_t d2[2] = {4, 6};
+    gb_input(&g2, "x", 2, d2);
+    const char *rin[] = {"x"};
+    gb_node(&g2, "Relu", "relu", 1, rin, "y");
+    gb_output(&g2, "y");
+    gb_pack(&g2, &buf, &len);
+    assert_int_equal(px_nn_source_open(buf, len, &src, &e), PX_OK);
+    free(buf);
+    assert_int_equal(px_nn_model_from_source(src, 8, 8, &m, &e), PX_EUNSUPPORTED);
+    assert_non_null(strstr(e.msg, "4-d"));
+    assert_int_equal(px_nn_model_from_source(src, 0, 0, &m, &e), PX_OK);
+    px_nn_model_destroy(m);
+    px_nn_source_close(src);
+    assert_int_equal(px_nn_source_open("junk", 4, &src, &e), PX_ECORRUPT);
+    assert_null(src);
+    gb_free(&g);
+    gb_free(&g2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -754,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_elementwise_chain),    cmocka_unit_test(test_bad_graphs),
         cmocka_unit_test(test_resize_modes),         cmocka_unit_test(test_maxpool_ceil),
         cmocka_unit_test(test_fold_with_kernels),    cmocka_unit_test(test_memory_plan),
+        cmocka_unit_test(test_model_from_source_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
