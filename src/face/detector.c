@@ -45,9 +45,10 @@
 /* Fitted passes (YuNet, fully convolutional): the network input is sized
  * to what a pass looks at, in steps of FIT_STEP up to FIT_MAX_SIDE, instead
  * of letterboxing everything into the model's 640x640. Each size is the same
- * graph loaded once more (kept for the detector's life: sizes in steps of 64
- * up to 1024 are at most 256 of them); every session slot keeps a few
- * sessions of such sizes on one shared arena. */
+ * graph built once more from the file parsed at creation (px_nn_source; kept
+ * for the detector's life: sizes in steps of 64 up to 1024 are at most 256
+ * of them); every session slot keeps a few sessions of such sizes on one
+ * shared arena. */
 #define FIT_STEP 64
 #define FIT_MAX_SIDE 1024
 #define MAX_SHAPES 256
