@@ -293,11 +293,24 @@ static void test_concurrency_limit(void **state)
                       "Content-Length: 100\r\n\r\nabc",
                       px_server_port(srv));
     assert_int_equal(write(fd, req, (size_t)rl), (ssize_t)rl);
+    /* wait until the server has counted the stalled upload (health checks are
+     * never counted): a GET sent before that could take the one slot itself,
+     * and the upload, counted while it ran, would be the one refused */
+    long long counted = -1;
+    const double end0 = px_test_now_ms() + px_test_ms(5000);
+    do {
+        json_t *h = get_json(srv, "/healthz", 200);
+        counted = json_integer_value(json_object_get(h, "inflight"));
+        json_decref(h);
+        if (counted != 1)
+            usleep(20000);
+    } while (counted != 1 && px_test_now_ms() < end0);
+    assert_int_equal(counted, 1);
     char u[256];
     url(u, sizeof u, srv, "/v1/pool/stats");
     fx_resp r;
     int got503 = 0;
-    /* the slow request may take a moment to be counted: retry until a deadline */
+    /* retry until a deadline all the same: one GET may still be on its way out */
     const double end = px_test_now_ms() + px_test_ms(5000);
     while (!got503 && px_test_now_ms() < end) {
         assert_int_equal(fx_http("GET", u, NULL, 0, NULL, &r), 0);
