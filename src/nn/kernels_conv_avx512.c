@@ -124,24 +124,32 @@ static inline __m512 row3_s1(const float *x, const __m512 *w, __m512 acc, __mmas
     return _mm512_fmadd_ps(w[2], _mm512_maskz_loadu_ps(m, x + 2), acc);
 }
 
-/* Stride 2: output lane i reads x[2i], x[2i+1], x[2i+2]; the loads cover
- * what the first nv lanes need (2nv+1 floats) and no more. */
-static inline __m512 row3_s2(const float *x, const __m512 *w, __m512 acc, int nv)
+/* Stride 2: output lane i takes x[2i], x[2i+1], x[2i+2] from the loads
+ * l0|l1 (x[0..32)) and s0|s1 (x[2..34)): one vpermt2ps per tap. */
+static inline __m512 taps_s2(__m512 l0, __m512 l1, __m512 s0, __m512 s1, const __m512 *w,
+                             __m512 acc)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
                                            30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
                                           31);
-    const int n = 2 * nv + 1;
-    const __m512 l0 = _mm512_maskz_loadu_ps(lanes(n), x);
-    const __m512 l1 = _mm512_maskz_loadu_ps(lanes(n - 16), x + 16);
-    const __m512 s0 = _mm512_maskz_loadu_ps(lanes(n - 2), x + 2);
-    const __m512 s1 = _mm512_maskz_loadu_ps(lanes(n - 18), x + 18);
     acc = _mm512_fmadd_ps(w[0], _mm512_permutex2var_ps(l0, even, l1), acc);
     acc = _mm512_fmadd_ps(w[1], _mm512_permutex2var_ps(l0, odd, l1), acc);
     return _mm512_fmadd_ps(w[2], _mm512_permutex2var_ps(s0, even, s1), acc);
 }
 
+/* The loads cover what the first nv lanes need (2nv+1 floats) and no more. */
+static inline __m512 row3_s2(const float *x, const __m512 *w, __m512 acc, int nv)
+{
+    const int n = 2 * nv + 1;
+    return taps_s2(_mm512_maskz_loadu_ps(lanes(n), x), _mm512_maskz_loadu_ps(lanes(n - 16), x + 16),
+                   _mm512_maskz_loadu_ps(lanes(n - 2), x + 2),
+                   _mm512_maskz_loadu_ps(lanes(n - 18), x + 18), w, acc);
+}
+
+/* The padded plane's kernel (the fused 1x1 + depthwise step writes its
+ * window so) keeps plain masked loads: the in-place kernel below computes
+ * an edge mask per load, which cost the fused steps 15%. */
 void px_nn_dw3x3_avx512_plane(const float *pad, int cols, float *out, int oh, int ow,
                               const float *w9, float bias, int relu, int s)
 {
@@ -231,20 +239,12 @@ static inline __m512 row3_s1_in(const float *r, int x, int iw, int pl, const __m
 static inline __m512 row3_s2_in(const float *r, int x, int iw, int pl, const __m512 *w,
                                 __m512 acc, int nv)
 {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
-                                           30);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29,
-                                          31);
     const int n = 2 * nv + 1, b = 2 * x - pl;
-    const __m512 l0 = _mm512_maskz_loadu_ps(lanes(n) & span(-b, iw - b), r + b);
-    const __m512 l1 =
-        _mm512_maskz_loadu_ps(lanes(n - 16) & span(-b - 16, iw - b - 16), r + b + 16);
-    const __m512 s0 = _mm512_maskz_loadu_ps(lanes(n - 2) & span(-b - 2, iw - b - 2), r + b + 2);
-    const __m512 s1 =
-        _mm512_maskz_loadu_ps(lanes(n - 18) & span(-b - 18, iw - b - 18), r + b + 18);
-    acc = _mm512_fmadd_ps(w[0], _mm512_permutex2var_ps(l0, even, l1), acc);
-    acc = _mm512_fmadd_ps(w[1], _mm512_permutex2var_ps(l0, odd, l1), acc);
-    return _mm512_fmadd_ps(w[2], _mm512_permutex2var_ps(s0, even, s1), acc);
+    return taps_s2(
+        _mm512_maskz_loadu_ps(lanes(n) & span(-b, iw - b), r + b),
+        _mm512_maskz_loadu_ps(lanes(n - 16) & span(-b - 16, iw - b - 16), r + b + 16),
+        _mm512_maskz_loadu_ps(lanes(n - 2) & span(-b - 2, iw - b - 2), r + b + 2),
+        _mm512_maskz_loadu_ps(lanes(n - 18) & span(-b - 18, iw - b - 18), r + b + 18), w, acc);
 }
 
 void px_nn_dw3x3_avx512(const float *in, int ih, int iw, float *out, int oh, int ow,

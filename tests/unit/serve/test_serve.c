@@ -272,6 +272,22 @@ static void test_routes_and_limits(void **state)
     px_server_destroy(srv);
 }
 
+/* healthz's in-flight count (health checks are never counted) once it is
+ * `want`, or the last one seen when a generous deadline passes. */
+static long long wait_inflight(px_server *srv, long long want)
+{
+    long long n = -1;
+    const double end = px_test_now_ms() + px_test_ms(5000);
+    for (;;) {
+        json_t *h = get_json(srv, "/healthz", 200);
+        n = json_integer_value(json_object_get(h, "inflight"));
+        json_decref(h);
+        if (n == want || px_test_now_ms() >= end)
+            return n;
+        usleep(20000);
+    }
+}
+
 /* A client that sent its headers and is still "uploading" holds a slot. */
 static void test_concurrency_limit(void **state)
 {
@@ -296,16 +312,7 @@ static void test_concurrency_limit(void **state)
     /* wait until the server has counted the stalled upload (health checks are
      * never counted): a GET sent before that could take the one slot itself,
      * and the upload, counted while it ran, would be the one refused */
-    long long counted = -1;
-    const double end0 = px_test_now_ms() + px_test_ms(5000);
-    do {
-        json_t *h = get_json(srv, "/healthz", 200);
-        counted = json_integer_value(json_object_get(h, "inflight"));
-        json_decref(h);
-        if (counted != 1)
-            usleep(20000);
-    } while (counted != 1 && px_test_now_ms() < end0);
-    assert_int_equal(counted, 1);
+    assert_int_equal(wait_inflight(srv, 1), 1);
     char u[256];
     url(u, sizeof u, srv, "/v1/pool/stats");
     fx_resp r;
@@ -326,16 +333,7 @@ static void test_concurrency_limit(void **state)
     assert_true(got503);
     /* health checks are never refused; once the server has seen the earlier GETs end, only
      * the stalled upload holds a slot (wait for that: a busy machine sees the closes late) */
-    long long inflight = -1;
-    const double end1 = px_test_now_ms() + px_test_ms(5000);
-    do {
-        json_t *h = get_json(srv, "/healthz", 200);
-        inflight = json_integer_value(json_object_get(h, "inflight"));
-        json_decref(h);
-        if (inflight != 1)
-            usleep(20000);
-    } while (inflight != 1 && px_test_now_ms() < end1);
-    assert_int_equal(inflight, 1);
+    assert_int_equal(wait_inflight(srv, 1), 1);
     close(fd);
     /* the slot comes back once the server sees the close */
     const double end2 = px_test_now_ms() + px_test_ms(5000);
