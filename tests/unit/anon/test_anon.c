@@ -157,6 +157,38 @@ static void test_solid_and_pixelate_and_blur(void **state)
     px_image_free(&b);
 }
 
+/* Pixels changed by concealing one face alone. */
+static int changed_by(px_conceal_mode mode, px_face f)
+{
+    px_image a, b;
+    make_image(&a, 240, 200);
+    assert_int_equal(px_image_copy(&a, &b), PX_OK);
+    px_anon_opts o = px_anon_opts_default();
+    o.mode = mode;
+    o.seed = 99;
+    assert_int_equal(px_anon_conceal_faces(&b, &f, 1, &o, NULL), PX_OK);
+    const int n = changed_in(&a, &b, 0, 0, 240, 200);
+    px_image_free(&a);
+    px_image_free(&b);
+    return n;
+}
+
+/* A pixelated face under 24 px gets a mask 1.25x larger (its cells must take
+ * in the hair's inner edge, or the head's outline stays a face to YuNet
+ * 2022mar); a larger face, and blur at any size, keep the mask's own size.
+ * Measured as the changed area against a face twice as big, which at one
+ * mask scale changes four times as much. */
+static void test_small_pixelated_faces_get_larger_masks(void **state)
+{
+    (void)state;
+    const px_face small = box(100, 80, 120, 106), big = box(80, 60, 120, 112);
+    const double pix =
+        4.0 * changed_by(PX_CONCEAL_PIXELATE, small) / changed_by(PX_CONCEAL_PIXELATE, big);
+    const double blur = 4.0 * changed_by(PX_CONCEAL_BLUR, small) / changed_by(PX_CONCEAL_BLUR, big);
+    assert_true(pix > 1.35 && pix < 1.8); /* 1.25^2 = 1.56 */
+    assert_true(blur > 0.8 && blur < 1.2);
+}
+
 static void test_conceal_rejects_bad_faces(void **state)
 {
     (void)state;
@@ -268,6 +300,7 @@ int main(void)
         cmocka_unit_test(test_defaults_and_modes),
         cmocka_unit_test(test_noise_replaces_every_face_pixel),
         cmocka_unit_test(test_solid_and_pixelate_and_blur),
+        cmocka_unit_test(test_small_pixelated_faces_get_larger_masks),
         cmocka_unit_test(test_conceal_rejects_bad_faces),
         cmocka_unit_test(test_find_model),
         cmocka_unit_test(test_process_argument_checks),
