@@ -16,7 +16,8 @@
  * mapping ends up with single taps of weight 1, i.e. a plain conversion.
  * Scratch (tables + one float row) is one malloc per call. Where every
  * output column is one or two taps inside the image (bilinear, the usual
- * case) the horizontal step runs branch-free from per-column pair tables.
+ * case) the horizontal step runs branch-free from per-column pair tables;
+ * a tile reaching past the image's edge runs them on its columns inside.
  */
 #include "image_internal.h"
 
@@ -237,6 +238,43 @@ PX_TWIN(hpairs,
          float *restrict pg, float *restrict pb),
         (row, at, w0, w1, n, scale, bias, pr, pg, pb))
 
+/* Column i is one or two taps, all inside the image. */
+static int is_pair(const axis_taps *t, int i)
+{
+    return t->padw[i] == 0.0f && (t->count[i] == 1 || t->count[i] == 2);
+}
+
+/* The horizontal step for columns ox0..ox1-1, any number of taps and pad. */
+static void hgeneral(const axis_taps *tx, const float *row, int xlo, int ox0, int ox1, float pad,
+                     float scale, float bias, float *const pl[3])
+{
+    for (int ox = ox0; ox < ox1; ox++) {
+        const int xc = tx->count[ox];
+        const float *wx = tx->w + tx->off[ox];
+        const float *rp = row + (size_t)(tx->first[ox] - xlo) * 3;
+        float vr, vg, vb;
+        if (xc == 1 && tx->padw[ox] == 0.0f) {
+            vr = rp[0], vg = rp[1], vb = rp[2];
+        } else if (xc == 2 && tx->padw[ox] == 0.0f) {
+            const float w0 = wx[0], w1 = wx[1];
+            vr = w0 * rp[0] + w1 * rp[3];
+            vg = w0 * rp[1] + w1 * rp[4];
+            vb = w0 * rp[2] + w1 * rp[5];
+        } else {
+            const float pv = tx->padw[ox] * pad;
+            vr = pv, vg = pv, vb = pv;
+            for (int k = 0; k < xc; k++, rp += 3) {
+                vr += wx[k] * rp[0];
+                vg += wx[k] * rp[1];
+                vb += wx[k] * rp[2];
+            }
+        }
+        pl[0][ox] = vr * scale + bias;
+        pl[1][ox] = vg * scale + bias;
+        pl[2][ox] = vb * scale + bias;
+    }
+}
+
 int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float sh, int ow, int oh,
                        int bgr, float mean, float scale, float pad, float *out)
 {
@@ -292,29 +330,33 @@ int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float 
     build_axis(&tx, sx, sw, ow, img->w);
     build_axis(&ty, sy, sh, oh, img->h);
 
-    int xlo = img->w, xhi = 0, pairs = 1;
-    for (int i = 0; i < ow; i++) {
+    int xlo = img->w, xhi = 0;
+    for (int i = 0; i < ow; i++)
         if (tx.count[i] > 0) {
             if (tx.first[i] < xlo)
                 xlo = tx.first[i];
             if (tx.first[i] + tx.count[i] > xhi)
                 xhi = tx.first[i] + tx.count[i];
         }
-        pairs = pairs && tx.padw[i] == 0.0f && (tx.count[i] == 1 || tx.count[i] == 2);
-    }
     const size_t nrow = xhi > xlo ? (size_t)(xhi - xlo) * 3 : 0;
     row[nrow] = row[nrow + 1] = row[nrow + 2] = 0.0f;
-    /* Every column one or two taps inside the image (bilinear, the usual
+    /* Columns pa..pb-1 one or two taps inside the image (bilinear, the usual
      * case): the same sums as the general loop below, with a single tap
-     * taken as the pair (1, 0), branch-free: 1 * a + 0 * b is a. */
-    if (pairs)
-        for (int i = 0; i < ow; i++) {
-            const float *wx = tx.w + tx.off[i];
-            pair_at[i] = (tx.first[i] - xlo) * 3;
-            pair_w0[i] = wx[0];
-            pair_w1[i] = tx.count[i] == 2 ? wx[1] : 0.0f;
-        }
-    const float padx = pad;
+     * taken as the pair (1, 0), branch-free: 1 * a + 0 * b is a. The
+     * columns around that run (a tile reaching past the image's edge: its
+     * padding) take the general loop. */
+    int pa = 0;
+    while (pa < ow && !is_pair(&tx, pa))
+        pa++;
+    int pb = pa;
+    while (pb < ow && is_pair(&tx, pb))
+        pb++;
+    for (int i = pa; i < pb; i++) {
+        const float *wx = tx.w + tx.off[i];
+        pair_at[i] = (tx.first[i] - xlo) * 3;
+        pair_w0[i] = wx[0];
+        pair_w1[i] = tx.count[i] == 2 ? wx[1] : 0.0f;
+    }
     float *plane_r = out + (bgr ? 2 : 0) * plane;
     float *plane_g = out + plane;
     float *plane_b = out + (bgr ? 0 : 2) * plane;
@@ -359,37 +401,12 @@ int px_image_to_tensor(const px_image *img, float sx, float sy, float sw, float 
             }
         }
         const size_t o = (size_t)oy * (size_t)ow;
-        if (pairs) {
-            hpairs(row, pair_at, pair_w0, pair_w1, ow, scale, bias, plane_r + o, plane_g + o,
-                   plane_b + o);
-            continue;
-        }
-        /* horizontal, any number of taps and pad */
-        for (int ox = 0; ox < ow; ox++) {
-            const int xc = tx.count[ox];
-            const float *wx = tx.w + tx.off[ox];
-            const float *rp = row + (size_t)(tx.first[ox] - xlo) * 3;
-            float vr, vg, vb;
-            if (xc == 1 && tx.padw[ox] == 0.0f) {
-                vr = rp[0], vg = rp[1], vb = rp[2];
-            } else if (xc == 2 && tx.padw[ox] == 0.0f) {
-                const float w0 = wx[0], w1 = wx[1];
-                vr = w0 * rp[0] + w1 * rp[3];
-                vg = w0 * rp[1] + w1 * rp[4];
-                vb = w0 * rp[2] + w1 * rp[5];
-            } else {
-                const float pv = tx.padw[ox] * padx;
-                vr = pv, vg = pv, vb = pv;
-                for (int k = 0; k < xc; k++, rp += 3) {
-                    vr += wx[k] * rp[0];
-                    vg += wx[k] * rp[1];
-                    vb += wx[k] * rp[2];
-                }
-            }
-            plane_r[o + ox] = vr * scale + bias;
-            plane_g[o + ox] = vg * scale + bias;
-            plane_b[o + ox] = vb * scale + bias;
-        }
+        float *const pl[3] = {plane_r + o, plane_g + o, plane_b + o};
+        hgeneral(&tx, row, xlo, 0, pa, pad, scale, bias, pl);
+        if (pb > pa)
+            hpairs(row, pair_at + pa, pair_w0 + pa, pair_w1 + pa, pb - pa, scale, bias, pl[0] + pa,
+                   pl[1] + pa, pl[2] + pa);
+        hgeneral(&tx, row, xlo, pb, ow, pad, scale, bias, pl);
     }
     free(mem);
     return PX_OK;

@@ -1175,6 +1175,56 @@ static void test_tensor_pad_and_offset(void **state)
     px_image_free(&img);
 }
 
+/* A scaled rectangle reaching past the image's right edge (a fitted tile
+ * rounded up): its columns inside the image are exactly those of a narrower
+ * rectangle at the same scale that stays inside, and do not depend on the
+ * pad value; the columns whose sample centre lies past the edge are the pad
+ * value (bilinear sampling clamps at the edge, it does not mix in pad). */
+static void test_tensor_scaled_tile_past_edge(void **state)
+{
+    (void)state;
+    px_image img;
+    make_noise_image(&img, 40, 12, 3);
+    const float f = 1.25f; /* source pixels per output pixel (scale 0.8), exact in floats */
+    const int wa = 40, wb = 24, oh = 8;
+    float *a = malloc(sizeof(float) * 3 * wa * oh), *z = malloc(sizeof(float) * 3 * wa * oh),
+          *b = malloc(sizeof(float) * 3 * wb * oh);
+    px_image_to_tensor(&img, 0.0f, 0.0f, f * (float)wa, f * (float)oh, wa, oh, 0, 0.0f, 1.0f,
+                       300.0f, a);
+    px_image_to_tensor(&img, 0.0f, 0.0f, f * (float)wa, f * (float)oh, wa, oh, 0, 0.0f, 1.0f, -7.0f,
+                       z);
+    px_image_to_tensor(&img, 0.0f, 0.0f, f * (float)wb, f * (float)oh, wb, oh, 0, 0.0f, 1.0f,
+                       300.0f, b);
+    for (int c = 0; c < 3; c++)
+        for (int y = 0; y < oh; y++) {
+            const size_t row = (size_t)c * oh + (size_t)y;
+            const float *ra = a + row * wa, *rz = z + row * wa, *rb = b + row * wb;
+            assert_memory_equal(ra, rb, sizeof(float) * (size_t)wb);
+            /* centres (x + 0.5) * 1.25: inside the 40 px below x = 32 */
+            assert_memory_equal(ra, rz, sizeof(float) * 32);
+            for (int x = 32; x < wa; x++) {
+                assert_float_equal(ra[x], 300.0f, 1e-3);
+                assert_float_equal(rz[x], -7.0f, 1e-3);
+            }
+        }
+    /* and past the left edge: 10 px before the image, its column 8 is the
+     * narrower rectangle's column 0, columns 0-7 pad */
+    px_image_to_tensor(&img, -10.0f, 0.0f, f * (float)wa, f * (float)oh, wa, oh, 0, 0.0f, 1.0f,
+                       300.0f, a);
+    for (int c = 0; c < 3; c++)
+        for (int y = 0; y < oh; y++) {
+            const size_t row = (size_t)c * oh + (size_t)y;
+            const float *ra = a + row * wa, *rb = b + row * wb;
+            assert_memory_equal(ra + 8, rb, sizeof(float) * (size_t)wb);
+            for (int x = 0; x < 8; x++)
+                assert_float_equal(ra[x], 300.0f, 1e-3);
+        }
+    free(a);
+    free(z);
+    free(b);
+    px_image_free(&img);
+}
+
 /* The RGBA path (alpha ignored) must give exactly what the RGB path gives,
  * for bilinear and box sampling, with padding. */
 /* px_image_resample is the tensor sampling rounded back to bytes, black
@@ -1555,6 +1605,7 @@ int main(void)
         cmocka_unit_test(test_real_photos_decode_to_reference_size),
         cmocka_unit_test(test_tensor_identity_and_layout),
         cmocka_unit_test(test_tensor_pad_and_offset),
+        cmocka_unit_test(test_tensor_scaled_tile_past_edge),
         cmocka_unit_test(test_tensor_rgba_matches_rgb),
         cmocka_unit_test(test_resample_matches_tensor),
         cmocka_unit_test(test_tensor_area_average_keeps_small_detail),
