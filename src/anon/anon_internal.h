@@ -45,6 +45,17 @@ typedef struct anon_verify_out {
 int anon_verify(px_face_detector *det, px_image *img, anon_faces *faces, const px_anon_opts *o,
                 uint64_t seed, float s0, anon_verify_out *out, px_err *err);
 
+/* The self-check's first look laid out without running it (for tests): the
+ * crops of faces[0..n) that mode's check looks at (s0: the whole-image
+ * scale), packed into canvases of at most net a side. Up to cap crops go to
+ * out (canvas index, place and size in network pixels); returns how many
+ * there are (-1: out of memory) and sets *canvases. */
+typedef struct anon_check_crop {
+    int canvas, x, y, w, h;
+} anon_check_crop;
+int anon_check_layout(const px_face *faces, int n, float s0, int net, px_conceal_mode mode,
+                      anon_check_crop *out, int cap, int *canvases);
+
 /* Conceals face f at strength level `level` (0: as asked; 1, 2: stronger
  * and with grain; 3: noise; 4: noise under a 1.5x larger mask). */
 int anon_conceal_one(px_image *img, const px_face *f, const px_anon_opts *o, uint64_t seed,

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "anon/anon_internal.h"
 #include "anon/px_anon.h"
 
 static px_face box(float x1, float y1, float x2, float y2)
@@ -189,6 +190,48 @@ static void test_small_pixelated_faces_get_larger_masks(void **state)
     assert_true(blur > 0.8 && blur < 1.2);
 }
 
+/* The self-check's canvases: every crop inside its canvas and apart from the
+ * others, and a row of faces of mixed sizes (deface_city.jpg's, whose one
+ * 1024-wide shelf left 40% of the canvas black) packed narrower, into fewer
+ * network pixels than that shelf. */
+static void test_check_layout_packs_tightly(void **state)
+{
+    (void)state;
+    const px_face f[6] = {box(60, 100, 140, 180),  box(240, 90, 380, 170),
+                          box(420, 110, 480, 175), box(520, 120, 545, 150),
+                          box(600, 130, 618, 152), box(680, 128, 700, 156)};
+    for (int m = 0; m < 4; m++) {
+        anon_check_crop c[64];
+        int canvases = 0;
+        const int n = anon_check_layout(f, 6, 0.8f, 1024, (px_conceal_mode)m, c, 64, &canvases);
+        assert_true(n >= 1 && n <= 64 && canvases >= 1);
+        long area[8] = {0}, wmax[8] = {0}, hmax[8] = {0};
+        for (int i = 0; i < n; i++) {
+            assert_true(c[i].canvas >= 0 && c[i].canvas < canvases && canvases <= 8);
+            assert_true(c[i].x >= 4 && c[i].y >= 4 && c[i].x + c[i].w + 4 <= 1024 &&
+                        c[i].y + c[i].h + 4 <= 1024);
+            for (int j = 0; j < i; j++)
+                assert_true(c[i].canvas != c[j].canvas || c[i].x >= c[j].x + c[j].w + 4 ||
+                            c[j].x >= c[i].x + c[i].w + 4 || c[i].y >= c[j].y + c[j].h + 4 ||
+                            c[j].y >= c[i].y + c[i].h + 4);
+            area[c[i].canvas] += (long)c[i].w * c[i].h;
+            if (c[i].x + c[i].w + 4 > wmax[c[i].canvas])
+                wmax[c[i].canvas] = c[i].x + c[i].w + 4;
+            if (c[i].y + c[i].h + 4 > hmax[c[i].canvas])
+                hmax[c[i].canvas] = c[i].y + c[i].h + 4;
+        }
+        /* one canvas, the size the detector runs it at (rounded up to 64)
+         * mostly crops: a 1024-wide shelf packing of blur's looks (native,
+         * 2x and whole-image scale) took two rows, 1024x448 for 254 K px of
+         * crops (55%) */
+        assert_int_equal(canvases, 1);
+        const long fw = (wmax[0] + 63) / 64 * 64, fh = (hmax[0] + 63) / 64 * 64;
+        assert_true((double)area[0] / (double)(fw * fh) > 0.65);
+        if (m == PX_CONCEAL_BLUR)
+            assert_true(fw * fh < 1024 * 448);
+    }
+}
+
 static void test_conceal_rejects_bad_faces(void **state)
 {
     (void)state;
@@ -301,6 +344,7 @@ int main(void)
         cmocka_unit_test(test_noise_replaces_every_face_pixel),
         cmocka_unit_test(test_solid_and_pixelate_and_blur),
         cmocka_unit_test(test_small_pixelated_faces_get_larger_masks),
+        cmocka_unit_test(test_check_layout_packs_tightly),
         cmocka_unit_test(test_conceal_rejects_bad_faces),
         cmocka_unit_test(test_find_model),
         cmocka_unit_test(test_process_argument_checks),
