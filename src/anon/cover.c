@@ -5,16 +5,18 @@
  * Rotations. People lie down, and many apps drop the EXIF Orientation tag,
  * so a photo can reach us turned by 90, 180 or 270 degrees; YuNet finds
  * almost no face turned that far. Running the whole multi-scale plan four
- * times would cost 4x, so one *probe* pass decides: the image, shrunk to a
+ * times would cost 4x, so a *probe* pass decides: the image, shrunk to a
  * long side of 316 px or more, is drawn four times into one square network
  * input, turned by 0, 90, 180 and 270 degrees (a pinwheel: each copy at the
- * previous one's place turned by 90 degrees). The full plan then runs only
+ * previous one's place turned by 90 degrees); a quick probe of 224 px copies
+ * runs before it and decides alone when it is sure of a face (PROBE_QUICK).
+ * The full plan then runs only
  * for the turns where the probe saw a face; upright runs too unless the probe
  * saw faces turned and none upright (then it runs only when the turned run
  * found a single weak face, which may be a false positive). When the probe
  * sees nothing at all, the upright plan runs, as before. The probe's own
- * faces are kept too. Cost: one network run per image on top of the upright
- * plan (docs/anonymize.md has the measured figures).
+ * faces are kept too. Cost: one or two network runs per image on top of the
+ * upright plan (docs/anonymize.md has the measured figures).
  *
  * Crowds. Where a run finds several small faces (a crowd), the region around
  * them is searched again at a finer scale (min_face / 2, at least 8 px), so
@@ -31,8 +33,15 @@
 #define PROBE_GAP 8
 /* The probe's copies: their long side at least this many network pixels
  * (docs/anonymize.md has what smaller sides cost in recall), in a square
- * whose side is a fitted network size (px_face_plan_fit: multiples of 64). */
+ * whose side is a fitted network size (px_face_plan_fit: multiples of 64).
+ * A quick probe at PROBE_QUICK runs first; when it sees a face of score
+ * PROBE_SURE or more, at any turn, it decides alone (half the probe's
+ * pixels), else the full probe runs too: photos of big faces are decided
+ * by the quick one, crowds of small faces (which it cannot see: the turned
+ * crowd photo needs 316) pay for both. */
 #define PROBE_SIDE 316.0
+#define PROBE_QUICK 224.0
+#define PROBE_SURE 0.8f
 #define PROBE_STEP 64
 /* A crowd: at least this many faces no larger than CROWD_SMALL x min_face. */
 #define CROWD_MIN_FACES 3
@@ -227,8 +236,9 @@ static int detect_scale(px_face_detector *det, const px_image *img, float scale,
 /* The probe: the image shrunk into each quadrant of one network input at
  * one of the four turns. found[k] counts the faces seen turned by k, best[k]
  * their best score; the faces (in image coordinates) go to out. */
-static int probe(px_face_detector *det, const px_image *img, float thr, int found[4], float best[4],
-                 anon_faces *out, int *turn_of, int turn_cap, px_err *err)
+static int probe(px_face_detector *det, const px_image *img, float thr, double copy_side,
+                 int found[4], float best[4], anon_faces *out, int *turn_of, int turn_cap,
+                 px_err *err)
 {
     int nw, nh;
     px_face_detector_input_size(det, &nw, &nh);
@@ -244,7 +254,7 @@ static int probe(px_face_detector *det, const px_image *img, float thr, int foun
          * letterbox padding. Its side is the smallest fitted size that holds
          * the copies at PROBE_SIDE; then they grow to fill it. */
         const double r = (double)sw_ / (double)lw; /* short / long, <= 1 */
-        const double want = fmin(PROBE_SIDE, 2.0 * lw);
+        const double want = fmin(copy_side, 2.0 * lw);
         const int need = (int)ceil(want * (1.0 + r)) + PROBE_GAP;
         cw = chh = (need + PROBE_STEP - 1) / PROBE_STEP * PROBE_STEP;
         s = (float)((double)(cw - PROBE_GAP) / (1.0 + r) / (double)lw);
@@ -484,10 +494,18 @@ int px_anon_detect(px_face_detector *det, const px_image *img, const px_anon_opt
     if (o->rotations) {
         int turn[PROBE_CAP];
         const double t = px_now_ms();
-        rc = probe(det, img, o->detect.score_threshold, found, best, &all, turn, PROBE_CAP, err);
-        st->passes++;
-        st->ms_network += px_now_ms() - t;
+        /* the quick probe first; unless it saw a face it is sure of, the
+         * full one too, the two adding up their evidence */
+        rc = probe(det, img, o->detect.score_threshold, PROBE_QUICK, found, best, &all, turn,
+                   PROBE_CAP, err);
         c->probe_passes = 1;
+        if (rc == PX_OK && fmaxf(fmaxf(best[0], best[1]), fmaxf(best[2], best[3])) < PROBE_SURE) {
+            rc = probe(det, img, o->detect.score_threshold, PROBE_SIDE, found, best, &all, turn,
+                       PROBE_CAP, err);
+            c->probe_passes = 2;
+        }
+        st->passes += c->probe_passes;
+        st->ms_network += px_now_ms() - t;
         mask = o->rotations == 2 ? 15 : turns_to_run(&all, turn, found);
     }
     for (int k = 0; k < 4 && rc == PX_OK; k++)

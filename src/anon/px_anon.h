@@ -39,7 +39,7 @@ px_anon_opts px_anon_opts_default(void);
 
 /* What the coverage passes did for one image. */
 typedef struct px_anon_coverage {
-    int probe_passes;   /* 1 when the rotation probe ran */
+    int probe_passes;   /* rotation probe runs: 1 (quick) or 2 (quick and full), 0 off */
     int probe_found[4]; /* faces the probe saw turned by 0, 90, 180, 270 degrees */
     int turns_run;      /* bit k: the full plan ran on the image turned k quarter turns clockwise */
     int crowd_passes;   /* network runs spent searching crowds again at a finer scale */
