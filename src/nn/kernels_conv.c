@@ -333,6 +333,8 @@ size_t px_nn_conv_scratch_size(const px_nn_conv_packed *c, int threads)
         per = c->dp_scratch;
     else if (c->algo == ALGO_IM2COL || c->small)
         per = c->k * ((c->tile + 15) / 16 * 16) * sizeof(float);
+    else if (c->algo == ALGO_C3S2 && c->avx512) /* reads in place: one zero row */
+        per = (size_t)c->p.iw * sizeof(float);
     else if (c->algo == ALGO_C3S2)
         per = px_nn_conv3x3s2_avx2_scratch(c->p.ic, PX_C3S2_ROWS, c->p.ow) * sizeof(float);
     else if (c->algo == ALGO_DW3X3 && c->p.pool)

@@ -311,12 +311,16 @@ void px_nn_dw3x3_avx512(const float *in, int ih, int iw, float *out, int oh, int
 }
 
 /* ---- direct 3x3 stride-2 conv (network stems) ----
- * px_nn_conv3x3s2_avx2's planes and bands; a block is up to 16 output
- * channels x 16 columns. The plane is (ow+15)/16*32+2 floats wide, so the
- * 34 floats a 16-column block reads per row are always inside it. */
+ * px_nn_conv3x3s2_avx2's bands, read in place like px_nn_dw3x3_avx512: a
+ * block is up to 16 output channels x 16 columns, and per input row it takes
+ * the 34 floats from its first column b (2 x0 - pl) on, in four masked loads
+ * whose lanes outside the row read 0, as the AVX2 kernel's zero-padded plane
+ * holds there (bitwise the same outputs, without writing and reading that
+ * plane: it was a fifth of the stem's time). The masks depend only on b. */
 static inline __attribute__((always_inline)) void
-c3s2_block(const int mr, int ic, int cols, const float *plane, size_t plane_stride, const float *w,
-           const float *bias, int relu, float *o, size_t ldo, int nleft)
+c3s2_block(const int mr, int ic, const float *in, int ih, int iw, int q0, int pt, int b,
+           const __mmask16 mk[4], const float *zero, const float *w, const float *bias, int relu,
+           float *o, size_t ldo, int nleft)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
                                            30);
@@ -327,17 +331,20 @@ c3s2_block(const int mr, int ic, int cols, const float *plane, size_t plane_stri
         acc[i] = _mm512_setzero_ps();
     const int k = ic * 9;
     for (int c = 0; c < ic; c++) {
+        const float *plane = in + (size_t)c * (size_t)ih * (size_t)iw;
         for (int ky = 0; ky < 3; ky++) {
-            const float *x = plane + c * plane_stride + (size_t)ky * cols;
-            const __m512 l0 = _mm512_loadu_ps(x), l1 = _mm512_loadu_ps(x + 16);
-            const __m512 s0 = _mm512_loadu_ps(x + 2), s1 = _mm512_loadu_ps(x + 18);
-            const __m512 b[3] = {_mm512_permutex2var_ps(l0, even, l1),
+            const float *x = in_row(plane, ih, iw, q0 + ky, pt, zero) + b;
+            const __m512 l0 = _mm512_maskz_loadu_ps(mk[0], x);
+            const __m512 l1 = _mm512_maskz_loadu_ps(mk[1], x + 16);
+            const __m512 s0 = _mm512_maskz_loadu_ps(mk[2], x + 2);
+            const __m512 s1 = _mm512_maskz_loadu_ps(mk[3], x + 18);
+            const __m512 t[3] = {_mm512_permutex2var_ps(l0, even, l1),
                                  _mm512_permutex2var_ps(l0, odd, l1),
                                  _mm512_permutex2var_ps(s0, even, s1)};
             for (int kx = 0; kx < 3; kx++) {
-                const int t = c * 9 + ky * 3 + kx;
+                const int tap = c * 9 + ky * 3 + kx;
                 for (int i = 0; i < mr; i++)
-                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(w[(size_t)i * k + t]), b[kx], acc[i]);
+                    acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(w[(size_t)i * k + tap]), t[kx], acc[i]);
             }
         }
     }
@@ -351,27 +358,25 @@ void px_nn_conv3x3s2_avx512(const float *in, int ic, int ih, int iw, float *out,
                             int ow, int r0, int r1, int pt, int pl, const float *w,
                             const float *bias, int relu, float *pad)
 {
-    const int cols = (ow + 15) / 16 * 32 + 2, rows = (r1 - r0 - 1) * 2 + 3;
-    const size_t plane_stride = (size_t)rows * cols;
-    for (int c = 0; c < ic; c++) /* padded row py of this band is input row r0*2 - pt + py */
-        px_nn_fill_plane(in + (size_t)c * ih * iw, ih, iw, pt - 2 * r0, pl, pad + c * plane_stride,
-                         rows, cols);
+    /* pad: iw floats, the zero row for rows above and below the input */
+    memset(pad, 0, (size_t)iw * sizeof(float));
+    const float *zero = pad;
     const size_t hw = (size_t)oh * ow;
-    for (int oy = r0; oy < r1; oy++) {
-        const float *prow = pad + (size_t)(oy - r0) * 2 * cols;
-        float *orow = out + (size_t)oy * ow;
+    for (int oy = r0; oy < r1; oy++)
         for (int x0 = 0; x0 < ow; x0 += 16) {
-            const float *p0 = prow + 2 * x0;
+            const int b = 2 * x0 - pl;
+            const __mmask16 mk[4] = {span(-b, iw - b), span(-b - 16, iw - b - 16),
+                                     span(-b - 2, iw - b - 2), span(-b - 18, iw - b - 18)};
+            float *orow = out + (size_t)oy * ow + x0;
             int m = 0;
             for (; m + 16 <= oc; m += 16)
-                c3s2_block(16, ic, cols, p0, plane_stride, w + (size_t)m * ic * 9, bias + m, relu,
-                           orow + m * hw + x0, hw, ow - x0);
+                c3s2_block(16, ic, in, ih, iw, 2 * oy, pt, b, mk, zero, w + (size_t)m * ic * 9,
+                           bias + m, relu, orow + m * hw, hw, ow - x0);
             for (; m + 4 <= oc; m += 4)
-                c3s2_block(4, ic, cols, p0, plane_stride, w + (size_t)m * ic * 9, bias + m, relu,
-                           orow + m * hw + x0, hw, ow - x0);
+                c3s2_block(4, ic, in, ih, iw, 2 * oy, pt, b, mk, zero, w + (size_t)m * ic * 9,
+                           bias + m, relu, orow + m * hw, hw, ow - x0);
             for (; m < oc; m++)
-                c3s2_block(1, ic, cols, p0, plane_stride, w + (size_t)m * ic * 9, bias + m, relu,
-                           orow + m * hw + x0, hw, ow - x0);
+                c3s2_block(1, ic, in, ih, iw, 2 * oy, pt, b, mk, zero, w + (size_t)m * ic * 9,
+                           bias + m, relu, orow + m * hw, hw, ow - x0);
         }
-    }
 }

@@ -89,6 +89,8 @@ void px_nn_dw3x3_avx512(const float *in, int ih, int iw, float *out, int oh, int
                         const float *w9, float bias, int relu, int s, int pt, int pl, float *pad);
 void px_nn_dw3x3_avx512_plane(const float *plane, int cols, float *out, int oh, int ow,
                               const float *w9, float bias, int relu, int s);
+/* px_nn_conv3x3s2_avx2's contract, reading the input in place (masked
+ * loads): pad is scratch of iw floats (a zero row), bitwise the same output. */
 void px_nn_conv3x3s2_avx512(const float *in, int ic, int ih, int iw, float *out, int oc, int oh,
                             int ow, int r0, int r1, int pt, int pl, const float *w,
                             const float *bias, int relu, float *pad);
