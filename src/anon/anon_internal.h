@@ -11,6 +11,9 @@
 /* Turns src by k quarter turns clockwise (k in 0..3) into a new RGB(A)
  * image of the same channel count. PX_ENOMEM; dst is zeroed then. */
 int anon_rotate(const px_image *src, int k, px_image *dst, px_err *err);
+/* The same into dst (of src's channel count) with the turned image's top
+ * left corner at (x0, y0); dst must hold it. */
+void anon_rotate_into(const px_image *src, int k, px_image *dst, int x0, int y0);
 
 /* Clips the boxes of n faces to a w x h image (landmarks left as they are). */
 void anon_clip_faces(px_face *f, int n, int w, int h);

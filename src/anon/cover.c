@@ -80,38 +80,47 @@ void anon_clip_faces(px_face *f, int n, int w, int h)
     }
 }
 
-int anon_rotate(const px_image *src, int k, px_image *dst, px_err *err)
+void anon_rotate_into(const px_image *src, int k, px_image *dst, int x0, int y0)
 {
     k &= 3;
     const int w = src->w, h = src->h, c = src->channels;
     const int dw = (k & 1) ? h : w, dh = (k & 1) ? w : h;
-    if (px_image_alloc(dst, dw, dh, c) != PX_OK)
-        return px_err_set(err, PX_ENOMEM, "anonymize: %d x %d turned image", dw, dh);
+    const ptrdiff_t stride = (ptrdiff_t)src->stride;
     for (int y = 0; y < dh; y++) {
-        uint8_t *d = dst->px + (size_t)y * dst->stride;
-        for (int x = 0; x < dw; x++, d += c) {
-            int sx, sy; /* the source pixel that lands on (x, y) */
-            switch (k) {
-            case 1:
-                sx = y;
-                sy = h - 1 - x;
-                break;
-            case 2:
-                sx = w - 1 - x;
-                sy = h - 1 - y;
-                break;
-            case 3:
-                sx = w - 1 - y;
-                sy = x;
-                break;
-            default:
-                sx = x;
-                sy = y;
-                break;
-            }
-            memcpy(d, src->px + (size_t)sy * src->stride + (size_t)sx * (size_t)c, (size_t)c);
+        uint8_t *d = dst->px + (size_t)(y0 + y) * dst->stride + (size_t)x0 * (size_t)c;
+        if (k == 0) {
+            memcpy(d, src->px + (size_t)y * src->stride, (size_t)w * (size_t)c);
+            continue;
         }
+        /* the source pixel that lands on (0, y), and the step to the one
+         * that lands on (x + 1, y) */
+        const uint8_t *s;
+        ptrdiff_t step;
+        if (k == 1) { /* (x, y) <- (y, h - 1 - x) */
+            s = src->px + (size_t)(h - 1) * src->stride + (size_t)y * (size_t)c;
+            step = -stride;
+        } else if (k == 2) { /* (x, y) <- (w - 1 - x, h - 1 - y) */
+            s = src->px + (size_t)(h - 1 - y) * src->stride + (size_t)(w - 1) * (size_t)c;
+            step = -(ptrdiff_t)c;
+        } else { /* (x, y) <- (w - 1 - y, x) */
+            s = src->px + (size_t)(w - 1 - y) * (size_t)c;
+            step = stride;
+        }
+        if (c == 3)
+            for (int x = 0; x < dw; x++, d += 3, s += step)
+                d[0] = s[0], d[1] = s[1], d[2] = s[2];
+        else
+            for (int x = 0; x < dw; x++, d += c, s += step)
+                memcpy(d, s, (size_t)c);
     }
+}
+
+int anon_rotate(const px_image *src, int k, px_image *dst, px_err *err)
+{
+    const int dw = (k & 1) ? src->h : src->w, dh = (k & 1) ? src->w : src->h;
+    if (px_image_alloc(dst, dw, dh, src->channels) != PX_OK)
+        return px_err_set(err, PX_ENOMEM, "anonymize: %d x %d turned image", dw, dh);
+    anon_rotate_into(src, k, dst, 0, 0);
     return PX_OK;
 }
 
@@ -281,22 +290,15 @@ static int probe(px_face_detector *det, const px_image *img, float thr, double c
         for (int k = 0; k < 4; k++)
             qpos[k][0] = (k & 1) * side, qpos[k][1] = (k >> 1) * side;
     }
-    px_image small, canvas, turned;
+    px_image small, canvas;
     memset(&canvas, 0, sizeof canvas);
     int st = anon_resample(img, 0, 0, (float)img->w, (float)img->h, sw, sh, &small, err);
     if (st == PX_OK && px_image_alloc(&canvas, cw, chh, 3) != PX_OK)
         st = px_err_set(err, PX_ENOMEM, "anonymize: probe canvas");
     if (st == PX_OK)
         memset(canvas.px, 0, canvas.stride * (size_t)canvas.h);
-    for (int k = 0; k < 4 && st == PX_OK; k++) {
-        if ((st = anon_rotate(&small, k, &turned, err)) != PX_OK)
-            break;
-        const int qx = qpos[k][0], qy = qpos[k][1];
-        for (int y = 0; y < turned.h; y++)
-            memcpy(canvas.px + (size_t)(qy + y) * canvas.stride + (size_t)qx * 3,
-                   turned.px + (size_t)y * turned.stride, (size_t)turned.w * 3);
-        px_image_free(&turned);
-    }
+    for (int k = 0; k < 4 && st == PX_OK; k++)
+        anon_rotate_into(&small, k, &canvas, qpos[k][0], qpos[k][1]);
     px_face *f = NULL;
     int n = 0;
     if (st == PX_OK)

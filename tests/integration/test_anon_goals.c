@@ -315,6 +315,43 @@ static void test_turn_round_trip(void **state)
     px_image_free(&img);
 }
 
+/* anon_rotate_into, RGB and RGBA: every pixel of the turned copy is its
+ * source pixel by the turn's mapping, at its offset in a larger image, and
+ * nothing around the copy is written. */
+static void test_rotate_into_every_pixel(void **state)
+{
+    (void)state;
+    for (int c = 3; c <= 4; c++) {
+        px_image img, dst;
+        assert_int_equal(px_image_alloc(&img, 7, 5, c), PX_OK);
+        for (int y = 0; y < 5; y++)
+            for (int x = 0; x < 7 * c; x++)
+                img.px[(size_t)y * img.stride + (size_t)x] = (uint8_t)(y * 50 + x);
+        for (int k = 0; k < 4; k++) {
+            assert_int_equal(px_image_alloc(&dst, 12, 11, c), PX_OK);
+            memset(dst.px, 0xEE, dst.stride * (size_t)dst.h);
+            anon_rotate_into(&img, k, &dst, 3, 2);
+            const int tw = (k & 1) ? 5 : 7, th = (k & 1) ? 7 : 5;
+            for (int y = 0; y < dst.h; y++)
+                for (int x = 0; x < dst.w; x++) {
+                    const uint8_t *d = dst.px + (size_t)y * dst.stride + (size_t)x * (size_t)c;
+                    const int u = x - 3, v = y - 2; /* in the turned copy */
+                    if (u < 0 || v < 0 || u >= tw || v >= th) {
+                        for (int i = 0; i < c; i++)
+                            assert_int_equal(d[i], 0xEE);
+                        continue;
+                    }
+                    const int sx = k == 0 ? u : k == 1 ? v : k == 2 ? 6 - u : 6 - v;
+                    const int sy = k == 0 ? v : k == 1 ? 4 - u : k == 2 ? 4 - v : u;
+                    assert_memory_equal(
+                        d, img.px + (size_t)sy * img.stride + (size_t)sx * (size_t)c, (size_t)c);
+                }
+            px_image_free(&dst);
+        }
+        px_image_free(&img);
+    }
+}
+
 /* ---- concealment ---- */
 
 static void test_every_mode_irreversible(void **state)
@@ -421,6 +458,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_turn_round_trip),
+        cmocka_unit_test(test_rotate_into_every_pixel),
         cmocka_unit_test(test_turned_photos_recall),
         cmocka_unit_test(test_self_check_strengthens),
         cmocka_unit_test(test_every_mode_irreversible),
