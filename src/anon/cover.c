@@ -33,7 +33,7 @@
 #define PROBE_GAP 8
 /* The probe's copies: their long side at least this many network pixels
  * (docs/anonymize.md has what smaller sides cost in recall), in a square
- * whose side is a fitted network size (px_face_plan_fit: multiples of 64).
+ * whose side is a fitted network size (px_face_fit_side).
  * A quick probe at PROBE_QUICK runs first; when it sees a face of score
  * PROBE_SURE or more, at any turn, it decides alone (half the probe's
  * pixels), else the full probe runs too: photos of big faces are decided
@@ -42,7 +42,6 @@
 #define PROBE_SIDE 316.0
 #define PROBE_QUICK 224.0
 #define PROBE_SURE 0.8f
-#define PROBE_STEP 64
 /* A crowd: at least this many faces no larger than CROWD_SMALL x min_face. */
 #define CROWD_MIN_FACES 3
 #define CROWD_SMALL 2.0f
@@ -176,12 +175,6 @@ int anon_resample(const px_image *src, float sx, float sy, float sw, float sh, i
 static int detect_scale(px_face_detector *det, const px_image *img, float scale, float threshold,
                         px_face **faces, int *n, int *passes, px_err *err);
 
-/* A fitted network side: v rounded up to a multiple of PROBE_STEP. */
-static int fit_up(int v)
-{
-    return (v + PROBE_STEP - 1) / PROBE_STEP * PROBE_STEP;
-}
-
 int px_anon_detect_at_scale(px_face_detector *det, const px_image *img, float scale,
                             float threshold, px_face **faces, int *n, px_err *err)
 {
@@ -230,7 +223,8 @@ static int detect_scale(px_face_detector *det, const px_image *img, float scale,
         for (int tx = 0; tx < nx; tx++) {
             const float sx = nx > 1 ? ((float)img->w - tw) * (float)tx / (float)(nx - 1) : 0.0f;
             const float sy = ny > 1 ? ((float)img->h - th) * (float)ty / (float)(ny - 1) : 0.0f;
-            const int pw = fitted ? fit_up(nw) : nw, ph = fitted ? fit_up(nh) : nh;
+            const int pw = fitted ? px_face_fit_side(nw) : nw,
+                      ph = fitted ? px_face_fit_side(nh) : nh;
             plan[ty * nx + tx] =
                 (px_face_pass){sx, sy, (float)pw / scale, (float)ph / scale, scale, 1, pw, ph};
         }
@@ -265,7 +259,7 @@ static int probe(px_face_detector *det, const px_image *img, float thr, double c
         const double r = (double)sw_ / (double)lw; /* short / long, <= 1 */
         const double want = fmin(copy_side, 2.0 * lw);
         const int need = (int)ceil(want * (1.0 + r)) + PROBE_GAP;
-        cw = chh = (need + PROBE_STEP - 1) / PROBE_STEP * PROBE_STEP;
+        cw = chh = px_face_fit_side(need);
         s = (float)((double)(cw - PROBE_GAP) / (1.0 + r) / (double)lw);
     } else {
         /* one fixed size: letterboxed quadrants, 0 and 90 above 180 and 270 */

@@ -33,9 +33,6 @@
 #define NOISE_LEVEL 3
 #define CROP_MARGIN 0.8f /* of the face width, each side: detectors need the head and shoulders */
 #define GAP 4            /* network pixels between crops */
-/* The detector runs a canvas at its extent rounded up to this (its fitted
- * sizes, px_face_plan_fit): what the packing is costed by. */
-#define CANVAS_STEP 64
 #define NET_FACE_MIN 12.0f
 /* Faces are looked at no larger than this: crops of big faces at native
  * size filled much of a canvas each (103 faces of 70-160 px on a 12 MP
@@ -297,14 +294,9 @@ static void canvas_size(const crop_list *l, int k, int net, int *w, int *h)
     *h = ch < net ? ch : net;
 }
 
-static double fitted(int v)
-{
-    return (double)((v + CANVAS_STEP - 1) / CANVAS_STEP * CANVAS_STEP);
-}
-
 /* Packs the crops into as few network pixels as it finds: shelf packing
- * at each canvas width from net down in steps of CANVAS_STEP, each canvas
- * costed at the fitted size the detector runs it at (one wide shelf of
+ * at each canvas width from net down in steps of PX_FACE_FIT_STEP, each
+ * canvas costed at the fitted size the detector runs it at (one wide shelf of
  * crops of mixed heights left 40% of a 1024-wide canvas black). */
 static int pack(crop_list *l, int net)
 {
@@ -322,14 +314,16 @@ static int pack(crop_list *l, int net)
     double best = -1.0;
     /* narrower than its widest crop (plus the grid alignment's shift) a
      * canvas would not hold it */
-    for (int w = net; w >= widest + 2 * GAP + 32 && w >= CANVAS_STEP; w -= CANVAS_STEP) {
+    for (int w = net; w >= widest + 2 * GAP + 32 && w >= PX_FACE_FIT_STEP; w -= PX_FACE_FIT_STEP) {
         memcpy(l->v, orig, sizeof *orig * (size_t)l->n);
         const int n = pack_rows(l, w, net);
         double cost = 0.0;
         for (int k = 0; k < n; k++) {
             int cw, ch;
             canvas_size(l, k, net, &cw, &ch);
-            cost += fitted(cw) * fitted(ch) + (double)(CANVAS_STEP * CANVAS_STEP);
+            /* a run's fixed cost counted as one more step squared */
+            cost += (double)px_face_fit_side(cw) * (double)px_face_fit_side(ch) +
+                    (double)(PX_FACE_FIT_STEP * PX_FACE_FIT_STEP);
         }
         if (best < 0.0 || cost < best) {
             best = cost;

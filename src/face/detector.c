@@ -49,7 +49,7 @@
  * for the detector's life: sizes in steps of 64 up to 1024 are at most 256
  * of them); every session slot keeps a few sessions of such sizes on one
  * shared arena. */
-#define FIT_STEP 64
+#define FIT_STEP PX_FACE_FIT_STEP
 #define FIT_MAX_SIDE 1024
 #define MAX_SHAPES 256
 #define SLOT_SESSIONS 16
@@ -575,6 +575,11 @@ static int fit_round(float v)
 {
     const int r = (int)ceilf(v / (float)FIT_STEP - 1e-3f) * FIT_STEP;
     return r < FIT_STEP ? FIT_STEP : r;
+}
+
+int px_face_fit_side(int v)
+{
+    return fit_round((float)v);
 }
 
 /* Tiles along one axis of len image pixels at scale s, overlapping by ov

@@ -142,6 +142,12 @@ int px_face_plan(int img_w, int img_h, int net_w, int net_h, float net_min_face,
  * px_face_plan does; 0 also for max_side < 64. */
 int px_face_plan_fit(int img_w, int img_h, int net_w, int net_h, float net_min_face, int min_face,
                      int max_passes, int max_side, px_face_pass *passes, int cap);
+/* Fitted network inputs (px_face_plan_fit, px_face_detect_canvas) come in
+ * steps of PX_FACE_FIT_STEP: v network pixels run at px_face_fit_side(v),
+ * v rounded up to the next step (at least one step). Callers that compose
+ * canvases or tiles size them by it, so they cost what the detector runs. */
+#define PX_FACE_FIT_STEP 64
+int px_face_fit_side(int v);
 /* The largest network side a fitted pass may use: 1024 for YuNet, the
  * model's own size for UltraFace (whose priors are part of the graph). */
 int px_face_detector_max_side(const px_face_detector *d);

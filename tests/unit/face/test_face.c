@@ -285,6 +285,11 @@ static void test_plan_single_pass_for_small_images(void **state)
     assert_int_equal(px_face_plan(300, 200, 640, 640, 12.0f, 20, 0, p, 4), 1);
     assert_float_equal(p[0].scale, 2.0f, 1e-6);
     assert_int_equal(px_face_plan(0, 100, 640, 640, 12.0f, 20, 0, p, 4), 0);
+    /* the fitted sizes' rounding, which callers composing canvases use */
+    assert_int_equal(px_face_fit_side(1), 64);
+    assert_int_equal(px_face_fit_side(64), 64);
+    assert_int_equal(px_face_fit_side(65), 128);
+    assert_int_equal(px_face_fit_side(1000), 1024);
     /* fitted: no letterbox padding beyond the 64-pixel rounding */
     assert_int_equal(px_face_plan_fit(300, 200, 640, 640, 12.0f, 20, 0, 1024, p, 4), 1);
     assert_float_equal(p[0].scale, 2.0f, 1e-6);
