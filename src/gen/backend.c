@@ -446,18 +446,22 @@ static int render_sdcpp(px_gen_client *c, const char *base, const px_gen_server_
     long wait = 50;
     for (;;) {
         long left = timeout_ms - (long)(px_now_ms() - t0);
-        if (left <= 0) {
-            /* 10 timeouts, at least 10 minutes: the server takes nothing else meanwhile anyway
-             * (a 192x192 render that outlived a 5 s timeout ran 92 s on a busy CPU) */
+        if (left > 0) {
+            st = px_gen_http(c, poll, NULL, NULL, left, MAX_IMAGE_BYTES * 2, &status, &resp, err);
+            if (st == PX_ECLOSED)
+                sdcpp_cancel(c, base, id);
+            if (st != PX_OK && st != PX_ETIMEOUT)
+                return st;
+        }
+        if (left <= 0 || st == PX_ETIMEOUT) {
+            /* the time is up, also when it ran out in a slow status request: a job the server
+             * will not cancel is waited for, 10 timeouts, at least 10 minutes (the server takes
+             * nothing else meanwhile anyway; a 192x192 render that outlived a 5 s timeout ran
+             * 92 s on a busy CPU), else the retry queues behind it and times out in its turn */
             if (sdcpp_cancel(c, base, id) == 409)
                 sdcpp_wait_abandoned(c, poll, timeout_ms * 10 > 600000 ? timeout_ms * 10 : 600000);
             return px_err_set(err, PX_ETIMEOUT, "%s: no result within %ld ms", poll, timeout_ms);
         }
-        st = px_gen_http(c, poll, NULL, NULL, left, MAX_IMAGE_BYTES * 2, &status, &resp, err);
-        if (st == PX_ECLOSED || st == PX_ETIMEOUT)
-            sdcpp_cancel(c, base, id);
-        if (st != PX_OK)
-            return st;
         json_t *j = status == 200 ? json_loadb((const char *)resp.data, resp.len, 0, NULL) : NULL;
         px_buf_free(&resp);
         const char *state = json_string_value(json_object_get(j, "status"));

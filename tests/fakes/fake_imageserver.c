@@ -60,6 +60,7 @@ struct fake_img {
     int w, h;
     pthread_mutex_t mu;
     int delay_ms, fail_next, fail_http, fail_always;
+    int poll_delay_ms; /* before each answer to GET /sdcpp/v1/jobs/{id} */
     int blank_k, dark_k, corrupt_k, notimage_k, garbage_k, photo_k;
     uint8_t *photo;
     size_t photo_len;
@@ -973,6 +974,13 @@ static int real_get(fake_img *f, struct MHD_Connection *c, const char *url, enum
     if (fl == FAKE_IMG_SDCPP && !strcmp(url, "/sdcpp/v1/capabilities")) {
         *r = sd_capabilities(f, c);
     } else if (fl == FAKE_IMG_SDCPP && !strncmp(url, "/sdcpp/v1/jobs/", 15)) {
+        pthread_mutex_lock(&f->mu);
+        int wait = f->poll_delay_ms;
+        pthread_mutex_unlock(&f->mu);
+        if (wait > 0) { /* a busy server slow to answer a status request */
+            struct timespec ts = {wait / 1000, (wait % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         *r = sd_job_route(f, c, url + 15, 0);
     } else if (!strcmp(url, "/sdapi/v1/samplers")) {
         json_t *a = json_array();
@@ -1179,6 +1187,7 @@ const char *fake_img_url(const fake_img *f)
         pthread_mutex_unlock(&f->mu);                                                              \
     }
 SETTER(fake_img_set_delay, delay_ms)
+SETTER(fake_img_set_poll_delay, poll_delay_ms)
 SETTER(fake_img_fail_always, fail_always)
 SETTER(fake_img_blank_every, blank_k)
 SETTER(fake_img_dark_every, dark_k)

@@ -31,6 +31,8 @@ void fake_img_stop(fake_img *f);           /* NULL is a no-op */
 const char *fake_img_url(const fake_img *f); /* "http://127.0.0.1:PORT" */
 
 void fake_img_set_delay(fake_img *f, int ms);          /* before each render answer */
+/* sd-server flavour: before each answer to a job's status (a busy server answering slowly) */
+void fake_img_set_poll_delay(fake_img *f, int ms);
 void fake_img_fail_next(fake_img *f, int n, int http); /* next n renders answer HTTP http */
 void fake_img_fail_always(fake_img *f, int http);      /* 0 turns it off */
 /* every k-th render (k = 0 off) counted from the start: */

@@ -391,7 +391,7 @@ static void test_sdcpp_one_at_a_time(void **state)
     /* an A1111 server says nothing about it: --per-server is taken as given */
     fake_img *a;
     assert_int_equal(fake_img_start(96, 64, &a), 0);
-    fake_img_set_delay(a, 100);
+    fake_img_set_delay(a, 300); /* long enough for a second worker to start on a busy machine */
     setup_init(&s, "a1111-inflight", fake_img_url(a), 6, 96, 64);
     s.o.per_server = 3;
     if (run(&s, &sum, &e) != PX_OK)
@@ -439,7 +439,7 @@ static void test_timeout_stops_server_work(void **state)
      * for it to end, so the retry is not queued behind it */
     assert_int_equal(fake_img_start(0, 0, &f), 0);
     fake_img_set_flavor(f, FAKE_IMG_SDCPP);
-    fake_img_set_delay(f, 400);
+    fake_img_set_delay(f, 1500); /* well past the timeout on a busy machine too */
     setup_init(&s, "timeout-sdcpp", fake_img_url(f), 1, 128, 64);
     s.o.timeout_ms = 150;
     s.o.max_attempts = 2;
@@ -483,6 +483,31 @@ static void test_timeout_stops_server_work(void **state)
     assert_int_equal(fake_img_cancels(f), c0 + 1);
     px_buf_free(&img);
     px_gen_client_destroy(http);
+    fake_img_stop(f);
+}
+
+/* The time runs out inside a slow status request (a busy sd-server answers
+ * late): the job is still given up as at any timeout, the worker waits for
+ * the render it could not cancel, and the retry is not queued behind it. */
+static void test_sdcpp_slow_status(void **state)
+{
+    (void)state;
+    fake_img *f;
+    assert_int_equal(fake_img_start(0, 0, &f), 0);
+    fake_img_set_flavor(f, FAKE_IMG_SDCPP);
+    fake_img_set_delay(f, 1500);
+    fake_img_set_poll_delay(f, 300); /* the second status request outlasts the time left */
+    setup s;
+    setup_init(&s, "slow-status", fake_img_url(f), 1, 128, 64);
+    s.o.timeout_ms = 400;
+    s.o.max_attempts = 2;
+    s.o.server_failures = 2;
+    px_gen_summary sum;
+    px_err e;
+    assert_int_equal(run(&s, &sum, &e), PX_ENET);
+    assert_true(fake_img_cancels_refused(f) >= 2);
+    assert_int_equal(fake_img_max_inflight(f), 1);
+    setup_free(&s);
     fake_img_stop(f);
 }
 
@@ -634,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_size_mismatch),
         cmocka_unit_test(test_sdcpp_one_at_a_time),
         cmocka_unit_test(test_timeout_stops_server_work),
+        cmocka_unit_test(test_sdcpp_slow_status),
         cmocka_unit_test(test_cancel_interrupts),
         cmocka_unit_test(test_job_cap_said),
         cmocka_unit_test(test_comfy_workflow),
