@@ -396,7 +396,8 @@ static void test_backends_and_servers(void **state)
     fake_img *f[4];
     for (int i = 0; i < 4; i++) {
         assert_int_equal(fake_img_start(96, 64, &f[i]), 0);
-        fake_img_set_delay(f[i], 20);
+        /* long enough that every server gets work on a busy machine */
+        fake_img_set_delay(f[i], 300);
     }
     const char *workflow =
         "{\"3\":{\"class_type\":\"KSampler\",\"inputs\":{\"seed\":\"%seed%\",\"steps\":\"%steps%\","
