@@ -369,14 +369,39 @@ static void test_size_mismatch(void **state)
     fake_img_stop(f);
 }
 
+/* A fake sd-server whose renders take delay_ms. */
+static fake_img *start_sdcpp(int delay_ms)
+{
+    fake_img *f;
+    assert_int_equal(fake_img_start(0, 0, &f), 0);
+    fake_img_set_flavor(f, FAKE_IMG_SDCPP);
+    fake_img_set_delay(f, delay_ms);
+    return f;
+}
+
+/* One job, two attempts, each timing out while f's render is generating
+ * (sd-server refuses the cancel, 409): the worker waits for the render it
+ * could not cancel, so the retry is not queued behind it. */
+static void check_abandoned_not_queued(fake_img *f, const char *name, long timeout_ms)
+{
+    setup s;
+    setup_init(&s, name, fake_img_url(f), 1, 128, 64);
+    s.o.timeout_ms = timeout_ms;
+    s.o.max_attempts = 2;
+    s.o.server_failures = 2;
+    px_gen_summary sum;
+    px_err e;
+    assert_int_equal(run(&s, &sum, &e), PX_ENET);
+    assert_true(fake_img_cancels_refused(f) >= 2); /* each attempt generating when it timed out */
+    assert_int_equal(fake_img_max_inflight(f), 1); /* the retry was not queued behind the first */
+    setup_free(&s);
+}
+
 /* sd-server renders one at a time: --per-server 3 gets one request in flight. */
 static void test_sdcpp_one_at_a_time(void **state)
 {
     (void)state;
-    fake_img *f;
-    assert_int_equal(fake_img_start(0, 0, &f), 0);
-    fake_img_set_flavor(f, FAKE_IMG_SDCPP);
-    fake_img_set_delay(f, 30);
+    fake_img *f = start_sdcpp(30);
     setup s;
     setup_init(&s, "sdcpp-inflight", fake_img_url(f), 6, 128, 64);
     s.o.per_server = 3;
@@ -437,17 +462,8 @@ static void test_timeout_stops_server_work(void **state)
 
     /* sd-server: a job generating cannot be cancelled (409, said in the log): the worker waits
      * for it to end, so the retry is not queued behind it */
-    assert_int_equal(fake_img_start(0, 0, &f), 0);
-    fake_img_set_flavor(f, FAKE_IMG_SDCPP);
-    fake_img_set_delay(f, 1500); /* well past the timeout on a busy machine too */
-    setup_init(&s, "timeout-sdcpp", fake_img_url(f), 1, 128, 64);
-    s.o.timeout_ms = 150;
-    s.o.max_attempts = 2;
-    s.o.server_failures = 2;
-    assert_int_equal(run(&s, &sum, &e), PX_ENET);
-    assert_true(fake_img_cancels_refused(f) >= 2); /* each attempt generating when it timed out */
-    assert_int_equal(fake_img_max_inflight(f), 1); /* the retry was not queued behind the first */
-    setup_free(&s);
+    f = start_sdcpp(1500); /* well past the timeout on a busy machine too */
+    check_abandoned_not_queued(f, "timeout-sdcpp", 150);
 
     /* a job still queued when the time is up is cancelled (the server busy with another
      * client's 2 s render) */
@@ -492,22 +508,9 @@ static void test_timeout_stops_server_work(void **state)
 static void test_sdcpp_slow_status(void **state)
 {
     (void)state;
-    fake_img *f;
-    assert_int_equal(fake_img_start(0, 0, &f), 0);
-    fake_img_set_flavor(f, FAKE_IMG_SDCPP);
-    fake_img_set_delay(f, 1500);
+    fake_img *f = start_sdcpp(1500);
     fake_img_set_poll_delay(f, 300); /* the second status request outlasts the time left */
-    setup s;
-    setup_init(&s, "slow-status", fake_img_url(f), 1, 128, 64);
-    s.o.timeout_ms = 400;
-    s.o.max_attempts = 2;
-    s.o.server_failures = 2;
-    px_gen_summary sum;
-    px_err e;
-    assert_int_equal(run(&s, &sum, &e), PX_ENET);
-    assert_true(fake_img_cancels_refused(f) >= 2);
-    assert_int_equal(fake_img_max_inflight(f), 1);
-    setup_free(&s);
+    check_abandoned_not_queued(f, "slow-status", 400);
     fake_img_stop(f);
 }
 
